@@ -1,0 +1,410 @@
+//! The one seam through which cdflow runs external commands and writes project files.
+//!
+//! Commands are built with xshell's `cmd!`, so arguments are split at compile time and no shell
+//! ever sees user input. A *query* is read-only and runs in every mode; an *action* is echoed as
+//! `$ command` and runs only for real, so a dry run prints exactly what a real run would execute.
+//! A file write shows a unified diff in a dry run and is atomic for real.
+
+use std::cell::RefCell;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use xshell::{Cmd, Shell};
+
+use crate::error::Interrupted;
+use crate::ui::Ui;
+
+/// How many lines of a failed command's output an error shows.
+pub const TAIL_LINES: usize = 40;
+
+/// How long a child gets between SIGTERM and SIGKILL when cdflow is interrupted.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Real,
+    DryRun,
+}
+
+/// What a finished action printed, stdout and stderr interleaved as they arrived, masked.
+#[derive(Debug, Default, Clone)]
+pub struct Output {
+    pub lines: Vec<String>,
+}
+
+impl Output {
+    pub fn tail(&self, n: usize) -> String {
+        let start = self.lines.len().saturating_sub(n);
+        self.lines[start..].join("\n")
+    }
+}
+
+/// A command as recorded in a run's record: the masked line and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub command: String,
+    pub status: Option<i32>,
+}
+
+pub struct Exec {
+    sh: Shell,
+    mode: Mode,
+    ui: Ui,
+    /// When set, an interruption does not stop the running command: used while a change that
+    /// must be all or nothing is being made, so that it can finish or roll back.
+    critical: std::cell::Cell<bool>,
+    records: RefCell<Vec<Record>>,
+}
+
+impl Exec {
+    pub fn new(dir: &Path, mode: Mode, ui: Ui) -> Result<Exec> {
+        let sh = Shell::new()?;
+        sh.change_dir(dir);
+        Ok(Exec {
+            sh,
+            mode,
+            ui,
+            critical: std::cell::Cell::new(false),
+            records: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// The shell that commands are built from (`cmd!(exec.sh(), "git status")`).
+    pub fn sh(&self) -> &Shell {
+        &self.sh
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.sh.current_dir()
+    }
+
+    pub fn is_dry_run(&self) -> bool {
+        self.mode == Mode::DryRun
+    }
+
+    pub fn ui(&self) -> &Ui {
+        &self.ui
+    }
+
+    // Read by the run records of `cdflow release`, which come with the pipelines.
+    #[allow(dead_code)]
+    pub fn records(&self) -> Vec<Record> {
+        self.records.borrow().clone()
+    }
+
+    /// Runs a read-only command in every mode and returns its trimmed stdout.
+    /// A non-zero exit is an error that carries the command's stderr.
+    pub fn query(&self, cmd: Cmd<'_>) -> Result<String> {
+        let mut command = Command::from(cmd);
+        let line = command_line(&command, &[]);
+        let output = command
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("could not start `{}`", self.ui.mask(&line)))?;
+        if !output.status.success() {
+            bail!(
+                "`{}` failed ({}): {}",
+                self.ui.mask(&line),
+                output.status,
+                self.ui
+                    .mask(String::from_utf8_lossy(&output.stderr).trim_end())
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .to_string())
+    }
+
+    /// Runs a read-only command in every mode and tells whether it exited 0.
+    pub fn check(&self, cmd: Cmd<'_>) -> Result<bool> {
+        let mut command = Command::from(cmd);
+        let line = command_line(&command, &[]);
+        let status = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .with_context(|| format!("could not start `{}`", self.ui.mask(&line)))?;
+        Ok(status.success())
+    }
+
+    /// Runs an action: echoed as `$ command`, executed only for real, its output captured.
+    /// A non-zero exit is an error showing the command, its exit code and its last lines.
+    pub fn run(&self, cmd: Cmd<'_>) -> Result<Output> {
+        self.run_with_env(cmd, &[])
+    }
+
+    /// Like [`Exec::run`], with environment variables that are shown in the echoed line
+    /// (`APP_URL=http://... cargo test`) because they are part of what runs.
+    pub fn run_with_env(&self, cmd: Cmd<'_>, env: &[(&str, &str)]) -> Result<Output> {
+        let mut command = Command::from(cmd);
+        command.envs(env.iter().copied());
+        let line = self.ui.mask(&command_line(&command, env));
+        self.ui.command(&line);
+        if self.is_dry_run() {
+            return Ok(Output::default());
+        }
+        let result = self.spawn_and_wait(command, &line);
+        self.records.borrow_mut().push(Record {
+            command: line.clone(),
+            status: match &result {
+                Ok(_) => Some(0),
+                Err(failure) => failure
+                    .downcast_ref::<CommandFailed>()
+                    .and_then(|failed| failed.code),
+            },
+        });
+        result
+    }
+
+    /// Runs `body` as one all-or-nothing change: an interruption is noticed only after it.
+    pub fn critical<T>(&self, body: impl FnOnce() -> Result<T>) -> Result<T> {
+        let outer = self.critical.replace(true);
+        let result = body();
+        self.critical.set(outer);
+        result
+    }
+
+    /// Writes a project file: a diff in a dry run, an atomic replacement for real.
+    pub fn write_file(&self, path: &Path, old: &str, new: &str) -> Result<()> {
+        if self.is_dry_run() {
+            let shown = self.display_path(path);
+            self.ui.diff(&shown, &unified_diff(&shown, old, new));
+            return Ok(());
+        }
+        atomic_write(path, new.as_bytes())
+    }
+
+    /// A path as the user would write it: relative to the working folder where possible.
+    pub fn display_path(&self, path: &Path) -> String {
+        let dir = self.dir();
+        path.strip_prefix(&dir)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    }
+
+    fn spawn_and_wait(&self, mut command: Command, line: &str) -> Result<Output> {
+        // A process group of its own: a terminal's Ctrl-C reaches cdflow alone, and cdflow can
+        // stop the command with all of its children.
+        command
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("could not start `{line}`"))?;
+        let lines = collect_lines(&mut child);
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if crate::signals::stop_requested() && !self.critical.get() {
+                stop_group(&mut child);
+                let output = self.masked_output(lines);
+                return Err(anyhow::Error::new(Interrupted).context(format!(
+                    "`{line}` was stopped; its last output:\n{}",
+                    output.tail(TAIL_LINES)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let output = self.masked_output(lines);
+        if status.success() {
+            Ok(output)
+        } else {
+            Err(anyhow::Error::new(CommandFailed {
+                command: line.to_string(),
+                code: status.code(),
+                tail: output.tail(TAIL_LINES),
+            }))
+        }
+    }
+
+    fn masked_output(&self, lines: mpsc::Receiver<String>) -> Output {
+        Output {
+            lines: lines.iter().map(|line| self.ui.mask(&line)).collect(),
+        }
+    }
+}
+
+/// A command as a POSIX shell would read it: `KEY=value program arg 'an arg'`, so that what is
+/// printed can be pasted into a shell and runs exactly what cdflow runs.
+pub fn command_line(command: &Command, env: &[(&str, &str)]) -> String {
+    let quote = |word: &std::ffi::OsStr| {
+        let word = word.to_string_lossy();
+        shlex::try_quote(&word)
+            .map(|quoted| quoted.into_owned())
+            .unwrap_or_else(|_| format!("{word:?}"))
+    };
+    let env = env
+        .iter()
+        .map(|(key, value)| format!("{key}={}", quote(value.as_ref())));
+    let words = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(quote);
+    env.chain(words).collect::<Vec<_>>().join(" ")
+}
+
+/// A command that ran and exited non-zero.
+#[derive(Debug)]
+pub struct CommandFailed {
+    pub command: String,
+    pub code: Option<i32>,
+    pub tail: String,
+}
+
+impl std::fmt::Display for CommandFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = match self.code {
+            Some(code) => format!("exited with code {code}"),
+            None => "was killed by a signal".to_string(),
+        };
+        write!(f, "`{}` {how}", self.command)?;
+        if !self.tail.is_empty() {
+            write!(f, "; the end of its output:\n{}", self.tail)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CommandFailed {}
+
+/// Reads stdout and stderr on two threads into one channel, in the order lines arrive.
+/// The channel closes when both pipes do.
+fn collect_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    fn pump(pipe: impl Read + Send + 'static, sender: mpsc::Sender<String>) {
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                match line {
+                    Ok(line) => {
+                        if sender.send(line).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+    }
+    if let Some(stdout) = child.stdout.take() {
+        pump(stdout, sender.clone());
+    }
+    if let Some(stderr) = child.stderr.take() {
+        pump(stderr, sender);
+    }
+    receiver
+}
+
+/// SIGTERM to the child's process group, then SIGKILL if it has not exited in time.
+fn stop_group(child: &mut Child) {
+    let group = child.id() as libc::pid_t;
+    // SAFETY: kill(2) with a negative pid signals a process group; it touches no memory.
+    unsafe { libc::kill(-group, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + KILL_GRACE;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(-group, libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+/// Replaces `path` with `contents` atomically: a temporary file in the same folder, flushed,
+/// given the old file's permissions, then renamed over it.
+pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".cdflow-")
+        .tempfile_in(dir)
+        .with_context(|| format!("could not create a temporary file in {}", dir.display()))?;
+    temp.write_all(contents)?;
+    temp.as_file().sync_all()?;
+    if let Ok(metadata) = std::fs::metadata(path) {
+        temp.as_file().set_permissions(metadata.permissions())?;
+    }
+    temp.persist(path)
+        .with_context(|| format!("could not replace {}", path.display()))?;
+    Ok(())
+}
+
+/// A unified diff with `a/` and `b/` headers, as git shows it.
+pub fn unified_diff(path: &str, old: &str, new: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(2)
+        .header(&format!("a/{path}"), &format!("b/{path}"))
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::Secrets;
+    use crate::ui::Style;
+    use xshell::cmd;
+
+    fn exec(mode: Mode, secret: &str) -> Exec {
+        let mut secrets = Secrets::default();
+        secrets.add(secret);
+        Exec::new(&std::env::temp_dir(), mode, Ui::new(Style::Plain, secrets)).unwrap()
+    }
+
+    #[test]
+    fn dry_run_runs_no_action_but_answers_queries() {
+        let exec = exec(Mode::DryRun, "s3cret");
+        let marker = tempfile::NamedTempFile::new().unwrap();
+        let path = marker.path().to_path_buf();
+        drop(marker);
+        exec.run(cmd!(exec.sh(), "touch {path}")).unwrap();
+        assert!(!path.exists(), "a dry run must not run actions");
+        assert_eq!(exec.query(cmd!(exec.sh(), "echo hi")).unwrap(), "hi");
+        assert!(exec.records().is_empty());
+    }
+
+    #[test]
+    fn failure_carries_code_and_masked_tail() {
+        let exec = exec(Mode::Real, "s3cret");
+        let script = "for i in $(seq 1 50); do echo line$i; done; echo s3cret >&2; exit 3";
+        let err = exec.run(cmd!(exec.sh(), "sh -c {script}")).unwrap_err();
+        let failed = err.downcast_ref::<CommandFailed>().unwrap();
+        assert_eq!(failed.code, Some(3));
+        assert!(failed.tail.contains("****"));
+        assert!(!failed.tail.contains("s3cret"));
+        assert!(!failed.tail.contains("line10\n"), "only the last lines");
+        assert_eq!(failed.tail.lines().count(), TAIL_LINES);
+        assert_eq!(exec.records()[0].status, Some(3));
+    }
+
+    #[test]
+    fn atomic_write_keeps_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.sh");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        atomic_write(&path, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp left"
+        );
+    }
+}
