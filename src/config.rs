@@ -1,0 +1,234 @@
+//! `cdflow.toml`: an app's delivery settings, read strictly (unknown keys are errors that name
+//! the file, the line and the key).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+use crate::error::user_error;
+
+pub const FILE_NAME: &str = "cdflow.toml";
+
+// The sections beyond [version] are read by the pipelines, which come with `cdflow release`;
+// they are parsed already so that a cdflow.toml written for a release is accepted by bump.
+#[allow(dead_code)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub app: AppSection,
+    #[serde(default)]
+    pub version: VersionSection,
+    /// Test tiers, run in the order they are written.
+    #[serde(default)]
+    pub test: IndexMap<String, String>,
+    #[serde(default)]
+    pub e2e: Option<E2eSection>,
+    /// Environments, in the order they are written.
+    #[serde(default)]
+    pub env: IndexMap<String, EnvSection>,
+}
+
+#[allow(dead_code)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSection {
+    pub name: Option<String>,
+    pub manifest: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionSection {
+    /// The Cargo.toml the version is read from (default: `Cargo.toml` when there is one).
+    pub source: Option<Spanned<String>>,
+    /// The version itself, for apps with no Cargo.toml (a Python service, say).
+    pub current: Option<Spanned<String>>,
+    /// Other files that carry the version.
+    #[serde(default)]
+    pub files: Vec<Spanned<VersionFile>>,
+    /// The tag name, `{version}` being the new version. Default `v{version}`.
+    pub tag: Option<String>,
+    /// The commit message, with `{old}` and `{new}`. Default `Bump version: {old} → {new}`.
+    pub message: Option<String>,
+}
+
+/// A file that carries the version: a path alone (its kind is told from its name and content),
+/// or a path with a search pattern, as bump-my-version allows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum VersionFile {
+    Path(String),
+    Pattern(PatternFile),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatternFile {
+    pub path: String,
+    /// What to look for; `{version}` stands for the current version. Default `{version}`.
+    pub search: Option<String>,
+    /// What to put instead; `{version}` stands for the new version. Default: `search`.
+    pub replace: Option<String>,
+}
+
+impl VersionFile {
+    pub fn path(&self) -> &str {
+        match self {
+            VersionFile::Path(path) => path,
+            VersionFile::Pattern(pattern) => &pattern.path,
+        }
+    }
+}
+
+#[allow(dead_code)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct E2eSection {
+    /// Run with `APP_URL` set to the environment's route.
+    pub command: String,
+}
+
+#[allow(dead_code)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvSection {
+    /// `local` (the default) or `cf`.
+    pub platform: Option<String>,
+    /// local: the port of the environment's stable route.
+    pub port: Option<u16>,
+    /// cf: the API endpoint, org and space.
+    pub api: Option<String>,
+    pub org: Option<String>,
+    pub space: Option<String>,
+    /// The route the environment answers on, when cdflow cannot tell it by itself.
+    pub url: Option<String>,
+    /// Values for the manifest's `((var))` placeholders.
+    #[serde(default)]
+    pub vars: IndexMap<String, String>,
+    /// Files of values for the manifest's placeholders, as `cf push --vars-file` reads them.
+    #[serde(default)]
+    pub vars_files: Vec<String>,
+    /// Names of environment variables whose values are secret, masked everywhere.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
+/// The configuration and where it came from.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// The file, when there is one (an app without one gets the defaults).
+    pub path: Option<PathBuf>,
+    /// Its text, to point at lines in later errors.
+    pub text: String,
+}
+
+impl Loaded {
+    /// `FILE:LINE` for a byte offset of the configuration file.
+    pub fn location(&self, offset: usize) -> String {
+        let line = self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1;
+        match &self.path {
+            Some(path) => format!("{}:{line}", path.display()),
+            None => FILE_NAME.to_string(),
+        }
+    }
+}
+
+/// Reads `DIR/cdflow.toml`, or the defaults when there is none.
+pub fn load(dir: &Path) -> Result<Loaded> {
+    let path = dir.join(FILE_NAME);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Loaded {
+                config: Config::default(),
+                path: None,
+                text: String::new(),
+            })
+        }
+        Err(err) => {
+            return Err(user_error(format!(
+                "could not read {}: {err}",
+                path.display()
+            )))
+        }
+    };
+    let config = parse(&text).map_err(|err| {
+        user_error(format!(
+            "{}: {}\nfix the key or value above; the keys cdflow knows are documented in the README",
+            path.display(),
+            err.trim_end()
+        ))
+    })?;
+    Ok(Loaded {
+        config,
+        path: Some(path),
+        text,
+    })
+}
+
+/// Parses the text of a `cdflow.toml`; the error names the line, the column and the key.
+pub fn parse(text: &str) -> std::result::Result<Config, String> {
+    toml_edit::de::from_str(text).map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_product_guide_example() {
+        let config = parse(
+            r#"
+[app]
+name = "example-app"
+manifest = "manifest.yml"
+
+[version]
+source = "Cargo.toml"
+files = ["manifest.yml", { path = "README.md", search = "badge-{version}" }]
+tag = "v{version}"
+
+[test]
+unit = "cargo test --lib --bins"
+service = "cargo test --test service"
+
+[e2e]
+command = "cargo test --test e2e"
+
+[env.staging]
+platform = "local"
+port = 8081
+
+[env.production]
+platform = "cf"
+api = "https://api.cf.example.com"
+org = "acme"
+space = "production"
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.app.name.as_deref(), Some("example-app"));
+        assert_eq!(config.test.keys().collect::<Vec<_>>(), ["unit", "service"]);
+        assert_eq!(
+            config.env.keys().collect::<Vec<_>>(),
+            ["staging", "production"]
+        );
+        assert_eq!(config.version.files.len(), 2);
+        assert_eq!(config.version.files[1].get_ref().path(), "README.md");
+    }
+
+    #[test]
+    fn unknown_keys_name_the_line_and_the_key() {
+        let err = parse("[app]\nname = \"x\"\n\n[version]\ncurent = \"1.0.0\"\n").unwrap_err();
+        assert!(err.contains("line 5"), "{err}");
+        assert!(err.contains("curent"), "{err}");
+    }
+}

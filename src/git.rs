@@ -1,0 +1,77 @@
+//! Git's vocabulary: queries (nouns and predicates) apart from actions (verbs), all run through
+//! the exec seam.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use xshell::cmd;
+
+use crate::exec::Exec;
+
+// Queries: they run in every mode, dry runs included.
+
+pub fn is_repository(exec: &Exec) -> Result<bool> {
+    exec.check(cmd!(exec.sh(), "git rev-parse --is-inside-work-tree"))
+}
+
+/// Tracked files with changes, as `git status --porcelain` names them.
+pub fn dirty_files(exec: &Exec) -> Result<Vec<String>> {
+    let status = exec.query(cmd!(
+        exec.sh(),
+        "git status --porcelain --untracked-files=no"
+    ))?;
+    Ok(status
+        .lines()
+        .map(|line| line.get(3..).unwrap_or(line).to_string())
+        .collect())
+}
+
+pub fn tag_exists(exec: &Exec, name: &str) -> Result<bool> {
+    let reference = format!("refs/tags/{name}");
+    exec.check(cmd!(exec.sh(), "git rev-parse -q --verify {reference}"))
+}
+
+/// The commit HEAD points at, or `None` in a repository with no commit yet.
+pub fn head(exec: &Exec) -> Result<Option<String>> {
+    if !exec.check(cmd!(exec.sh(), "git rev-parse -q --verify HEAD"))? {
+        return Ok(None);
+    }
+    Ok(Some(exec.query(cmd!(exec.sh(), "git rev-parse HEAD"))?))
+}
+
+/// The index file, so that a failed change can put it back byte for byte.
+pub fn index_path(exec: &Exec) -> Result<PathBuf> {
+    let path = PathBuf::from(exec.query(cmd!(exec.sh(), "git rev-parse --git-path index"))?);
+    Ok(exec.dir().join(path))
+}
+
+pub fn is_ignored(exec: &Exec, path: &str) -> Result<bool> {
+    exec.check(cmd!(exec.sh(), "git check-ignore -q -- {path}"))
+}
+
+// Actions: echoed, and run only for real.
+
+pub fn add(exec: &Exec, paths: &[String]) -> Result<()> {
+    exec.run(cmd!(exec.sh(), "git add -- {paths...}"))?;
+    Ok(())
+}
+
+pub fn commit(exec: &Exec, message: &str) -> Result<()> {
+    exec.run(cmd!(exec.sh(), "git commit -q -m {message}"))?;
+    Ok(())
+}
+
+pub fn tag_annotated(exec: &Exec, name: &str, message: &str) -> Result<()> {
+    exec.run(cmd!(exec.sh(), "git tag -a {name} -m {message}"))?;
+    Ok(())
+}
+
+pub fn delete_tag(exec: &Exec, name: &str) -> Result<()> {
+    exec.run(cmd!(exec.sh(), "git tag -d {name}"))?;
+    Ok(())
+}
+
+pub fn reset_soft(exec: &Exec, commit: &str) -> Result<()> {
+    exec.run(cmd!(exec.sh(), "git reset -q --soft {commit}"))?;
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! A small harness for cdflow's integration tests: projects in temporary folders with real git,
+//! an isolated HOME, and the cdflow binary run as a user would run it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Project {
+    // Held so that the folder lives as long as the project.
+    _root: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub home: PathBuf,
+}
+
+/// What a cdflow run printed and how it ended.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    pub fn success(&self) -> &Run {
+        assert_eq!(self.code, Some(0), "cdflow failed:\n{self}");
+        self
+    }
+
+    #[track_caller]
+    pub fn failure(&self, code: i32) -> &Run {
+        assert_eq!(self.code, Some(code), "expected exit code {code}:\n{self}");
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_has(&self, text: &str) -> &Run {
+        assert!(self.stderr.contains(text), "stderr lacks {text:?}:\n{self}");
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_has(&self, text: &str) -> &Run {
+        assert!(self.stdout.contains(text), "stdout lacks {text:?}:\n{self}");
+        self
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Project {
+    /// An empty folder, not yet a git repository.
+    pub fn empty() -> Project {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("app");
+        let home = root.path().join("home");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&home).unwrap();
+        Project {
+            _root: root,
+            dir,
+            home,
+        }
+    }
+
+    /// A git repository holding `files`, committed.
+    pub fn git(files: &[(&str, &str)]) -> Project {
+        let project = Project::empty();
+        project.git_cmd(&["init", "-q", "-b", "main"]);
+        for (path, content) in files {
+            project.write(path, content);
+        }
+        project.git_cmd(&["add", "-A"]);
+        project.git_cmd(&["commit", "-q", "-m", "first"]);
+        project
+    }
+
+    pub fn write(&self, path: &str, content: &str) {
+        let path = self.dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    pub fn read(&self, path: &str) -> String {
+        std::fs::read_to_string(self.dir.join(path)).unwrap()
+    }
+
+    pub fn path(&self, path: &str) -> PathBuf {
+        self.dir.join(path)
+    }
+
+    /// Runs git in the project and returns its trimmed stdout; panics if it fails.
+    pub fn git_cmd(&self, args: &[&str]) -> String {
+        let output = self.command("git").args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .to_string()
+    }
+
+    pub fn cdflow(&self, args: &[&str]) -> Run {
+        let output = self
+            .command(env!("CARGO_BIN_EXE_cdflow"))
+            .args(args)
+            .output()
+            .unwrap();
+        run_of(output)
+    }
+
+    /// A command in the project with an isolated HOME and a fixed git identity.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
+        command
+            .current_dir(&self.dir)
+            .env("HOME", &self.home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "Test")
+            .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
+            .env("GIT_COMMITTER_NAME", "Test")
+            .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
+            .env_remove("CDFLOW_STATE_DIR")
+            .stdin(std::process::Stdio::null());
+        command
+    }
+
+    /// Everything git and the files hold, to compare before and after a failed command.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut files = Vec::new();
+        collect(&self.dir, &self.dir, &mut files);
+        files.sort();
+        Snapshot {
+            files,
+            head: self.git_cmd(&["rev-parse", "HEAD"]),
+            tags: self.git_cmd(&["tag", "-l"]),
+            status: self.git_cmd(&["status", "--porcelain"]),
+            index: self.git_cmd(&["ls-files", "-s"]),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    files: Vec<(PathBuf, Vec<u8>)>,
+    head: String,
+    tags: String,
+    status: String,
+    index: String,
+}
+
+fn collect(root: &Path, dir: &Path, files: &mut Vec<(PathBuf, Vec<u8>)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name() == Some(".git".as_ref()) {
+            continue;
+        }
+        if path.is_dir() {
+            collect(root, &path, files);
+        } else {
+            let relative = path.strip_prefix(root).unwrap().to_path_buf();
+            files.push((relative, std::fs::read(&path).unwrap()));
+        }
+    }
+}
+
+pub fn run_of(output: Output) -> Run {
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}

@@ -1,0 +1,4 @@
+//! cdflow's integration tests: one binary, sharing a small harness.
+
+mod bump;
+mod harness;
