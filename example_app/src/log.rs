@@ -1,0 +1,321 @@
+//! Structured logging: one JSON object per line on stdout, filtered by level, written cheaply.
+//!
+//! Hand-written rather than a tracing subscriber because the request line is on
+//! the hot path: it is formatted into a per-thread buffer that is reused, and
+//! goes out with a single write, so each request costs one syscall and no
+//! allocation.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Log levels, most severe first, so `a <= b` means "a is shown when b is the threshold".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl Level {
+    /// Parses a `LOG_LEVEL` value in any case; `warning` is accepted for `warn`.
+    pub fn parse(s: &str) -> Option<Level> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "error" => Some(Level::Error),
+            "warn" | "warning" => Some(Level::Warn),
+            "info" => Some(Level::Info),
+            "debug" => Some(Level::Debug),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warn => "warn",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A field value: strings are quoted and escaped, numbers are not.
+#[derive(Clone, Copy, Debug)]
+pub enum Value<'a> {
+    Str(&'a str),
+    Num(u64),
+}
+
+#[derive(Clone, Debug)]
+enum Sink {
+    Stdout,
+    /// Collects lines in memory so unit tests can read what would have been logged.
+    Memory(Arc<Mutex<Vec<u8>>>),
+}
+
+/// Cheap to clone: a level and where lines go.
+#[derive(Clone, Debug)]
+pub struct Logger {
+    level: Level,
+    sink: Sink,
+}
+
+thread_local! {
+    // Reused for every line this thread writes, so logging does not allocate.
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(256));
+}
+
+impl Logger {
+    pub fn stdout(level: Level) -> Logger {
+        Logger {
+            level,
+            sink: Sink::Stdout,
+        }
+    }
+
+    /// A logger whose lines land in the returned buffer instead of stdout.
+    pub fn memory(level: Level) -> (Logger, Arc<Mutex<Vec<u8>>>) {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let logger = Logger {
+            level,
+            sink: Sink::Memory(buf.clone()),
+        };
+        (logger, buf)
+    }
+
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    pub fn enabled(&self, level: Level) -> bool {
+        level <= self.level
+    }
+
+    /// Logs `msg` with extra fields, e.g. the startup line.
+    pub fn event(&self, level: Level, msg: &str, fields: &[(&str, Value<'_>)]) {
+        if !self.enabled(level) {
+            return;
+        }
+        self.write_line(level, |buf| {
+            push_field(buf, "msg", Value::Str(msg));
+            for (key, value) in fields {
+                push_field(buf, key, *value);
+            }
+        });
+    }
+
+    /// The per-request line, at info.
+    pub fn request(&self, method: &str, path: &str, status: u16, duration: Duration) {
+        if !self.enabled(Level::Info) {
+            return;
+        }
+        self.write_line(Level::Info, |buf| {
+            push_field(buf, "msg", Value::Str("request"));
+            push_field(buf, "method", Value::Str(method));
+            push_field(buf, "path", Value::Str(path));
+            push_field(buf, "status", Value::Num(u64::from(status)));
+            // Milliseconds with microsecond precision, written from integers
+            // so no float formatting is needed.
+            let micros = duration.as_micros();
+            let _ = write!(
+                buf,
+                ",\"duration_ms\":{}.{:03}",
+                micros / 1000,
+                micros % 1000
+            );
+        });
+    }
+
+    fn write_line(&self, level: Level, fields: impl FnOnce(&mut Vec<u8>)) {
+        LINE.with_borrow_mut(|buf| {
+            buf.clear();
+            buf.extend_from_slice(b"{\"ts\":\"");
+            push_timestamp(buf, SystemTime::now());
+            buf.extend_from_slice(b"\",\"level\":\"");
+            buf.extend_from_slice(level.as_str().as_bytes());
+            buf.push(b'"');
+            fields(buf);
+            buf.extend_from_slice(b"}\n");
+            match &self.sink {
+                // Stdout is line buffered; a whole line written at once goes out
+                // as one write(2). Errors (a closed pipe) are ignored: losing a
+                // log line must not take the service down, and println! would panic.
+                Sink::Stdout => {
+                    let _ = std::io::stdout().lock().write_all(buf);
+                }
+                Sink::Memory(mem) => {
+                    if let Ok(mut mem) = mem.lock() {
+                        mem.extend_from_slice(buf);
+                    }
+                }
+            }
+            // Do not keep a huge buffer around because one path was huge.
+            if buf.capacity() > 16 * 1024 {
+                *buf = Vec::with_capacity(256);
+            }
+        });
+    }
+}
+
+fn push_field(buf: &mut Vec<u8>, key: &str, value: Value<'_>) {
+    buf.extend_from_slice(b",\"");
+    push_escaped(buf, key);
+    buf.extend_from_slice(b"\":");
+    match value {
+        Value::Str(s) => {
+            buf.push(b'"');
+            push_escaped(buf, s);
+            buf.push(b'"');
+        }
+        Value::Num(n) => {
+            let _ = write!(buf, "{n}");
+        }
+    }
+}
+
+/// Appends `s` as the inside of a JSON string. Request paths come from
+/// clients, so quotes, backslashes and control characters must not be able to
+/// break the line.
+fn push_escaped(buf: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => {
+                buf.extend_from_slice(&bytes[start..i]);
+                let _ = write!(buf, "\\u{:04x}", b);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[start..i]);
+        buf.extend_from_slice(escape);
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+}
+
+/// RFC 3339 UTC with milliseconds, e.g. `2025-11-25T19:53:00.123Z`.
+fn push_timestamp(buf: &mut Vec<u8>, now: SystemTime) {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    let _ = write!(
+        buf,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_millis()
+    );
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
+/// calendar (Howard Hinnant's algorithm), to avoid a date crate for one line.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of era, 0..=146096
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(buf: &Arc<Mutex<Vec<u8>>>) -> Vec<serde_json::Value> {
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect()
+    }
+
+    #[test]
+    fn levels_parse_in_any_case() {
+        assert_eq!(Level::parse("INFO"), Some(Level::Info));
+        assert_eq!(Level::parse("Warn"), Some(Level::Warn));
+        assert_eq!(Level::parse("warning"), Some(Level::Warn));
+        assert_eq!(Level::parse("debug"), Some(Level::Debug));
+        assert_eq!(Level::parse("ERROR"), Some(Level::Error));
+        assert_eq!(Level::parse("trace"), None);
+    }
+
+    #[test]
+    fn request_line_has_the_documented_fields() {
+        let (logger, buf) = Logger::memory(Level::Info);
+        logger.request("GET", "/", 200, Duration::from_micros(1234));
+        let lines = lines(&buf);
+        assert_eq!(lines.len(), 1);
+        let l = &lines[0];
+        assert_eq!(l["level"], "info");
+        assert_eq!(l["msg"], "request");
+        assert_eq!(l["method"], "GET");
+        assert_eq!(l["path"], "/");
+        assert_eq!(l["status"], 200);
+        assert_eq!(l["duration_ms"].as_f64(), Some(1.234));
+        let ts = l["ts"].as_str().unwrap();
+        assert_eq!(ts.len(), "2025-11-25T19:53:00.123Z".len(), "{ts}");
+        assert!(ts.ends_with('Z'));
+    }
+
+    #[test]
+    fn level_filters_lines() {
+        let (logger, buf) = Logger::memory(Level::Warn);
+        logger.request("GET", "/", 200, Duration::ZERO);
+        logger.event(Level::Info, "hidden", &[]);
+        logger.event(Level::Warn, "shown", &[("n", Value::Num(1))]);
+        let lines = lines(&buf);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0]["msg"], "shown");
+        assert_eq!(lines[0]["level"], "warn");
+        assert_eq!(lines[0]["n"], 1);
+    }
+
+    #[test]
+    fn hostile_strings_stay_inside_their_field() {
+        let (logger, buf) = Logger::memory(Level::Debug);
+        let path = "/a\"b\\c\nd\u{1}e\u{7f}é";
+        logger.request("GET", path, 404, Duration::ZERO);
+        let lines = lines(&buf);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0]["path"], path);
+    }
+
+    #[test]
+    fn timestamps_are_utc_calendar_dates() {
+        let at = |secs: u64, millis: u64| {
+            let mut buf = Vec::new();
+            push_timestamp(
+                &mut buf,
+                UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis),
+            );
+            String::from_utf8(buf).unwrap()
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(at(1_764_100_380, 123), "2025-11-25T19:53:00.123Z");
+        assert_eq!(at(4_107_542_399, 999), "2100-02-28T23:59:59.999Z");
+    }
+}
