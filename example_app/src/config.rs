@@ -188,6 +188,28 @@ mod tests {
         assert!(parse(&[("BIND_ADDR", "::")]).unwrap().bind_addr.is_ipv6());
     }
 
+    /// The manifest's env block, read with a line scan (it is flat `KEY: "value"`).
+    fn manifest_env() -> HashMap<String, String> {
+        let manifest = include_str!("../manifest.yml");
+        let env = manifest.split("\n  env:\n").nth(1).expect("an env block");
+        env.lines()
+            .take_while(|l| l.starts_with("    "))
+            .filter_map(|l| l.trim().split_once(':'))
+            .map(|(k, v)| (k.to_owned(), v.trim().trim_matches('"').to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn manifest_version_is_the_crate_version_and_its_env_is_valid() {
+        let env = manifest_env();
+        assert_eq!(env["VERSION"], CRATE_VERSION, "manifest.yml VERSION");
+        let c = Config::from_lookup(|name| env.get(name).cloned()).unwrap();
+        assert_eq!(c.log_level, Level::Info);
+        assert_eq!(c.version, CRATE_VERSION);
+        let manifest = include_str!("../manifest.yml");
+        assert!(manifest.contains("health-check-http-endpoint: /health\n"));
+    }
+
     #[test]
     fn invalid_values_are_errors_that_name_the_variable() {
         let cases = [
