@@ -194,7 +194,11 @@ fn render_operation(h: &mut String, doc: &Value, path: &str, method: &str, op: &
         let _ = writeln!(h, "<p>{}</p>", prose(&description));
     }
 
-    let mut curl = format!("curl -i -X {}", method.to_uppercase());
+    let mut curl = match method {
+        "get" => "curl -i".to_owned(),
+        "head" => "curl -I".to_owned(),
+        other => format!("curl -i -X {}", other.to_uppercase()),
+    };
     if let Some(content) = op["requestBody"]["content"].as_object() {
         h.push_str("<h4>Request body</h4>\n");
         let desc = s(&op["requestBody"]["description"]);

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 /// The body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"error": "unsupported media type: expected application/json"}))]
+#[schema(example = json!({"error": "not found: no route for /nope"}))]
 pub struct ErrorBody {
     /// What went wrong, for a person to read.
     pub error: String,

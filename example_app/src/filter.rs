@@ -44,13 +44,17 @@ pub const JSON: &str = "application/json";
         (status = 200, description = "The object, filtered.", body = Object,
             content_type = "application/json", example = json!({"abra": 123})),
         (status = 400, description = "The body is not well-formed JSON.", body = ErrorBody,
-            content_type = "application/json"),
+            content_type = "application/json",
+            example = json!({"error": "malformed json: EOF while parsing a value at line 1 column 8"})),
         (status = 413, description = "The body is larger than the limit (MAX_BODY_BYTES).",
-            body = ErrorBody, content_type = "application/json"),
+            body = ErrorBody, content_type = "application/json",
+            example = json!({"error": "request body too large: the limit is 1048576 bytes"})),
         (status = 415, description = "The Content-Type is missing or is not application/json.",
-            body = ErrorBody, content_type = "application/json"),
+            body = ErrorBody, content_type = "application/json",
+            example = json!({"error": "unsupported media type \"text/plain\": expected application/json"})),
         (status = 422, description = "The body is JSON but not an object.", body = ErrorBody,
-            content_type = "application/json"),
+            content_type = "application/json",
+            example = json!({"error": "expected a json object, got an array"})),
     )
 )]
 pub async fn filter(State(state): State<AppState>, req: Request) -> Response {

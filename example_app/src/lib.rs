@@ -133,7 +133,8 @@ pub enum Stopped {
 
 /// Serves `state` on `listener` until `shutdown` completes, then stops
 /// accepting connections, lets in-flight requests finish for up to `grace`,
-/// and returns. Logs the startup line (address and version) first.
+/// and returns. Logs the startup line (address and version) first, whatever
+/// the log level.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -142,7 +143,8 @@ pub async fn serve(
 ) -> std::io::Result<Stopped> {
     let addr = listener.local_addr()?;
     let logger = state.logger.clone();
-    logger.event(
+    // Written at every LOG_LEVEL: the platform reads it to see the app started.
+    logger.announce(
         Level::Info,
         "listening",
         &[

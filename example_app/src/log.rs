@@ -100,11 +100,17 @@ impl Logger {
         level <= self.level
     }
 
-    /// Logs `msg` with extra fields, e.g. the startup line.
+    /// Logs `msg` with extra fields when `level` is enabled.
     pub fn event(&self, level: Level, msg: &str, fields: &[(&str, Value<'_>)]) {
-        if !self.enabled(level) {
-            return;
+        if self.enabled(level) {
+            self.announce(level, msg, fields);
         }
+    }
+
+    /// Logs `msg` whatever the threshold. Only for the startup line: the
+    /// platform and cdflow's tests read it to know the app is up, and must
+    /// see it even when LOG_LEVEL is error.
+    pub fn announce(&self, level: Level, msg: &str, fields: &[(&str, Value<'_>)]) {
         self.write_line(level, |buf| {
             push_field(buf, "msg", Value::Str(msg));
             for (key, value) in fields {
@@ -286,11 +292,14 @@ mod tests {
         logger.request("GET", "/", 200, Duration::ZERO);
         logger.event(Level::Info, "hidden", &[]);
         logger.event(Level::Warn, "shown", &[("n", Value::Num(1))]);
+        logger.announce(Level::Info, "listening", &[]);
         let lines = lines(&buf);
-        assert_eq!(lines.len(), 1);
+        assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["msg"], "shown");
         assert_eq!(lines[0]["level"], "warn");
         assert_eq!(lines[0]["n"], 1);
+        assert_eq!(lines[1]["msg"], "listening");
+        assert_eq!(lines[1]["level"], "info");
     }
 
     #[test]

@@ -569,3 +569,36 @@ async fn serve_gives_up_after_the_grace_period() {
         .unwrap();
     assert_eq!(stopped, Stopped::GraceExpired);
 }
+
+#[tokio::test]
+async fn documented_examples_are_what_the_service_answers() {
+    let app = default_app();
+    let doc = app.get("/openapi.json").await.json();
+    let post = &doc["paths"]["/"]["post"];
+    let example =
+        |status: &str| post["responses"][status]["content"]["application/json"]["example"].clone();
+
+    let talk = post["requestBody"]["content"]["application/json"]["example"].to_string();
+    assert_eq!(app.post_json(&talk).await.json(), example("200"));
+
+    let too_large = format!(r#"{{"a":"{}"}}"#, "x".repeat(1 << 20));
+    let cases = [
+        ("400", Some("application/json"), r#"{"abra":"#.to_owned()),
+        ("413", Some("application/json"), too_large),
+        ("415", Some("text/plain"), "{}".to_owned()),
+        ("422", Some("application/json"), "[1]".to_owned()),
+    ];
+    for (status, content_type, body) in cases {
+        let r = app
+            .send(request(Method::POST, "/", content_type, &body))
+            .await;
+        assert_eq!(r.status.as_str(), status);
+        assert_eq!(r.json(), example(status), "{status}");
+    }
+
+    let not_found = app.get("/nope").await.json();
+    assert_eq!(
+        not_found,
+        doc["components"]["schemas"]["ErrorBody"]["example"]
+    );
+}

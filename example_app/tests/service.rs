@@ -359,6 +359,16 @@ fn the_grace_period_bounds_shutdown() {
 }
 
 #[test]
+fn the_startup_line_is_written_even_at_level_error() {
+    let app = App::start(&[("LOG_LEVEL", "ERROR")]);
+    assert_eq!(app.http.get(app.url("/")).send().unwrap().status(), 200);
+    let log = app.log();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["msg"], "listening");
+    assert_eq!(log[0]["addr"], app.addr.to_string());
+}
+
+#[test]
 fn invalid_configuration_is_a_clear_error_and_a_non_zero_exit() {
     for (var, value) in [
         ("PORT", "eighty"),
