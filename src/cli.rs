@@ -29,9 +29,193 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole road: clone, test, bump, push to staging, e2e, promote to production.
+    #[command(after_help = RELEASE_HELP)]
+    Release(ReleaseArgs),
+
+    /// Run the app's test tiers, in order.
+    Test(TestArgs),
+
+    /// Stage the app and make it serve an environment.
+    Push(PushArgs),
+
+    /// Run the e2e tests against an environment (APP_URL set to its route).
+    E2e(E2eArgs),
+
+    /// Deploy to production the very artifact that passed e2e on staging.
+    Promote(PromoteArgs),
+
+    /// List the runs recorded in the state folder.
+    History,
+
+    /// Print the manifest exactly as it would be pushed to an environment, secrets masked.
+    Manifest(ManifestArgs),
+
+    /// List the pipelines available, with a line on each.
+    Pipelines,
+
     /// Bump the version in every file that carries it, then commit and tag.
     #[command(after_help = BUMP_HELP)]
     Bump(BumpArgs),
+
+    /// Switch an environment back to an earlier version, without a build.
+    Rollback(RollbackArgs),
+
+    /// Show what serves each environment: version, artifact, route, instances.
+    Status,
+
+    /// Show an environment's logs.
+    Logs(LogsArgs),
+
+    /// Stop everything that the local platform started, and free its ports.
+    Down(DownArgs),
+
+    /// Bring back the last deployed version of every local environment (after a reboot).
+    Up,
+
+    /// The background process that serves one local environment (cdflow starts it itself).
+    #[command(hide = true)]
+    ServeEnv(ServeEnvArgs),
+}
+
+const RELEASE_HELP: &str = "\
+Examples:
+  cdflow release                       release the current repository's origin
+  cdflow release --repo ../app.git     release another repository
+  cdflow release --dry-run             print every command, run nothing
+  cdflow release --resume              continue a failed run where it stopped";
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// The repository to release: a URL or a path (default: the current one's origin).
+    #[arg(long)]
+    pub repo: Option<String>,
+
+    /// The branch to release (default: the repository's default branch).
+    #[arg(long = "ref", value_name = "REF")]
+    pub git_ref: Option<String>,
+
+    /// The version part to bump: major, minor, patch, pre, release, or a version.
+    #[arg(long)]
+    pub part: Option<String>,
+
+    /// A pipeline name (see `cdflow pipelines`) or a pipeline file.
+    #[arg(long, default_value = "release")]
+    pub pipeline: String,
+
+    #[command(flatten)]
+    pub run: RunFlags,
+
+    /// Continue the last failed or interrupted run at the stage that did not finish.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// Flags every command that runs stages takes.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct RunFlags {
+    /// Print every command it would run, and run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Wait for another run that holds an environment, instead of refusing.
+    #[arg(long)]
+    pub lock_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Only this tier (may be repeated).
+    #[arg(long)]
+    pub tier: Vec<String>,
+
+    #[command(flatten)]
+    pub run: RunFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The environment to push to.
+    #[arg(long)]
+    pub to: String,
+
+    #[command(flatten)]
+    pub run: RunFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct E2eArgs {
+    /// The environment to test.
+    #[arg(long)]
+    pub against: String,
+
+    #[command(flatten)]
+    pub run: RunFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The environment whose verified artifact is promoted.
+    #[arg(long, default_value = "staging")]
+    pub from: String,
+
+    /// The environment to deploy it to.
+    #[arg(long, default_value = "production")]
+    pub to: String,
+
+    /// Promote even an artifact that has not passed e2e.
+    #[arg(long)]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub run: RunFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestArgs {
+    /// The environment whose values fill the placeholders.
+    #[arg(long)]
+    pub env: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The environment to roll back.
+    #[arg(long)]
+    pub env: String,
+
+    /// The version to go back to (default: the one before the current one).
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The environment whose logs to show.
+    #[arg(long)]
+    pub env: String,
+
+    /// Keep printing new lines as they come.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Only this environment (default: all of them).
+    #[arg(long)]
+    pub env: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeEnvArgs {
+    /// The state folder.
+    #[arg(long)]
+    pub state: PathBuf,
+
+    /// The environment to serve.
+    #[arg(long)]
+    pub env: String,
 }
 
 const BUMP_HELP: &str = "\

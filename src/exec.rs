@@ -79,6 +79,11 @@ impl Exec {
         &self.sh
     }
 
+    /// Moves the seam to another folder (a release's fresh clone, say).
+    pub fn set_dir(&self, dir: &Path) {
+        self.sh.change_dir(dir);
+    }
+
     pub fn dir(&self) -> PathBuf {
         self.sh.current_dir()
     }
@@ -237,19 +242,23 @@ impl Exec {
 /// A command as a POSIX shell would read it: `KEY=value program arg 'an arg'`, so that what is
 /// printed can be pasted into a shell and runs exactly what cdflow runs.
 pub fn command_line(command: &Command, env: &[(&str, &str)]) -> String {
-    let quote = |word: &std::ffi::OsStr| {
-        let word = word.to_string_lossy();
-        shlex::try_quote(&word)
-            .map(|quoted| quoted.into_owned())
-            .unwrap_or_else(|_| format!("{word:?}"))
-    };
     let env = env
         .iter()
-        .map(|(key, value)| format!("{key}={}", quote(value.as_ref())));
+        .map(|(key, value)| format!("{key}={}", quote(value)));
     let words = std::iter::once(command.get_program())
         .chain(command.get_args())
-        .map(quote);
+        .map(|word| quote(&word.to_string_lossy()));
     env.chain(words).collect::<Vec<_>>().join(" ")
+}
+
+/// A word quoted for a POSIX shell only when it needs it.
+fn quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
 }
 
 /// A command that ran and exited non-zero.
@@ -388,6 +397,16 @@ mod tests {
         assert!(!failed.tail.contains("line10\n"), "only the last lines");
         assert_eq!(failed.tail.lines().count(), TAIL_LINES);
         assert_eq!(exec.records()[0].status, Some(3));
+    }
+
+    #[test]
+    fn command_lines_are_quoted_only_where_a_shell_needs_it() {
+        let mut command = Command::new("git");
+        command.args(["commit", "-m", "it's done", "--var", "a=1"]);
+        assert_eq!(
+            command_line(&command, &[("APP_URL", "http://x:1/")]),
+            r"APP_URL=http://x:1/ git commit -m 'it'\''s done' --var a=1"
+        );
     }
 
     #[test]

@@ -1,44 +1,58 @@
 //! cdflow: continuous delivery for services on a PaaS.
 //!
-//! `main` stays small: parse the command line, run the command, turn an error into an exit code.
+//! `main` stays small: parse the command line, resolve what it asks for, run it, turn an error
+//! into an exit code.
 
+mod app;
+mod app_manifest;
 mod bump;
 mod cli;
 mod config;
 mod error;
 mod exec;
 mod git;
+mod lock;
+mod pipeline;
+mod platform;
+mod record;
+mod runner;
 mod secrets;
 mod signals;
+mod stages;
+mod state;
 mod ui;
 mod version;
 mod version_files;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
 
-use crate::cli::{BumpArgs, Cli, Command};
+use crate::app::App;
+use crate::cli::{BumpArgs, Cli, Command, RunFlags};
 use crate::exec::{Exec, Mode};
+use crate::pipeline::{Pipeline, Source, Stage};
+use crate::runner::Flags;
 use crate::secrets::Secrets;
+use crate::stages::RunOptions;
+use crate::state::State;
 use crate::ui::{Style, Ui};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let ui = Ui::new(Style::detect(cli.json), Secrets::from_env([]));
+    match run(cli, &ui) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One place prints errors, masked like everything else.
-            let secrets = Secrets::from_env([]);
-            eprintln!("error: {}", secrets.mask(&format!("{err:#}")));
+            ui.error(&format!("{err:#}"));
             error::exit_code(&err)
         }
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, ui: &Ui) -> Result<()> {
     signals::install()?;
     // Like `git -C` and `make -C`: change to the folder, so that every path cdflow prints is
     // relative to where the user pointed it.
@@ -46,22 +60,140 @@ fn run(cli: Cli) -> Result<()> {
         std::env::set_current_dir(dir)
             .map_err(|err| error::user_error(format!("-C {}: {err}", dir.display())))?;
     }
-    let dir = PathBuf::new();
-    let ui = Ui::new(Style::detect(cli.json), Secrets::from_env([]));
+    let here = std::env::current_dir()?;
+    let dir = Path::new("");
+    let state = State::locate(&here);
+    let exec_in = |mode: Mode| Exec::new(&here, mode, ui.clone());
     match cli.command {
-        Command::Bump(args) => run_bump(dir, ui, args),
+        Command::Bump(args) => run_bump(dir, exec_in(mode_of(args.dry_run))?, args),
+        Command::Release(args) => {
+            let app_dir = &here;
+            let pipeline = pipeline::find(app_dir, &args.pipeline)?;
+            let options = RunOptions {
+                repo: args.repo,
+                git_ref: args.git_ref,
+                part: args.part.as_deref().map(str::parse).transpose()?,
+                force: false,
+            };
+            let flags = Flags {
+                resume: args.resume,
+                lock_wait: args.run.lock_wait,
+            };
+            let exec = exec_in(mode_of(args.run.dry_run))?;
+            runner::run(&exec, &state, &pipeline, &options, flags)?;
+            Ok(())
+        }
+        Command::Test(args) => {
+            let tiers = (!args.tier.is_empty()).then_some(args.tier);
+            one_stage(
+                &here,
+                &state,
+                ui,
+                args.run,
+                Stage::Test { name: None, tiers },
+                false,
+            )
+        }
+        Command::Push(args) => {
+            let stage = Stage::Push {
+                name: None,
+                to: args.to,
+            };
+            one_stage(&here, &state, ui, args.run, stage, false)
+        }
+        Command::E2e(args) => {
+            let stage = Stage::E2e {
+                name: None,
+                against: args.against,
+            };
+            one_stage(&here, &state, ui, args.run, stage, false)
+        }
+        Command::Promote(args) => {
+            let stage = Stage::Promote {
+                name: None,
+                from: args.from,
+                to: args.to,
+            };
+            one_stage(&here, &state, ui, args.run, stage, args.force)
+        }
+        Command::History => runner::history(&exec_in(Mode::Real)?, &state),
+        Command::Manifest(args) => {
+            let app = App::load(&here)?;
+            let env = app.target(&args.env)?;
+            ui.add_secrets(&env.config.secrets);
+            let manifest = app.manifest_for(&env)?;
+            ui.note(manifest.text.trim_end());
+            Ok(())
+        }
+        Command::Pipelines => {
+            for pipeline in pipeline::all(&here)? {
+                ui.note(&format!(
+                    "{:<10} {}  ({})",
+                    pipeline.name, pipeline.description, pipeline.source
+                ));
+            }
+            Ok(())
+        }
+        Command::Rollback(args) => {
+            let app = App::load(&here)?;
+            let env = app.target(&args.env)?;
+            let exec = exec_in(Mode::Real)?;
+            let platform = platform::for_env(&state, &env)?;
+            let deployment = platform.rollback(&exec, &app.name, &env, args.to.as_deref())?;
+            ui.note(&format!(
+                "{} now serves {} ({}) at {}",
+                deployment.env, deployment.version, deployment.artifact, deployment.url
+            ));
+            Ok(())
+        }
+        Command::Logs(args) => {
+            let app = App::load(&here)?;
+            let env = app.target(&args.env)?;
+            let exec = exec_in(Mode::Real)?;
+            platform::for_env(&state, &env)?.logs(&exec, &app.name, &env, args.follow)
+        }
+        Command::Status => platform::local::status(&state, ui),
+        Command::Down(args) => platform::local::down(&state, args.env.as_deref()),
+        Command::Up => platform::local::up(&state),
+        Command::ServeEnv(args) => platform::local::serve_env(&args.state, &args.env),
     }
 }
 
-fn run_bump(dir: PathBuf, ui: Ui, args: BumpArgs) -> Result<()> {
-    let mode = if args.dry_run {
+fn mode_of(dry_run: bool) -> Mode {
+    if dry_run {
         Mode::DryRun
     } else {
         Mode::Real
+    }
+}
+
+/// `cdflow test`, `push`, `e2e` and `promote`: a pipeline of one stage, run in the checkout.
+fn one_stage(
+    here: &Path,
+    state: &State,
+    ui: &Ui,
+    flags: RunFlags,
+    stage: Stage,
+    force: bool,
+) -> Result<()> {
+    let name = stage.name();
+    let pipeline = Pipeline::from_stages(&name, Source::BuiltIn, vec![stage]);
+    let exec = Exec::new(here, mode_of(flags.dry_run), ui.clone())?;
+    let options = RunOptions {
+        force,
+        ..RunOptions::default()
     };
-    let exec = Exec::new(&dir, mode, ui)?;
-    let loaded = config::load(&dir)?;
-    let facts = bump::read_version(&dir, &loaded)?;
+    let flags = Flags {
+        resume: false,
+        lock_wait: flags.lock_wait,
+    };
+    runner::run(&exec, state, &pipeline, &options, flags)?;
+    Ok(())
+}
+
+fn run_bump(dir: &Path, exec: Exec, args: BumpArgs) -> Result<()> {
+    let loaded = config::load(dir)?;
+    let facts = bump::read_version(dir, &loaded)?;
     if args.show {
         bump::show(&exec, &facts);
         return Ok(());

@@ -1,7 +1,13 @@
 //! Everything cdflow prints goes through here, masked, in the style the reader wants:
-//! a terminal, plain lines for CI logs, or one JSON event per line for machines.
+//! a terminal (a spinner per stage), plain timestamped lines for CI logs, or one JSON event per
+//! line for machines.
 
+use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::secrets::Secrets;
 
@@ -25,19 +31,65 @@ impl Style {
     }
 }
 
+/// Cheap to clone: the exec seam and the pipeline runner print through the same one.
 #[derive(Debug, Clone)]
 pub struct Ui {
     style: Style,
-    secrets: Secrets,
+    secrets: Rc<RefCell<Secrets>>,
+    /// The spinner of the running stage, on a terminal; lines are printed above it.
+    spinner: Rc<RefCell<Option<ProgressBar>>>,
+}
+
+/// How a stage ended, for its closing line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Passed,
+    Failed,
+    Skipped,
+    Interrupted,
+}
+
+impl Outcome {
+    fn mark(self) -> &'static str {
+        match self {
+            Outcome::Passed => "✓",
+            Outcome::Failed => "✗",
+            Outcome::Skipped => "-",
+            Outcome::Interrupted => "!",
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
 }
 
 impl Ui {
     pub fn new(style: Style, secrets: Secrets) -> Ui {
-        Ui { style, secrets }
+        Ui {
+            style,
+            secrets: Rc::new(RefCell::new(secrets)),
+            spinner: Rc::new(RefCell::new(None)),
+        }
+    }
+
+    /// Adds secrets learnt later (those an app's cdflow.toml names).
+    pub fn add_secrets(&self, names: &[String]) {
+        let mut secrets = self.secrets.borrow_mut();
+        for name in names {
+            if let Ok(value) = std::env::var(name) {
+                secrets.add(value);
+            }
+        }
     }
 
     pub fn mask(&self, text: &str) -> String {
-        self.secrets.mask(text)
+        self.secrets.borrow().mask(text)
     }
 
     /// A command that runs (or, in a dry run, would run), as `$ command`.
@@ -58,6 +110,18 @@ impl Ui {
         }
     }
 
+    /// An error, on stderr, masked.
+    pub fn error(&self, text: &str) {
+        let text = self.mask(text);
+        if let Some(bar) = self.spinner.borrow_mut().take() {
+            bar.finish_and_clear();
+        }
+        match self.style {
+            Style::Json => self.event("error", &[("message", &text)]),
+            _ => eprintln!("error: {text}"),
+        }
+    }
+
     /// A unified diff of a file that a dry run would change.
     pub fn diff(&self, path: &str, diff: &str) {
         let diff = self.mask(diff);
@@ -67,19 +131,89 @@ impl Ui {
         }
     }
 
-    /// One JSON object per line; the field values are already masked by the callers above.
+    /// A stage begins: a spinner with the elapsed time on a terminal, a line elsewhere.
+    pub fn stage_started(&self, index: usize, total: usize, name: &str) {
+        match self.style {
+            Style::Json => self.event(
+                "stage_started",
+                &[("stage", name), ("index", &index.to_string())],
+            ),
+            Style::Plain => self.out(&format!(
+                "[{}] ▶ stage {index}/{total}: {name}",
+                timestamp()
+            )),
+            Style::Terminal => {
+                let bar = ProgressBar::new_spinner();
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                        .expect("a valid template"),
+                );
+                bar.set_message(format!("[{index}/{total}] {name}"));
+                bar.enable_steady_tick(Duration::from_millis(100));
+                *self.spinner.borrow_mut() = Some(bar);
+            }
+        }
+    }
+
+    /// A stage ends with a mark and its duration.
+    pub fn stage_finished(
+        &self,
+        index: usize,
+        total: usize,
+        name: &str,
+        outcome: Outcome,
+        took: Duration,
+    ) {
+        let took_text = format!("{:.1}s", took.as_secs_f64());
+        if let Some(bar) = self.spinner.borrow_mut().take() {
+            bar.finish_and_clear();
+        }
+        match self.style {
+            Style::Json => self.event(
+                "stage_finished",
+                &[
+                    ("stage", name),
+                    ("outcome", outcome.word()),
+                    ("seconds", &format!("{:.3}", took.as_secs_f64())),
+                ],
+            ),
+            Style::Plain => self.out(&format!(
+                "[{}] {} stage {index}/{total}: {name} {} in {took_text}",
+                timestamp(),
+                outcome.mark(),
+                outcome.word()
+            )),
+            Style::Terminal => self.out(&format!(
+                "{} [{index}/{total}] {name} ({took_text})",
+                outcome.mark()
+            )),
+        }
+    }
+
+    /// One JSON object per line; the values are masked.
     pub fn event(&self, kind: &str, fields: &[(&str, &str)]) {
         let mut object = serde_json::Map::new();
         object.insert("event".into(), kind.into());
+        object.insert("time".into(), timestamp().into());
         for (key, value) in fields {
-            object.insert((*key).into(), (*value).into());
+            object.insert((*key).into(), self.mask(value).into());
         }
         self.out(&serde_json::Value::Object(object).to_string());
     }
 
     fn out(&self, text: &str) {
+        if let Some(bar) = self.spinner.borrow().as_ref() {
+            // Printed above the spinner, which is drawn again below.
+            bar.println(text);
+            return;
+        }
         let mut stdout = std::io::stdout().lock();
         // A closed pipe (`cdflow ... | head`) is not worth a panic.
         let _ = writeln!(stdout, "{text}");
     }
+}
+
+/// Now, in UTC, to the second: the timestamps of plain lines and events.
+pub fn timestamp() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }

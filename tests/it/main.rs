@@ -1,4 +1,6 @@
 //! cdflow's integration tests: one binary, sharing a small harness.
 
 mod bump;
+mod cf;
 mod harness;
+mod local;

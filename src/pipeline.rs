@@ -1,0 +1,330 @@
+//! Pipelines: YAML files of stages. The ones in the repository's `pipelines/` folder are built
+//! into the binary; an app's own `pipelines/*.yml` add to them or replace them by name, and
+//! `--pipeline FILE` names any file.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use crate::error::user_error;
+
+/// The pipelines built into cdflow, as (name, text).
+pub const BUILT_IN: &[(&str, &str)] = &[
+    ("release", include_str!("../pipelines/release.yml")),
+    ("promote", include_str!("../pipelines/promote.yml")),
+    ("staging", include_str!("../pipelines/staging.yml")),
+    ("check", include_str!("../pipelines/check.yml")),
+];
+
+/// Where an app keeps pipelines of its own.
+pub const APP_FOLDER: &str = "pipelines";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    description: String,
+    stages: Vec<Stage>,
+}
+
+/// One stage of a pipeline; the kind is the `kind` field.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Stage {
+    /// `git clone --recursive` of the repository at the ref, into a fresh workspace.
+    Clone { name: Option<String> },
+    /// The test tiers of cdflow.toml, in order (or only those listed).
+    Test {
+        name: Option<String>,
+        tiers: Option<Vec<String>>,
+    },
+    /// The next version, committed and tagged, pushed back to the repository.
+    Bump {
+        name: Option<String>,
+        part: Option<String>,
+    },
+    /// Stage the app and make it serve an environment.
+    Push { name: Option<String>, to: String },
+    /// The e2e command with APP_URL set to the environment's route.
+    E2e {
+        name: Option<String>,
+        against: String,
+    },
+    /// The artifact that passed e2e on `from`, deployed to `to`.
+    Promote {
+        name: Option<String>,
+        from: String,
+        to: String,
+    },
+    /// Any command, with environment variables.
+    Run {
+        name: Option<String>,
+        command: String,
+        #[serde(default)]
+        env: IndexMap<String, String>,
+    },
+}
+
+impl Stage {
+    /// The name shown in progress and records: the one given, else the kind and its target.
+    pub fn name(&self) -> String {
+        let given = match self {
+            Stage::Clone { name }
+            | Stage::Test { name, .. }
+            | Stage::Bump { name, .. }
+            | Stage::Push { name, .. }
+            | Stage::E2e { name, .. }
+            | Stage::Promote { name, .. }
+            | Stage::Run { name, .. } => name.clone(),
+        };
+        given.unwrap_or_else(|| match self {
+            Stage::Clone { .. } => "clone".into(),
+            Stage::Test { .. } => "test".into(),
+            Stage::Bump { .. } => "bump".into(),
+            Stage::Push { to, .. } => format!("push {to}"),
+            Stage::E2e { against, .. } => format!("e2e {against}"),
+            Stage::Promote { from, to, .. } => format!("promote {from} -> {to}"),
+            Stage::Run { command, .. } => format!("run {command}"),
+        })
+    }
+
+    /// The environments the stage names, with the key that names each.
+    pub fn environments(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Stage::Push { to, .. } => vec![("to", to)],
+            Stage::E2e { against, .. } => vec![("against", against)],
+            Stage::Promote { from, to, .. } => vec![("from", from), ("to", to)],
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    BuiltIn,
+    File(PathBuf),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::BuiltIn => f.write_str("built in"),
+            Source::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    pub description: String,
+    pub source: Source,
+    pub stages: Vec<Stage>,
+    text: String,
+}
+
+impl Pipeline {
+    pub fn parse(name: &str, source: Source, text: &str) -> Result<Pipeline> {
+        let file: File = serde_yaml::from_str(text).map_err(|err| {
+            let at = err
+                .location()
+                .map(|l| format!(":{}:{}", l.line(), l.column()))
+                .unwrap_or_default();
+            user_error(format!(
+                "pipeline `{name}` ({source}{at}): {err}\nthe stage kinds are clone, test, bump, \
+                 push (to), e2e (against), promote (from, to) and run (command, env)"
+            ))
+        })?;
+        if file.stages.is_empty() {
+            return Err(user_error(format!(
+                "pipeline `{name}` ({source}) has no stages: list at least one under `stages:`"
+            )));
+        }
+        Ok(Pipeline {
+            name: name.to_string(),
+            description: file.description,
+            source,
+            stages: file.stages,
+            text: text.to_string(),
+        })
+    }
+
+    /// A pipeline made in code: the one-stage pipelines of `cdflow test`, `push`, `e2e`, ...
+    pub fn from_stages(name: &str, source: Source, stages: Vec<Stage>) -> Pipeline {
+        Pipeline {
+            name: name.to_string(),
+            description: String::new(),
+            source,
+            stages,
+            text: String::new(),
+        }
+    }
+
+    /// `FILE:LINE` of the first line holding `key: value`, for errors about a stage.
+    pub fn location_of(&self, key: &str, value: &str) -> String {
+        let line = self
+            .text
+            .lines()
+            .position(|line| {
+                let line = line.trim_start().trim_start_matches("- ").trim();
+                line.strip_prefix(key)
+                    .and_then(|rest| rest.trim_start().strip_prefix(':'))
+                    .is_some_and(|rest| rest.trim().trim_matches(['"', '\'']) == value)
+            })
+            .map(|n| n + 1);
+        let file = match &self.source {
+            Source::BuiltIn => format!("pipelines/{}.yml (built in)", self.name),
+            Source::File(path) => path.display().to_string(),
+        };
+        match line {
+            Some(line) => format!("{file}:{line}"),
+            None => file,
+        }
+    }
+
+    /// Every stage's environments must exist; all unknown ones are reported at once.
+    pub fn check_environments(&self, known: &[&str]) -> Result<()> {
+        let mut problems = Vec::new();
+        for stage in &self.stages {
+            for (key, env) in stage.environments() {
+                if !known.contains(&env) {
+                    problems.push(format!(
+                        "{}: stage `{}` names the environment `{env}`, which cdflow.toml does \
+                         not define",
+                        self.location_of(key, env),
+                        stage.name()
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(user_error(format!(
+            "{}\nthe environments are: {}; add [env.NAME] to cdflow.toml, or fix the pipeline",
+            problems.join("\n"),
+            known.join(", ")
+        )))
+    }
+}
+
+/// Finds a pipeline: a file when `name_or_file` is a path, else the app's own of that name,
+/// else the built-in one.
+pub fn find(app_dir: &Path, name_or_file: &str) -> Result<Pipeline> {
+    let as_path = Path::new(name_or_file);
+    if name_or_file.ends_with(".yml")
+        || name_or_file.ends_with(".yaml")
+        || name_or_file.contains('/')
+    {
+        let text = std::fs::read_to_string(as_path).map_err(|err| {
+            user_error(format!(
+                "could not read the pipeline file {name_or_file}: {err}"
+            ))
+        })?;
+        let name = as_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| name_or_file.to_string());
+        return Pipeline::parse(&name, Source::File(as_path.to_path_buf()), &text);
+    }
+    let own = app_dir.join(APP_FOLDER).join(format!("{name_or_file}.yml"));
+    if own.is_file() {
+        let text = std::fs::read_to_string(&own)?;
+        return Pipeline::parse(name_or_file, Source::File(own), &text);
+    }
+    match BUILT_IN.iter().find(|(name, _)| *name == name_or_file) {
+        Some((name, text)) => Pipeline::parse(name, Source::BuiltIn, text),
+        None => Err(user_error(format!(
+            "there is no pipeline `{name_or_file}`: `cdflow pipelines` lists them; an app can \
+             add its own as {APP_FOLDER}/{name_or_file}.yml"
+        ))),
+    }
+}
+
+/// Every pipeline available to the app, the app's own replacing built-in ones of that name.
+pub fn all(app_dir: &Path) -> Result<Vec<Pipeline>> {
+    let mut found: IndexMap<String, Pipeline> = IndexMap::new();
+    for (name, text) in BUILT_IN {
+        found.insert(
+            name.to_string(),
+            Pipeline::parse(name, Source::BuiltIn, text)?,
+        );
+    }
+    if let Ok(entries) = std::fs::read_dir(app_dir.join(APP_FOLDER)) {
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
+        paths.sort();
+        for path in paths {
+            if path.extension().is_some_and(|e| e == "yml") {
+                let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+                let text = std::fs::read_to_string(&path)?;
+                let pipeline = Pipeline::parse(&name, Source::File(path), &text)?;
+                found.insert(name, pipeline);
+            }
+        }
+    }
+    Ok(found.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_pipelines_parse_and_release_is_the_talks_road() {
+        for (name, text) in BUILT_IN {
+            Pipeline::parse(name, Source::BuiltIn, text).unwrap();
+        }
+        let release = Pipeline::parse("release", Source::BuiltIn, BUILT_IN[0].1).unwrap();
+        let names: Vec<String> = release.stages.iter().map(Stage::name).collect();
+        assert_eq!(
+            names,
+            [
+                "clone",
+                "test",
+                "bump",
+                "push staging",
+                "e2e staging",
+                "promote staging -> production"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_kinds_and_fields_name_the_line() {
+        let err = Pipeline::parse(
+            "mine",
+            Source::File("p.yml".into()),
+            "description: x\nstages:\n  - kind: test\n  - kind: deploy\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("p.yml:4"), "{err}");
+        assert!(err.contains("unknown variant `deploy`"), "{err}");
+        let err = Pipeline::parse(
+            "mine",
+            Source::File("p.yml".into()),
+            "description: x\nstages:\n  - kind: push\n    to: staging\n    force: true\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `force`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_environments_are_listed_with_their_lines() {
+        let pipeline = Pipeline::parse(
+            "mine",
+            Source::File("p.yml".into()),
+            "description: x\nstages:\n  - kind: push\n    to: stage\n  - kind: e2e\n    against: qa\n",
+        )
+        .unwrap();
+        let err = pipeline
+            .check_environments(&["staging", "production"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("p.yml:4: stage `push stage`"), "{err}");
+        assert!(err.contains("p.yml:6: stage `e2e qa`"), "{err}");
+    }
+}

@@ -1,0 +1,429 @@
+//! Cloud Foundry, through the real `cf` CLI.
+//!
+//! Each environment gets a `CF_HOME` of its own under the state folder, so that the logins and
+//! targets of staging and production never mix. Credentials come from `CF_USERNAME` and
+//! `CF_PASSWORD` in the environment, which `cf auth` reads itself: they are never on a command
+//! line. Promotion copies the droplet that staging runs (Cloud Controller v3, through
+//! `cf curl`) and deploys it with a rolling deployment, as Heroku promotes a slug.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use xshell::cmd;
+
+use super::{Deployment, Platform, Release, Target};
+use crate::exec::{Exec, Output};
+use crate::state::State;
+
+pub const NAME: &str = "cf";
+
+/// How many times a droplet copy or a deployment is polled, and how long between polls.
+const POLLS: u32 = 600;
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+pub struct Cf {
+    state: State,
+}
+
+/// The settings a cf environment needs, as problems for the preflight.
+pub fn check_settings(env: &Target, dry_run: bool) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (key, value) in [
+        ("api", &env.config.api),
+        ("org", &env.config.org),
+        ("space", &env.config.space),
+    ] {
+        if value.is_none() {
+            problems.push(format!(
+                "[env.{}] is on cf but has no `{key}`: add it to cdflow.toml",
+                env.name
+            ));
+        }
+    }
+    if env.config.port.is_some() {
+        problems.push(format!(
+            "[env.{}] is on cf, where `port` means nothing: remove it (cf gives the route)",
+            env.name
+        ));
+    }
+    if !dry_run {
+        for var in ["CF_USERNAME", "CF_PASSWORD"] {
+            if std::env::var_os(var).is_none() {
+                problems.push(format!(
+                    "{var} is not set: `cf auth` reads the credentials for [env.{}] from \
+                     CF_USERNAME and CF_PASSWORD",
+                    env.name
+                ));
+            }
+        }
+    }
+    problems
+}
+
+impl Cf {
+    pub fn new(state: &State) -> Cf {
+        Cf {
+            state: state.clone(),
+        }
+    }
+
+    fn home(&self, env: &Target) -> PathBuf {
+        self.state.root().join("cf").join(env.name)
+    }
+
+    /// Runs a cf command in the environment's own CF_HOME.
+    fn cf(&self, exec: &Exec, env: &Target, args: &[String]) -> Result<Output> {
+        let home = self.home(env);
+        if !exec.is_dry_run() {
+            std::fs::create_dir_all(&home)?;
+        }
+        let home = home.display().to_string();
+        exec.run_with_env(cmd!(exec.sh(), "cf {args...}"), &[("CF_HOME", &home)])
+    }
+
+    /// `cf api`, `cf auth`, `cf target`: logged in and pointed at the environment's space.
+    fn login(&self, exec: &Exec, env: &Target) -> Result<()> {
+        let setting = |value: &Option<String>, key: &str| {
+            value
+                .clone()
+                .with_context(|| format!("[env.{}] has no `{key}`", env.name))
+        };
+        let api = setting(&env.config.api, "api")?;
+        let org = setting(&env.config.org, "org")?;
+        let space = setting(&env.config.space, "space")?;
+        self.cf(exec, env, &args(&["api", &api]))?;
+        self.cf(exec, env, &args(&["auth"]))?;
+        self.cf(exec, env, &args(&["target", "-o", &org, "-s", &space]))?;
+        Ok(())
+    }
+
+    fn app_guid(&self, exec: &Exec, env: &Target, app: &str) -> Result<String> {
+        let output = self.cf(exec, env, &args(&["app", app, "--guid"]))?;
+        let guid = output.lines.last().cloned().unwrap_or_default();
+        Ok(answer(exec, guid.trim(), "APP-GUID"))
+    }
+
+    /// `cf curl` with the JSON answer parsed; a CC error answer is an error.
+    fn curl(&self, exec: &Exec, env: &Target, words: &[&str]) -> Result<Value> {
+        let mut all = vec!["curl"];
+        all.extend_from_slice(words);
+        let output = self.cf(exec, env, &args(&all))?;
+        if exec.is_dry_run() {
+            return Ok(Value::Null);
+        }
+        let text = output.lines.join("\n");
+        let json = text.find('{').map(|at| &text[at..]).unwrap_or("null");
+        let value: Value = serde_json::from_str(json).with_context(|| {
+            format!("`cf curl {}` did not answer JSON: {text}", words.join(" "))
+        })?;
+        if let Some(errors) = value.get("errors") {
+            bail!("`cf curl {}` failed: {errors}", words.join(" "));
+        }
+        Ok(value)
+    }
+
+    /// The droplet the app runs now.
+    fn current_droplet(&self, exec: &Exec, env: &Target, guid: &str) -> Result<String> {
+        let path = format!("/v3/apps/{guid}/droplets/current");
+        let droplet = self.curl(exec, env, &[&path])?;
+        Ok(answer(exec, &text_at(&droplet, &["guid"]), "DROPLET-GUID"))
+    }
+
+    /// Checks that at least one instance runs, and reads the route from `cf app`.
+    fn check_running(&self, exec: &Exec, env: &Target, app: &str) -> Result<String> {
+        let output = self.cf(exec, env, &args(&["app", app]))?;
+        if exec.is_dry_run() {
+            return Ok(String::new());
+        }
+        let running = output.lines.iter().any(|line| {
+            let line = line.trim_start();
+            line.starts_with('#') && line.split_whitespace().nth(1) == Some("running")
+        });
+        if !running {
+            bail!(
+                "`cf app {app}` shows no running instance in `{}`:\n{}",
+                env.name,
+                output.tail(crate::exec::TAIL_LINES)
+            );
+        }
+        let route = output
+            .lines
+            .iter()
+            .find_map(|line| line.trim_start().strip_prefix("routes:"))
+            .and_then(|routes| routes.split(',').next())
+            .map(|route| route.trim().to_string())
+            .unwrap_or_default();
+        Ok(route)
+    }
+
+    fn url(&self, env: &Target, route: &str) -> String {
+        match &env.config.url {
+            Some(url) => url.clone(),
+            None if route.is_empty() => String::new(),
+            None => format!("https://{route}"),
+        }
+    }
+
+    /// The revision that serves now, to roll back to if a deployment fails.
+    fn deployed_revision(&self, exec: &Exec, env: &Target, guid: &str) -> Result<Option<u64>> {
+        let path = format!("/v3/apps/{guid}/revisions/deployed");
+        let revisions = self.curl(exec, env, &[&path])?;
+        Ok(revisions
+            .get("resources")
+            .and_then(Value::as_array)
+            .and_then(|all| all.iter().filter_map(|r| r.get("version")?.as_u64()).max()))
+    }
+
+    fn wait_for(
+        &self,
+        exec: &Exec,
+        env: &Target,
+        path: &str,
+        done: impl Fn(&Value) -> Result<bool>,
+    ) -> Result<()> {
+        if exec.is_dry_run() {
+            self.curl(exec, env, &[path])?;
+            return Ok(());
+        }
+        for _ in 0..POLLS {
+            if done(&self.curl(exec, env, &[path])?)? {
+                return Ok(());
+            }
+            if crate::signals::stop_requested() {
+                return Err(anyhow::Error::new(crate::error::Interrupted));
+            }
+            std::thread::sleep(POLL_EVERY);
+        }
+        bail!("`cf curl {path}` did not finish in time")
+    }
+
+    /// Copies the droplet into the target app and deploys it, rolling.
+    fn deploy_droplet(
+        &self,
+        exec: &Exec,
+        env: &Target,
+        app_guid: &str,
+        droplet: &str,
+    ) -> Result<String> {
+        let relationship =
+            format!(r#"{{"relationships":{{"app":{{"data":{{"guid":"{app_guid}"}}}}}}}}"#);
+        let copy_path = format!("/v3/droplets?source_guid={droplet}");
+        let copy = self.curl(exec, env, &["-X", "POST", &copy_path, "-d", &relationship])?;
+        let copied = answer(exec, &text_at(&copy, &["guid"]), "COPIED-DROPLET-GUID");
+        self.wait_for(
+            exec,
+            env,
+            &format!("/v3/droplets/{copied}"),
+            |droplet| match text_at(droplet, &["state"]).as_str() {
+                "STAGED" => Ok(true),
+                "FAILED" | "EXPIRED" => bail!("the droplet copy failed: {droplet}"),
+                _ => Ok(false),
+            },
+        )?;
+        let body = format!(
+            r#"{{"droplet":{{"guid":"{copied}"}},"strategy":"rolling","relationships":{{"app":{{"data":{{"guid":"{app_guid}"}}}}}}}}"#
+        );
+        let deployment = self.curl(exec, env, &["-X", "POST", "/v3/deployments", "-d", &body])?;
+        let id = answer(exec, &text_at(&deployment, &["guid"]), "DEPLOYMENT-GUID");
+        self.wait_for(exec, env, &format!("/v3/deployments/{id}"), |deployment| {
+            let value = text_at(deployment, &["status", "value"]);
+            let reason = text_at(deployment, &["status", "reason"]);
+            match (value.as_str(), reason.as_str()) {
+                ("FINALIZED", "DEPLOYED") => Ok(true),
+                ("FINALIZED", _) => bail!("the deployment ended as {reason}"),
+                _ => Ok(false),
+            }
+        })?;
+        Ok(copied)
+    }
+
+    fn manifest_args(release: &Release, env: &Target) -> Vec<String> {
+        let mut words = vec![
+            "-f".to_string(),
+            release.manifest.path.display().to_string(),
+        ];
+        for file in &env.config.vars_files {
+            words.push("--vars-file".into());
+            words.push(release.dir.join(file).display().to_string());
+        }
+        for (key, value) in &env.config.vars {
+            words.push("--var".into());
+            words.push(format!("{key}={value}"));
+        }
+        words
+    }
+}
+
+impl Platform for Cf {
+    fn push(&self, exec: &Exec, release: &Release, env: &Target) -> Result<Deployment> {
+        self.login(exec, env)?;
+        let mut words = args(&["push", release.app]);
+        words.extend(Self::manifest_args(release, env));
+        words.extend(args(&["--strategy", "rolling"]));
+        self.cf(exec, env, &words)?;
+        let route = self.check_running(exec, env, release.app)?;
+        let guid = self.app_guid(exec, env, release.app)?;
+        let droplet = self.current_droplet(exec, env, &guid)?;
+        Ok(Deployment {
+            env: env.name.to_string(),
+            platform: NAME.into(),
+            version: release.version.to_string(),
+            url: self.url(env, &route),
+            artifact: droplet,
+        })
+    }
+
+    fn promote(
+        &self,
+        exec: &Exec,
+        release: &Release,
+        from: &Target,
+        to: &Target,
+        verified: &Deployment,
+    ) -> Result<Deployment> {
+        // The droplet that serves the source must still be the one that was verified.
+        self.login(exec, from)?;
+        let source_guid = self.app_guid(exec, from, release.app)?;
+        let droplet = self.current_droplet(exec, from, &source_guid)?;
+        if !exec.is_dry_run() && droplet != verified.artifact {
+            bail!(
+                "`{}` now runs the droplet {droplet}, not {} that passed e2e: run the e2e \
+                 tests again before promoting",
+                from.name,
+                verified.artifact
+            );
+        }
+        self.login(exec, to)?;
+        let mut words = vec!["apply-manifest".to_string()];
+        words.extend(Self::manifest_args(release, to));
+        self.cf(exec, to, &words)?;
+        let target_guid = self.app_guid(exec, to, release.app)?;
+        let previous = self.deployed_revision(exec, to, &target_guid)?;
+        let deployed = self
+            .deploy_droplet(exec, to, &target_guid, &droplet)
+            .and_then(|copied| Ok((copied, self.check_running(exec, to, release.app)?)));
+        match deployed {
+            Ok((copied, route)) => Ok(Deployment {
+                env: to.name.to_string(),
+                platform: NAME.into(),
+                version: verified.version.clone(),
+                url: self.url(to, &route),
+                artifact: copied,
+            }),
+            Err(err) => {
+                let Some(revision) = previous else {
+                    return Err(err.context(format!(
+                        "the deployment to `{}` failed, and there was no earlier revision to \
+                         roll back to",
+                        to.name
+                    )));
+                };
+                let revision = revision.to_string();
+                self.cf(
+                    exec,
+                    to,
+                    &args(&["rollback", release.app, "--version", &revision, "-f"]),
+                )
+                .context("rolling back after a failed deployment also failed")?;
+                self.check_running(exec, to, release.app)
+                    .context("the rollback ran, but the app does not run")?;
+                Err(err.context(format!(
+                    "the deployment to `{}` failed; it was rolled back to revision {revision}, \
+                     which serves again",
+                    to.name
+                )))
+            }
+        }
+    }
+
+    fn rollback(
+        &self,
+        exec: &Exec,
+        app: &str,
+        env: &Target,
+        version: Option<&str>,
+    ) -> Result<Deployment> {
+        self.login(exec, env)?;
+        let guid = self.app_guid(exec, env, app)?;
+        let revision = match version {
+            Some(revision) => revision.to_string(),
+            None => {
+                let current = self
+                    .deployed_revision(exec, env, &guid)?
+                    .context("cf shows no deployed revision to go back from")?;
+                if current < 2 {
+                    bail!("`{app}` in `{}` has no earlier revision", env.name);
+                }
+                (current - 1).to_string()
+            }
+        };
+        self.cf(
+            exec,
+            env,
+            &args(&["rollback", app, "--version", &revision, "-f"]),
+        )?;
+        let route = self.check_running(exec, env, app)?;
+        let droplet = self.current_droplet(exec, env, &guid)?;
+        Ok(Deployment {
+            env: env.name.to_string(),
+            platform: NAME.into(),
+            version: format!("revision {revision}"),
+            url: self.url(env, &route),
+            artifact: droplet,
+        })
+    }
+
+    fn serving(&self, exec: &Exec, app: &str, env: &Target) -> Result<Option<Deployment>> {
+        self.login(exec, env)?;
+        let guid = self.app_guid(exec, env, app)?;
+        let droplet = self.current_droplet(exec, env, &guid)?;
+        let verified = crate::stages::verified::load(&self.state, app, env.name)?;
+        Ok(Some(Deployment {
+            env: env.name.to_string(),
+            platform: NAME.into(),
+            version: verified
+                .filter(|v| v.artifact == droplet)
+                .map(|v| v.version)
+                .unwrap_or_else(|| "unknown".into()),
+            url: env.config.url.clone().unwrap_or_default(),
+            artifact: droplet,
+        }))
+    }
+
+    fn logs(&self, exec: &Exec, app: &str, env: &Target, follow: bool) -> Result<()> {
+        self.login(exec, env)?;
+        let words = if follow {
+            args(&["logs", app])
+        } else {
+            args(&["logs", app, "--recent"])
+        };
+        let output = self.cf(exec, env, &words)?;
+        for line in output.lines {
+            exec.ui().note(&line);
+        }
+        Ok(())
+    }
+}
+
+/// What cf answered, or in a dry run (where nothing answers) a placeholder that names it.
+fn answer(exec: &Exec, real: &str, placeholder: &str) -> String {
+    if exec.is_dry_run() {
+        placeholder.to_string()
+    } else {
+        real.to_string()
+    }
+}
+
+fn args(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
+fn text_at(value: &Value, keys: &[&str]) -> String {
+    keys.iter()
+        .try_fold(value, |value, key| value.get(key))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}

@@ -1,0 +1,98 @@
+//! The one interface to a PaaS. Pipelines speak only to [`Platform`]; `cf` (the real Cloud
+//! Foundry CLI) and `local` (the embedded platform) are behind it.
+
+pub mod cf;
+pub mod local;
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::app_manifest::Resolved;
+use crate::config::EnvSection;
+use crate::error::user_error;
+use crate::exec::Exec;
+use crate::state::State;
+
+/// An environment, by name, with its settings from cdflow.toml.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub name: &'a str,
+    pub config: &'a EnvSection,
+}
+
+impl Target<'_> {
+    pub fn platform(&self) -> &str {
+        self.config.platform.as_deref().unwrap_or(local::NAME)
+    }
+}
+
+/// What is being delivered: one version of one app, from a checkout.
+#[derive(Debug, Clone, Copy)]
+pub struct Release<'a> {
+    /// The app's name (the manifest's first application).
+    pub app: &'a str,
+    /// The checkout to stage from.
+    pub dir: &'a Path,
+    /// The manifest, resolved for the environment it goes to.
+    pub manifest: &'a Resolved,
+    pub version: &'a str,
+}
+
+/// What serves an environment after a push, a promote or a rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub env: String,
+    pub platform: String,
+    pub version: String,
+    /// Where the environment answers.
+    pub url: String,
+    /// The artifact that runs: a content digest (local) or a droplet guid (cf).
+    pub artifact: String,
+}
+
+pub trait Platform {
+    /// Stages `release` and makes it serve `env`, replacing what served before without
+    /// dropping a request. If the new version does not become healthy, the previous one keeps
+    /// serving and this fails.
+    fn push(&self, exec: &Exec, release: &Release, env: &Target) -> Result<Deployment>;
+
+    /// Makes `to` serve the very artifact that `verified` (a deployment of `from`) runs, with
+    /// `release.manifest` resolved for `to`. Nothing is rebuilt.
+    fn promote(
+        &self,
+        exec: &Exec,
+        release: &Release,
+        from: &Target,
+        to: &Target,
+        verified: &Deployment,
+    ) -> Result<Deployment>;
+
+    /// Switches `env` back to an earlier artifact (the previous one, or the one of `version`).
+    fn rollback(
+        &self,
+        exec: &Exec,
+        app: &str,
+        env: &Target,
+        version: Option<&str>,
+    ) -> Result<Deployment>;
+
+    /// What serves `env` now, if anything.
+    fn serving(&self, exec: &Exec, app: &str, env: &Target) -> Result<Option<Deployment>>;
+
+    /// Prints the recent logs of `env` (and follows them with `follow`).
+    fn logs(&self, exec: &Exec, app: &str, env: &Target, follow: bool) -> Result<()>;
+}
+
+/// The platform an environment names.
+pub fn for_env(state: &State, env: &Target) -> Result<Box<dyn Platform>> {
+    match env.platform() {
+        cf::NAME => Ok(Box::new(cf::Cf::new(state))),
+        local::NAME => Ok(Box::new(local::Local::new(state))),
+        other => Err(user_error(format!(
+            "[env.{}] platform `{other}` is unknown: use `local` or `cf`",
+            env.name
+        ))),
+    }
+}

@@ -1,0 +1,356 @@
+//! Runs a pipeline: every precondition checked before the first change, then the stages in
+//! order with progress, a record written after each, locks held for the environments it
+//! touches, and `--resume` picking up a run at the stage that did not finish.
+
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+
+use crate::app::App;
+use crate::bump;
+use crate::error::{user_error, Interrupted};
+use crate::exec::Exec;
+use crate::lock::{self, Lock, Wait};
+use crate::pipeline::{Pipeline, Stage};
+use crate::platform::cf;
+use crate::record::{self, CommandRecord, RunRecord, StageRecord, Status};
+use crate::stages::{self, Context, RunOptions};
+use crate::state::State;
+use crate::ui::Outcome;
+use crate::version::Bump;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flags {
+    pub resume: bool,
+    pub lock_wait: bool,
+}
+
+/// Runs `pipeline` and returns its record.
+pub fn run(
+    exec: &Exec,
+    state: &State,
+    pipeline: &Pipeline,
+    options: &RunOptions,
+    flags: Flags,
+) -> Result<RunRecord> {
+    let clones = pipeline
+        .stages
+        .iter()
+        .any(|s| matches!(s, Stage::Clone { .. }));
+    let repo = match (&options.repo, clones) {
+        (Some(repo), _) => repo.clone(),
+        (None, true) => stages::default_repo(exec)?,
+        (None, false) => exec.dir().display().to_string(),
+    };
+    stages::check_repo_and_ref(&repo, options.git_ref.as_deref())?;
+
+    let mut record = None;
+    if flags.resume {
+        record = record::unfinished(state, &pipeline.name, &repo)?;
+        match &record {
+            Some(found) => exec.ui().note(&format!(
+                "resuming run {} of `{}` (stopped in `{}`)",
+                found.id,
+                pipeline.name,
+                found.stopped_in.as_deref().unwrap_or("?")
+            )),
+            None => {
+                return Err(user_error(format!(
+                    "there is no unfinished run of `{}` from {repo} to resume",
+                    pipeline.name
+                )))
+            }
+        }
+    }
+    let mut record =
+        record.unwrap_or_else(|| RunRecord::new(&pipeline.name, &repo, options.git_ref.as_deref()));
+    record.status = Status::Running;
+    record.stopped_in = None;
+
+    let mut ctx = Context {
+        exec,
+        state,
+        options,
+        app: None,
+        record,
+        scratch: None,
+    };
+    if !clones {
+        ctx.app = Some(App::load(&exec.dir())?);
+    }
+    let mut locks: Vec<Lock> = Vec::new();
+    let mut checked = false;
+    let total = pipeline.stages.len();
+    for (index, stage) in pipeline.stages.iter().enumerate() {
+        let index = index + 1;
+        let name = stage.name();
+        if ctx.app.is_some() && !checked {
+            preflight(&ctx, pipeline)?;
+            if !exec.is_dry_run() {
+                locks = take_locks(&ctx, pipeline, flags)?;
+            }
+            checked = true;
+        }
+        let resumed_past = ctx.record.passed(&name) && !matches!(stage, Stage::Clone { .. });
+        if resumed_past {
+            exec.ui()
+                .stage_finished(index, total, &name, Outcome::Skipped, Default::default());
+            continue;
+        }
+        exec.ui().stage_started(index, total, &name);
+        let started = Instant::now();
+        let commands_before = exec.records().len();
+        let result = stages::run(&mut ctx, stage);
+        let took = started.elapsed();
+        let interrupted = result
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.chain().any(|c| c.is::<Interrupted>()))
+            || crate::signals::stop_requested();
+        let status = match (&result, interrupted) {
+            (_, true) => Status::Interrupted,
+            (Ok(()), false) => Status::Succeeded,
+            (Err(_), false) => Status::Failed,
+        };
+        let outcome = match status {
+            Status::Succeeded => Outcome::Passed,
+            Status::Interrupted => Outcome::Interrupted,
+            _ => Outcome::Failed,
+        };
+        exec.ui().stage_finished(index, total, &name, outcome, took);
+        ctx.record.stages.retain(|s| s.name != name);
+        ctx.record.stages.push(StageRecord {
+            name: name.clone(),
+            status,
+            seconds: took.as_secs_f64(),
+            commands: exec.records()[commands_before..]
+                .iter()
+                .map(|r| CommandRecord {
+                    command: r.command.clone(),
+                    status: r.status,
+                })
+                .collect(),
+            error: result
+                .as_ref()
+                .err()
+                .map(|e| exec.ui().mask(&format!("{e:#}"))),
+        });
+        if ctx.app.is_some() && ctx.record.app.is_none() {
+            ctx.record.app = ctx.app.as_ref().map(|a| a.name.clone());
+        }
+        if status != Status::Succeeded {
+            ctx.record.status = status;
+            ctx.record.stopped_in = Some(name.clone());
+            ctx.record.finished = Some(crate::ui::timestamp());
+            if !exec.is_dry_run() {
+                ctx.record.save(state)?;
+            }
+            drop(locks);
+            let err = match result {
+                Err(err) => err,
+                Ok(()) => anyhow::Error::new(Interrupted),
+            };
+            let err = if interrupted && !err.chain().any(|c| c.is::<Interrupted>()) {
+                err.context(Interrupted)
+            } else {
+                err
+            };
+            return Err(err.context(format!(
+                "stage `{name}` of `{}` {}; `cdflow {} --resume` continues from there",
+                pipeline.name,
+                if interrupted {
+                    "was interrupted"
+                } else {
+                    "failed"
+                },
+                resume_command(pipeline)
+            )));
+        }
+        if !exec.is_dry_run() {
+            ctx.record.save(state)?;
+        }
+    }
+    ctx.record.status = Status::Succeeded;
+    ctx.record.finished = Some(crate::ui::timestamp());
+    if !exec.is_dry_run() {
+        ctx.record.save(state)?;
+    }
+    summary(exec, &ctx.record);
+    drop(locks);
+    Ok(ctx.record)
+}
+
+fn resume_command(pipeline: &Pipeline) -> String {
+    if pipeline.name == "release" {
+        "release".into()
+    } else {
+        format!("release --pipeline {}", pipeline.name)
+    }
+}
+
+/// Every precondition, checked before the first change; all problems reported at once.
+fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
+    let app = ctx.app()?;
+    let mut problems: Vec<String> = Vec::new();
+    let known: Vec<&str> = app.envs.keys().map(String::as_str).collect();
+    if let Err(err) = pipeline.check_environments(&known) {
+        problems.push(err.to_string());
+    }
+    let mut secret_names = Vec::new();
+    let mut used_envs: Vec<&str> = Vec::new();
+    for stage in &pipeline.stages {
+        for (_, env) in stage.environments() {
+            if known.contains(&env) && !used_envs.contains(&env) {
+                used_envs.push(env);
+            }
+        }
+    }
+    for env in &used_envs {
+        let target = app.target(env)?;
+        secret_names.extend(target.config.secrets.iter().cloned());
+        if let Err(err) = app.manifest_for(&target) {
+            problems.push(format!("[env.{env}]: {err}"));
+        }
+        if target.platform() == cf::NAME {
+            problems.extend(cf::check_settings(&target, ctx.exec.is_dry_run()));
+        } else if target.platform() != crate::platform::local::NAME {
+            problems.push(format!(
+                "[env.{env}] platform `{}` is unknown: use `local` or `cf`",
+                target.platform()
+            ));
+        }
+    }
+    ctx.exec.ui().add_secrets(&secret_names);
+    for stage in &pipeline.stages {
+        match stage {
+            Stage::Test { .. } if app.loaded.config.test.is_empty() => problems.push(
+                "cdflow.toml defines no test tiers: add a [test] section (see the README)".into(),
+            ),
+            Stage::E2e { .. } if app.loaded.config.e2e.is_none() => {
+                problems.push("cdflow.toml has no [e2e] command".into())
+            }
+            Stage::Bump { part, .. } if ctx.record.version.is_none() => {
+                problems.extend(bump_problems(ctx, app, part.as_deref()));
+            }
+            _ => {}
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(user_error(format!(
+        "the run cannot start; nothing was changed:\n- {}",
+        problems.join("\n- ")
+    )))
+}
+
+/// Version going up, files agreeing, tag free, tree clean: the bump's own checks, early.
+fn bump_problems(ctx: &Context, app: &App, part: Option<&str>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let facts = match bump::read_version(&app.dir, &app.loaded) {
+        Ok(facts) => facts,
+        Err(err) => return vec![err.to_string()],
+    };
+    if let Err(err) = facts.check_agreement(&app.dir) {
+        problems.push(err.to_string());
+    }
+    let part = match (&ctx.options.part, part) {
+        (Some(part), _) => Ok(part.clone()),
+        (None, Some(part)) => part.parse::<Bump>(),
+        (None, None) => Ok(Bump::Patch),
+    };
+    match part.and_then(|p| p.apply(&facts.current)) {
+        Ok(new) => {
+            let tag = facts.tag_name(&new);
+            if crate::git::tag_exists(ctx.exec, &tag).unwrap_or(false) {
+                problems.push(format!(
+                    "the tag `{tag}` already exists: {new} was released before"
+                ));
+            }
+        }
+        Err(err) => problems.push(err.to_string()),
+    }
+    match crate::git::dirty_files(ctx.exec) {
+        Ok(dirty) if !dirty.is_empty() => problems.push(format!(
+            "the checkout has uncommitted changes in: {}",
+            dirty.join(", ")
+        )),
+        Ok(_) => {}
+        Err(err) => problems.push(format!("{err:#}")),
+    }
+    problems
+}
+
+/// One lock per app and environment, so that two runs never deploy to one environment at once.
+fn take_locks(ctx: &Context, pipeline: &Pipeline, flags: Flags) -> Result<Vec<Lock>> {
+    let app = ctx.app()?;
+    let mut envs: Vec<&str> = pipeline
+        .stages
+        .iter()
+        .flat_map(|s| s.environments().into_iter().map(|(_, env)| env))
+        .collect();
+    envs.sort();
+    envs.dedup();
+    let wait = if flags.lock_wait { Wait::Yes } else { Wait::No };
+    let holder = format!(
+        "run {} of `{}` for {}",
+        ctx.record.id, pipeline.name, app.name
+    );
+    envs.into_iter()
+        .map(|env| {
+            let path = ctx.state.locks().join(format!("{}-{env}.lock", app.name));
+            lock::acquire(&path, &format!("{holder} on {env}"), wait)
+                .with_context(|| format!("the environment `{env}` is busy"))
+        })
+        .collect()
+}
+
+fn summary(exec: &Exec, record: &RunRecord) {
+    let ui = exec.ui();
+    if exec.is_dry_run() {
+        ui.note("dry run: nothing was changed");
+        return;
+    }
+    let version = record.version.as_deref().unwrap_or("(unchanged)");
+    ui.note(&format!(
+        "`{}` succeeded: version {version}",
+        record.pipeline
+    ));
+    for deployment in &record.deployments {
+        ui.note(&format!(
+            "  {:<12} {}  ({} {})",
+            deployment.env, deployment.url, deployment.version, deployment.artifact
+        ));
+    }
+    for stage in &record.stages {
+        ui.note(&format!("  {:<32} {:>7.1}s", stage.name, stage.seconds));
+    }
+}
+
+/// `cdflow history`: one line per run, oldest first.
+pub fn history(exec: &Exec, state: &State) -> Result<()> {
+    let records = record::all(state)?;
+    if records.is_empty() {
+        exec.ui()
+            .note(&format!("no runs recorded in {}", state.runs().display()));
+        return Ok(());
+    }
+    for r in records {
+        let seconds: f64 = r.stages.iter().map(|s| s.seconds).sum();
+        exec.ui().note(&format!(
+            "{}  {}  {:<10} {:<14} {:<12} {:<11} {:>7.1}s{}",
+            r.id,
+            r.started,
+            r.pipeline,
+            r.app.as_deref().unwrap_or("-"),
+            r.version.as_deref().unwrap_or("-"),
+            format!("{:?}", r.status).to_lowercase(),
+            seconds,
+            r.stopped_in
+                .as_ref()
+                .map(|s| format!("  (stopped in `{s}`)"))
+                .unwrap_or_default()
+        ));
+    }
+    Ok(())
+}

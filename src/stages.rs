@@ -1,0 +1,437 @@
+//! One plain function per stage kind, and the one exhaustive `match` that calls them.
+//! Every stage can also be run alone (`cdflow test`, `cdflow push`, `cdflow e2e`,
+//! `cdflow promote`): those are one-stage pipelines.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use xshell::cmd;
+
+use crate::app::App;
+use crate::bump;
+use crate::error::user_error;
+use crate::exec::Exec;
+use crate::git;
+use crate::pipeline::Stage;
+use crate::platform::{self, Deployment, Release, Target};
+use crate::record::RunRecord;
+use crate::state::State;
+use crate::version::Bump;
+
+/// What the command line says about a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The repository to clone (a URL or a path); default: the current one.
+    pub repo: Option<String>,
+    pub git_ref: Option<String>,
+    /// Overrides the bump stage's part.
+    pub part: Option<Bump>,
+    /// Promote even a version that has not passed e2e.
+    pub force: bool,
+}
+
+/// What the stages of one run share.
+pub struct Context<'a> {
+    pub exec: &'a Exec,
+    pub state: &'a State,
+    pub options: &'a RunOptions,
+    /// The app, once there is a checkout to read it from.
+    pub app: Option<App>,
+    pub record: RunRecord,
+    /// A dry run's throwaway clone, read for facts only and removed at the end.
+    pub scratch: Option<Scratch>,
+}
+
+impl Context<'_> {
+    pub fn app(&self) -> Result<&App> {
+        self.app
+            .as_ref()
+            .context("no checkout to read the app from: the pipeline needs a `clone` stage first")
+    }
+
+    /// The version being delivered: the one this run bumped to, else the checkout's.
+    fn version(&self) -> Result<String> {
+        if let Some(version) = &self.record.version {
+            return Ok(version.clone());
+        }
+        let app = self.app()?;
+        Ok(bump::read_version(&app.dir, &app.loaded)?
+            .current
+            .to_string())
+    }
+}
+
+/// A folder removed when dropped.
+pub struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs one stage.
+pub fn run(ctx: &mut Context, stage: &Stage) -> Result<()> {
+    match stage {
+        Stage::Clone { .. } => clone(ctx),
+        Stage::Test { tiers, .. } => test(ctx, tiers.as_deref()),
+        Stage::Bump { part, .. } => bump_stage(ctx, part.as_deref()),
+        Stage::Push { to, .. } => push(ctx, to),
+        Stage::E2e { against, .. } => e2e(ctx, against),
+        Stage::Promote { from, to, .. } => promote(ctx, from, to),
+        Stage::Run { command, env, .. } => {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            run_command(ctx, command, &env)
+        }
+    }
+}
+
+/// Refuses repository URLs and refs that git would read as options or as a command to run.
+pub fn check_repo_and_ref(repo: &str, git_ref: Option<&str>) -> Result<()> {
+    if repo.starts_with('-') || repo.contains("::") || repo.starts_with("fd:") {
+        return Err(user_error(format!(
+            "the repository `{repo}` is refused: it would be read as an option or a transport \
+             that runs a command; give a URL (https://, ssh://, git@host:path, file://) or a path"
+        )));
+    }
+    if let Some(git_ref) = git_ref {
+        if git_ref.starts_with('-') || git_ref.contains("..") || git_ref.is_empty() {
+            return Err(user_error(format!(
+                "the ref `{git_ref}` is refused: give a branch or tag name"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The repository a release clones by default: the current one's `origin`, else its folder.
+pub fn default_repo(exec: &Exec) -> Result<String> {
+    if !git::is_repository(exec)? {
+        return Err(user_error(format!(
+            "{} is not in a git repository: pass --repo URL to say what to release",
+            exec.dir().display()
+        )));
+    }
+    if let Ok(url) = exec.query(cmd!(exec.sh(), "git remote get-url origin")) {
+        return Ok(url);
+    }
+    exec.query(cmd!(exec.sh(), "git rev-parse --show-toplevel"))
+}
+
+fn clone(ctx: &mut Context) -> Result<()> {
+    let exec = ctx.exec;
+    let repo = ctx.record.repo.clone();
+    let git_ref = ctx.record.git_ref.clone();
+    check_repo_and_ref(&repo, git_ref.as_deref())?;
+    let workspace = ctx.state.workspaces().join(&ctx.record.id);
+    let branch_args: &[String] = &match &git_ref {
+        Some(git_ref) => vec!["--branch".into(), git_ref.clone()],
+        None => Vec::new(),
+    };
+    if workspace.join(".git").is_dir() {
+        // A resumed run goes on in the workspace it had.
+        exec.ui()
+            .note(&format!("reusing the workspace {}", workspace.display()));
+    } else {
+        std::fs::create_dir_all(ctx.state.workspaces())?;
+        exec.run(cmd!(
+            exec.sh(),
+            "git clone --quiet --recursive {branch_args...} -- {repo} {workspace}"
+        ))?;
+    }
+    let checkout = workspace.clone();
+    if exec.is_dry_run() && !workspace.exists() {
+        // Nothing was cloned, but later stages need facts from a checkout (the app's
+        // settings, its version): a throwaway clone stands in at the very path a real run
+        // uses, so that the commands printed are exactly those a real run would execute.
+        exec.query(cmd!(
+            exec.sh(),
+            "git clone --quiet {branch_args...} -- {repo} {workspace}"
+        ))?;
+        ctx.scratch = Some(Scratch(workspace.clone()));
+    }
+    exec.set_dir(&checkout);
+    ctx.record.workspace = Some(workspace);
+    ctx.app = Some(App::load(&checkout)?);
+    Ok(())
+}
+
+/// Environment for the commands that build the app: a build cache shared by every release
+/// workspace of the app, so that a second release does not rebuild what did not change.
+pub fn build_env(state: &State, app: &App) -> Vec<(String, String)> {
+    if std::env::var_os("CARGO_TARGET_DIR").is_some() || !app.dir.join("Cargo.toml").is_file() {
+        return Vec::new();
+    }
+    let target = state.cache().join(&app.name).join("target");
+    vec![("CARGO_TARGET_DIR".into(), target.display().to_string())]
+}
+
+fn test(ctx: &mut Context, only: Option<&[String]>) -> Result<()> {
+    let app = ctx.app()?;
+    let tiers = &app.loaded.config.test;
+    if tiers.is_empty() {
+        return Err(user_error(
+            "cdflow.toml defines no test tiers: add them in order, such as\n\n[test]\nunit = \
+             \"cargo test --lib --bins\"\nservice = \"cargo test --test service\"",
+        ));
+    }
+    if let Some(only) = only {
+        for name in only {
+            if !tiers.contains_key(name) {
+                return Err(user_error(format!(
+                    "there is no test tier `{name}`: cdflow.toml defines {}",
+                    tiers.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+    }
+    let env = build_env(ctx.state, app);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    for (name, command) in tiers {
+        if only.is_some_and(|only| !only.contains(name)) {
+            continue;
+        }
+        ctx.exec.ui().note(&format!("test tier `{name}`"));
+        run_words(ctx.exec, command, &env)
+            .with_context(|| format!("the test tier `{name}` failed"))?;
+    }
+    Ok(())
+}
+
+/// Runs a command written as a string in cdflow.toml or a pipeline, split into words as a
+/// POSIX shell would (quotes respected) but run without one.
+fn run_words(exec: &Exec, command: &str, env: &[(&str, &str)]) -> Result<()> {
+    let words = shlex::split(command)
+        .filter(|w| !w.is_empty())
+        .ok_or_else(|| user_error(format!("`{command}` is not a command: check its quotes")))?;
+    let (program, args) = words.split_first().expect("not empty");
+    exec.run_with_env(exec.sh().cmd(program).args(args), env)?;
+    Ok(())
+}
+
+fn run_command(ctx: &mut Context, command: &str, env: &[(&str, &str)]) -> Result<()> {
+    run_words(ctx.exec, command, env)
+}
+
+fn bump_stage(ctx: &mut Context, part: Option<&str>) -> Result<()> {
+    let exec = ctx.exec;
+    if ctx.record.version.is_none() {
+        let app = ctx.app()?;
+        let facts = bump::read_version(&app.dir, &app.loaded)?;
+        let part = match (&ctx.options.part, part) {
+            (Some(part), _) => part.clone(),
+            (None, Some(part)) => part.parse()?,
+            (None, None) => Bump::Patch,
+        };
+        let options = bump::Options {
+            bump: part,
+            commit: true,
+            tag: true,
+            allow_dirty: false,
+            message: None,
+        };
+        let bumped = bump::bump(exec, &facts, &options)?;
+        ctx.record.version = Some(bumped.new.to_string());
+        ctx.record.save(ctx.state)?;
+    } else {
+        exec.ui().note(&format!(
+            "version {} was committed and tagged by this run already",
+            ctx.record.version.as_deref().unwrap_or_default()
+        ));
+    }
+    if !ctx.record.pushed_back {
+        push_back(ctx)?;
+        ctx.record.pushed_back = true;
+    }
+    Ok(())
+}
+
+/// The version commit and tag go back to the repository, together or not at all, before
+/// anything is deployed: a version number is never used twice.
+fn push_back(ctx: &mut Context) -> Result<()> {
+    let exec = ctx.exec;
+    let app = ctx.app()?;
+    let facts = bump::read_version(&app.dir, &app.loaded)?;
+    let version = semver::Version::parse(ctx.record.version.as_deref().unwrap_or_default())
+        .unwrap_or(facts.current.clone());
+    let tag = format!("refs/tags/{}", facts.tag_name(&version));
+    let branch = exec
+        .query(cmd!(exec.sh(), "git symbolic-ref --short HEAD"))
+        .map_err(|_| {
+            user_error(
+                "the checkout is not on a branch (a tag or a commit was given as --ref): a \
+                 release needs a branch to push its version commit to",
+            )
+        })?;
+    let head = format!("HEAD:refs/heads/{branch}");
+    exec.run(cmd!(
+        exec.sh(),
+        "git push --quiet --atomic origin {head} {tag}"
+    ))
+    .context(
+        "the version commit and tag were refused by the repository (did someone release \
+             first?); nothing was deployed: run the release again from the new head",
+    )?;
+    Ok(())
+}
+
+fn platform_release<'a>(
+    app: &'a App,
+    manifest: &'a crate::app_manifest::Resolved,
+    version: &'a str,
+) -> Release<'a> {
+    Release {
+        app: &app.name,
+        dir: &app.dir,
+        manifest,
+        version,
+    }
+}
+
+fn push(ctx: &mut Context, to: &str) -> Result<()> {
+    let version = ctx.version()?;
+    let app = ctx.app()?;
+    let target = app.target(to)?;
+    let manifest = app.manifest_for(&target)?;
+    let release = platform_release(app, &manifest, &version);
+    let platform = platform::for_env(ctx.state, &target)?;
+    let deployment = platform
+        .push(ctx.exec, &release, &target)
+        .with_context(|| format!("push to `{to}` failed"))?;
+    ctx.exec.ui().note(&format!(
+        "{to} serves {} at {}",
+        deployment.version, deployment.url
+    ));
+    ctx.record.set_deployment(deployment);
+    Ok(())
+}
+
+/// Where an environment answers: what this run deployed there, else what serves it now,
+/// else the `url` of its settings.
+fn deployment_of(ctx: &Context, env: &Target) -> Result<Option<Deployment>> {
+    if let Some(deployment) = ctx.record.deployment(env.name) {
+        return Ok(Some(deployment.clone()));
+    }
+    let app = ctx.app()?;
+    platform::for_env(ctx.state, env)?.serving(ctx.exec, &app.name, env)
+}
+
+fn e2e(ctx: &mut Context, against: &str) -> Result<()> {
+    let app = ctx.app()?;
+    let target = app.target(against)?;
+    let command = app
+        .loaded
+        .config
+        .e2e
+        .as_ref()
+        .map(|e2e| e2e.command.clone())
+        .ok_or_else(|| {
+            user_error(
+                "cdflow.toml has no e2e command: add\n\n[e2e]\ncommand = \"...\"   # run with \
+                 APP_URL set",
+            )
+        })?;
+    let deployment = deployment_of(ctx, &target)?;
+    let url = match (&deployment, &target.config.url) {
+        (Some(deployment), _) => deployment.url.clone(),
+        (None, Some(url)) => url.clone(),
+        (None, None) => {
+            return Err(user_error(format!(
+                "nothing serves `{against}` yet: push to it first (cdflow push --to {against})"
+            )))
+        }
+    };
+    let mut env = build_env(ctx.state, app);
+    env.push(("APP_URL".into(), url));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    run_words(ctx.exec, &command, &env)
+        .with_context(|| format!("the e2e tests against `{against}` failed"))?;
+    if let (Some(deployment), false) = (deployment, ctx.exec.is_dry_run()) {
+        verified::save(ctx.state, &app.name, &deployment)?;
+    }
+    Ok(())
+}
+
+fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
+    let version = ctx.version()?;
+    let app = ctx.app()?;
+    let source = app.target(from)?;
+    let target = app.target(to)?;
+    if source.platform() != target.platform() {
+        return Err(user_error(format!(
+            "`{from}` is on {} and `{to}` on {}: promote moves an artifact within one \
+             platform; push to `{to}` instead",
+            source.platform(),
+            target.platform()
+        )));
+    }
+    let platform = platform::for_env(ctx.state, &target)?;
+    let serving = deployment_of(ctx, &source)?;
+    let verified = verified::load(ctx.state, &app.name, from)?;
+    let candidate = match (serving, ctx.exec.is_dry_run()) {
+        (Some(serving), _) => serving,
+        (None, true) => Deployment {
+            env: from.to_string(),
+            platform: source.platform().to_string(),
+            version: version.clone(),
+            url: String::new(),
+            artifact: "(dry run)".into(),
+        },
+        (None, false) => {
+            return Err(user_error(format!(
+                "nothing serves `{from}`, so there is nothing to promote: push to it first"
+            )))
+        }
+    };
+    let passed = verified
+        .as_ref()
+        .is_some_and(|v| v.artifact == candidate.artifact)
+        || ctx.exec.is_dry_run();
+    if !passed && !ctx.options.force {
+        return Err(user_error(format!(
+            "`{from}` serves {} ({}), which has not passed e2e there: run `cdflow e2e \
+             --against {from}` first, or pass --force",
+            candidate.version, candidate.artifact
+        )));
+    }
+    let manifest = app.manifest_for(&target)?;
+    let release = platform_release(app, &manifest, &candidate.version);
+    let deployment = platform
+        .promote(ctx.exec, &release, &source, &target, &candidate)
+        .with_context(|| format!("promote from `{from}` to `{to}` failed"))?;
+    ctx.exec.ui().note(&format!(
+        "{to} serves {} at {}",
+        deployment.version, deployment.url
+    ));
+    ctx.record.set_deployment(deployment);
+    Ok(())
+}
+
+/// Which artifact passed e2e on each environment, so that a later `cdflow promote` (another
+/// run) can refuse one that did not.
+pub mod verified {
+    use super::*;
+
+    fn path(state: &State, app: &str, env: &str) -> PathBuf {
+        state
+            .root()
+            .join("verified")
+            .join(app)
+            .join(format!("{env}.json"))
+    }
+
+    pub fn save(state: &State, app: &str, deployment: &Deployment) -> Result<()> {
+        let path = path(state, app, &deployment.env);
+        std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+        crate::exec::atomic_write(&path, serde_json::to_string_pretty(deployment)?.as_bytes())
+    }
+
+    pub fn load(state: &State, app: &str, env: &str) -> Result<Option<Deployment>> {
+        match std::fs::read_to_string(path(state, app, env)) {
+            Ok(text) => Ok(Some(serde_json::from_str(&text)?)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! `cdflow release`, `promote` and friends against Cloud Foundry, through a stand-in `cf` on
+//! PATH (tests/fixtures/cf) that records every call. Git, the test tiers and the e2e command
+//! are real; the e2e command talks to a real HTTP server on loopback.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+use crate::harness::{run_of, Project, Run};
+
+const PASSWORD: &str = "pa55-w0rd-never-shown";
+const TOKEN: &str = "filter-token-never-shown";
+
+/// A repository with a bare `origin`, holding a small app released to two cf spaces.
+struct CfApp {
+    project: Project,
+    origin: PathBuf,
+    state: PathBuf,
+    log: PathBuf,
+    marker: PathBuf,
+}
+
+/// A loopback HTTP server that answers 200 to anything, standing for the deployed app.
+fn serve_ok() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buffer = [0u8; 4096];
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{\"status\":\"up\"}",
+            );
+        }
+    });
+    url
+}
+
+impl CfApp {
+    fn new() -> CfApp {
+        let url = serve_ok();
+        let config = format!(
+            r#"[app]
+name = "filter"
+
+[version]
+current = "0.1.0"
+files = ["manifest.yml"]
+
+[test]
+unit = "sh -c 'echo unit tier ran'"
+lint = "true"
+
+[e2e]
+command = "sh -c 'curl -fsS \"$APP_URL/health\" && touch \"$E2E_MARKER\"'"
+
+[env.staging]
+platform = "cf"
+api = "https://api.cf.example.com"
+org = "acme"
+space = "staging"
+url = "{url}"
+vars = {{ instances = "1" }}
+secrets = ["FILTER_TOKEN"]
+
+[env.production]
+platform = "cf"
+api = "https://api.cf.example.com"
+org = "acme"
+space = "production"
+vars = {{ instances = "2" }}
+"#
+        );
+        let manifest = "---\napplications:\n- name: filter\n  memory: 64M\n  instances: ((instances))\n  buildpacks:\n  - python_buildpack\n  command: python3 app.py\n  env:\n    VERSION: \"0.1.0\"\n";
+        let project = Project::git(&[
+            ("cdflow.toml", &config),
+            ("manifest.yml", manifest),
+            ("app.py", "print('filter')\n"),
+        ]);
+        let origin = project.dir.parent().unwrap().join("origin.git");
+        let status = std::process::Command::new("git")
+            .args(["init", "-q", "--bare", "-b", "main"])
+            .arg(&origin)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        project.git_cmd(&["remote", "add", "origin", origin.to_str().unwrap()]);
+        project.git_cmd(&["push", "-q", "origin", "main"]);
+        let root = project.dir.parent().unwrap().to_path_buf();
+        CfApp {
+            origin,
+            state: root.join("state"),
+            log: root.join("cf.log"),
+            marker: root.join("e2e-ran"),
+            project,
+        }
+    }
+
+    fn cdflow(&self, args: &[&str], fail_at: Option<&str>) -> Run {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let path = format!("{}:{}", fixtures.display(), std::env::var("PATH").unwrap());
+        let mut command = self.project.command(env!("CARGO_BIN_EXE_cdflow"));
+        command
+            .args(args)
+            .env("PATH", path)
+            .env("CDFLOW_STATE_DIR", &self.state)
+            .env("CF_STANDIN_LOG", &self.log)
+            .env("CF_USERNAME", "ci-bot")
+            .env("CF_PASSWORD", PASSWORD)
+            .env("FILTER_TOKEN", TOKEN)
+            .env("E2E_MARKER", &self.marker)
+            .env_remove("CF_STANDIN_FAIL");
+        if let Some(fail_at) = fail_at {
+            command.env("CF_STANDIN_FAIL", fail_at);
+        }
+        run_of(command.output().unwrap())
+    }
+
+    /// The recorded cf calls, as "home: arguments", with the state folder shown as STATE.
+    fn calls(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines()
+            .map(|line| {
+                let mut fields = line.split('\t');
+                let home = fields.next().unwrap_or("");
+                let args = fields.next().unwrap_or("");
+                normalize(&format!("{home}: {args}"), &self.state)
+            })
+            .collect()
+    }
+
+    fn origin_git(&self, args: &[&str]) -> String {
+        let output = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.origin)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// Every file the run left in the state folder, as text.
+    fn state_text(&self) -> String {
+        fn walk(dir: &Path, out: &mut String) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if let Ok(text) = std::fs::read_to_string(&path) {
+                    out.push_str(&text);
+                }
+            }
+        }
+        let mut out = String::new();
+        walk(&self.state, &mut out);
+        out
+    }
+}
+
+/// Replaces the run-specific parts of a command line (the workspace under the state folder)
+/// with stable names.
+fn normalize(line: &str, state: &Path) -> String {
+    let workspaces = format!("{}/workspaces/", state.display());
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(at) = rest.find(&workspaces) {
+        out.push_str(&rest[..at]);
+        out.push_str("WORKSPACE");
+        let after = &rest[at + workspaces.len()..];
+        let end = after.find('/').unwrap_or(after.len());
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out.replace(&format!("{}/", state.display()), "STATE/")
+}
+
+const LOGIN_STAGING: [&str; 3] = [
+    "staging: api https://api.cf.example.com",
+    "staging: auth",
+    "staging: target -o acme -s staging",
+];
+const LOGIN_PRODUCTION: [&str; 3] = [
+    "production: api https://api.cf.example.com",
+    "production: auth",
+    "production: target -o acme -s production",
+];
+
+fn push_to_staging() -> Vec<String> {
+    let mut calls: Vec<String> = LOGIN_STAGING.iter().map(|s| s.to_string()).collect();
+    calls.extend(
+        [
+            "staging: push filter -f WORKSPACE/manifest.yml --var instances=1 --strategy rolling",
+            "staging: app filter",
+            "staging: app filter --guid",
+            "staging: curl /v3/apps/guid-filter-staging/droplets/current",
+        ]
+        .map(String::from),
+    );
+    calls
+}
+
+fn promote_to_production() -> Vec<String> {
+    let mut calls: Vec<String> = LOGIN_STAGING.iter().map(|s| s.to_string()).collect();
+    calls.extend(
+        [
+            "staging: app filter --guid",
+            "staging: curl /v3/apps/guid-filter-staging/droplets/current",
+        ]
+        .map(String::from),
+    );
+    calls.extend(LOGIN_PRODUCTION.iter().map(|s| s.to_string()));
+    calls.extend([
+        "production: apply-manifest -f WORKSPACE/manifest.yml --var instances=2".to_string(),
+        "production: app filter --guid".to_string(),
+        "production: curl /v3/apps/guid-filter-production/revisions/deployed".to_string(),
+        "production: curl -X POST /v3/droplets?source_guid=droplet-staging -d {\"relationships\":{\"app\":{\"data\":{\"guid\":\"guid-filter-production\"}}}}".to_string(),
+        "production: curl /v3/droplets/droplet-copy".to_string(),
+        "production: curl -X POST /v3/deployments -d {\"droplet\":{\"guid\":\"droplet-copy\"},\"strategy\":\"rolling\",\"relationships\":{\"app\":{\"data\":{\"guid\":\"guid-filter-production\"}}}}".to_string(),
+        "production: curl /v3/deployments/deployment-1".to_string(),
+        "production: app filter".to_string(),
+    ]);
+    calls
+}
+
+#[test]
+fn release_runs_the_exact_cf_sequence_and_records_it() {
+    let app = CfApp::new();
+    let origin = app.origin.to_str().unwrap().to_string();
+    let run = app.cdflow(&["release", "--repo", &origin], None);
+    run.success()
+        .stdout_has("`release` succeeded: version 0.1.1")
+        .stdout_has("production   https://filter-production.apps.example.com");
+    let mut expected = push_to_staging();
+    expected.extend(promote_to_production());
+    assert_eq!(app.calls(), expected);
+    // Every cf call saw the credentials and its own CF_HOME, by name only.
+    let log = std::fs::read_to_string(&app.log).unwrap();
+    for line in log.lines() {
+        assert!(line.ends_with("CF_HOME,CF_PASSWORD,CF_USERNAME"), "{line}");
+    }
+    assert!(app.marker.exists(), "the e2e command ran");
+    // The version commit and tag reached origin before anything was deployed.
+    assert_eq!(app.origin_git(&["tag", "-l"]), "v0.1.1");
+    assert_eq!(
+        app.origin_git(&["log", "-1", "--format=%s", "main"]),
+        "Bump version: 0.1.0 → 0.1.1"
+    );
+    // The record says what happened.
+    let history = app.cdflow(&["history"], None);
+    history
+        .success()
+        .stdout_has("release")
+        .stdout_has("filter")
+        .stdout_has("0.1.1");
+    assert!(history.stdout.contains("succeeded"), "{history}");
+}
+
+#[test]
+fn dry_run_prints_the_commands_a_real_run_records_and_changes_nothing() {
+    let app = CfApp::new();
+    let origin = app.origin.to_str().unwrap().to_string();
+    let dry = app.cdflow(&["release", "--repo", &origin, "--dry-run"], None);
+    dry.success().stdout_has("dry run: nothing was changed");
+    assert!(app.calls().is_empty(), "a dry run calls no cf");
+    assert_eq!(
+        app.origin_git(&["tag", "-l"]),
+        "",
+        "a dry run pushes nothing"
+    );
+    assert!(!app.marker.exists(), "a dry run runs no e2e");
+    let printed: Vec<String> = dry
+        .stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("$ CF_HOME="))
+        .map(|line| {
+            let (home, args) = line.split_once(" cf ").unwrap();
+            let home = Path::new(home)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            normalize(&format!("{home}: {args}"), &app.state)
+        })
+        .collect();
+    for line in [
+        "$ git clone",
+        "$ sh -c",
+        "$ git commit",
+        "$ git tag -a v0.1.1",
+        "$ git push --quiet --atomic origin HEAD:refs/heads/main refs/tags/v0.1.1",
+    ] {
+        assert!(dry.stdout.contains(line), "dry run lacks {line}:\n{dry}");
+    }
+
+    app.cdflow(&["release", "--repo", &origin], None).success();
+    // The same cf commands in the same order; where only a real answer gives a value (guids),
+    // the dry run prints a placeholder naming it.
+    let real: Vec<String> = app
+        .calls()
+        .iter()
+        .map(|line| {
+            line.replace("guid-filter-staging", "APP-GUID")
+                .replace("guid-filter-production", "APP-GUID")
+                .replace("droplet-staging", "DROPLET-GUID")
+                .replace("droplet-copy", "COPIED-DROPLET-GUID")
+                .replace("deployment-1", "DEPLOYMENT-GUID")
+        })
+        .collect();
+    let printed: Vec<String> = printed.iter().map(|line| line.replace('\'', "")).collect();
+    assert_eq!(printed, real);
+}
+
+#[test]
+fn a_failed_staging_push_stops_before_e2e_and_promote_and_resume_does_not_bump_again() {
+    let app = CfApp::new();
+    let origin = app.origin.to_str().unwrap().to_string();
+    let run = app.cdflow(&["release", "--repo", &origin], Some("staging push"));
+    run.failure(1)
+        .stderr_has("stage `push staging` of `release` failed")
+        .stderr_has("told to fail at: staging push")
+        .stderr_has("--resume");
+    assert!(!app.marker.exists(), "e2e must not run after a failed push");
+    assert!(
+        !app.calls().iter().any(|c| c.starts_with("production")),
+        "nothing may reach production: {:#?}",
+        app.calls()
+    );
+    assert_eq!(
+        app.origin_git(&["tag", "-l"]),
+        "v0.1.1",
+        "the bump was pushed before deploying"
+    );
+
+    let resumed = app.cdflow(&["release", "--repo", &origin, "--resume"], None);
+    resumed
+        .success()
+        .stdout_has("resuming run")
+        .stdout_has("`release` succeeded: version 0.1.1");
+    assert_eq!(app.origin_git(&["tag", "-l"]), "v0.1.1", "no second bump");
+    assert_eq!(app.origin_git(&["rev-list", "--count", "main"]), "2");
+    assert!(app.marker.exists());
+}
+
+#[test]
+fn secrets_appear_in_no_output_record_or_log() {
+    let app = CfApp::new();
+    let origin = app.origin.to_str().unwrap().to_string();
+    // The secret values also reach the output of a command, which must be masked too.
+    app.project.write(
+        "cdflow.toml",
+        &app.project.read("cdflow.toml").replace(
+            "lint = \"true\"",
+            "lint = \"sh -c 'echo password=$CF_PASSWORD token=$FILTER_TOKEN; exit 1'\"",
+        ),
+    );
+    app.project.git_cmd(&["commit", "-qam", "leaky lint"]);
+    app.project.git_cmd(&["push", "-q", "origin", "main"]);
+    let failed = app.cdflow(&["release", "--repo", &origin], None);
+    failed.failure(1).stderr_has("password=**** token=****");
+    let ok = app.cdflow(
+        &[
+            "release",
+            "--repo",
+            &origin,
+            "--pipeline",
+            "promote",
+            "--force",
+        ],
+        None,
+    );
+    let everything = format!(
+        "{failed}{ok}{}{}",
+        app.state_text(),
+        std::fs::read_to_string(&app.log).unwrap_or_default()
+    );
+    assert!(!everything.contains(PASSWORD), "CF_PASSWORD leaked");
+    assert!(!everything.contains(TOKEN), "a configured secret leaked");
+}
+
+#[test]
+fn promote_refuses_an_unverified_version_unless_forced() {
+    let app = CfApp::new();
+    let run = app.cdflow(&["promote"], None);
+    run.failure(2)
+        .stderr_has("`staging` serves unknown (droplet-staging), which has not passed e2e there")
+        .stderr_has("--force");
+    assert!(!app.calls().iter().any(|c| c.starts_with("production")));
+    app.cdflow(&["promote", "--force"], None).success();
+    assert!(app
+        .calls()
+        .iter()
+        .any(|c| c == "production: curl /v3/deployments/deployment-1"));
+}
+
+#[test]
+fn a_failed_production_deployment_rolls_back_and_confirms() {
+    let app = CfApp::new();
+    let origin = app.origin.to_str().unwrap().to_string();
+    let run = app.cdflow(
+        &["release", "--repo", &origin],
+        Some("production curl /v3/deployments/deployment-1"),
+    );
+    run.failure(1)
+        .stderr_has("rolled back to revision 3, which serves again");
+    let calls = app.calls();
+    let tail: Vec<&str> = calls
+        .iter()
+        .rev()
+        .take(2)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "production: rollback filter --version 3 -f",
+            "production: app filter"
+        ]
+    );
+}
+
+#[test]
+fn unknown_environments_and_missing_settings_are_reported_before_anything_runs() {
+    let app = CfApp::new();
+    app.project.write(
+        "cdflow.toml",
+        &app.project
+            .read("cdflow.toml")
+            .replace("org = \"acme\"\nspace = \"production\"\n", "")
+            .replace("vars = { instances = \"1\" }\n", ""),
+    );
+    app.project.write(
+        "pipelines/qa.yml",
+        "description: to qa\nstages:\n  - kind: push\n    to: qa\n  - kind: push\n    to: production\n  - kind: push\n    to: staging\n",
+    );
+    app.project.git_cmd(&["add", "-A"]);
+    app.project.git_cmd(&["commit", "-qm", "qa"]);
+    let run = app.cdflow(&["release", "--pipeline", "qa"], None);
+    run.failure(2)
+        .stderr_has("pipelines/qa.yml:4: stage `push qa` names the environment `qa`")
+        .stderr_has("[env.production] is on cf but has no `org`")
+        .stderr_has("[env.production] is on cf but has no `space`")
+        .stderr_has("((instances)) on line 5");
+    assert!(app.calls().is_empty());
+}

@@ -1,0 +1,1 @@
+//! The local platform: real processes and real HTTP on loopback.
