@@ -229,9 +229,9 @@ pub fn find(app_dir: &Path, name_or_file: &str) -> Result<Pipeline> {
             .unwrap_or_else(|| name_or_file.to_string());
         return Pipeline::parse(&name, Source::File(as_path.to_path_buf()), &text);
     }
-    let own = app_dir.join(APP_FOLDER).join(format!("{name_or_file}.yml"));
-    if own.is_file() {
-        let text = std::fs::read_to_string(&own)?;
+    let own = Path::new(APP_FOLDER).join(format!("{name_or_file}.yml"));
+    if app_dir.join(&own).is_file() {
+        let text = std::fs::read_to_string(app_dir.join(&own))?;
         return Pipeline::parse(name_or_file, Source::File(own), &text);
     }
     match BUILT_IN.iter().find(|(name, _)| *name == name_or_file) {
@@ -259,7 +259,9 @@ pub fn all(app_dir: &Path) -> Result<Vec<Pipeline>> {
             if path.extension().is_some_and(|e| e == "yml") {
                 let name = path.file_stem().unwrap().to_string_lossy().into_owned();
                 let text = std::fs::read_to_string(&path)?;
-                let pipeline = Pipeline::parse(&name, Source::File(path), &text)?;
+                // Shown as the app's own, relative to it.
+                let shown = Path::new(APP_FOLDER).join(path.file_name().unwrap());
+                let pipeline = Pipeline::parse(&name, Source::File(shown), &text)?;
                 found.insert(name, pipeline);
             }
         }

@@ -12,10 +12,10 @@ const PASSWORD: &str = "pa55-w0rd-never-shown";
 const TOKEN: &str = "filter-token-never-shown";
 
 /// A repository with a bare `origin`, holding a small app released to two cf spaces.
-struct CfApp {
-    project: Project,
-    origin: PathBuf,
-    state: PathBuf,
+pub struct CfApp {
+    pub project: Project,
+    pub origin: PathBuf,
+    pub state: PathBuf,
     log: PathBuf,
     marker: PathBuf,
 }
@@ -38,7 +38,7 @@ fn serve_ok() -> String {
 }
 
 impl CfApp {
-    fn new() -> CfApp {
+    pub fn new() -> CfApp {
         let url = serve_ok();
         let config = format!(
             r#"[app]
@@ -97,7 +97,12 @@ vars = {{ instances = "2" }}
         }
     }
 
-    fn cdflow(&self, args: &[&str], fail_at: Option<&str>) -> Run {
+    pub fn cdflow(&self, args: &[&str], fail_at: Option<&str>) -> Run {
+        run_of(self.command(args, fail_at).output().unwrap())
+    }
+
+    /// The cdflow command with the stand-in cf first on PATH and the test's credentials.
+    pub fn command(&self, args: &[&str], fail_at: Option<&str>) -> std::process::Command {
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let path = format!("{}:{}", fixtures.display(), std::env::var("PATH").unwrap());
         let mut command = self.project.command(env!("CARGO_BIN_EXE_cdflow"));
@@ -114,11 +119,11 @@ vars = {{ instances = "2" }}
         if let Some(fail_at) = fail_at {
             command.env("CF_STANDIN_FAIL", fail_at);
         }
-        run_of(command.output().unwrap())
+        command
     }
 
     /// The recorded cf calls, as "home: arguments", with the state folder shown as STATE.
-    fn calls(&self) -> Vec<String> {
+    pub fn calls(&self) -> Vec<String> {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         log.lines()
             .map(|line| {
@@ -130,7 +135,7 @@ vars = {{ instances = "2" }}
             .collect()
     }
 
-    fn origin_git(&self, args: &[&str]) -> String {
+    pub fn origin_git(&self, args: &[&str]) -> String {
         let output = std::process::Command::new("git")
             .arg("-C")
             .arg(&self.origin)

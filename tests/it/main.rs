@@ -4,3 +4,4 @@ mod bump;
 mod cf;
 mod harness;
 mod local;
+mod release;

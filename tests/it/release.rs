@@ -1,0 +1,180 @@
+//! What every run of a pipeline does, whatever the platform: interruption, locks, refused
+//! repositories, failing tiers, the one-stage commands, the list of pipelines.
+
+use std::time::{Duration, Instant};
+
+use crate::cf::CfApp;
+use crate::harness::run_of;
+
+/// Replaces the `lint` tier of the app's cdflow.toml and pushes the change to origin.
+fn with_lint(app: &CfApp, command: &str) {
+    let config = app.project.read("cdflow.toml");
+    app.project.write(
+        "cdflow.toml",
+        &config.replace("lint = \"true\"", &format!("lint = {command:?}")),
+    );
+    app.project.git_cmd(&["commit", "-qam", "lint"]);
+    app.project.git_cmd(&["push", "-q", "origin", "main"]);
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn pid_alive(pid: &str) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[test]
+fn sigterm_stops_the_running_command_and_its_children_and_records_the_interruption() {
+    let app = CfApp::new();
+    let pid_file = app.project.dir.parent().unwrap().join("sleeper.pid");
+    with_lint(
+        &app,
+        &format!("sh -c 'sleep 300 & echo $! > {}; wait'", pid_file.display()),
+    );
+    let origin = app.origin.to_str().unwrap().to_string();
+    let child = app
+        .command(&["release", "--repo", &origin], None)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the test tier to start", || pid_file.exists());
+    let sleeper = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let started = Instant::now();
+    // SAFETY: kill(2) on the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    let run = run_of(output);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    run.failure(130)
+        .stderr_has("stage `test` of `release` was interrupted");
+    wait_for("the tier's child to be stopped", || !pid_alive(&sleeper));
+    let history = app.cdflow(&["history"], None);
+    history
+        .success()
+        .stdout_has("interrupted")
+        .stdout_has("(stopped in `test`)");
+    assert_eq!(app.origin_git(&["tag", "-l"]), "", "nothing was bumped");
+}
+
+#[test]
+fn a_second_run_on_the_same_environment_is_refused_naming_the_first() {
+    let app = CfApp::new();
+    let pid_file = app.project.dir.parent().unwrap().join("sleeper.pid");
+    with_lint(
+        &app,
+        &format!("sh -c 'echo $$ > {}; sleep 300'", pid_file.display()),
+    );
+    let origin = app.origin.to_str().unwrap().to_string();
+    let mut first = app
+        .command(&["release", "--repo", &origin], None)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the first run to hold its locks", || pid_file.exists());
+    let second = app.cdflow(&["release", "--repo", &origin], None);
+    // SAFETY: kill(2) on the child we started; SIGKILL, so the kernel frees its locks.
+    unsafe { libc::kill(first.id() as i32, libc::SIGKILL) };
+    first.wait().unwrap();
+    let sleeper = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    // SAFETY: as above, on the tier's own process (its group survived the SIGKILL).
+    unsafe { libc::kill(sleeper.parse::<i32>().unwrap(), libc::SIGKILL) };
+    second
+        .failure(2)
+        .stderr_has("the environment `production` is busy")
+        .stderr_has("of `release` for filter on production (pid");
+    // The lock of a run killed with SIGKILL is free again: a dry run can take it.
+    let third = app.cdflow(&["push", "--to", "staging"], None);
+    third.success();
+}
+
+#[test]
+fn repositories_and_refs_that_git_would_run_are_refused() {
+    let app = CfApp::new();
+    for repo in [
+        "--upload-pack=touch /tmp/pwned",
+        "ext::sh -c touch% /tmp/pwned",
+    ] {
+        app.cdflow(&["release", &format!("--repo={repo}")], None)
+            .failure(2)
+            .stderr_has("is refused");
+    }
+    let origin = app.origin.to_str().unwrap().to_string();
+    app.cdflow(&["release", "--repo", &origin, "--ref=--orphan"], None)
+        .failure(2)
+        .stderr_has("the ref `--orphan` is refused");
+    assert!(app.calls().is_empty());
+}
+
+#[test]
+fn a_failing_tier_shows_its_command_exit_code_and_last_lines() {
+    let app = CfApp::new();
+    with_lint(
+        &app,
+        "sh -c 'for i in $(seq 1 100); do echo lint line $i; done; exit 7'",
+    );
+    let origin = app.origin.to_str().unwrap().to_string();
+    let run = app.cdflow(&["release", "--repo", &origin], None);
+    run.failure(1)
+        .stderr_has("the test tier `lint` failed")
+        .stderr_has("exited with code 7")
+        .stderr_has("lint line 61\n")
+        .stderr_has("lint line 100");
+    assert!(
+        !run.stderr.contains("lint line 60\n"),
+        "only the last 40 lines:\n{run}"
+    );
+    assert!(app.calls().is_empty(), "nothing deployed");
+    assert_eq!(app.origin_git(&["tag", "-l"]), "", "nothing bumped");
+}
+
+#[test]
+fn one_stage_commands_run_in_the_checkout() {
+    let app = CfApp::new();
+    app.cdflow(&["test", "--tier", "unit"], None)
+        .success()
+        .stdout_has("$ sh -c 'echo unit tier ran'");
+    app.cdflow(&["test", "--tier", "nope"], None)
+        .failure(2)
+        .stderr_has("there is no test tier `nope`");
+    app.cdflow(&["push", "--to", "staging", "--dry-run"], None)
+        .success()
+        .stdout_has("cf push filter -f");
+    assert!(app.calls().is_empty());
+    app.cdflow(&["push", "--to", "qa"], None)
+        .failure(2)
+        .stderr_has("stage `push qa` names the environment `qa`");
+}
+
+#[test]
+fn pipelines_lists_the_built_in_ones_and_the_apps_own() {
+    let app = CfApp::new();
+    app.project.write(
+        "pipelines/release.yml",
+        "description: our own road\nstages:\n  - kind: test\n",
+    );
+    let run = app.cdflow(&["pipelines"], None);
+    run.success()
+        .stdout_has("release    our own road  (pipelines/release.yml)")
+        .stdout_has("promote    promote the version verified on staging to production  (built in)");
+}
