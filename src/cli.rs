@@ -54,6 +54,9 @@ pub enum Command {
     /// List the pipelines available, with a line on each.
     Pipelines,
 
+    /// Create a new service, ready for `cdflow release`, from a template.
+    Init(InitArgs),
+
     /// Bump the version in every file that carries it, then commit and tag.
     #[command(after_help = BUMP_HELP)]
     Bump(BumpArgs),
@@ -169,6 +172,25 @@ pub struct PromoteArgs {
 
     #[command(flatten)]
     pub run: RunFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The service's name (a valid app and crate name, such as `orders-api`).
+    #[arg(required_unless_present = "list")]
+    pub name: Option<String>,
+
+    /// The template: `rust-service` or `python-falcon`.
+    #[arg(long, default_value = "rust-service")]
+    pub template: String,
+
+    /// Where to create it (default: a folder named after the service).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+
+    /// List the templates, with a line on each.
+    #[arg(long)]
+    pub list: bool,
 }
 
 #[derive(Debug, Args)]

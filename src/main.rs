@@ -11,6 +11,7 @@ mod config;
 mod error;
 mod exec;
 mod git;
+mod init;
 mod lock;
 mod pipeline;
 mod platform;
@@ -124,6 +125,10 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             let manifest = app.manifest_for(&env)?;
             ui.note(manifest.text.trim_end());
             Ok(())
+        }
+        Command::Init(args) => {
+            let exec = exec_in(Mode::Real)?;
+            init::run(&exec, &args)
         }
         Command::Pipelines => {
             for pipeline in pipeline::all(&here)? {
