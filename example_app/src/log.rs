@@ -1,14 +1,18 @@
 //! Structured logging: one JSON object per line on stdout, filtered by level, written cheaply.
 //!
-//! Hand-written rather than a tracing subscriber because the request line is on
-//! the hot path: it is formatted into a per-thread buffer that is reused, and
-//! goes out with a single write, so each request costs one syscall and no
-//! allocation.
-
-use std::cell::RefCell;
+//! Hand-written rather than a tracing subscriber because the request line is
+//! on the hot path. Each thread formats lines straight into its own buffer
+//! (no allocation, no shared lock). Threads that are not runtime workers
+//! write each line at once. Runtime workers batch: their buffer goes out in
+//! one write when it fills up or when the worker runs out of work and parks
+//! (`on_worker_park`, hooked into the runtime by main), so under load many
+//! lines share one syscall, and when idle a line waits no longer than the
+//! request that produced it. Lifecycle lines (`event`) first flush every
+//! thread's buffer, so "stopped" always comes after the requests before it.
+use std::cell::Cell;
 use std::fmt;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Log levels, most severe first, so `a <= b` means "a is shown when b is the threshold".
@@ -69,9 +73,85 @@ pub struct Logger {
     sink: Sink,
 }
 
+/// A worker's buffer is written out once it holds this much.
+const FLUSH_AT: usize = 16 * 1024;
+
+/// One thread's output buffer. The mutex is only ever contended by `flush`,
+/// which is rare (lifecycle lines, exit); on the hot path it is one
+/// uncontended atomic, not a lock shared between threads.
+type Buffer = Arc<Mutex<Vec<u8>>>;
+
+/// Every thread's buffer, so `flush` can reach them all. Locked only when a
+/// thread logs for the first time and by `flush`.
+static BUFFERS: Mutex<Vec<Weak<Mutex<Vec<u8>>>>> = Mutex::new(Vec::new());
+
+struct Local {
+    buffer: Buffer,
+    /// Set once this thread has parked as a runtime worker: from then on its
+    /// lines are batched, because the park hook will write them out.
+    batching: Cell<bool>,
+}
+
+impl Local {
+    fn new() -> Local {
+        let buffer = Buffer::new(Mutex::new(Vec::with_capacity(FLUSH_AT + 1024)));
+        let mut all = lock(&BUFFERS);
+        all.retain(|b| b.strong_count() > 0);
+        all.push(Arc::downgrade(&buffer));
+        Local {
+            buffer,
+            batching: Cell::new(false),
+        }
+    }
+}
+
+impl Drop for Local {
+    /// A thread that exits writes what it still holds.
+    fn drop(&mut self) {
+        write_out(&mut lock(&self.buffer));
+    }
+}
+
 thread_local! {
-    // Reused for every line this thread writes, so logging does not allocate.
-    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(256));
+    static LOCAL: Local = Local::new();
+}
+
+/// A poisoned lock only means another thread panicked mid-log; the bytes are still fine.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Writes `buf` to stdout with one write(2) (stdout is line buffered and
+/// `buf` ends with a newline) and empties it. Errors, such as a closed pipe,
+/// are ignored: losing log lines must not take the service down (println!
+/// would panic).
+fn write_out(buf: &mut Vec<u8>) {
+    if buf.is_empty() {
+        return;
+    }
+    let _ = std::io::stdout().lock().write_all(buf);
+    buf.clear();
+    // Do not keep a huge buffer around because one path was huge.
+    if buf.capacity() > 4 * FLUSH_AT {
+        *buf = Vec::with_capacity(FLUSH_AT + 1024);
+    }
+}
+
+/// For the runtime's `on_thread_park` hook: this thread is a worker with no
+/// work left, so write out its lines now and batch from here on.
+pub fn on_worker_park() {
+    let _ = LOCAL.try_with(|local| {
+        local.batching.set(true);
+        write_out(&mut lock(&local.buffer));
+    });
+}
+
+/// Writes out every thread's buffered lines.
+pub fn flush() {
+    let all: Vec<Buffer> = lock(&BUFFERS).iter().filter_map(Weak::upgrade).collect();
+    for buffer in all {
+        write_out(&mut lock(&buffer));
+    }
 }
 
 impl Logger {
@@ -111,7 +191,11 @@ impl Logger {
     /// platform and cdflow's tests read it to know the app is up, and must
     /// see it even when LOG_LEVEL is error.
     pub fn announce(&self, level: Level, msg: &str, fields: &[(&str, Value<'_>)]) {
-        self.write_line(level, |buf| {
+        // Rare lines: bring every batched line out first, then this one at once.
+        if let Sink::Stdout = self.sink {
+            flush();
+        }
+        self.write_line(level, false, |buf| {
             push_field(buf, "msg", Value::Str(msg));
             for (key, value) in fields {
                 push_field(buf, key, *value);
@@ -124,7 +208,7 @@ impl Logger {
         if !self.enabled(Level::Info) {
             return;
         }
-        self.write_line(Level::Info, |buf| {
+        self.write_line(Level::Info, true, |buf| {
             push_field(buf, "msg", Value::Str("request"));
             push_field(buf, "method", Value::Str(method));
             push_field(buf, "path", Value::Str(path));
@@ -141,9 +225,10 @@ impl Logger {
         });
     }
 
-    fn write_line(&self, level: Level, fields: impl FnOnce(&mut Vec<u8>)) {
-        LINE.with_borrow_mut(|buf| {
-            buf.clear();
+    /// Formats one line and sends it to the sink; `may_batch` lets a worker
+    /// thread keep it buffered until its next flush.
+    fn write_line(&self, level: Level, may_batch: bool, fields: impl FnOnce(&mut Vec<u8>)) {
+        let format = |buf: &mut Vec<u8>| {
             buf.extend_from_slice(b"{\"ts\":\"");
             push_timestamp(buf, SystemTime::now());
             buf.extend_from_slice(b"\",\"level\":\"");
@@ -151,24 +236,28 @@ impl Logger {
             buf.push(b'"');
             fields(buf);
             buf.extend_from_slice(b"}\n");
-            match &self.sink {
-                // Stdout is line buffered; a whole line written at once goes out
-                // as one write(2). Errors (a closed pipe) are ignored: losing a
-                // log line must not take the service down, and println! would panic.
-                Sink::Stdout => {
-                    let _ = std::io::stdout().lock().write_all(buf);
-                }
-                Sink::Memory(mem) => {
-                    if let Ok(mut mem) = mem.lock() {
-                        mem.extend_from_slice(buf);
+        };
+        match &self.sink {
+            Sink::Stdout => {
+                let mut format = Some(format);
+                let _ = LOCAL.try_with(|local| {
+                    let mut buf = lock(&local.buffer);
+                    if let Some(format) = format.take() {
+                        format(&mut buf);
                     }
+                    if !(may_batch && local.batching.get()) || buf.len() >= FLUSH_AT {
+                        write_out(&mut buf);
+                    }
+                });
+                // This thread is being torn down: write the line directly.
+                if let Some(format) = format {
+                    let mut buf = Vec::with_capacity(256);
+                    format(&mut buf);
+                    write_out(&mut buf);
                 }
             }
-            // Do not keep a huge buffer around because one path was huge.
-            if buf.capacity() > 16 * 1024 {
-                *buf = Vec::with_capacity(256);
-            }
-        });
+            Sink::Memory(mem) => format(&mut lock(mem)),
+        }
     }
 }
 

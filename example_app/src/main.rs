@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use example_app::config::Config;
-use example_app::log::{Level, Logger, Value};
+use example_app::log::{self, Level, Logger, Value};
 use example_app::{serve, AppState};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -16,12 +16,18 @@ fn main() -> ExitCode {
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Workers batch their request lines and write them out when idle;
+        // see the log module.
+        .on_thread_park(log::on_worker_park)
         .build()
     {
         Ok(runtime) => runtime,
         Err(err) => return fail(1, &format!("cannot start the async runtime: {err}")),
     };
-    runtime.block_on(run(config))
+    let code = runtime.block_on(run(config));
+    drop(runtime);
+    log::flush();
+    code
 }
 
 async fn run(config: Config) -> ExitCode {

@@ -359,6 +359,34 @@ fn the_grace_period_bounds_shutdown() {
 }
 
 #[test]
+fn batched_log_lines_stay_whole_and_none_are_lost() {
+    let mut app = App::start(&[]);
+    const CLIENTS: usize = 4;
+    const REQUESTS: usize = 250;
+    thread::scope(|s| {
+        for _ in 0..CLIENTS {
+            s.spawn(|| {
+                for _ in 0..REQUESTS {
+                    let r = app.http.get(app.url("/?load")).send().unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            });
+        }
+    });
+    app.signal(libc::SIGTERM);
+    assert_eq!(app.wait_exit(Duration::from_secs(5)).code(), Some(0));
+    // Every line parses as JSON (App::log panics otherwise), and each
+    // request has exactly one.
+    let log = app.log();
+    let load = log
+        .iter()
+        .filter(|l| l["msg"] == "request" && l["path"] == "/")
+        .count();
+    assert_eq!(load, CLIENTS * REQUESTS);
+    assert_eq!(log.last().unwrap()["msg"], "stopped");
+}
+
+#[test]
 fn the_startup_line_is_written_even_at_level_error() {
     let app = App::start(&[("LOG_LEVEL", "ERROR")]);
     assert_eq!(app.http.get(app.url("/")).send().unwrap().status(), 200);
