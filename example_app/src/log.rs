@@ -9,6 +9,7 @@
 //! lines share one syscall, and when idle a line waits no longer than the
 //! request that produced it. Lifecycle lines (`event`) first flush every
 //! thread's buffer, so "stopped" always comes after the requests before it.
+
 use std::cell::Cell;
 use std::fmt;
 use std::io::Write;
