@@ -78,6 +78,38 @@ vars = {{ instances = "2" }}
             ("manifest.yml", manifest),
             ("app.py", "print('filter')\n"),
         ]);
+        CfApp::with_origin(project)
+    }
+
+    /// The real example app (scripts/seed-example), released to cf spaces whose staging route
+    /// is `staging_url`.
+    pub fn example_app(staging_url: &str) -> CfApp {
+        let project = Project::empty();
+        let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/seed-example");
+        std::fs::remove_dir(&project.dir).unwrap();
+        let output = project
+            .command(&seed)
+            .arg(&project.dir)
+            .current_dir("/")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let config = project.read("cdflow.toml");
+        let envs_at = config.find("[env.staging]").unwrap();
+        let config = format!(
+            "{}[env.staging]\nplatform = \"cf\"\napi = \"https://api.cf.example.com\"\norg = \"acme\"\nspace = \"staging\"\nurl = \"{staging_url}\"\n\n[env.production]\nplatform = \"cf\"\napi = \"https://api.cf.example.com\"\norg = \"acme\"\nspace = \"production\"\n",
+            &config[..envs_at]
+        );
+        project.write("cdflow.toml", &config);
+        project.git_cmd(&["commit", "-qam", "deliver to cf"]);
+        CfApp::with_origin(project)
+    }
+
+    fn with_origin(project: Project) -> CfApp {
         let origin = project.dir.parent().unwrap().join("origin.git");
         let status = std::process::Command::new("git")
             .args(["init", "-q", "--bare", "-b", "main"])
@@ -229,6 +261,82 @@ fn promote_to_production() -> Vec<String> {
         "production: app filter".to_string(),
     ]);
     calls
+}
+
+/// One cargo target folder for every test that builds an app in a temporary clone.
+pub fn shared_target() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("apps")
+}
+
+/// A process killed when the test ends, even by a panic.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn release_of_the_example_app_runs_its_real_tiers_and_its_e2e_against_a_running_instance() {
+    // The instance that staging stands for: the example app itself, built and started here.
+    let port = free_port();
+    let app = CfApp::example_app(&format!("http://127.0.0.1:{port}"));
+    let build = app
+        .project
+        .command("cargo")
+        .args(["build", "--quiet", "--bin", "example_app"])
+        .env("CARGO_TARGET_DIR", shared_target())
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let _instance = Running(
+        app.project
+            .command(shared_target().join("debug/example_app"))
+            .env("PORT", port.to_string())
+            .env("BIND_ADDR", "127.0.0.1")
+            .env("LOG_LEVEL", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let origin = app.origin.to_str().unwrap().to_string();
+    let run = run_of(
+        app.command(&["release", "--repo", &origin], None)
+            .env("CARGO_TARGET_DIR", shared_target())
+            .output()
+            .unwrap(),
+    );
+    run.success()
+        .stdout_has("$ cargo test --lib --bins")
+        .stdout_has("$ cargo test --test service")
+        .stdout_has(&format!(
+            "$ APP_URL=http://127.0.0.1:{port} cargo test --test e2e -- --ignored"
+        ))
+        .stdout_has("`release` succeeded: version 0.1.1");
+    assert_eq!(app.origin_git(&["tag", "-l"]), "v0.1.1");
+    // The bump reached every file that carries the version, and the lock file.
+    let show = app.origin_git(&["show", "v0.1.1", "--stat", "--format=%s"]);
+    for file in ["Cargo.toml", "Cargo.lock", "manifest.yml"] {
+        assert!(show.contains(file), "{show}");
+    }
+    assert!(app
+        .calls()
+        .iter()
+        .any(|c| c.starts_with("staging: push example-app -f WORKSPACE/manifest.yml")));
 }
 
 #[test]
