@@ -323,6 +323,13 @@ pub fn bump(exec: &Exec, facts: &VersionFacts, options: &Options) -> Result<Bump
             ));
         }
     }
+    if in_git {
+        if let Some(behind) = git::behind_upstream(exec)?.filter(|&n| n > 0) {
+            problems.push(format!(
+                "the branch is {behind} commit(s) behind its upstream: pull first, so that the                  new version is not made on an old tree"
+            ));
+        }
+    }
     if let Some(name) = &tag {
         if in_git && git::tag_exists(exec, name)? {
             problems.push(format!(

@@ -45,6 +45,18 @@ pub fn index_path(exec: &Exec) -> Result<PathBuf> {
     Ok(exec.dir().join(path))
 }
 
+/// How many commits the branch's upstream has that HEAD lacks, as of the last fetch; `None`
+/// when the branch has no upstream.
+pub fn behind_upstream(exec: &Exec) -> Result<Option<u32>> {
+    let upstream = "@{upstream}";
+    if !exec.check(cmd!(exec.sh(), "git rev-parse -q --verify {upstream}"))? {
+        return Ok(None);
+    }
+    let range = format!("HEAD..{upstream}");
+    let count = exec.query(cmd!(exec.sh(), "git rev-list --count {range}"))?;
+    Ok(count.parse().ok())
+}
+
 pub fn is_ignored(exec: &Exec, path: &str) -> Result<bool> {
     exec.check(cmd!(exec.sh(), "git check-ignore -q -- {path}"))
 }

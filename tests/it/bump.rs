@@ -369,3 +369,26 @@ fn a_failed_commit_leaves_every_file_and_git_as_they_were() {
         .stderr_has("every file and git were put back as they were");
     assert_eq!(project.snapshot(), before);
 }
+
+#[test]
+fn a_branch_behind_its_upstream_is_refused() {
+    let upstream = plain_crate();
+    let project = Project::empty();
+    std::fs::remove_dir(&project.dir).unwrap();
+    let output = upstream
+        .command("git")
+        .args(["clone", "-q", "."])
+        .arg(&project.dir)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    upstream.write("src/main.rs", "fn main() { println!(\"new\"); }\n");
+    upstream.git_cmd(&["commit", "-qam", "newer work"]);
+    project.git_cmd(&["fetch", "-q"]);
+    project
+        .cdflow(&["bump", "patch"])
+        .failure(2)
+        .stderr_has("the branch is 1 commit(s) behind its upstream");
+    project.git_cmd(&["pull", "-q", "--ff-only"]);
+    project.cdflow(&["bump", "patch"]).success();
+}
