@@ -1,17 +1,49 @@
-//! The embedded local platform: a small PaaS on this machine.
+//! The embedded local platform: a small PaaS on this machine, the default for any environment
+//! that names no platform. See `docs/local-platform.md` for the whole design.
 //!
-//! (Being built: see issue 5. Until then every operation says so.)
+//! - Staging ([`stage`]) turns a checkout into an immutable, content-addressed artifact
+//!   ([`artifacts`]): a Rust binary, or a Python app with its virtual environment.
+//! - Each environment is served by a background process of its own ([`server`]): a reverse
+//!   proxy on the environment's stable port ([`proxy`]) over the instances it supervises
+//!   ([`supervisor`]). It outlives cdflow; cdflow talks to it over a unix socket ([`control`]).
+//! - What serves an environment, and what served it before, is in its `env.json` ([`spec`]),
+//!   which `rollback` walks back through and `up` restores after a reboot.
+//!
+//! This file is the cdflow side: the [`Platform`] operations and `status`, `down`, `up`.
+
+mod artifacts;
+mod control;
+mod layout;
+mod logs;
+mod pids;
+mod proxy;
+mod server;
+mod spec;
+mod stage;
+mod supervisor;
+mod time;
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{Context, Result};
 
+use self::layout::{check_env_name, EnvPaths};
+use self::spec::{EnvFile, Placement, Record, RunSpec};
 use super::{Deployment, Platform, Release, Target};
+use crate::app_manifest::Application;
+use crate::error::user_error;
 use crate::exec::Exec;
+use crate::lock::{self, Wait};
 use crate::state::State;
 use crate::ui::Ui;
 
 pub const NAME: &str = "local";
+
+/// Route ports of environments whose cdflow.toml gives none: the talk's two environments get
+/// the ports `cdflow init` writes; any other one a port derived from its name, stable across
+/// runs, in [`HASHED_PORTS`].
+const DEFAULT_PORTS: [(&str, u16); 2] = [("staging", 8081), ("production", 8082)];
+const HASHED_PORTS: std::ops::Range<u16> = 18_000..19_000;
 
 pub struct Local {
     state: State,
@@ -23,63 +55,445 @@ impl Local {
             state: state.clone(),
         }
     }
+
+    /// Runs `spec` on its environment and records it as `record.how`, with the deploy lock held.
+    fn deploy(&self, exec: &Exec, spec: RunSpec, how: &str) -> Result<Deployment> {
+        let paths = EnvPaths::new(&self.state, &spec.env);
+        let _lock = deploy_lock(
+            &self.state,
+            &spec.env,
+            &format!("{how} of {} {}", spec.app, spec.version),
+        )?;
+        let file = EnvFile::load(&paths)?;
+        check_same_app(&file, &spec.env, &spec.app)?;
+        let record = Record {
+            how: how.to_string(),
+            at: time::now(),
+            spec,
+        };
+        let next = file.pushed(record.clone());
+        run(exec, &self.state, &paths, record.spec, next)
+    }
 }
 
 impl Platform for Local {
-    fn push(&self, _exec: &Exec, _release: &Release, env: &Target) -> Result<Deployment> {
-        bail!(
-            "the local platform cannot push to `{}` yet (state in {})",
-            env.name,
-            self.state.root().display()
-        )
+    fn push(&self, exec: &Exec, release: &Release, env: &Target) -> Result<Deployment> {
+        check_env_name(env.name)?;
+        let application = application(release)?;
+        let port = route_port(env);
+        let Some(artifact) = stage::stage(exec, &self.state, release, application)? else {
+            return Ok(dry_run(exec, env, release.version, port, application));
+        };
+        exec.ui().note(&format!(
+            "staged {} {} as {} ({})",
+            application.name,
+            release.version,
+            artifact.short(),
+            artifact.meta.buildpack
+        ));
+        let placement = Placement {
+            env: env.name,
+            version: release.version,
+            artifact: &artifact.meta.digest,
+            droplet: &artifact.droplet(),
+            runtime: artifact.meta.runtime,
+            route_port: port,
+        };
+        let spec = RunSpec::from_manifest(application, placement, &artifact.meta.default_command)?;
+        self.deploy(exec, spec, "push")
     }
 
     fn promote(
         &self,
-        _exec: &Exec,
-        _release: &Release,
-        _from: &Target,
+        exec: &Exec,
+        release: &Release,
+        from: &Target,
         to: &Target,
-        _verified: &Deployment,
+        verified: &Deployment,
     ) -> Result<Deployment> {
-        bail!("the local platform cannot promote to `{}` yet", to.name)
+        check_env_name(to.name)?;
+        let application = application(release)?;
+        let port = route_port(to);
+        if verified.platform != NAME {
+            return Err(user_error(format!(
+                "`{}` runs on {}, so its artifact is not in the local store: push to `{}` instead",
+                from.name, verified.platform, to.name
+            )));
+        }
+        if exec.is_dry_run() {
+            exec.ui().note(&format!(
+                "would check the artifact {} byte for byte",
+                verified.artifact
+            ));
+            return Ok(dry_run(exec, to, &verified.version, port, application));
+        }
+        // The very bytes that ran on `from`, checked against their digest; nothing is rebuilt.
+        let artifact = artifacts::open(&self.state.local(), &verified.artifact)
+            .with_context(|| format!("cannot promote {} from `{}`", verified.version, from.name))?;
+        let placement = Placement {
+            env: to.name,
+            version: &verified.version,
+            artifact: &artifact.meta.digest,
+            droplet: &artifact.droplet(),
+            runtime: artifact.meta.runtime,
+            route_port: port,
+        };
+        let spec = RunSpec::from_manifest(application, placement, &artifact.meta.default_command)?;
+        self.deploy(exec, spec, &format!("promote from {}", from.name))
     }
 
     fn rollback(
         &self,
-        _exec: &Exec,
-        _app: &str,
+        exec: &Exec,
+        app: &str,
         env: &Target,
-        _version: Option<&str>,
+        version: Option<&str>,
     ) -> Result<Deployment> {
-        bail!("the local platform cannot roll back `{}` yet", env.name)
+        check_env_name(env.name)?;
+        let paths = EnvPaths::new(&self.state, env.name);
+        let _lock = deploy_lock(
+            &self.state,
+            env.name,
+            &format!("rollback of {app} in {}", env.name),
+        )?;
+        let file = EnvFile::load(&paths)?;
+        check_same_app(&file, env.name, app)?;
+        let (next, mut target) = file
+            .rolled_back(version, &time::now())
+            .map_err(|err| user_error(format!("cannot roll back `{}`: {err}", env.name)))?;
+        // The route stays where cdflow.toml says it is now.
+        target.spec.route_port = route_port(env);
+        if exec.is_dry_run() {
+            exec.ui().note(&format!(
+                "would switch `{}` back to {} ({})",
+                env.name, target.spec.version, target.spec.artifact
+            ));
+            return Ok(target.spec.deployment());
+        }
+        artifacts::open(&self.state.local(), &target.spec.artifact)
+            .with_context(|| format!("cannot roll back to {}", target.spec.version))?;
+        let mut next = next;
+        if let Some(last) = next.history.last_mut() {
+            last.spec.route_port = target.spec.route_port;
+        }
+        run(exec, &self.state, &paths, target.spec, next)
     }
 
-    fn serving(&self, _exec: &Exec, _app: &str, _env: &Target) -> Result<Option<Deployment>> {
-        Ok(None)
+    fn serving(&self, _exec: &Exec, app: &str, env: &Target) -> Result<Option<Deployment>> {
+        check_env_name(env.name)?;
+        let paths = EnvPaths::new(&self.state, env.name);
+        Ok(control::status(&paths)
+            .and_then(|status| status.serving)
+            .filter(|spec| spec.app == app)
+            .map(|spec| spec.deployment()))
     }
 
-    fn logs(&self, _exec: &Exec, _app: &str, env: &Target, _follow: bool) -> Result<()> {
-        bail!("the local platform has no logs for `{}` yet", env.name)
+    fn logs(&self, exec: &Exec, _app: &str, env: &Target, follow: bool) -> Result<()> {
+        check_env_name(env.name)?;
+        let paths = EnvPaths::new(&self.state, env.name);
+        if !paths.log().exists() {
+            return Err(user_error(format!(
+                "`{}` has no logs: nothing was deployed there (state in {})",
+                env.name,
+                self.state.root().display()
+            )));
+        }
+        logs::show(exec.ui(), &paths, follow)
+    }
+}
+
+/// The application of the manifest that is being released.
+fn application<'a>(release: &'a Release) -> Result<&'a Application> {
+    let applications = &release.manifest.applications;
+    applications
+        .iter()
+        .find(|a| a.name == release.app)
+        .or_else(|| applications.first())
+        .ok_or_else(|| {
+            user_error(format!(
+                "{} lists no applications",
+                release.manifest.path.display()
+            ))
+        })
+}
+
+/// The port of an environment's route: from cdflow.toml, else a default.
+fn route_port(env: &Target) -> u16 {
+    if let Some(port) = env.config.port {
+        return port;
+    }
+    if let Some((_, port)) = DEFAULT_PORTS.iter().find(|(name, _)| *name == env.name) {
+        return *port;
+    }
+    // FNV-1a: stable across runs and Rust versions, unlike the std hasher.
+    let hash = env.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    HASHED_PORTS.start + (hash % u64::from(HASHED_PORTS.end - HASHED_PORTS.start)) as u16
+}
+
+/// One deploy per environment at a time; a second one waits, saying who it waits for.
+fn deploy_lock(state: &State, env: &str, holder: &str) -> Result<lock::Lock> {
+    lock::acquire(
+        &state.locks().join(format!("local-{env}.lock")),
+        holder,
+        Wait::Yes,
+    )
+}
+
+/// Environments are folders of the state folder, shared by the apps that use it; one app's
+/// environment is not silently taken over by another.
+fn check_same_app(file: &EnvFile, env: &str, app: &str) -> Result<()> {
+    match file.current() {
+        Some(current) if current.spec.app != app => Err(user_error(format!(
+            "`{env}` in this state folder serves the app `{}`, not `{app}`: use another \
+             environment name, or another state folder (CDFLOW_STATE_DIR)",
+            current.spec.app
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Asks the environment's server (started if need be) to run `spec`, recording `next` as the
+/// environment's file once the route has switched.
+fn run(
+    exec: &Exec,
+    state: &State,
+    paths: &EnvPaths,
+    spec: RunSpec,
+    next: EnvFile,
+) -> Result<Deployment> {
+    let deployment = spec.deployment();
+    control::ensure_server(state.root(), paths)?;
+    let request = control::Request::Deploy {
+        spec: Box::new(spec),
+        env_file: Box::new(next),
+    };
+    let env = paths.env.clone();
+    control::call(paths, &request, true, |text| {
+        exec.ui().note(&format!("{env}: {text}"))
+    })
+    .with_context(|| format!("`{env}` did not switch to {}", deployment.version))?;
+    Ok(deployment)
+}
+
+fn dry_run(
+    exec: &Exec,
+    env: &Target,
+    version: &str,
+    port: u16,
+    application: &Application,
+) -> Deployment {
+    exec.ui().note(&format!(
+        "would start {} instance(s) of {} {version} and switch http://127.0.0.1:{port} to them",
+        application.instances(),
+        application.name
+    ));
+    Deployment {
+        env: env.name.to_string(),
+        platform: NAME.into(),
+        version: version.to_string(),
+        url: format!("http://127.0.0.1:{port}"),
+        artifact: "(dry run)".into(),
     }
 }
 
 /// `cdflow status`: per local environment, version, digest, route and instances.
-pub fn status(_state: &State, _ui: &Ui) -> Result<()> {
-    bail!("the local platform has no status yet")
+pub fn status(state: &State, ui: &Ui) -> Result<()> {
+    let all = EnvPaths::all(&state.local());
+    if all.is_empty() {
+        ui.note(&format!(
+            "the local platform serves nothing (state in {})",
+            state.root().display()
+        ));
+        return Ok(());
+    }
+    for paths in all {
+        let file = EnvFile::load(&paths).unwrap_or_default();
+        match control::status(&paths) {
+            Some(status) => {
+                match &status.serving {
+                    Some(spec) => ui.note(&format!(
+                        "{}: {} {} ({}) at {} (server pid {})",
+                        paths.env,
+                        spec.app,
+                        spec.version,
+                        artifacts::short(&spec.artifact),
+                        spec.url(),
+                        status.server_pid
+                    )),
+                    None => ui.note(&format!(
+                        "{}: nothing serves yet (server pid {} is deploying or about to exit)",
+                        paths.env, status.server_pid
+                    )),
+                }
+                for instance in &status.instances {
+                    let restarts = match instance.restarts {
+                        1 => "1 restart".to_string(),
+                        n => format!("{n} restarts"),
+                    };
+                    let pid = instance.pid.map_or("-".into(), |p| p.to_string());
+                    let port = instance.port.map_or("-".into(), |p| p.to_string());
+                    let old = match &status.serving {
+                        Some(spec) if spec.version != instance.version => {
+                            format!(" ({})", instance.version)
+                        }
+                        _ => String::new(),
+                    };
+                    ui.note(&format!(
+                        "  instance {}{old}: pid {pid}, port {port}, {}, {restarts} ({})",
+                        instance.index, instance.phase, instance.check
+                    ));
+                }
+            }
+            None => match file.current() {
+                Some(current) => ui.note(&format!(
+                    "{}: stopped; it last served {} {} ({}) at {}: `cdflow up` brings it back",
+                    paths.env,
+                    current.spec.app,
+                    current.spec.version,
+                    artifacts::short(&current.spec.artifact),
+                    current.spec.url()
+                )),
+                None => ui.note(&format!(
+                    "{}: stopped; nothing was deployed there",
+                    paths.env
+                )),
+            },
+        }
+    }
+    Ok(())
 }
 
-/// `cdflow down [--env ENV]`: stops everything cdflow started and frees the ports.
-pub fn down(_state: &State, _env: Option<&str>) -> Result<()> {
-    bail!("the local platform has nothing to stop yet")
+/// `cdflow down [--env ENV]`: stops everything cdflow started and frees the ports. What was
+/// deployed stays recorded, for `cdflow up`.
+pub fn down(state: &State, env: Option<&str>) -> Result<()> {
+    let ui = own_ui();
+    let local = state.local();
+    let all = match env {
+        Some(env) => {
+            check_env_name(env)?;
+            vec![EnvPaths::at(&local, env)]
+        }
+        None => EnvPaths::all(&local),
+    };
+    let mut said = false;
+    for paths in all {
+        if !paths.dir.exists() {
+            continue;
+        }
+        let stopped = control::stop_server(&paths)?;
+        if stopped > 0 {
+            ui.note(&format!("{}: stopped ({stopped} process(es))", paths.env));
+            said = true;
+        }
+    }
+    if !said {
+        ui.note("nothing was running");
+    }
+    Ok(())
 }
 
-/// `cdflow up`: brings back the last deployed version of every environment.
-pub fn up(_state: &State) -> Result<()> {
-    bail!("the local platform has nothing to bring up yet")
+/// `cdflow up`: brings back the last deployed version of every local environment that is not
+/// running (after a reboot, or a `cdflow down`).
+pub fn up(state: &State) -> Result<()> {
+    let ui = own_ui();
+    let all = EnvPaths::all(&state.local());
+    let mut failures = Vec::new();
+    let mut said = false;
+    for paths in all {
+        let file = EnvFile::load(&paths)?;
+        let Some(current) = file.current().cloned() else {
+            continue;
+        };
+        said = true;
+        if control::status(&paths).is_some_and(|s| s.serving.is_some()) {
+            ui.note(&format!(
+                "{}: already serves {} at {}",
+                paths.env,
+                current.spec.version,
+                current.spec.url()
+            ));
+            continue;
+        }
+        let result = (|| -> Result<()> {
+            let _lock = deploy_lock(state, &paths.env, &format!("up of {}", paths.env))?;
+            artifacts::open(&state.local(), &current.spec.artifact)?;
+            let mut next = file.clone();
+            next.record(Record {
+                how: "up".into(),
+                at: time::now(),
+                spec: current.spec.clone(),
+            });
+            control::ensure_server(state.root(), &paths)?;
+            let request = control::Request::Deploy {
+                spec: Box::new(current.spec.clone()),
+                env_file: Box::new(next),
+            };
+            control::call(&paths, &request, true, |text| {
+                ui.note(&format!("{}: {text}", paths.env))
+            })?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => ui.note(&format!(
+                "{}: serves {} at {}",
+                paths.env,
+                current.spec.version,
+                current.spec.url()
+            )),
+            Err(err) => {
+                ui.note(&format!(
+                    "{}: could not be brought back: {err:#}",
+                    paths.env
+                ));
+                failures.push(paths.env.clone());
+            }
+        }
+    }
+    if !said {
+        ui.note(&format!(
+            "nothing to bring up: no environment was deployed (state in {})",
+            state.root().display()
+        ));
+    }
+    if !failures.is_empty() {
+        anyhow::bail!("could not bring back {}", failures.join(", "));
+    }
+    Ok(())
+}
+
+/// `down` and `up` are given no `Ui` by main; they print as it would without `--json`.
+fn own_ui() -> Ui {
+    Ui::new(
+        crate::ui::Style::detect(false),
+        crate::secrets::Secrets::from_env([]),
+    )
 }
 
 /// The background process that serves one environment (started by cdflow itself).
-pub fn serve_env(_state_root: &Path, env: &str) -> Result<()> {
-    bail!("the local platform cannot serve `{env}` yet")
+pub fn serve_env(state_root: &Path, env: &str) -> Result<()> {
+    server::run(state_root, env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EnvSection;
+
+    #[test]
+    fn route_ports_from_the_config_else_defaults() {
+        let config = EnvSection {
+            port: Some(9000),
+            ..EnvSection::default()
+        };
+        let none = EnvSection::default();
+        let target = |name, config| Target { name, config };
+        assert_eq!(route_port(&target("staging", &config)), 9000);
+        assert_eq!(route_port(&target("staging", &none)), 8081);
+        assert_eq!(route_port(&target("production", &none)), 8082);
+        let qa = route_port(&target("qa", &none));
+        assert!(HASHED_PORTS.contains(&qa));
+        assert_eq!(qa, route_port(&target("qa", &none)), "stable");
+    }
 }

@@ -1,0 +1,252 @@
+//! The content-addressed store of staged builds.
+//!
+//! An artifact is a folder `artifacts/<hex>/` holding `droplet/` (what instances run) and
+//! `artifact.json` (what it is). `<hex>` is the SHA-256 of the droplet tree: every path in byte
+//! order with its kind, its executable bit and its content (or a symlink's target). Whoever runs
+//! an artifact again (promote, rollback, up) recomputes the digest first, so a droplet changed
+//! after staging is refused rather than run.
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::layout::artifacts_dir;
+use super::spec::Runtime;
+
+pub const PREFIX: &str = "sha256:";
+
+/// What `artifact.json` says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub digest: String,
+    pub app: String,
+    pub runtime: Runtime,
+    /// The start command when the manifest gives none.
+    pub default_command: String,
+    /// The buildpack that staged it.
+    pub buildpack: String,
+    /// The version it was first staged for, and when.
+    pub version: String,
+    pub staged_at: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub dir: PathBuf,
+    pub meta: Meta,
+}
+
+impl Artifact {
+    pub fn droplet(&self) -> PathBuf {
+        self.dir.join("droplet")
+    }
+
+    pub fn short(&self) -> &str {
+        short(&self.meta.digest)
+    }
+}
+
+/// `sha256:0123456789ab`: enough to tell artifacts apart in messages.
+pub fn short(digest: &str) -> &str {
+    let end = (PREFIX.len() + 12).min(digest.len());
+    &digest[..end]
+}
+
+/// The SHA-256 of a tree, as `sha256:<hex>`.
+pub fn digest_tree(root: &Path) -> Result<String> {
+    let mut entries = Vec::new();
+    walk(root, Path::new(""), &mut entries)
+        .with_context(|| format!("could not read {}", root.display()))?;
+    entries.sort();
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    for relative in entries {
+        let path = root.join(&relative);
+        let metadata = std::fs::symlink_metadata(&path)?;
+        let name = relative.as_os_str().as_encoded_bytes();
+        if metadata.file_type().is_symlink() {
+            let target = std::fs::read_link(&path)?;
+            hasher.update(b"L\0");
+            hasher.update(name);
+            hasher.update(b"\0");
+            hasher.update(target.as_os_str().as_encoded_bytes());
+            hasher.update(b"\0");
+        } else if metadata.is_dir() {
+            hasher.update(b"D\0");
+            hasher.update(name);
+            hasher.update(b"\0");
+        } else {
+            let executable = metadata.permissions().mode() & 0o111 != 0;
+            hasher.update(if executable { b"X\0" } else { b"F\0" });
+            hasher.update(name);
+            hasher.update(b"\0");
+            hasher.update(metadata.len().to_le_bytes());
+            let mut file = std::fs::File::open(&path)?;
+            loop {
+                let n = file.read(&mut buffer)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buffer[..n]);
+            }
+        }
+    }
+    let hex: String = hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    Ok(format!("{PREFIX}{hex}"))
+}
+
+fn walk(root: &Path, relative: &Path, entries: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(root.join(relative))? {
+        let entry = entry?;
+        let path = relative.join(entry.file_name());
+        let is_dir = entry.file_type()?.is_dir();
+        entries.push(path.clone());
+        if is_dir {
+            walk(root, &path, entries)?;
+        }
+    }
+    Ok(())
+}
+
+/// A folder to stage into, inside the store so that it can be renamed into place.
+pub fn staging_dir(local: &Path) -> Result<PathBuf> {
+    let store = artifacts_dir(local);
+    std::fs::create_dir_all(&store)
+        .with_context(|| format!("could not create {}", store.display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix(".staging-")
+        .tempdir_in(&store)?
+        .keep();
+    Ok(dir)
+}
+
+/// Turns a staging folder (holding `droplet/`) into the artifact of its digest. When that
+/// artifact exists already, intact, the staging folder is thrown away and the existing one kept.
+pub fn store(local: &Path, staging: &Path, mut meta: Meta) -> Result<Artifact> {
+    let digest = digest_tree(&staging.join("droplet"))?;
+    meta.digest = digest.clone();
+    let dir = artifacts_dir(local).join(&digest[PREFIX.len()..]);
+    if dir.exists() {
+        match open(local, &digest) {
+            Ok(existing) => {
+                let _ = std::fs::remove_dir_all(staging);
+                return Ok(existing);
+            }
+            Err(_) => {
+                // Damaged: replace it with the fresh build of the same content.
+                let trash = staging.with_extension("damaged");
+                std::fs::rename(&dir, &trash)?;
+                let _ = std::fs::remove_dir_all(&trash);
+            }
+        }
+    }
+    crate::exec::atomic_write(
+        &staging.join("artifact.json"),
+        serde_json::to_string_pretty(&meta)?.as_bytes(),
+    )?;
+    std::fs::rename(staging, &dir)
+        .with_context(|| format!("could not move the staged build to {}", dir.display()))?;
+    Ok(Artifact { dir, meta })
+}
+
+/// The artifact of `digest`, checked byte for byte against its digest.
+pub fn open(local: &Path, digest: &str) -> Result<Artifact> {
+    let Some(hex) = digest.strip_prefix(PREFIX) else {
+        bail!("`{digest}` is not a local artifact (expected {PREFIX}...)");
+    };
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("`{digest}` is not a SHA-256 digest");
+    }
+    let dir = artifacts_dir(local).join(hex);
+    let meta_path = dir.join("artifact.json");
+    let text = std::fs::read_to_string(&meta_path).with_context(|| {
+        format!(
+            "the artifact {} is not in the store ({}): it was removed, or staged with another \
+             state folder",
+            short(digest),
+            dir.display()
+        )
+    })?;
+    let meta: Meta = serde_json::from_str(&text)
+        .with_context(|| format!("{} is damaged", meta_path.display()))?;
+    let actual = digest_tree(&dir.join("droplet"))?;
+    if actual != digest {
+        bail!(
+            "the artifact {} was changed after staging (its files now digest to {}); it will \
+             not be run: push the version again to stage it afresh",
+            short(digest),
+            short(&actual)
+        );
+    }
+    Ok(Artifact { dir, meta })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> Meta {
+        Meta {
+            digest: String::new(),
+            app: "app".into(),
+            runtime: Runtime::Binary,
+            default_command: "./app".into(),
+            buildpack: "binary_buildpack".into(),
+            version: "1.0.0".into(),
+            staged_at: "t".into(),
+        }
+    }
+
+    fn stage(local: &Path, content: &str) -> PathBuf {
+        let staging = staging_dir(local).unwrap();
+        std::fs::create_dir_all(staging.join("droplet/app")).unwrap();
+        std::fs::write(staging.join("droplet/app/run"), content).unwrap();
+        std::os::unix::fs::symlink("run", staging.join("droplet/app/link")).unwrap();
+        staging
+    }
+
+    #[test]
+    fn same_content_same_artifact_and_changes_are_refused() {
+        let local = tempfile::tempdir().unwrap();
+        let first = store(local.path(), &stage(local.path(), "v1"), meta()).unwrap();
+        let again = store(local.path(), &stage(local.path(), "v1"), meta()).unwrap();
+        assert_eq!(first.meta.digest, again.meta.digest);
+        assert_eq!(first.dir, again.dir);
+        let other = store(local.path(), &stage(local.path(), "v2"), meta()).unwrap();
+        assert_ne!(first.meta.digest, other.meta.digest);
+        // Only the artifacts remain: no staging folders left behind.
+        let names: Vec<_> = std::fs::read_dir(artifacts_dir(local.path()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+
+        open(local.path(), &first.meta.digest).unwrap();
+        std::fs::write(first.droplet().join("app/run"), "tampered").unwrap();
+        let err = open(local.path(), &first.meta.digest)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("was changed after staging"), "{err}");
+    }
+
+    #[test]
+    fn the_executable_bit_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("run"), "x").unwrap();
+        let before = digest_tree(dir.path()).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("run"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        assert_ne!(before, digest_tree(dir.path()).unwrap());
+    }
+}

@@ -1,0 +1,313 @@
+//! How cdflow talks to an environment's server: one request per connection on the unix socket
+//! `envs/<env>/control.sock`, as one line of JSON; the server answers with lines of JSON, zero
+//! or more `{"progress": "..."}` and then one `{"done": STATUS}` or `{"failed": "..."}`.
+//!
+//! ```text
+//! > {"op":"ping"}                          < {"done":{...status...}}
+//! > {"op":"status"}                        < {"done":{...status...}}
+//! > {"op":"deploy","spec":{...},"env_file":{...}}
+//!                                          < {"progress":"instance 0 healthy on port 41234"}
+//!                                          < {"done":{...status...}}
+//! > {"op":"stop"}                          < {"done":{...status...}}  (then the server exits)
+//! ```
+//!
+//! This file also holds the client side: starting a server when none runs, and stopping one.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::layout::EnvPaths;
+use super::spec::{EnvFile, RunSpec};
+use super::supervisor::InstanceView;
+use crate::error::Interrupted;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Ping,
+    Status,
+    /// Start `spec`'s instances, switch the route to them once healthy, stop the old ones, and
+    /// write `env_file` as the environment's record.
+    Deploy {
+        spec: Box<RunSpec>,
+        env_file: Box<EnvFile>,
+    },
+    /// Stop every instance and exit.
+    Stop,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Progress(String),
+    Done(Box<Status>),
+    Failed(String),
+}
+
+/// What a server says of its environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub env: String,
+    pub server_pid: u32,
+    /// What the route serves, if anything.
+    pub serving: Option<RunSpec>,
+    pub route_port: Option<u16>,
+    /// The serving deployment's instances, then any others still running (starting or
+    /// draining).
+    pub instances: Vec<InstanceView>,
+}
+
+/// Paths of unix sockets are limited to about 100 bytes; a longer one is reached through
+/// `/proc/self/fd/<dir>/control.sock`, which names the same file.
+pub struct SocketPath {
+    pub path: PathBuf,
+    _dir: Option<std::fs::File>,
+}
+
+pub fn socket_path(paths: &EnvPaths) -> std::io::Result<SocketPath> {
+    let full = paths.socket();
+    if full.as_os_str().len() < 100 {
+        return Ok(SocketPath {
+            path: full,
+            _dir: None,
+        });
+    }
+    let dir = std::fs::File::open(&paths.dir)?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}/control.sock", dir.as_raw_fd()));
+    Ok(SocketPath {
+        path,
+        _dir: Some(dir),
+    })
+}
+
+fn connect(paths: &EnvPaths) -> std::io::Result<UnixStream> {
+    let socket = socket_path(paths)?;
+    UnixStream::connect(&socket.path)
+}
+
+/// Sends `request` and returns the final reply, passing progress lines to `progress`. With
+/// `patient`, it waits as long as the server works (a deploy), noticing an interruption of
+/// cdflow; otherwise a server that does not answer within seconds is an error.
+pub fn call(
+    paths: &EnvPaths,
+    request: &Request,
+    patient: bool,
+    mut progress: impl FnMut(&str),
+) -> Result<Status> {
+    let mut stream =
+        connect(paths).with_context(|| format!("the server of `{}` does not answer", paths.env))?;
+    let tick = if patient {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(5)
+    };
+    stream.set_read_timeout(Some(tick))?;
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut reader = BufReader::new(stream);
+    let mut buffer = Vec::new();
+    loop {
+        match reader.read_until(b'\n', &mut buffer) {
+            Ok(0) => bail!(
+                "the server of `{}` closed the connection before answering; see {}",
+                paths.env,
+                paths.server_log().display()
+            ),
+            Ok(_) if buffer.ends_with(b"\n") => {
+                let reply: Reply = serde_json::from_slice(&buffer)
+                    .with_context(|| format!("the server of `{}` answered nonsense", paths.env))?;
+                buffer.clear();
+                match reply {
+                    Reply::Progress(text) => progress(&text),
+                    Reply::Done(status) => return Ok(*status),
+                    Reply::Failed(text) => return Err(anyhow!(text)),
+                }
+            }
+            Ok(_) => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if !patient {
+                    bail!(
+                        "the server of `{}` did not answer within {}s",
+                        paths.env,
+                        tick.as_secs()
+                    );
+                }
+                if crate::signals::stop_requested() {
+                    return Err(anyhow::Error::new(Interrupted).context(format!(
+                        "stopped waiting; the server of `{}` finishes what it was asked on its \
+                         own (see `cdflow status`)",
+                        paths.env
+                    )));
+                }
+            }
+            Err(err) => return Err(err).context("reading the server's answer"),
+        }
+    }
+}
+
+/// The server's status, or `None` when no server answers.
+pub fn status(paths: &EnvPaths) -> Option<Status> {
+    if !paths.socket().exists() {
+        return None;
+    }
+    call(paths, &Request::Status, false, |_| {}).ok()
+}
+
+/// Whether a live process holds the server lock (the server, or one starting).
+pub fn server_lock_held(paths: &EnvPaths) -> bool {
+    let Ok(file) = std::fs::File::open(paths.server_lock()) else {
+        return false;
+    };
+    // SAFETY: flock(2) on a descriptor we own; it touches no memory.
+    let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+    // Closing the file releases the probe's shared lock.
+    !free
+}
+
+/// How long a starting server gets to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Makes sure a server runs for the environment, starting one (detached, in a session of its
+/// own, so that it outlives cdflow) when none does.
+pub fn ensure_server(state_root: &Path, paths: &EnvPaths) -> Result<()> {
+    if status(paths).is_some() {
+        return Ok(());
+    }
+    if server_lock_held(paths) {
+        // Starting, or hung: give it the time a start takes.
+        if wait_for_server(paths, None).is_ok() {
+            return Ok(());
+        }
+        bail!(
+            "the server of `{}` holds {} but does not answer; stop it with `cdflow down --env {}`",
+            paths.env,
+            paths.server_lock().display(),
+            paths.env
+        );
+    }
+    // A server that died leaves its instances running: stop them, they hold ports.
+    super::pids::stop_leftovers(paths, Duration::from_secs(5));
+    std::fs::create_dir_all(&paths.dir)
+        .with_context(|| format!("could not create {}", paths.dir.display()))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.server_log())?;
+    let exe = std::env::current_exe().context("could not find cdflow's own executable")?;
+    let mut command = Command::new(exe);
+    command
+        .arg("serve-env")
+        .arg("--state")
+        .arg(state_root)
+        .arg("--env")
+        .arg(&paths.env)
+        .current_dir(&paths.dir)
+        .env_clear()
+        .envs(
+            std::env::vars_os()
+                .filter(|(key, _)| SERVER_ENV.iter().any(|keep| key.to_str() == Some(keep))),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid(2) is async-signal-safe; the child is alone between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("could not start the server of `{}`", paths.env))?;
+    let result = wait_for_server(paths, Some(&mut child));
+    // Reaped by a thread, so that it leaves no zombie while this cdflow runs on.
+    std::thread::spawn(move || child.wait());
+    result
+}
+
+/// What the server keeps of cdflow's environment (and so what instances may inherit).
+const SERVER_ENV: [&str; 11] = [
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "USER",
+    "LOGNAME",
+    "RUST_BACKTRACE",
+    "RUST_LOG",
+];
+
+fn wait_for_server(paths: &EnvPaths, mut child: Option<&mut std::process::Child>) -> Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if status(paths).is_some() {
+            return Ok(());
+        }
+        if let Some(child) = child.as_deref_mut() {
+            if let Ok(Some(exit)) = child.try_wait() {
+                bail!(
+                    "the server of `{}` exited at once ({exit}); the end of {}:\n{}",
+                    paths.env,
+                    paths.server_log().display(),
+                    tail_of(&paths.server_log(), 20)
+                );
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the server of `{}` did not answer within {}s; see {}",
+                paths.env,
+                START_TIMEOUT.as_secs(),
+                paths.server_log().display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn tail_of(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// How long `down` waits for a server to stop its instances before killing everything.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Stops the environment's server and everything it started; returns how many instances were
+/// running. Works when the server is gone or hung too, from `pids.json`.
+pub fn stop_server(paths: &EnvPaths) -> Result<usize> {
+    let mut stopped = 0;
+    if let Some(status) = status(paths) {
+        stopped = status.instances.len();
+        let _ = call(paths, &Request::Stop, false, |_| {});
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while server_lock_held(paths) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // Whatever is left (a hung server, instances of a server that died) goes by force.
+    stopped = stopped.max(super::pids::stop_leftovers(paths, Duration::from_secs(5)));
+    let _ = std::fs::remove_file(paths.socket());
+    Ok(stopped)
+}

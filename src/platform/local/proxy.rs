@@ -1,0 +1,426 @@
+//! The router of an environment: a reverse proxy on its stable port that spreads requests over
+//! the healthy instances of the deployment it points at.
+//!
+//! The route is one cell ([`ArcSwap`]) holding the current deployment's [`Slot`]s, one per
+//! instance; a switch replaces it in one store. Each slot counts its requests in flight, so that
+//! the server can let the old deployment finish what it was given before stopping it. A request
+//! announces itself on a slot (increments `in_flight`) and only then checks that the slot is not
+//! retired, while the server retires a slot (sets `retired`) and only then reads `in_flight`:
+//! with sequentially consistent atomics, either the request sees the retirement and picks again
+//! from the new route, or the server sees the request and waits for it.
+//!
+//! Connections to instances are pooled (HTTP/1.1 keep-alive) by hyper-util's client, keyed by
+//! the instance's port. Every start of an instance gets a fresh port, and a retired slot is never
+//! picked again, so a pooled connection to an old instance is never reused after a switch.
+//!
+//! Requests whose bodies are small (or absent) are buffered so that they can be sent again: to
+//! another instance when an instance refuses the connection (the request never reached it), and
+//! for idempotent methods also when an instance fails before answering (it was killed).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type UpstreamBody = Either<Full<Bytes>, Incoming>;
+
+/// Request bodies up to this size are buffered, so that the request can be retried.
+const BUFFER_LIMIT: u64 = 1024 * 1024;
+/// How many instances one request may be tried on.
+const ATTEMPTS: usize = 3;
+/// How long a request waits for a healthy instance when there is none (an instance restarting,
+/// the first deployment starting) before it is answered 503.
+const WAIT_FOR_INSTANCE: Duration = Duration::from_secs(10);
+
+/// One instance as the router sees it.
+#[derive(Debug)]
+pub struct Slot {
+    pub index: u32,
+    pub healthy: AtomicBool,
+    pub retired: AtomicBool,
+    pub in_flight: AtomicUsize,
+    /// The instance's current process, replaced at each restart.
+    pub backend: ArcSwapOption<Backend>,
+}
+
+impl Slot {
+    pub fn new(index: u32) -> Slot {
+        Slot {
+            index,
+            healthy: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            backend: ArcSwapOption::empty(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Backend {
+    pub port: u16,
+    authority: Authority,
+}
+
+impl Backend {
+    pub fn new(port: u16) -> Backend {
+        let authority = Authority::try_from(format!("127.0.0.1:{port}").as_str())
+            .expect("an IPv4 address and a port make an authority");
+        Backend { port, authority }
+    }
+}
+
+/// A request counted on its slot until its response body is done or dropped.
+struct InFlight(Arc<Slot>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub struct Proxy {
+    route: ArcSwap<Vec<Arc<Slot>>>,
+    next: AtomicUsize,
+    client: Client<HttpConnector, UpstreamBody>,
+    /// Woken when the route switches or an instance's health changes.
+    changed: Notify,
+}
+
+impl Proxy {
+    pub fn new() -> Proxy {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            // Shorter than the idle timeouts of common servers, so that the pool drops a
+            // connection before the instance does.
+            .pool_idle_timeout(Duration::from_secs(4))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Proxy {
+            route: ArcSwap::from_pointee(Vec::new()),
+            next: AtomicUsize::new(0),
+            client,
+            changed: Notify::new(),
+        }
+    }
+
+    /// Points the route at `slots`, in one step.
+    pub fn switch(&self, slots: Vec<Arc<Slot>>) {
+        self.route.store(Arc::new(slots));
+        self.changed.notify_waiters();
+    }
+
+    /// Tells waiting requests that an instance's health changed.
+    pub fn notify(&self) {
+        self.changed.notify_waiters();
+    }
+
+    /// Accepts connections on `listener` until the task is aborted.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(_) => {
+                    // Out of file descriptors, say: let some close.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = Arc::clone(&self);
+            let forwarded_for = HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown"));
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let proxy = Arc::clone(&proxy);
+                    let forwarded_for = forwarded_for.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(request, forwarded_for).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    async fn handle(
+        &self,
+        request: Request<Incoming>,
+        forwarded_for: HeaderValue,
+    ) -> Response<ProxyBody> {
+        let (mut parts, body) = request.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        parts
+            .headers
+            .append(HeaderName::from_static("x-forwarded-for"), forwarded_for);
+        parts.headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static("http"),
+        );
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+
+        // A body is buffered when it is small, so that the request can be sent again.
+        let mut streamed = None;
+        let buffered = if body.is_end_stream() {
+            Some(Bytes::new())
+        } else if body.size_hint().upper().is_some_and(|n| n <= BUFFER_LIMIT) {
+            match body.collect().await {
+                Ok(collected) => Some(collected.to_bytes()),
+                Err(err) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        format!("could not read the request body: {err}\n"),
+                    )
+                }
+            }
+        } else {
+            streamed = Some(body);
+            None
+        };
+        let idempotent = matches!(
+            parts.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
+        );
+
+        let started = Instant::now();
+        let mut tried: [Option<u32>; ATTEMPTS] = [None; ATTEMPTS];
+        let mut last_error = String::new();
+        for attempt in 0..ATTEMPTS {
+            let Some((slot, backend, guard)) = self.pick(&tried, started).await else {
+                break;
+            };
+            tried[attempt] = Some(slot.index);
+            let body = match (&buffered, streamed.take()) {
+                (Some(bytes), _) => Either::Left(Full::new(bytes.clone())),
+                (None, Some(body)) => Either::Right(body),
+                (None, None) => break,
+            };
+            let can_retry = buffered.is_some() && attempt + 1 < ATTEMPTS;
+            let headers = if can_retry {
+                parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
+            };
+            let uri = {
+                let mut uri = hyper::http::uri::Parts::default();
+                uri.scheme = Some(Scheme::HTTP);
+                uri.authority = Some(backend.authority.clone());
+                uri.path_and_query = Some(path.clone());
+                Uri::from_parts(uri).expect("scheme, authority and path make a URI")
+            };
+            let mut upstream = Request::new(body);
+            *upstream.method_mut() = parts.method.clone();
+            *upstream.uri_mut() = uri;
+            *upstream.version_mut() = Version::HTTP_11;
+            *upstream.headers_mut() = headers;
+            match self.client.request(upstream).await {
+                Ok(response) => {
+                    let (mut head, body) = response.into_parts();
+                    remove_hop_by_hop(&mut head.headers);
+                    return Response::from_parts(
+                        head,
+                        ProxyBody::Upstream {
+                            body,
+                            _guard: guard,
+                        },
+                    );
+                }
+                Err(err) => {
+                    drop(guard);
+                    last_error = format!(
+                        "instance {} (port {}): {}",
+                        slot.index,
+                        backend.port,
+                        error_chain(&err)
+                    );
+                    let retry = can_retry && (err.is_connect() || idempotent);
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        if last_error.is_empty() {
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "503 no healthy instance serves this route\n".into(),
+            )
+        } else {
+            text(
+                StatusCode::BAD_GATEWAY,
+                format!("502 the app did not answer: {last_error}\n"),
+            )
+        }
+    }
+
+    /// A healthy slot of the current route not yet tried, counted as in flight; waits for one
+    /// while there is none, up to [`WAIT_FOR_INSTANCE`] since `since`.
+    async fn pick(
+        &self,
+        tried: &[Option<u32>],
+        since: Instant,
+    ) -> Option<(Arc<Slot>, Arc<Backend>, InFlight)> {
+        loop {
+            if let Some(picked) = self.try_pick(tried) {
+                return Some(picked);
+            }
+            // Registered before looking again, so that a change in between is not missed;
+            // only here, since registering takes the notifier's lock.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(picked) = self.try_pick(tried) {
+                return Some(picked);
+            }
+            let left = WAIT_FOR_INSTANCE.checked_sub(since.elapsed())?;
+            // Polled as well as notified, to be safe from a missed change.
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(25)), changed).await;
+        }
+    }
+
+    /// Round robin over the healthy slots not yet tried; when every slot was tried, any healthy
+    /// one (a retry on the same instance beats a 502).
+    fn try_pick(&self, tried: &[Option<u32>]) -> Option<(Arc<Slot>, Arc<Backend>, InFlight)> {
+        let route = self.route.load();
+        let n = route.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let untried = |slot: &Slot| !tried.contains(&Some(slot.index));
+        let any_untried = route.iter().any(|slot| untried(slot));
+        for k in 0..n {
+            let slot = &route[(start + k) % n];
+            if (any_untried && !untried(slot)) || !slot.healthy.load(Ordering::Acquire) {
+                continue;
+            }
+            slot.in_flight.fetch_add(1, Ordering::SeqCst);
+            let guard = InFlight(Arc::clone(slot));
+            if slot.retired.load(Ordering::SeqCst) {
+                // Switched away since the route was loaded; the caller looks again.
+                continue;
+            }
+            if let Some(backend) = slot.backend.load_full() {
+                return Some((Arc::clone(slot), backend, guard));
+            }
+        }
+        None
+    }
+}
+
+/// Headers that belong to one connection, not to the message (RFC 9110, 7.6.1).
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(listed) = headers.get(header::CONNECTION).cloned() {
+        if let Ok(listed) = listed.to_str() {
+            for name in listed.split(',') {
+                let name = name.trim();
+                if !name.is_empty()
+                    && !name.eq_ignore_ascii_case("close")
+                    && !name.eq_ignore_ascii_case("keep-alive")
+                {
+                    headers.remove(name);
+                }
+            }
+        }
+    }
+    for name in [
+        header::CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::Local(Full::new(Bytes::from(body))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// What the router answers: an instance's body (counted in flight until done), or its own.
+enum ProxyBody {
+    Upstream { body: Incoming, _guard: InFlight },
+    Local(Full<Bytes>),
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream { body, .. } => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|result| result.map_err(Into::into))),
+            ProxyBody::Local(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|result| result.map_err(|never| match never {}))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+            ProxyBody::Local(full) => full.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Local(full) => full.size_hint(),
+        }
+    }
+}

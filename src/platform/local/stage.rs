@@ -1,0 +1,587 @@
+//! Staging, as a buildpack would: from a checkout to an immutable artifact.
+//!
+//! - Rust (`rust_buildpack`, `binary_buildpack` with a Cargo.toml, or a Cargo.toml and no
+//!   buildpack): `cargo build --release` with a target folder shared between releases of the
+//!   app (`$CARGO_TARGET_DIR` when set, else `<state>/cache/<app>/target`), and the binary that
+//!   the manifest's `command` names is the droplet.
+//! - Python (`python_buildpack`, or a requirements.txt, pyproject.toml, setup.py or Pipfile and no
+//!   buildpack): the app's files (minus what `.cfignore` lists) and a virtual environment with
+//!   the app's requirements.txt installed.
+//! - A `command` alone (or `binary_buildpack` without a Cargo.toml): the app's files as they are,
+//!   like Cloud Foundry's binary buildpack.
+//!
+//! Every build step goes through [`Exec`], so a dry run shows it and runs nothing.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use xshell::cmd;
+
+use super::artifacts::{self, Artifact, Meta};
+use super::spec::Runtime;
+use crate::app_manifest::Application;
+use crate::error::user_error;
+use crate::exec::Exec;
+use crate::platform::Release;
+use crate::state::State;
+
+/// The buildpacks the local platform can stage with.
+pub const SUPPORTED: [&str; 3] = ["binary_buildpack", "rust_buildpack", "python_buildpack"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buildpack {
+    Rust,
+    Python,
+    /// Files as they are, run by the manifest's command.
+    Binary,
+}
+
+impl Buildpack {
+    fn name(self) -> &'static str {
+        match self {
+            Buildpack::Rust => "rust_buildpack",
+            Buildpack::Python => "python_buildpack",
+            Buildpack::Binary => "binary_buildpack",
+        }
+    }
+}
+
+/// Which buildpack stages `application` from `dir`: the manifest's, else what the files show.
+pub fn buildpack(application: &Application, dir: &Path) -> Result<Buildpack> {
+    let named = application.buildpacks();
+    let has_cargo = dir.join("Cargo.toml").is_file();
+    match named.as_slice() {
+        [] => {
+            let python_files = ["requirements.txt", "pyproject.toml", "setup.py", "Pipfile"];
+            if has_cargo {
+                Ok(Buildpack::Rust)
+            } else if python_files.iter().any(|f| dir.join(f).is_file()) {
+                Ok(Buildpack::Python)
+            } else if application.command.is_some() {
+                Ok(Buildpack::Binary)
+            } else {
+                Err(user_error(format!(
+                    "cannot tell how to stage `{}` from {}: name a buildpack in the manifest \
+                     (one of {}) or give it a `command`",
+                    application.name,
+                    dir.display(),
+                    SUPPORTED.join(", ")
+                )))
+            }
+        }
+        [one] => match normalize(one).as_str() {
+            "rust_buildpack" | "rust-buildpack" | "heroku-buildpack-rust" => Ok(Buildpack::Rust),
+            "python_buildpack" | "python-buildpack" => Ok(Buildpack::Python),
+            "binary_buildpack" | "binary-buildpack" if has_cargo => Ok(Buildpack::Rust),
+            "binary_buildpack" | "binary-buildpack" => Ok(Buildpack::Binary),
+            _ => Err(user_error(format!(
+                "the local platform has no buildpack `{one}`: it stages with {}",
+                SUPPORTED.join(", ")
+            ))),
+        },
+        several => Err(user_error(format!(
+            "the manifest names {} buildpacks ({}); the local platform stages with one of {}",
+            several.len(),
+            several.join(", "),
+            SUPPORTED.join(", ")
+        ))),
+    }
+}
+
+/// A buildpack's name, or the last part of its git URL.
+fn normalize(buildpack: &str) -> String {
+    let last = buildpack
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(buildpack);
+    last.trim_end_matches(".git").to_ascii_lowercase()
+}
+
+/// Stages `release` and stores the result; `None` in a dry run, which only shows the commands.
+pub fn stage(
+    exec: &Exec,
+    state: &State,
+    release: &Release,
+    application: &Application,
+) -> Result<Option<Artifact>> {
+    // Absolute, so that what is echoed and copied does not depend on the current folder.
+    let dir = match release.dir.as_os_str().is_empty() {
+        true => Path::new("."),
+        false => release.dir,
+    };
+    let dir = &std::path::absolute(dir)?;
+    let release = &Release { dir, ..*release };
+    let buildpack = buildpack(application, dir)?;
+    let local = state.local();
+    let staging = if exec.is_dry_run() {
+        staging_dir_placeholder(&local)
+    } else {
+        artifacts::staging_dir(&local)?
+    };
+    let droplet = staging.join("droplet");
+    let result = (|| -> Result<(Runtime, String)> {
+        match buildpack {
+            Buildpack::Rust => stage_rust(exec, state, release, application, &droplet),
+            Buildpack::Python => stage_python(exec, state, release, application, &droplet),
+            Buildpack::Binary => {
+                let command = application.command.clone().ok_or_else(|| {
+                    user_error(format!(
+                        "`{}` is staged as files with no build (binary_buildpack): give it a \
+                         `command` in the manifest",
+                        application.name
+                    ))
+                })?;
+                if !exec.is_dry_run() {
+                    copy_app(dir, &droplet.join("app"), &[state.root()])?;
+                }
+                Ok((Runtime::Binary, command))
+            }
+        }
+    })();
+    let (runtime, default_command) = match result {
+        Ok(done) => done,
+        Err(err) => {
+            if !exec.is_dry_run() {
+                let _ = std::fs::remove_dir_all(&staging);
+            }
+            return Err(err);
+        }
+    };
+    if exec.is_dry_run() {
+        return Ok(None);
+    }
+    let meta = Meta {
+        digest: String::new(),
+        app: application.name.clone(),
+        runtime,
+        default_command,
+        buildpack: buildpack.name().into(),
+        version: release.version.into(),
+        staged_at: super::time::now(),
+    };
+    let stored = artifacts::store(&local, &staging, meta);
+    if stored.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    stored.map(Some)
+}
+
+fn stage_rust(
+    exec: &Exec,
+    state: &State,
+    release: &Release,
+    application: &Application,
+    droplet: &Path,
+) -> Result<(Runtime, String)> {
+    let dir = release.dir;
+    let binary = binary_name(application.command.as_deref(), dir)?;
+    // Shared between release workspaces, so that a second release builds only what changed.
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(target) if !target.is_empty() => PathBuf::from(target),
+        _ => state.cache().join(&application.name).join("target"),
+    };
+    let target_text = target.to_string_lossy().into_owned();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let locked: &[&str] = if dir.join("Cargo.lock").is_file() {
+        &["--locked"]
+    } else {
+        &[]
+    };
+    {
+        let sh = exec.sh();
+        let _in_app = sh.push_dir(dir);
+        exec.run_with_env(
+            cmd!(sh, "{cargo} build --release {locked...} --bin {binary}"),
+            &[("CARGO_TARGET_DIR", &target_text)],
+        )
+        .with_context(|| {
+            format!(
+                "staging `{}` with the Rust buildpack failed",
+                application.name
+            )
+        })?;
+    }
+    if !exec.is_dry_run() {
+        let built = target.join("release").join(&binary);
+        let app = droplet.join("app");
+        std::fs::create_dir_all(&app)?;
+        std::fs::copy(&built, app.join(&binary)).with_context(|| {
+            format!(
+                "cargo built no {}: the manifest's `command` must run the binary `./{binary}`",
+                built.display()
+            )
+        })?;
+    }
+    Ok((Runtime::Binary, format!("./{binary}")))
+}
+
+/// The binary a Rust app runs: the program of the manifest's command, else the package name.
+fn binary_name(command: Option<&str>, dir: &Path) -> Result<String> {
+    if let Some(command) = command {
+        let words = shlex::split(command).unwrap_or_default();
+        if let Some(program) = words.first() {
+            let name = program.strip_prefix("./").unwrap_or(program);
+            if !name.is_empty() && !name.contains('/') {
+                return Ok(name.to_string());
+            }
+        }
+        return Err(user_error(format!(
+            "the manifest's command `{command}` does not start with the app's binary \
+             (`./name`), so cdflow cannot tell which binary to stage"
+        )));
+    }
+    let path = dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("could not read {}", path.display()))?;
+    let doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|err| user_error(format!("{} is not valid TOML: {err}", path.display())))?;
+    doc.get("package")
+        .and_then(|package| package.get("name"))
+        .and_then(|name| name.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            user_error(format!(
+                "{} has no [package] name: give the manifest a `command` naming the binary",
+                path.display()
+            ))
+        })
+}
+
+fn stage_python(
+    exec: &Exec,
+    state: &State,
+    release: &Release,
+    application: &Application,
+    droplet: &Path,
+) -> Result<(Runtime, String)> {
+    let dir = release.dir;
+    let default_command = match &application.command {
+        Some(command) => command.clone(),
+        None => procfile_web(dir)?.ok_or_else(|| {
+            user_error(format!(
+                "`{}` is a Python app with no start command: give it a `command` in the \
+                 manifest, or a Procfile with a `web:` line",
+                application.name
+            ))
+        })?,
+    };
+    let app = droplet.join("app");
+    let venv = droplet.join("venv");
+    if !exec.is_dry_run() {
+        copy_app(dir, &app, &[state.root()])?;
+    }
+    let requirements = dir.join("requirements.txt");
+    let has_requirements = requirements.is_file();
+    let sh = exec.sh();
+    let fail = || {
+        format!(
+            "staging `{}` with the Python buildpack failed",
+            application.name
+        )
+    };
+    // Without requirements, pip is not needed, and leaving it out saves seconds per staging.
+    let without_pip: &[&str] = if has_requirements {
+        &[]
+    } else {
+        &["--without-pip"]
+    };
+    exec.run(cmd!(sh, "python3 -m venv {without_pip...} {venv}"))
+        .with_context(fail)?;
+    if has_requirements {
+        let python = venv.join("bin/python");
+        let cache = state.cache().join(&application.name).join("pip");
+        let cache = cache.to_string_lossy().into_owned();
+        let staged_requirements = app.join("requirements.txt");
+        exec.run_with_env(
+            cmd!(
+                sh,
+                "{python} -m pip install --disable-pip-version-check --no-input --no-compile -r {staged_requirements}"
+            ),
+            &[("PIP_CACHE_DIR", &cache)],
+        )
+        .with_context(fail)?;
+    }
+    if !exec.is_dry_run() {
+        make_venv_relocatable(&venv)?;
+    }
+    Ok((Runtime::Python, default_command))
+}
+
+/// The command of the Procfile's `web:` line, if there is one.
+fn procfile_web(dir: &Path) -> Result<Option<String>> {
+    let Ok(text) = std::fs::read_to_string(dir.join("Procfile")) else {
+        return Ok(None);
+    };
+    Ok(text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("web:"))
+        .map(|command| command.trim().to_string()))
+}
+
+/// Scripts that pip writes start with the venv's absolute path (`#!/.../venv/bin/python`); the
+/// venv moves when the staging folder becomes the artifact's, so they are made to find Python
+/// on PATH instead, where instances have the venv's `bin` first.
+fn make_venv_relocatable(venv: &Path) -> Result<()> {
+    let bin = venv.join("bin");
+    let absolute = format!("{}/", bin.display());
+    for entry in std::fs::read_dir(&bin)? {
+        let path = entry?.path();
+        let metadata = std::fs::symlink_metadata(&path)?;
+        if !metadata.is_file() || metadata.len() > 1024 * 1024 {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        if !text.starts_with("#!") || !text.contains(&absolute) {
+            continue;
+        }
+        let fixed = text
+            .replacen(&format!("#!{absolute}"), "#!/usr/bin/env ", 1)
+            .replace(&format!("'''exec' \"{absolute}"), "'''exec' \"");
+        crate::exec::atomic_write(&path, fixed.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Names that are never part of a droplet, as Cloud Foundry leaves out version control folders.
+const ALWAYS_LEFT_OUT: [&str; 8] = [
+    ".git",
+    ".hg",
+    ".svn",
+    ".cdflow",
+    ".DS_Store",
+    "__pycache__",
+    ".venv",
+    ".tox",
+];
+
+/// Copies the app's files into `to`, leaving out what `.cfignore` lists and the paths in
+/// `skip` (the state folder, when it lies inside the app).
+pub fn copy_app(from: &Path, to: &Path, skip: &[&Path]) -> Result<()> {
+    let ignore = CfIgnore::read(from);
+    std::fs::create_dir_all(to)?;
+    copy_tree(from, to, Path::new(""), &ignore, skip)
+        .with_context(|| format!("could not copy {} into the droplet", from.display()))
+}
+
+fn copy_tree(
+    root: &Path,
+    to: &Path,
+    relative: &Path,
+    ignore: &CfIgnore,
+    skip: &[&Path],
+) -> Result<()> {
+    for entry in std::fs::read_dir(root.join(relative))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let rel = relative.join(&name);
+        let source = root.join(&rel);
+        let file_type = entry.file_type()?;
+        if ALWAYS_LEFT_OUT.iter().any(|n| name == *n)
+            || ignore.ignores(&rel, file_type.is_dir())
+            || skip.iter().any(|s| same_path(s, &source))
+        {
+            continue;
+        }
+        let target = to.join(&rel);
+        if file_type.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&source)?, &target)?;
+        } else if file_type.is_dir() {
+            std::fs::create_dir_all(&target)?;
+            copy_tree(root, to, &rel, ignore, skip)?;
+        } else {
+            std::fs::copy(&source, &target)?;
+        }
+    }
+    Ok(())
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The patterns of a `.cfignore`, read roughly as gitignore: `*`, `?` and `**`; a leading `/`
+/// anchors at the app's root, a trailing `/` matches folders only, and a pattern without `/`
+/// matches a name at any depth.
+#[derive(Debug, Default)]
+struct CfIgnore {
+    patterns: Vec<(String, bool, bool)>,
+}
+
+impl CfIgnore {
+    fn read(dir: &Path) -> CfIgnore {
+        let text = std::fs::read_to_string(dir.join(".cfignore")).unwrap_or_default();
+        CfIgnore::parse(&text)
+    }
+
+    fn parse(text: &str) -> CfIgnore {
+        let mut patterns = vec![(".cfignore".to_string(), false, false)];
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let dir_only = line.ends_with('/');
+            let line = line.trim_end_matches('/');
+            let anchored = line.starts_with('/') || line.contains('/');
+            patterns.push((line.trim_start_matches('/').to_string(), dir_only, anchored));
+        }
+        CfIgnore { patterns }
+    }
+
+    fn ignores(&self, relative: &Path, is_dir: bool) -> bool {
+        let path = relative.to_string_lossy();
+        let name = relative
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        self.patterns.iter().any(|(pattern, dir_only, anchored)| {
+            (!dir_only || is_dir)
+                && if *anchored {
+                    glob(pattern.as_bytes(), path.as_bytes())
+                } else {
+                    glob(pattern.as_bytes(), name.as_bytes())
+                }
+        })
+    }
+}
+
+/// Glob matching: `*` any run without `/`, `**` any run, `?` one character but `/`.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern {
+        [] => text.is_empty(),
+        [b'*', b'*', rest @ ..] => {
+            let rest = rest.strip_prefix(b"/").unwrap_or(rest);
+            (0..=text.len()).any(|i| glob(rest, &text[i..]))
+        }
+        [b'*', rest @ ..] => {
+            let limit = text.iter().position(|&b| b == b'/').unwrap_or(text.len());
+            (0..=limit).any(|i| glob(rest, &text[i..]))
+        }
+        [b'?', rest @ ..] => matches!(text, [c, tail @ ..] if *c != b'/' && glob(rest, tail)),
+        [p, rest @ ..] => matches!(text, [c, tail @ ..] if c == p && glob(rest, tail)),
+    }
+}
+
+/// Nothing to stage into in a dry run; the commands show where it would be.
+pub fn staging_dir_placeholder(local: &Path) -> PathBuf {
+    super::layout::artifacts_dir(local).join(".staging-dry-run")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn application(yaml: &str) -> Application {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn buildpacks_from_the_manifest_or_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let with = |bp: &str| buildpack(&application(&format!("name: a\nbuildpacks: [{bp}]\n")), d);
+        assert_eq!(with("python_buildpack").unwrap(), Buildpack::Python);
+        assert_eq!(
+            with("https://github.com/cloudfoundry/python-buildpack.git").unwrap(),
+            Buildpack::Python
+        );
+        assert_eq!(with("binary_buildpack").unwrap(), Buildpack::Binary);
+        let err = with("ruby_buildpack").unwrap_err().to_string();
+        assert!(err.contains("no buildpack `ruby_buildpack`"), "{err}");
+        assert!(err.contains("python_buildpack"), "{err}");
+        assert!(buildpack(&application("name: a\n"), d).is_err());
+        assert_eq!(
+            buildpack(&application("name: a\ncommand: ./run\n"), d).unwrap(),
+            Buildpack::Binary
+        );
+        std::fs::write(d.join("Cargo.toml"), "[package]\nname = \"a\"\n").unwrap();
+        assert_eq!(with("binary_buildpack").unwrap(), Buildpack::Rust);
+        assert_eq!(
+            buildpack(&application("name: a\n"), d).unwrap(),
+            Buildpack::Rust
+        );
+        assert_eq!(binary_name(None, d).unwrap(), "a");
+        assert_eq!(binary_name(Some("./srv --port 1"), d).unwrap(), "srv");
+        assert!(binary_name(Some("bin/srv"), d).is_err());
+    }
+
+    #[test]
+    fn cfignore_and_the_usual_folders_stay_out() {
+        let from = tempfile::tempdir().unwrap();
+        let to = tempfile::tempdir().unwrap();
+        let f = from.path();
+        for path in [
+            "app.py",
+            "docs/a.md",
+            "tests/t.py",
+            "src/x.log",
+            ".git/HEAD",
+            "pkg/__pycache__/m.pyc",
+            "keep/tests.txt",
+        ] {
+            std::fs::create_dir_all(f.join(path).parent().unwrap()).unwrap();
+            std::fs::write(f.join(path), "x").unwrap();
+        }
+        std::fs::write(f.join(".cfignore"), "# comment\n/docs\ntests/\n*.log\n").unwrap();
+        copy_app(f, to.path(), &[]).unwrap();
+        let mut copied = Vec::new();
+        collect(to.path(), to.path(), &mut copied);
+        copied.sort();
+        assert_eq!(copied, ["app.py", "keep/tests.txt"]);
+    }
+
+    fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                collect(root, &path, out);
+            } else {
+                out.push(
+                    path.strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob(b"*.log", b"a.log"));
+        assert!(!glob(b"*.log", b"d/a.log"));
+        assert!(glob(b"**/a.log", b"d/e/a.log"));
+        assert!(glob(b"d/**", b"d/e/a.log"));
+        assert!(glob(b"a?c", b"abc"));
+        assert!(!glob(b"a?c", b"a/c"));
+    }
+
+    #[test]
+    fn pip_scripts_find_python_on_path() {
+        let venv = tempfile::tempdir().unwrap();
+        let bin = venv.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let abs = bin.display();
+        std::fs::write(bin.join("tool"), format!("#!{abs}/python\nimport x\n")).unwrap();
+        std::fs::write(
+            bin.join("long"),
+            format!("#!/bin/sh\n'''exec' \"{abs}/python\" \"$0\" \"$@\"\n' '''\n"),
+        )
+        .unwrap();
+        make_venv_relocatable(venv.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(bin.join("tool")).unwrap(),
+            "#!/usr/bin/env python\nimport x\n"
+        );
+        assert!(std::fs::read_to_string(bin.join("long"))
+            .unwrap()
+            .contains("'''exec' \"python\" \"$0\""));
+    }
+}
