@@ -1,0 +1,1 @@
+"""{{name}}: the talk's filter service on Falcon."""
