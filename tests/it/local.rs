@@ -1,1 +1,1060 @@
 //! The local platform: real processes and real HTTP on loopback.
+//!
+//! Most tests deploy a tiny Python app that uses only the standard library, so that staging it
+//! takes a fraction of a second and no network. One builds and serves the real example app.
+//! Every test has its own state folder and free ports, and stops what it started when its
+//! [`Local`] is dropped, even on panic: `cdflow down`, then a kill of whatever `pids.json` still
+//! lists. Requests are sent by the tests' own HTTP/1.1 client, which counts the outcome of every
+//! request it sends and never hides a reconnect.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::harness::{run_of, Project, Run};
+
+/// These tests start many processes and watch timing on a small machine: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The test app: `GET /` answers its version; `/slow?ms=N` after N ms; `/health` fails when
+/// FAIL_HEALTH is set; `/env` shows what the platform gave it; `/say?x` prints x to stdout.
+const APP_PY: &str = r#"
+import json, os, signal, sys, time
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+from urllib.parse import urlparse, parse_qs
+
+VERSION = os.environ.get("VERSION", "?")
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, code, body, kind="text/plain"):
+        body = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        url = urlparse(self.path)
+        query = parse_qs(url.query)
+        if url.path == "/health":
+            if os.environ.get("FAIL_HEALTH"):
+                return self.answer(500, "down\n")
+            return self.answer(200, json.dumps({"status": "up", "version": VERSION}), "application/json")
+        if url.path == "/slow":
+            time.sleep(int(query.get("ms", ["300"])[0]) / 1000)
+            return self.answer(200, "slow " + VERSION + "\n")
+        if url.path == "/env":
+            keys = ["PORT", "VCAP_APP_PORT", "VCAP_APPLICATION", "VCAP_SERVICES", "CF_INSTANCE_INDEX", "GREETING", "VIRTUAL_ENV"]
+            return self.answer(200, json.dumps({k: os.environ.get(k) for k in keys}), "application/json")
+        if url.path == "/say":
+            print("said:", url.query, flush=True)
+        return self.answer(200, VERSION + "\n")
+
+def stop(*args):
+    print("SIGTERM: bye", flush=True)
+    os._exit(0)
+
+signal.signal(signal.SIGTERM, stop)
+time.sleep(float(os.environ.get("START_DELAY", "0")))
+ThreadingHTTPServer.daemon_threads = True
+ThreadingHTTPServer.request_queue_size = 256
+server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+print("listening on", os.environ["PORT"], "as instance", os.environ.get("CF_INSTANCE_INDEX"), flush=True)
+server.serve_forever()
+"#;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A project of the test app with its own state folder and route ports.
+struct Local {
+    project: Project,
+    state: tempfile::TempDir,
+    staging: u16,
+    production: u16,
+    instances: u32,
+    _one_at_a_time: MutexGuard<'static, ()>,
+}
+
+impl Local {
+    fn python(instances: u32) -> Local {
+        let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let staging = free_port();
+        let production = free_port();
+        let project = Project::git(&[
+            ("app.py", APP_PY),
+            ("cdflow.toml", &cdflow_toml("1.0.0", staging, production)),
+            ("manifest.yml", &manifest("1.0.0", instances, 20, "")),
+        ]);
+        Local {
+            project,
+            state: tempfile::tempdir().unwrap(),
+            staging,
+            production,
+            instances,
+            _one_at_a_time: serial,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = self.project.command(env!("CARGO_BIN_EXE_cdflow"));
+        command
+            .env("CDFLOW_STATE_DIR", self.state.path())
+            .args(args);
+        command
+    }
+
+    fn cdflow(&self, args: &[&str]) -> Run {
+        run_of(self.command(args).output().unwrap())
+    }
+
+    /// Makes `version` the app's version, with `extra` lines under the manifest's env and the
+    /// given start timeout, and commits.
+    fn release(&self, version: &str, timeout: u32, extra: &str) {
+        self.project.write(
+            "cdflow.toml",
+            &cdflow_toml(version, self.staging, self.production),
+        );
+        self.project.write(
+            "manifest.yml",
+            &manifest(version, self.instances, timeout, extra),
+        );
+        self.project
+            .git_cmd(&["commit", "-q", "--allow-empty", "-am", version]);
+    }
+
+    /// Pushes `version` to staging, and returns how long the push took.
+    #[track_caller]
+    fn push(&self, version: &str) -> Duration {
+        self.release(version, 20, "");
+        let started = Instant::now();
+        self.cdflow(&["push", "--to", "staging"])
+            .success()
+            .stdout_has(&format!("route http://127.0.0.1:{} switched", self.staging));
+        started.elapsed()
+    }
+
+    #[track_caller]
+    fn promote(&self) -> Duration {
+        let started = Instant::now();
+        self.cdflow(&[
+            "promote",
+            "--from",
+            "staging",
+            "--to",
+            "production",
+            "--force",
+        ])
+        .success();
+        started.elapsed()
+    }
+
+    fn artifacts(&self) -> usize {
+        std::fs::read_dir(self.state.path().join("local/artifacts"))
+            .map(|dir| dir.count())
+            .unwrap_or(0)
+    }
+
+    /// `(index, pid, port, state, restarts)` of each instance `cdflow status` shows for `env`.
+    fn instances(&self, env: &str) -> Vec<(u32, u32, u16, String, u32)> {
+        let status = self.cdflow(&["status"]);
+        let mut in_env = false;
+        let mut found = Vec::new();
+        for line in status.stdout.lines() {
+            if !line.starts_with(' ') {
+                in_env = line.starts_with(&format!("{env}:"));
+                continue;
+            }
+            if !in_env {
+                continue;
+            }
+            // "  instance 0: pid 123, port 4567, healthy, 1 restart (GET /health answered 200 OK)"
+            let words: Vec<&str> = line
+                .split([' ', ',', ':'])
+                .filter(|w| !w.is_empty())
+                .collect();
+            if words.first() == Some(&"instance") && words[2] == "pid" && words[3] != "-" {
+                found.push((
+                    words[1].parse().unwrap(),
+                    words[3].parse().unwrap(),
+                    words[5].parse().unwrap(),
+                    words[6].to_string(),
+                    words[7].parse().unwrap(),
+                ));
+            }
+        }
+        found
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let _ = self.cdflow(&["down"]);
+        kill_leftovers(self.state.path());
+    }
+}
+
+/// Kills whatever the state folder's `pids.json` files list, in case `cdflow down` failed.
+fn kill_leftovers(state: &Path) {
+    let Ok(envs) = std::fs::read_dir(state.join("local/envs")) else {
+        return;
+    };
+    for env in envs.flatten() {
+        let Ok(text) = std::fs::read_to_string(env.path().join("pids.json")) else {
+            continue;
+        };
+        let Ok(pids) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let mut targets = Vec::new();
+        if let Some(pid) = pids["server"]["pid"].as_i64() {
+            targets.push(pid as i32);
+        }
+        for group in pids["groups"].as_array().into_iter().flatten() {
+            if let Some(pid) = group["pid"].as_i64() {
+                targets.push(-(pid as i32));
+            }
+        }
+        for target in targets {
+            if target != 0 && target != -1 {
+                // SAFETY: kill(2) touches no memory; 0 and -1 are refused above.
+                unsafe { libc::kill(target, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // A zombie is as good as gone.
+    !stat.is_empty()
+        && !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+}
+
+fn cdflow_toml(version: &str, staging: u16, production: u16) -> String {
+    format!(
+        "[app]\nname = \"pyapp\"\n\n[version]\ncurrent = \"{version}\"\n\n\
+         [env.staging]\nport = {staging}\n\n[env.production]\nport = {production}\n"
+    )
+}
+
+fn manifest(version: &str, instances: u32, timeout: u32, extra_env: &str) -> String {
+    format!(
+        "applications:\n- name: pyapp\n  command: python app.py\n  instances: {instances}\n  \
+         buildpacks: [python_buildpack]\n  health-check-type: http\n  \
+         health-check-http-endpoint: /health\n  timeout: {timeout}\n  services: [db]\n  env:\n    \
+         VERSION: \"{version}\"\n    GREETING: \"hello, world\"\n{extra_env}"
+    )
+}
+
+/// One GET on a connection of its own: (status, body).
+fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut connection = None;
+    request(&mut connection, port, path, false)
+}
+
+/// Sends one GET on `connection` (opening one if there is none) and reads the answer. The
+/// connection is kept for the next request when `keep_alive` and the server allows it.
+fn request(
+    connection: &mut Option<BufReader<TcpStream>>,
+    port: u16,
+    path: &str,
+    keep_alive: bool,
+) -> std::io::Result<(u16, String)> {
+    let result = (|| {
+        if connection.is_none() {
+            let stream = TcpStream::connect(("127.0.0.1", port))?;
+            stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+            stream.set_nodelay(true)?;
+            *connection = Some(BufReader::new(stream));
+        }
+        let reader = connection.as_mut().unwrap();
+        let close = if keep_alive {
+            ""
+        } else {
+            "Connection: close\r\n"
+        };
+        write!(
+            reader.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{close}\r\n"
+        )?;
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the connection closed before an answer",
+            ));
+        }
+        let code: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("not a status line: {line:?}")))?;
+        let mut length = None;
+        let mut server_closes = false;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::other(
+                    "the connection closed in the headers",
+                ));
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let (name, value) = header.split_once(':').unwrap_or((header, ""));
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse::<usize>().ok();
+            }
+            if name.eq_ignore_ascii_case("connection") && value.trim().eq_ignore_ascii_case("close")
+            {
+                server_closes = true;
+            }
+        }
+        let length =
+            length.ok_or_else(|| std::io::Error::other("an answer without Content-Length"))?;
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        Ok((
+            code,
+            String::from_utf8_lossy(&body).into_owned(),
+            server_closes,
+        ))
+    })();
+    match result {
+        Ok((code, body, server_closes)) => {
+            if !keep_alive || server_closes {
+                *connection = None;
+            }
+            Ok((code, body))
+        }
+        Err(err) => {
+            *connection = None;
+            Err(err)
+        }
+    }
+}
+
+/// What the clients of a load saw.
+#[derive(Debug, Default)]
+struct Tally {
+    sent: usize,
+    ok: usize,
+    failures: Vec<String>,
+    /// A client that got an older version after a newer one.
+    regressions: Vec<String>,
+    versions: BTreeMap<String, usize>,
+    slow: usize,
+    keep_alive_reconnects: usize,
+}
+
+/// Clients sending requests at a route until told to stop: half of them on keep-alive
+/// connections, half with `Connection: close`; every `slow_every`-th request of each is slow.
+struct Load {
+    stop: Arc<AtomicBool>,
+    clients: Vec<std::thread::JoinHandle<Tally>>,
+    started: Instant,
+}
+
+impl Load {
+    fn start(port: u16, clients: usize, slow_every: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|i| {
+                let stop = Arc::clone(&stop);
+                let keep_alive = i % 2 == 0;
+                std::thread::spawn(move || client(port, keep_alive, slow_every, i, &stop))
+            })
+            .collect();
+        Load {
+            stop,
+            clients,
+            started: Instant::now(),
+        }
+    }
+
+    fn finish(self) -> (Tally, Duration) {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut total = Tally::default();
+        for client in self.clients {
+            let tally = client.join().unwrap();
+            total.sent += tally.sent;
+            total.ok += tally.ok;
+            total.slow += tally.slow;
+            total.keep_alive_reconnects += tally.keep_alive_reconnects;
+            total.failures.extend(tally.failures);
+            total.regressions.extend(tally.regressions);
+            for (version, n) in tally.versions {
+                *total.versions.entry(version).or_default() += n;
+            }
+        }
+        (total, self.started.elapsed())
+    }
+}
+
+fn client(port: u16, keep_alive: bool, slow_every: usize, id: usize, stop: &AtomicBool) -> Tally {
+    let mut tally = Tally::default();
+    let mut connection = None;
+    let mut newest: Option<Vec<u64>> = None;
+    let mut n = id; // So that the clients' slow requests do not all come at once.
+    while !stop.load(Ordering::SeqCst) {
+        n += 1;
+        let path = if n % slow_every == 0 {
+            "/slow?ms=300"
+        } else {
+            "/"
+        };
+        let had_connection = connection.is_some();
+        tally.sent += 1;
+        match request(&mut connection, port, path, keep_alive) {
+            Ok((200, body)) => {
+                tally.ok += 1;
+                if path != "/" {
+                    tally.slow += 1;
+                }
+                let version = body.trim().trim_start_matches("slow ").to_string();
+                let order = version_order(&version);
+                if let Some(newest) = &newest {
+                    if order < *newest {
+                        tally
+                            .regressions
+                            .push(format!("client {id} got {version} after {newest:?}"));
+                    }
+                }
+                if newest.as_ref().is_none_or(|newest| order > *newest) {
+                    newest = Some(order);
+                }
+                *tally.versions.entry(version).or_default() += 1;
+            }
+            Ok((code, body)) => tally
+                .failures
+                .push(format!("client {id} {path}: {code} {}", body.trim())),
+            Err(err) => tally.failures.push(format!("client {id} {path}: {err}")),
+        }
+        if keep_alive && had_connection && connection.is_none() {
+            tally.keep_alive_reconnects += 1;
+        }
+    }
+    tally
+}
+
+fn version_order(version: &str) -> Vec<u64> {
+    version
+        .split('.')
+        .map(|part| part.parse().unwrap_or(0))
+        .collect()
+}
+
+#[track_caller]
+fn assert_all_answered(tally: &Tally, what: &str) {
+    assert!(
+        tally.failures.is_empty(),
+        "{what}: {} of {} requests failed, e.g. {:?}",
+        tally.failures.len(),
+        tally.sent,
+        &tally.failures[..tally.failures.len().min(10)]
+    );
+    assert_eq!(
+        tally.sent, tally.ok,
+        "{what}: every request sent is answered 200"
+    );
+    assert!(
+        tally.regressions.is_empty(),
+        "{what}: once a client saw a version, it never sees an older one: {:?}",
+        &tally.regressions[..tally.regressions.len().min(10)]
+    );
+}
+
+#[test]
+fn zero_downtime_through_twenty_pushes_and_promotes_under_load() {
+    let local = Local::python(2);
+    local.push("1.0.0");
+    local.promote();
+    // 64 clients on the production route, which every promote switches, and 16 more on the
+    // staging route, which every push switches.
+    let production = Load::start(local.production, 64, 10);
+    let staging = Load::start(local.staging, 16, 10);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut pushes = Vec::new();
+    let mut promotes = Vec::new();
+    for i in 1..=10 {
+        pushes.push(local.push(&format!("1.0.{i}")));
+        promotes.push(local.promote());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (production, took) = production.finish();
+    let (staging, _) = staging.finish();
+    eprintln!(
+        "production: {} requests in {:.1}s ({} slow, {} keep-alive reconnects), versions {:?}",
+        production.sent,
+        took.as_secs_f64(),
+        production.slow,
+        production.keep_alive_reconnects,
+        production.versions
+    );
+    eprintln!(
+        "staging: {} requests, versions {:?}",
+        staging.sent, staging.versions
+    );
+    eprintln!("push (stage + switch) times: {pushes:.2?}");
+    eprintln!("promote times: {promotes:.2?}");
+    assert_all_answered(&production, "production");
+    assert_all_answered(&staging, "staging");
+    assert!(production.sent >= 1000, "only {} requests", production.sent);
+    assert!(production.slow > 0);
+    let expected: Vec<String> = (0..=10).map(|i| format!("1.0.{i}")).collect();
+    for version in &expected {
+        assert!(
+            production.versions.contains_key(version),
+            "production never answered {version}: {:?}",
+            production.versions
+        );
+    }
+    assert_eq!(
+        production.keep_alive_reconnects, 0,
+        "the route never closes a keep-alive connection"
+    );
+    assert_eq!(get(local.production, "/").unwrap().1, "1.0.10\n");
+}
+
+#[test]
+fn a_version_that_fails_its_health_check_never_gets_traffic() {
+    let local = Local::python(2);
+    local.push("1.0.0");
+    let load = Load::start(local.staging, 16, 5);
+    std::thread::sleep(Duration::from_millis(200));
+    local.release("1.0.1", 3, "    FAIL_HEALTH: \"1\"\n");
+    let run = local.cdflow(&["push", "--to", "staging"]);
+    let (tally, _) = load.finish();
+
+    assert_ne!(run.code, Some(0), "the push must fail:\n{run}");
+    run.stderr_has("instance 0 was not healthy within 3s")
+        .stderr_has("GET /health answered 500")
+        // The end of the instance's output.
+        .stderr_has("[APP/0] OUT listening on")
+        .stderr_has("the route stays on pyapp 1.0.0");
+    assert_all_answered(&tally, "staging");
+    assert_eq!(
+        tally.versions.keys().collect::<Vec<_>>(),
+        ["1.0.0"],
+        "only the old version answered"
+    );
+    assert!(tally.sent > 50, "only {} requests", tally.sent);
+    let instances = local.instances("staging");
+    assert_eq!(
+        instances.len(),
+        2,
+        "only the old instances run: {instances:?}"
+    );
+    local
+        .cdflow(&["status"])
+        .success()
+        .stdout_has("staging: pyapp 1.0.0");
+    // The failed instances are gone.
+    let log =
+        std::fs::read_to_string(local.state.path().join("local/envs/staging/app.log")).unwrap();
+    let failed_pids: Vec<u32> = log
+        .lines()
+        .filter(|l| l.contains("of pyapp 1.0.1 (pid"))
+        .filter_map(|l| l.split("(pid ").nth(1)?.split(',').next()?.parse().ok())
+        .collect();
+    assert_eq!(failed_pids.len(), 2, "{log}");
+    assert!(
+        failed_pids.iter().all(|pid| !alive(*pid)),
+        "{failed_pids:?}"
+    );
+}
+
+#[test]
+fn an_instance_killed_with_sigkill_is_restarted_and_the_route_keeps_answering() {
+    let local = Local::python(2);
+    local.push("1.0.0");
+    let load = Load::start(local.staging, 8, 5);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = local.instances("staging");
+    let victim = before.iter().find(|i| i.0 == 0).unwrap().1;
+    // SAFETY: kill(2) on the instance's pid, read from `cdflow status` just now.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let restarted = loop {
+        let now = local.instances("staging");
+        let zero = now.iter().find(|i| i.0 == 0).cloned();
+        if let Some((_, pid, _, state, restarts)) = zero {
+            if pid != victim && state == "healthy" && restarts == 1 {
+                break pid;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "instance 0 was not restarted: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (tally, _) = load.finish();
+    assert!(alive(restarted));
+    assert!(!alive(victim));
+    assert_all_answered(&tally, "staging");
+    assert!(tally.sent > 50, "only {} requests", tally.sent);
+    let log = local.cdflow(&["logs", "--env", "staging"]);
+    log.success()
+        .stdout_has(&format!(
+            "[CELL/0] instance 0 (pid {victim}) was killed by signal 9"
+        ))
+        .stdout_has("[CELL/0] instance 0 exited; restarting in 0s");
+}
+
+#[test]
+fn rollback_switches_back_to_the_staged_artifact_without_a_build() {
+    let local = Local::python(1);
+    local.push("1.0.0");
+    local.push("1.0.1");
+    assert_eq!(local.artifacts(), 2);
+
+    let started = Instant::now();
+    let run = local.cdflow(&["rollback", "--env", "staging"]);
+    let took = started.elapsed();
+    run.success()
+        .stdout_has("staging now serves 1.0.0 (sha256:");
+    assert!(
+        !run.stdout.contains("$ "),
+        "a rollback runs no build:\n{run}"
+    );
+    eprintln!("rollback took {took:.2?}");
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+    assert_eq!(local.artifacts(), 2, "nothing was staged");
+
+    local
+        .cdflow(&["rollback", "--env", "staging"])
+        .failure(2)
+        .stderr_has("served only 1.0.0");
+    local
+        .cdflow(&["rollback", "--env", "staging", "--to", "1.0.1"])
+        .success();
+    assert_eq!(get(local.staging, "/").unwrap().1, "1.0.1\n");
+
+    // An artifact changed after staging is refused, and the route stays where it was.
+    let artifacts = local.state.path().join("local/artifacts");
+    let mut tampered = false;
+    for dir in std::fs::read_dir(&artifacts).unwrap().flatten() {
+        let app = dir.path().join("droplet/app/app.py");
+        let meta = std::fs::read_to_string(dir.path().join("artifact.json")).unwrap();
+        if meta.contains("\"version\": \"1.0.0\"") {
+            std::fs::write(&app, "print('tampered')\n").unwrap();
+            tampered = true;
+        }
+    }
+    assert!(tampered);
+    local
+        .cdflow(&["rollback", "--env", "staging", "--to", "1.0.0"])
+        .failure(1)
+        .stderr_has("was changed after staging");
+    assert_eq!(get(local.staging, "/").unwrap().1, "1.0.1\n");
+}
+
+#[test]
+fn status_logs_down_and_up() {
+    let local = Local::python(2);
+    local.push("1.0.0");
+
+    // What an instance is given, as a Cloud Foundry cell gives it.
+    let (code, body) = get(local.staging, "/env").unwrap();
+    assert_eq!(code, 200);
+    let env: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(env["PORT"], env["VCAP_APP_PORT"]);
+    assert_eq!(env["GREETING"], "hello, world");
+    assert!(env["VIRTUAL_ENV"]
+        .as_str()
+        .unwrap()
+        .contains("/local/artifacts/"));
+    let vcap: serde_json::Value =
+        serde_json::from_str(env["VCAP_APPLICATION"].as_str().unwrap()).unwrap();
+    assert_eq!(vcap["application_name"], "pyapp");
+    assert_eq!(vcap["application_version"], "1.0.0");
+    assert_eq!(
+        vcap["application_uris"][0],
+        format!("127.0.0.1:{}", local.staging)
+    );
+    assert_eq!(
+        vcap["instance_index"].to_string(),
+        env["CF_INSTANCE_INDEX"].as_str().unwrap()
+    );
+    let services: serde_json::Value =
+        serde_json::from_str(env["VCAP_SERVICES"].as_str().unwrap()).unwrap();
+    assert_eq!(services["user-provided"][0]["name"], "db");
+
+    let status = local.cdflow(&["status"]);
+    status
+        .success()
+        .stdout_has("staging: pyapp 1.0.0 (sha256:")
+        .stdout_has(&format!("at http://127.0.0.1:{}", local.staging));
+    let instances = local.instances("staging");
+    assert_eq!(instances.len(), 2, "{status}");
+    assert!(
+        instances.iter().all(|i| i.3 == "healthy" && i.4 == 0),
+        "{instances:?}"
+    );
+
+    // Logs, then following them while the app prints.
+    local
+        .cdflow(&["logs", "--env", "staging"])
+        .success()
+        .stdout_has("[APP/0] OUT listening on")
+        .stdout_has("[HEALTH/1] healthy after")
+        .stdout_has(&format!(
+            "[API] route http://127.0.0.1:{} switched",
+            local.staging
+        ));
+    let mut follow = FollowLogs::start(local.command(&["logs", "--env", "staging", "-f"]));
+    std::thread::sleep(Duration::from_millis(300));
+    get(local.staging, "/say?marker-42").unwrap();
+    follow.wait_for("OUT said: marker-42", Duration::from_secs(10));
+    drop(follow);
+
+    // Down: every process gone and both ports free.
+    local
+        .cdflow(&["down"])
+        .success()
+        .stdout_has("staging: stopped");
+    for (_, pid, port, _, _) in &instances {
+        assert!(!alive(*pid), "instance pid {pid} still runs");
+        assert!(TcpStream::connect(("127.0.0.1", *port)).is_err());
+    }
+    assert!(TcpStream::connect(("127.0.0.1", local.staging)).is_err());
+    local
+        .cdflow(&["status"])
+        .success()
+        .stdout_has("staging: stopped; it last served pyapp 1.0.0");
+
+    // Up: the last deployed version again, on the same route.
+    local
+        .cdflow(&["up"])
+        .success()
+        .stdout_has("staging: serves 1.0.0");
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+    assert_eq!(local.instances("staging").len(), 2);
+}
+
+/// `cdflow logs -f` running in the background, its output read line by line.
+struct FollowLogs {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl FollowLogs {
+    fn start(mut command: Command) -> FollowLogs {
+        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        FollowLogs { child, lines }
+    }
+
+    #[track_caller]
+    fn wait_for(&mut self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return,
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "`cdflow logs -f` did not show {text:?}; it showed:\n{}",
+            seen.join("\n")
+        );
+    }
+}
+
+impl Drop for FollowLogs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn deploys_to_one_environment_queue_and_a_killed_deployer_blocks_nobody() {
+    let local = Local::python(1);
+    local.push("1.0.0");
+
+    // Two pushes at once: the second is refused, or waits for the first with --lock-wait, and
+    // the log shows the deploys one after the other, never interleaved.
+    local.release("1.0.1", 20, "    START_DELAY: \"1.5\"\n");
+    let first = local
+        .command(&["push", "--to", "staging"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    local.release("1.0.2", 20, "");
+    // Refused with a clear message, or queued when asked to.
+    local
+        .cdflow(&["push", "--to", "staging"])
+        .failure(2)
+        .stderr_has("busy")
+        .stderr_has("pid");
+    let second = local.cdflow(&["push", "--to", "staging", "--lock-wait"]);
+    let first = run_of(first.wait_with_output().unwrap());
+    first.success();
+    second.success().stderr_has("waiting for");
+    assert_eq!(get(local.staging, "/").unwrap().1, "1.0.2\n");
+    let log =
+        std::fs::read_to_string(local.state.path().join("local/envs/staging/app.log")).unwrap();
+    let api: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("[API] ").nth(1))
+        .filter(|l| l.starts_with("starting") || l.starts_with("route"))
+        .collect();
+    let order: Vec<String> = api
+        .iter()
+        .map(|l| {
+            let verb = l.split_whitespace().next().unwrap();
+            let version = l
+                .split_whitespace()
+                .find(|w| w.starts_with("1.0."))
+                .unwrap();
+            format!("{verb} {version}")
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "starting 1.0.0",
+            "route 1.0.0",
+            "starting 1.0.1",
+            "route 1.0.1",
+            "starting 1.0.2",
+            "route 1.0.2"
+        ],
+        "{log}"
+    );
+
+    // A deployer killed while it holds the lock: the kernel frees the lock, and the next push
+    // goes through.
+    local.release("1.0.3", 20, "    START_DELAY: \"1\"\n");
+    let mut killed = local
+        .command(&["push", "--to", "staging"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    local.release("1.0.4", 20, "");
+    let started = Instant::now();
+    local.cdflow(&["push", "--to", "staging"]).success();
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(get(local.staging, "/").unwrap().1, "1.0.4\n");
+}
+
+#[test]
+fn a_state_folder_deep_enough_to_overflow_a_socket_path_still_works() {
+    let mut local = Local::python(1);
+    // A unix socket path holds about 100 bytes; this state folder's is longer.
+    let deep = local
+        .state
+        .path()
+        .join("a-folder-with-a-long-name".repeat(5));
+    std::fs::create_dir_all(&deep).unwrap();
+    let state = tempfile::Builder::new().tempdir_in(&deep).unwrap();
+    let shallow = std::mem::replace(&mut local.state, state);
+    local.push("1.0.0");
+    assert_eq!(get(local.staging, "/").unwrap().1, "1.0.0\n");
+    local
+        .cdflow(&["status"])
+        .success()
+        .stdout_has("staging: pyapp 1.0.0");
+    local
+        .cdflow(&["down"])
+        .success()
+        .stdout_has("staging: stopped");
+    assert!(TcpStream::connect(("127.0.0.1", local.staging)).is_err());
+    // The deep folder goes with the shallow one, after the test's own down.
+    drop(local);
+    drop(shallow);
+}
+
+#[test]
+fn an_unknown_buildpack_is_a_clear_error() {
+    let local = Local::python(1);
+    local.project.write(
+        "manifest.yml",
+        "applications:\n- name: pyapp\n  command: ruby app.rb\n  buildpacks: [ruby_buildpack]\n",
+    );
+    local.project.git_cmd(&["commit", "-q", "-am", "ruby"]);
+    local
+        .cdflow(&["push", "--to", "staging"])
+        .failure(2)
+        .stderr_has("no buildpack `ruby_buildpack`")
+        .stderr_has("python_buildpack");
+    assert_eq!(local.artifacts(), 0);
+}
+
+/// The example app's crate as a project of its own: its Cargo.toml inherits from cdflow's
+/// workspace, so the inherited keys are written out, and the workspace's lock file goes with it
+/// so that nothing is resolved afresh (and no network is needed).
+fn example_app_project(staging: u16, production: u16) -> Project {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("example_app");
+    let project = Project::empty();
+    copy_dir(&source, &project.dir);
+    let cargo_toml = std::fs::read_to_string(source.join("Cargo.toml")).unwrap();
+    let standalone: String = cargo_toml
+        .lines()
+        .map(|line| match line.replace(' ', "").as_str() {
+            "edition.workspace=true" => "edition = \"2021\"".to_string(),
+            "license.workspace=true" => "license = \"MIT\"".to_string(),
+            "repository.workspace=true" | "rust-version.workspace=true" => String::new(),
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let standalone = if standalone.contains("[workspace]") {
+        standalone
+    } else {
+        format!("{standalone}\n\n[workspace]\n")
+    };
+    project.write("Cargo.toml", &standalone);
+    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock");
+    std::fs::copy(lock, project.path("Cargo.lock")).unwrap();
+    project.write(
+        "cdflow.toml",
+        &format!(
+            "[app]\nname = \"example-app\"\n\n[version]\nsource = \"Cargo.toml\"\n\n\
+             [env.staging]\nport = {staging}\n\n[env.production]\nport = {production}\n"
+        ),
+    );
+    project
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let name = entry.file_name();
+        if name == "target" {
+            continue;
+        }
+        let target: PathBuf = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_example_app_is_built_once_and_serves_its_route() {
+    let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let staging = free_port();
+    let production = free_port();
+    let project = example_app_project(staging, production);
+    // The workspace's lock file lists cdflow's packages too: drop those, offline.
+    let pruned = project
+        .command(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["update", "--offline", "--workspace", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(
+        pruned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pruned.stderr)
+    );
+    project.git_cmd(&["init", "-q", "-b", "main"]);
+    project.git_cmd(&["add", "-A"]);
+    project.git_cmd(&["commit", "-q", "-m", "example app"]);
+    let local = Local {
+        project,
+        state: tempfile::tempdir().unwrap(),
+        staging,
+        production,
+        instances: 2,
+        _one_at_a_time: serial,
+    };
+    // Built once for every run of this test, like the build cache of a CI machine.
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("example-app-target");
+    let push = || {
+        let started = Instant::now();
+        let run = run_of(
+            local
+                .command(&["push", "--to", "staging"])
+                .env("CARGO_TARGET_DIR", &target)
+                .env("CARGO_NET_OFFLINE", "true")
+                .output()
+                .unwrap(),
+        );
+        (run, started.elapsed())
+    };
+    let (first, first_took) = push();
+    first
+        .success()
+        .stdout_has("cargo build --release --locked --bin example_app")
+        .stdout_has("(rust_buildpack)");
+    assert_eq!(get(staging, "/").unwrap(), (200, "Hello world\n".into()));
+    let (code, health) = get(staging, "/health").unwrap();
+    assert_eq!(code, 200);
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["status"], "up");
+    assert_eq!(health["version"], "0.1.0");
+
+    // Pushing again builds nothing new and stages the same artifact, byte for byte.
+    let (second, second_took) = push();
+    second.success();
+    let digest = |run: &Run| {
+        run.stdout
+            .split("as sha256:")
+            .nth(1)
+            .map(|rest| rest[..12].to_string())
+            .unwrap()
+    };
+    assert_eq!(digest(&first), digest(&second));
+    let promote_started = Instant::now();
+    local
+        .cdflow(&[
+            "promote",
+            "--from",
+            "staging",
+            "--to",
+            "production",
+            "--force",
+        ])
+        .success();
+    let promote_took = promote_started.elapsed();
+    assert_eq!(get(production, "/").unwrap().1, "Hello world\n");
+    eprintln!(
+        "example app: first push {first_took:.2?}, push of a built artifact {second_took:.2?}, \
+         promote {promote_took:.2?}"
+    );
+}
