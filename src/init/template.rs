@@ -1,0 +1,242 @@
+//! The templates of `templates/`, built into the binary so that an installed cdflow needs no
+//! source tree, and their rendering: placeholders filled in paths and contents.
+//!
+//! A template is a folder holding the files of a new service and a `template.toml` (read, not
+//! copied). `{{name}}`, `{{crate_name}}` and `{{module}}` are filled in file contents and
+//! paths; a `.tmpl` suffix is dropped, so that files that tools would otherwise pick up in
+//! cdflow's own tree (a template's `Cargo.toml`) are stored under another name.
+
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use include_dir::{include_dir, Dir};
+use serde::Deserialize;
+
+use super::name::{Language, Names};
+
+static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
+
+/// The template `cdflow init` uses when none is named (the CLI's default).
+pub const DEFAULT: &str = "rust-service";
+
+const META_FILE: &str = "template.toml";
+const STORED_SUFFIX: &str = ".tmpl";
+
+/// A template's `template.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    /// One line for `cdflow init --list`.
+    pub description: String,
+    /// Whose naming rules the crate or module name must follow.
+    pub language: Language,
+    /// The command `cdflow init` suggests running first in the new folder.
+    #[serde(rename = "try")]
+    pub try_command: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub name: &'static str,
+    pub meta: Meta,
+    dir: &'static Dir<'static>,
+}
+
+/// A file of the new service: its path inside the new folder and its contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct File {
+    pub path: PathBuf,
+    pub contents: String,
+}
+
+/// Every template, by name.
+pub fn all() -> Result<Vec<Template>> {
+    let mut templates = TEMPLATES
+        .dirs()
+        .map(|dir| {
+            let name = dir
+                .path()
+                .to_str()
+                .context("a template's folder name is not UTF-8")?;
+            let meta_path = dir.path().join(META_FILE);
+            let text = TEMPLATES
+                .get_file(&meta_path)
+                .and_then(|file| file.contents_utf8())
+                .with_context(|| format!("the template `{name}` has no {META_FILE}"))?;
+            let meta = toml_edit::de::from_str(text)
+                .with_context(|| format!("templates/{name}/{META_FILE} is not valid"))?;
+            Ok(Template { name, meta, dir })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    templates.sort_by_key(|template| template.name);
+    Ok(templates)
+}
+
+/// The template called `name`, or `None`.
+pub fn find(name: &str) -> Result<Option<Template>> {
+    Ok(all()?.into_iter().find(|template| template.name == name))
+}
+
+impl Template {
+    /// Every file of the new service, placeholders filled. A placeholder that is left (a
+    /// misspelt one in the template) is an error, so that nothing half-made is written.
+    pub fn render(&self, names: &Names) -> Result<Vec<File>> {
+        let mut files = Vec::new();
+        collect(self.dir, &mut |file| {
+            let relative = file
+                .path()
+                .strip_prefix(self.dir.path())
+                .expect("a template's files are in its folder");
+            if relative == Path::new(META_FILE) {
+                return Ok(());
+            }
+            let shown = relative.display();
+            let stored = relative.to_str().with_context(|| {
+                format!("templates/{}/{shown}: the path is not UTF-8", self.name)
+            })?;
+            let contents = file
+                .contents_utf8()
+                .with_context(|| format!("templates/{}/{shown} is not UTF-8 text", self.name))?;
+            let mut path = fill(stored, names);
+            if let Some(stripped) = path.strip_suffix(STORED_SUFFIX) {
+                path = stripped.to_string();
+            }
+            let contents = fill(contents, names);
+            for (what, text) in [("path", path.as_str()), ("contents", contents.as_str())] {
+                if let Some(at) = text.find("{{") {
+                    let end = text[at..].find("}}").map_or(text.len(), |end| at + end + 2);
+                    bail!(
+                        "templates/{}/{shown}: its {what} holds the unknown placeholder `{}`",
+                        self.name,
+                        &text[at..end.min(at + 40)]
+                    );
+                }
+            }
+            let path = PathBuf::from(path);
+            if !path.components().all(|c| matches!(c, Component::Normal(_))) {
+                bail!(
+                    "templates/{}/{shown} would be written outside the new folder",
+                    self.name
+                );
+            }
+            files.push(File { path, contents });
+            Ok(())
+        })?;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    }
+}
+
+fn collect(
+    dir: &'static Dir<'static>,
+    visit: &mut dyn FnMut(&'static include_dir::File<'static>) -> Result<()>,
+) -> Result<()> {
+    for file in dir.files() {
+        visit(file)?;
+    }
+    for sub in dir.dirs() {
+        collect(sub, visit)?;
+    }
+    Ok(())
+}
+
+fn fill(text: &str, names: &Names) -> String {
+    names
+        .placeholders()
+        .iter()
+        .fold(text.to_string(), |text, (placeholder, value)| {
+            text.replace(placeholder, value)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_renders_with_no_placeholder_left() {
+        let templates = all().unwrap();
+        let names: Vec<&str> = templates.iter().map(|t| t.name).collect();
+        assert_eq!(names, ["python-falcon", "rust-service"]);
+        assert!(names.contains(&DEFAULT));
+        let names = Names::of("orders-api");
+        for template in &templates {
+            assert!(!template.meta.description.contains('\n'));
+            let files = template.render(&names).unwrap();
+            let paths: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
+            for expected in ["manifest.yml", "cdflow.toml", ".cfignore", ".gitignore"] {
+                assert!(
+                    paths.iter().any(|p| p == expected),
+                    "{}: {paths:?}",
+                    template.name
+                );
+            }
+            assert!(!paths
+                .iter()
+                .any(|p| p.contains(META_FILE) || p.ends_with(STORED_SUFFIX)));
+            for file in &files {
+                assert!(!file.contents.contains("{{"), "{}", file.path.display());
+            }
+        }
+        let rust = find("rust-service")
+            .unwrap()
+            .unwrap()
+            .render(&names)
+            .unwrap();
+        let cargo = rust
+            .iter()
+            .find(|f| f.path == Path::new("Cargo.toml"))
+            .unwrap();
+        assert!(cargo.contents.contains("name = \"orders-api\""));
+        let python = find("python-falcon")
+            .unwrap()
+            .unwrap()
+            .render(&names)
+            .unwrap();
+        assert!(python
+            .iter()
+            .any(|f| f.path == Path::new("orders_api/app.py")));
+    }
+
+    #[test]
+    fn an_unknown_placeholder_is_an_error() {
+        let names = Names::of("x");
+        assert_eq!(fill("{{name}}/{{crate_name}}", &names), "x/x");
+        assert_eq!(fill("{{nmae}}", &names), "{{nmae}}");
+    }
+
+    /// include_dir embeds the files it saw when cdflow was last compiled: cargo rebuilds on a
+    /// change to a file, but not on a file added or removed, which this test catches.
+    #[test]
+    fn the_embedded_templates_are_those_on_disk() {
+        fn on_disk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    on_disk(root, &path, out);
+                } else {
+                    let relative = path.strip_prefix(root).unwrap().to_path_buf();
+                    out.push((relative, std::fs::read(&path).unwrap()));
+                }
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        let mut disk = Vec::new();
+        on_disk(&root, &root, &mut disk);
+        disk.sort();
+        let mut embedded = Vec::new();
+        for template in TEMPLATES.dirs() {
+            collect(template, &mut |file| {
+                embedded.push((file.path().to_path_buf(), file.contents().to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        }
+        embedded.sort();
+        assert!(
+            disk == embedded,
+            "templates/ changed since cdflow was compiled: `touch src/init/template.rs` and \
+             build again"
+        );
+    }
+}
