@@ -3,5 +3,6 @@
 mod bump;
 mod cf;
 mod harness;
+mod init;
 mod local;
 mod release;

@@ -1,0 +1,527 @@
+//! `cdflow init`: a new service from each template, refused names and folders, the generated
+//! projects' own tests, and a whole `cdflow release` of each on the local platform.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::{run_of, Project, Run};
+
+const TEMPLATES: [&str; 2] = ["rust-service", "python-falcon"];
+
+/// The talk's POST case: only the keys that start with `a` are kept.
+const TALK_BODY: &str = r#"{"abra": 123, "kadabra": 4}"#;
+
+/// A build folder shared by every test that builds a generated Rust service, and by repeated
+/// runs, so that its dependencies are compiled once.
+fn shared_target() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("init-services")
+}
+
+/// A pip cache shared the same way: each test has a HOME of its own.
+fn shared_pip_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("init-pip-cache")
+}
+
+/// `program` run in the service folder `name` of `project`, with the shared caches.
+fn in_service(project: &Project, name: &str, program: &str) -> Command {
+    let mut command = project.command(program);
+    command
+        .current_dir(project.path(name))
+        .env("CARGO_TARGET_DIR", shared_target())
+        .env("PIP_CACHE_DIR", shared_pip_cache())
+        .env("CDFLOW_STATE_DIR", state_dir(project));
+    command
+}
+
+fn state_dir(project: &Project) -> PathBuf {
+    project.dir.parent().unwrap().join("state")
+}
+
+fn cdflow_in(project: &Project, name: &str, args: &[&str]) -> Run {
+    let output = in_service(project, name, env!("CARGO_BIN_EXE_cdflow"))
+        .args(args)
+        .output()
+        .unwrap();
+    run_of(output)
+}
+
+fn git_in(project: &Project, name: &str, args: &[&str]) -> String {
+    let output = in_service(project, name, "git")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "git {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .trim_end()
+        .to_string()
+}
+
+/// Every file under `dir` but `.git`, relative, sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name() == Some(".git".as_ref()) {
+                continue;
+            }
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.push(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+fn init(project: &Project, name: &str, template: &str) -> Run {
+    project.cdflow(&["init", name, "--template", template])
+}
+
+#[test]
+fn list_shows_every_template_with_a_line() {
+    let project = Project::empty();
+    let run = project.cdflow(&["init", "--list"]);
+    run.success()
+        .stdout_has("rust-service   a small axum service")
+        .stdout_has("(default)")
+        .stdout_has("python-falcon  the talk's Falcon app");
+    assert_eq!(run.stdout.lines().count(), TEMPLATES.len(), "{run}");
+    assert!(files_under(&project.dir).is_empty());
+}
+
+#[test]
+fn each_template_makes_a_committed_repository_with_the_name_everywhere() {
+    let expected: [(&str, &[&str]); 2] = [
+        (
+            "rust-service",
+            &[
+                ".cfignore",
+                ".gitignore",
+                "Cargo.lock",
+                "Cargo.toml",
+                "README.md",
+                "cdflow.toml",
+                "manifest.yml",
+                "src/lib.rs",
+                "src/main.rs",
+                "tests/e2e.rs",
+                "tests/service.rs",
+            ],
+        ),
+        (
+            "python-falcon",
+            &[
+                ".cfignore",
+                ".gitignore",
+                "README.md",
+                "cdflow.toml",
+                "e2e/test_e2e.py",
+                "manifest.yml",
+                "orders_api/__init__.py",
+                "orders_api/app.py",
+                "requirements.txt",
+                "runtime.txt",
+                "service_tests/requirements.txt",
+                "service_tests/test_service.py",
+                "tests/requirements.txt",
+                "tests/test_app.py",
+                "tox.ini",
+            ],
+        ),
+    ];
+    for (template, must_have) in expected {
+        let project = Project::empty();
+        let run = init(&project, "orders-api", template);
+        run.success()
+            .stdout_has(&format!(
+                "created orders-api from the {template} template in orders-api"
+            ))
+            .stdout_has("cdflow release");
+        let dir = project.path("orders-api");
+        let files = files_under(&dir);
+        for file in must_have {
+            assert!(
+                files.iter().any(|f| f == file),
+                "{template}: no {file} in {files:?}"
+            );
+        }
+        assert!(!files
+            .iter()
+            .any(|f| f.contains("template.toml") || f.ends_with(".tmpl")));
+        for file in &files {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            assert!(
+                !text.contains("{{"),
+                "{template}: {file} keeps a placeholder"
+            );
+            assert!(!file.contains("{{"), "{template}: {file}");
+        }
+        let manifest = std::fs::read_to_string(dir.join("manifest.yml")).unwrap();
+        assert!(manifest.contains("- name: orders-api\n"), "{manifest}");
+        let config = std::fs::read_to_string(dir.join("cdflow.toml")).unwrap();
+        assert!(config.contains("name = \"orders-api\""), "{config}");
+
+        assert_eq!(
+            git_in(&project, "orders-api", &["rev-list", "--count", "HEAD"]),
+            "1"
+        );
+        assert_eq!(
+            git_in(
+                &project,
+                "orders-api",
+                &["status", "--porcelain", "--ignored"]
+            ),
+            ""
+        );
+        let tracked = git_in(&project, "orders-api", &["ls-files"]);
+        assert_eq!(
+            tracked.lines().collect::<Vec<_>>(),
+            files,
+            "{template}: every file committed"
+        );
+
+        let staging = cdflow_in(&project, "orders-api", &["manifest", "--env", "staging"]);
+        staging
+            .success()
+            .stdout_has("- name: orders-api\n")
+            .stdout_has("  instances: 1\n")
+            .stdout_has("  - route: orders-api-staging.apps.example.com\n")
+            .stdout_has("    VERSION: \"0.1.0\"");
+        assert!(!staging.stdout.contains("(("), "{staging}");
+        cdflow_in(&project, "orders-api", &["manifest", "--env", "production"])
+            .success()
+            .stdout_has("  instances: 2\n")
+            .stdout_has("    LOG_LEVEL: info\n");
+        cdflow_in(&project, "orders-api", &["bump", "--show"])
+            .success()
+            .stdout_has("current version: 0.1.0");
+    }
+}
+
+#[test]
+fn the_python_package_and_the_rust_binary_follow_the_name() {
+    let project = Project::empty();
+    init(&project, "billing-v2", "python-falcon").success();
+    let manifest = std::fs::read_to_string(project.path("billing-v2/manifest.yml")).unwrap();
+    assert!(manifest.contains("command: gunicorn --bind 0.0.0.0:$PORT billing_v2.app:app\n"));
+    assert!(project.path("billing-v2/billing_v2/app.py").is_file());
+    init(&project, "ledger", "rust-service").success();
+    let manifest = std::fs::read_to_string(project.path("ledger/manifest.yml")).unwrap();
+    assert!(manifest.contains("command: ./ledger\n"), "{manifest}");
+    let main = std::fs::read_to_string(project.path("ledger/src/main.rs")).unwrap();
+    assert!(main.contains("use ledger::config::Config;"), "{main}");
+}
+
+#[test]
+fn an_empty_folder_is_used() {
+    let project = Project::empty();
+    std::fs::create_dir(project.path("orders-api")).unwrap();
+    init(&project, "orders-api", "rust-service").success();
+    assert!(project.path("orders-api/cdflow.toml").is_file());
+}
+
+#[test]
+fn bad_names_are_refused_and_nothing_is_written() {
+    let project = Project::empty();
+    let cases: [(&str, &str, &str); 10] = [
+        ("Bad Name", "rust-service", "has capital letters"),
+        ("-x", "rust-service", "does not start with a letter"),
+        ("1abc", "rust-service", "does not start with a letter"),
+        ("a/b", "rust-service", "holds `/`"),
+        ("", "rust-service", "the name is empty"),
+        ("fn", "rust-service", "a Rust keyword"),
+        ("test", "rust-service", "cargo refuses"),
+        ("import", "python-falcon", "a Python keyword"),
+        ("orders_api", "python-falcon", "use `-` between words"),
+        (
+            "orders-api",
+            "no-such-template",
+            "there is no template `no-such-template`",
+        ),
+    ];
+    for (name, template, why) in cases {
+        // `--` so that a name such as `-x` reaches cdflow's own check, not the option parser.
+        let run = project.cdflow(&["init", "--template", template, "--", name]);
+        run.failure(2).stderr_has("cannot create").stderr_has(why);
+        assert!(
+            files_under(&project.dir).is_empty() && !project.path(".git").exists(),
+            "{name:?} wrote something"
+        );
+    }
+    // Without `--`, a name that looks like an option is refused by the option parser.
+    project.cdflow(&["init", "-x"]).failure(2);
+    assert!(files_under(&project.dir).is_empty());
+}
+
+#[test]
+fn every_problem_is_told_at_once() {
+    let project = Project::empty();
+    project
+        .cdflow(&["init", "Bad_Name", "--template", "nope"])
+        .failure(2)
+        .stderr_has("there is no template `nope`")
+        .stderr_has("has capital letters")
+        .stderr_has("use `-` between words");
+}
+
+#[test]
+fn an_existing_folder_that_is_not_empty_is_refused_and_left_alone() {
+    let project = Project::empty();
+    project.write("orders-api/notes.txt", "mine");
+    init(&project, "orders-api", "rust-service")
+        .failure(2)
+        .stderr_has("the folder `orders-api` exists and is not empty");
+    assert_eq!(files_under(&project.path("orders-api")), ["notes.txt"]);
+    assert!(!project.path("orders-api/.git").exists());
+    assert_eq!(project.read("orders-api/notes.txt"), "mine");
+    project.write("a-file", "x");
+    init(&project, "a-file", "rust-service")
+        .failure(2)
+        .stderr_has("`a-file` exists and is not a folder");
+}
+
+#[test]
+fn without_a_git_identity_nothing_is_written() {
+    let project = Project::empty();
+    let output = project
+        .command(env!("CARGO_BIN_EXE_cdflow"))
+        .args(["init", "orders-api"])
+        .env_remove("GIT_AUTHOR_NAME")
+        .env_remove("GIT_AUTHOR_EMAIL")
+        .env_remove("GIT_COMMITTER_NAME")
+        .env_remove("GIT_COMMITTER_EMAIL")
+        // No guessing an identity from the host's name, whatever the machine.
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "user.useConfigOnly")
+        .env("GIT_CONFIG_VALUE_0", "true")
+        .output()
+        .unwrap();
+    run_of(output)
+        .failure(2)
+        .stderr_has("git does not know who you are");
+    assert!(files_under(&project.dir).is_empty());
+}
+
+#[test]
+fn a_failure_after_the_first_write_removes_everything_made() {
+    let project = Project::empty();
+    let hooks = project.dir.parent().unwrap().join("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let hook = hooks.join("pre-commit");
+    std::fs::write(&hook, "#!/bin/sh\necho refused by a hook >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for existed in [false, true] {
+        if existed {
+            std::fs::create_dir(project.path("orders-api")).unwrap();
+        }
+        let output = project
+            .command(env!("CARGO_BIN_EXE_cdflow"))
+            .args(["init", "orders-api"])
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "core.hooksPath")
+            .env("GIT_CONFIG_VALUE_0", &hooks)
+            .output()
+            .unwrap();
+        run_of(output)
+            .failure(1)
+            .stderr_has("git commit")
+            .stderr_has("refused by a hook");
+        if existed {
+            assert!(files_under(&project.path("orders-api")).is_empty());
+            assert!(!project.path("orders-api/.git").exists());
+        } else {
+            assert!(!project.path("orders-api").exists());
+        }
+    }
+}
+
+#[test]
+#[ignore = "blocked: `--dir` of `cdflow init` and the global `-C` share the clap id `dir` in src/cli.rs"]
+fn dir_places_the_service_anywhere_and_refuses_a_used_folder() {
+    let project = Project::empty();
+    init(&project, "orders-api", "rust-service").success();
+    project
+        .cdflow(&[
+            "init",
+            "billing",
+            "--template",
+            "python-falcon",
+            "--dir",
+            "svc/billing",
+        ])
+        .success()
+        .stdout_has("in svc/billing");
+    assert!(project.path("svc/billing/billing/app.py").is_file());
+    project
+        .cdflow(&["init", "other", "--dir", "orders-api"])
+        .failure(2)
+        .stderr_has("the folder `orders-api` exists and is not empty");
+}
+
+#[test]
+fn the_rust_service_passes_its_own_tests() {
+    let project = Project::empty();
+    init(&project, "orders-api", "rust-service").success();
+    // The lock file is part of the template: `--locked` proves it matches Cargo.toml.
+    let output = in_service(&project, "orders-api", "cargo")
+        .args(["test", "--locked"])
+        .output()
+        .unwrap();
+    let run = run_of(output);
+    run.success();
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(all.contains("serves_the_api_over_http ... ok"), "{run}");
+    assert!(
+        all.contains("4 ignored"),
+        "the e2e tier waits for APP_URL: {run}"
+    );
+    assert_eq!(
+        git_in(&project, "orders-api", &["status", "--porcelain"]),
+        ""
+    );
+}
+
+/// tox must be installed (`python3 -m pip install tox`; CI does it): this fails, never skips.
+fn require_tox(project: &Project) {
+    let found = project
+        .command("tox")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        found,
+        "tox is not installed: run `python3 -m pip install tox`"
+    );
+}
+
+#[test]
+fn the_python_service_passes_its_own_tests() {
+    let project = Project::empty();
+    require_tox(&project);
+    init(&project, "orders-api", "python-falcon").success();
+    let output = in_service(&project, "orders-api", "tox")
+        .args(["-e", "unit,service"])
+        .output()
+        .unwrap();
+    let run = run_of(output);
+    run.success()
+        .stdout_has("unit: OK")
+        .stdout_has("service: OK");
+    assert_eq!(
+        git_in(&project, "orders-api", &["status", "--porcelain"]),
+        ""
+    );
+}
+
+/// Stops the local environments a test started, whatever happens to the test.
+struct Down<'a> {
+    project: &'a Project,
+    name: &'a str,
+}
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = cdflow_in(self.project, self.name, &["down"]);
+    }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// One HTTP/1.0 request (so that the answer is never chunked): its status and its body.
+fn http(port: u16, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+    (status, body.to_string())
+}
+
+/// `cdflow init`, then `cdflow release` on the local platform: both environments answer the
+/// talk's POST case and report the bumped version.
+fn release_on_local(template: &str) {
+    let project = Project::empty();
+    if template == "python-falcon" {
+        require_tox(&project);
+    }
+    init(&project, "orders-api", template).success();
+    // The one change: free ports instead of 8081 and 8082, so that tests run side by side.
+    let (staging, production) = (free_port(), free_port());
+    let config_path = project.path("orders-api/cdflow.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    assert!(config.contains("port = 8081\n") && config.contains("port = 8082\n"));
+    let config = config
+        .replace("port = 8081\n", &format!("port = {staging}\n"))
+        .replace("port = 8082\n", &format!("port = {production}\n"));
+    std::fs::write(&config_path, config).unwrap();
+    git_in(
+        &project,
+        "orders-api",
+        &["commit", "-qam", "Free ports for the test"],
+    );
+
+    let _down = Down {
+        project: &project,
+        name: "orders-api",
+    };
+    let run = cdflow_in(&project, "orders-api", &["release"]);
+    run.success();
+    for port in [staging, production] {
+        let (status, body) = http(port, "POST", "/", "application/json", TALK_BODY);
+        assert_eq!(status, 200, "{template} on {port}: {body}");
+        let kept: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            kept,
+            serde_json::json!({"abra": 123}),
+            "{template} on {port}"
+        );
+        let (status, _) = http(port, "POST", "/", "text/plain", TALK_BODY);
+        assert_eq!(status, 415, "{template} on {port}");
+        let (status, body) = http(port, "GET", "/health", "text/plain", "");
+        assert_eq!(status, 200, "{template} on {port}: {body}");
+        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(health["version"], "0.1.1", "{template} on {port}: {body}");
+    }
+    // The version commit and tag came back to the new repository, work tree included.
+    assert_eq!(git_in(&project, "orders-api", &["tag", "-l"]), "v0.1.1");
+    assert_eq!(
+        git_in(&project, "orders-api", &["status", "--porcelain"]),
+        ""
+    );
+    let manifest = std::fs::read_to_string(project.path("orders-api/manifest.yml")).unwrap();
+    assert!(manifest.contains("VERSION: \"0.1.1\""), "{manifest}");
+}
+
+#[test]
+fn a_new_rust_service_releases_on_the_local_platform() {
+    release_on_local("rust-service");
+}
+
+#[test]
+fn a_new_python_service_releases_on_the_local_platform() {
+    release_on_local("python-falcon");
+}
