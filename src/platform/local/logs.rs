@@ -12,7 +12,8 @@
 
 use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
@@ -26,7 +27,7 @@ pub const ROTATE_BYTES: u64 = 16 * 1024 * 1024;
 pub const MAX_LINE: usize = 16 * 1024;
 
 struct Line {
-    source: String,
+    source: Arc<str>,
     stream: &'static str,
     text: String,
 }
@@ -50,9 +51,9 @@ impl LogSink {
     }
 
     /// A line of an instance's output (`stream` is `OUT` or `ERR`).
-    pub fn output(&self, source: &str, stream: &'static str, text: String) {
+    pub fn output(&self, source: &Arc<str>, stream: &'static str, text: String) {
         let _ = self.tx.send(Line {
-            source: source.to_string(),
+            source: Arc::clone(source),
             stream,
             text,
         });
@@ -61,7 +62,7 @@ impl LogSink {
     /// A platform event, such as `[API]` or `[CELL/0]`.
     pub fn event(&self, source: &str, text: impl Into<String>) {
         let _ = self.tx.send(Line {
-            source: source.to_string(),
+            source: source.into(),
             stream: "",
             text: text.into(),
         });
@@ -85,12 +86,20 @@ async fn write_lines(
 ) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
     let mut formatted = String::new();
+    // Apps that log every request write many lines a millisecond: format each millisecond once.
+    let mut stamp = (i64::MIN, String::new());
     while let Some(line) = rx.recv().await {
         let mut next = Some(line);
         // Everything already queued goes out in one write.
         while let Some(line) = next {
+            let millis = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            if millis != stamp.0 {
+                stamp = (millis, super::time::format_millis(millis));
+            }
             formatted.clear();
-            formatted.push_str(&super::time::now());
+            formatted.push_str(&stamp.1);
             formatted.push_str(" [");
             formatted.push_str(&line.source);
             formatted.push(']');

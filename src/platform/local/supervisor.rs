@@ -273,7 +273,13 @@ async fn run_once(
     };
     let pid = child.id().unwrap_or_default();
     cell.registry.add(pid);
-    let app_source = format!("APP/{index}");
+    set(&|s| {
+        s.pid = Some(pid);
+        s.port = Some(port);
+        s.phase = Phase::Starting;
+        s.last_check = "not checked yet".into();
+    });
+    let app_source: Arc<str> = format!("APP/{index}").into();
     if let Some(out) = child.stdout.take() {
         tokio::spawn(pump(
             out,
@@ -292,12 +298,6 @@ async fn run_once(
             Arc::clone(status),
         ));
     }
-    set(&|s| {
-        s.pid = Some(pid);
-        s.port = Some(port);
-        s.phase = Phase::Starting;
-        s.last_check = "not checked yet".into();
-    });
     slot.backend.store(Some(Arc::new(Backend::new(port))));
     cell.logs.event(
         &source,
@@ -535,16 +535,18 @@ fn memory_mb(memory: Option<&str>) -> Option<u64> {
     number.trim().parse::<u64>().ok().map(|n| n * factor)
 }
 
-/// Copies an instance's output into the log and into its status's tail.
+/// Copies an instance's output into the log, and into its status's tail until it is healthy
+/// (the tail is what a failed start shows; afterwards, the log is enough).
 async fn pump(
     pipe: impl AsyncRead + Unpin,
     logs: LogSink,
-    source: String,
+    source: Arc<str>,
     stream: &'static str,
     status: Arc<Mutex<InstanceStatus>>,
 ) {
     let mut reader = BufReader::new(pipe);
     let mut line = Vec::new();
+    let mut keep_tail = true;
     loop {
         line.clear();
         match reader.read_until(b'\n', &mut line).await {
@@ -556,8 +558,9 @@ async fn pump(
         }
         line.truncate(MAX_LINE);
         let text = String::from_utf8_lossy(&line).into_owned();
-        {
+        if keep_tail {
             let mut status = status.lock().unwrap_or_else(|e| e.into_inner());
+            keep_tail = status.phase == Phase::Starting;
             if status.tail.len() == TAIL {
                 status.tail.pop_front();
             }
