@@ -907,6 +907,67 @@ fn a_state_folder_deep_enough_to_overflow_a_socket_path_still_works() {
     drop(shallow);
 }
 
+/// Writes a wheel of the package `hello-srv` whose console script `hello-srv` runs `app.py`
+/// from the current folder (made with Python's zipfile: no network, no build tools).
+fn write_console_script_wheel(dir: &Path) {
+    let script = r#"
+import sys, zipfile
+files = {
+    "hello_srv.py": "import runpy\ndef main():\n    runpy.run_path('app.py', run_name='__main__')\n",
+    "hello_srv-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: hello-srv\nVersion: 1.0\n",
+    "hello_srv-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    "hello_srv-1.0.dist-info/entry_points.txt": "[console_scripts]\nhello-srv = hello_srv:main\n",
+}
+files["hello_srv-1.0.dist-info/RECORD"] = "".join(name + ",,\n" for name in files) + "hello_srv-1.0.dist-info/RECORD,,\n"
+with zipfile.ZipFile(sys.argv[1], "w") as wheel:
+    for name, text in files.items():
+        wheel.writestr(name, text)
+"#;
+    std::fs::create_dir_all(dir).unwrap();
+    let status = Command::new("python3")
+        .args(["-c", script])
+        .arg(dir.join("hello_srv-1.0-py3-none-any.whl"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_python_app_runs_with_its_requirements_from_a_relocated_virtual_environment() {
+    let local = Local::python(1);
+    write_console_script_wheel(&local.project.path("vendor"));
+    local.project.write(
+        "requirements.txt",
+        "./vendor/hello_srv-1.0-py3-none-any.whl\n",
+    );
+    // Started through the console script that pip wrote into the venv, after the venv moved
+    // from the staging folder into the artifact store.
+    let manifest =
+        manifest("1.0.0", 1, 20, "").replace("command: python app.py", "command: hello-srv");
+    local.project.write("manifest.yml", &manifest);
+    local.project.git_cmd(&["add", "-A"]);
+    local
+        .project
+        .git_cmd(&["commit", "-q", "-m", "requirements"]);
+    let run = local.cdflow(&["push", "--to", "staging"]);
+    run.success()
+        .stdout_has("-m pip install")
+        .stdout_has("-r ")
+        .stdout_has("requirements.txt");
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+    let staged = |run: &Run| {
+        run.stdout
+            .split("as sha256:")
+            .nth(1)
+            .map(|r| r[..12].to_string())
+    };
+    // The same source stages to the same bytes: the same artifact.
+    let again = local.cdflow(&["push", "--to", "staging"]);
+    again.success();
+    assert_eq!(staged(&run), staged(&again));
+    assert_eq!(local.artifacts(), 1);
+}
+
 #[test]
 fn an_unknown_buildpack_is_a_clear_error() {
     let local = Local::python(1);

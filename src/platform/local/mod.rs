@@ -346,20 +346,35 @@ pub fn status(state: &State, ui: &Ui) -> Result<()> {
                     ));
                 }
             }
-            None => match file.current() {
-                Some(current) => ui.note(&format!(
-                    "{}: stopped; it last served {} {} ({}) at {}: `cdflow up` brings it back",
-                    paths.env,
-                    current.spec.app,
-                    current.spec.version,
-                    artifacts::short(&current.spec.artifact),
-                    current.spec.url()
-                )),
-                None => ui.note(&format!(
-                    "{}: stopped; nothing was deployed there",
-                    paths.env
-                )),
-            },
+            None => {
+                let orphans = pids::load(&paths)
+                    .groups
+                    .iter()
+                    .filter(|p| p.alive())
+                    .count();
+                if orphans > 0 {
+                    ui.note(&format!(
+                        "{}: its server died, leaving {orphans} instance process(es) running: \
+                         `cdflow down --env {}` stops them, `cdflow up` replaces them",
+                        paths.env, paths.env
+                    ));
+                    continue;
+                }
+                match file.current() {
+                    Some(current) => ui.note(&format!(
+                        "{}: stopped; it last served {} {} ({}) at {}: `cdflow up` brings it back",
+                        paths.env,
+                        current.spec.app,
+                        current.spec.version,
+                        artifacts::short(&current.spec.artifact),
+                        current.spec.url()
+                    )),
+                    None => ui.note(&format!(
+                        "{}: stopped; nothing was deployed there",
+                        paths.env
+                    )),
+                }
+            }
         }
     }
     Ok(())

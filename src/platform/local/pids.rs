@@ -75,8 +75,14 @@ impl Registry {
             server: self.server,
             groups: groups.values().copied().collect(),
         };
+        // Replaced whole (a reader never sees half a file) but not synced: the server writes it
+        // on its only thread, which also proxies, and after a crash of the machine the
+        // processes it lists are gone anyway.
         if let Ok(text) = serde_json::to_string(&file) {
-            let _ = crate::exec::atomic_write(&self.path, text.as_bytes());
+            let temp = self.path.with_extension("json.tmp");
+            if std::fs::write(&temp, text).is_ok() {
+                let _ = std::fs::rename(&temp, &self.path);
+            }
         }
     }
 

@@ -413,7 +413,12 @@ impl Server {
         );
         logs.event("API", message.clone());
         progress(message);
-        if let Err(err) = env_file.save(&self.paths) {
+        // Synced to disk, off the thread that proxies.
+        let paths = self.paths.clone();
+        let saved = tokio::task::spawn_blocking(move || env_file.save(&paths))
+            .await
+            .unwrap_or_else(|err| Err(anyhow::anyhow!("{err}")));
+        if let Err(err) = saved {
             let text = format!(
                 "could not record the deployment in {}: {err:#}",
                 self.paths.env_file().display()

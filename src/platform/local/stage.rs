@@ -133,7 +133,11 @@ pub fn stage(
                     ))
                 })?;
                 if !exec.is_dry_run() {
-                    copy_app(dir, &droplet.join("app"), &[state.root()])?;
+                    copy_app(
+                        dir,
+                        &droplet.join("app"),
+                        &[state.root(), &release.manifest.path],
+                    )?;
                 }
                 Ok((Runtime::Binary, command))
             }
@@ -270,7 +274,7 @@ fn stage_python(
     let app = droplet.join("app");
     let venv = droplet.join("venv");
     if !exec.is_dry_run() {
-        copy_app(dir, &app, &[state.root()])?;
+        copy_app(dir, &app, &[state.root(), &release.manifest.path])?;
     }
     let requirements = dir.join("requirements.txt");
     let has_requirements = requirements.is_file();
@@ -320,14 +324,22 @@ fn procfile_web(dir: &Path) -> Result<Option<String>> {
         .map(|command| command.trim().to_string()))
 }
 
-/// Scripts that pip writes start with the venv's absolute path (`#!/.../venv/bin/python`); the
-/// venv moves when the staging folder becomes the artifact's, so they are made to find Python
-/// on PATH instead, where instances have the venv's `bin` first.
+/// A venv names the folder it was built in, which is not where it runs: the staging folder
+/// becomes the artifact's, under its digest. Scripts that pip writes start with
+/// `#!/.../venv/bin/python`; they are made to find Python on PATH instead, where instances have
+/// the venv's `bin` first. `pyvenv.cfg` records the command that made it and the `activate`
+/// scripts hard-code the folder: that line and those scripts go (instances do not use them), so
+/// that the same app stages to the same bytes, and so to the same artifact.
 fn make_venv_relocatable(venv: &Path) -> Result<()> {
     let bin = venv.join("bin");
     let absolute = format!("{}/", bin.display());
     for entry in std::fs::read_dir(&bin)? {
         let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if ["activate", "activate.csh", "activate.fish"].contains(&name.as_ref()) {
+            std::fs::remove_file(&path)?;
+            continue;
+        }
         let metadata = std::fs::symlink_metadata(&path)?;
         if !metadata.is_file() || metadata.len() > 1024 * 1024 {
             continue;
@@ -343,14 +355,82 @@ fn make_venv_relocatable(venv: &Path) -> Result<()> {
             .replace(&format!("'''exec' \"{absolute}"), "'''exec' \"");
         crate::exec::atomic_write(&path, fixed.as_bytes())?;
     }
+    // ensurepip compiles pip's modules, and bytecode names the file it came from; instances
+    // never write bytecode (PYTHONDONTWRITEBYTECODE), so the caches go.
+    remove_named(venv, "__pycache__")?;
+    // Installed packages list the scripts they wrote with their hashes, which are the hashes
+    // of the scripts before the rewrite above; the paths alone are kept (the format allows it).
+    for site in glob_dirs(&venv.join("lib"), "site-packages")? {
+        for entry in std::fs::read_dir(&site)? {
+            let record = entry?.path().join("RECORD");
+            let Ok(text) = std::fs::read_to_string(&record) else {
+                continue;
+            };
+            let fixed: String = text
+                .lines()
+                .map(|line| match line.split_once(',') {
+                    Some((path, _)) if path.starts_with("../../../bin/") => format!("{path},,\n"),
+                    _ => format!("{line}\n"),
+                })
+                .collect();
+            if fixed != text {
+                crate::exec::atomic_write(&record, fixed.as_bytes())?;
+            }
+        }
+    }
+    let config = venv.join("pyvenv.cfg");
+    if let Ok(text) = std::fs::read_to_string(&config) {
+        let kept: String = text
+            .lines()
+            .filter(|line| !line.starts_with("command ="))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        crate::exec::atomic_write(&config, kept.as_bytes())?;
+    }
     Ok(())
 }
 
-/// Names that are never part of a droplet, as Cloud Foundry leaves out version control folders.
-const ALWAYS_LEFT_OUT: [&str; 8] = [
+/// Removes every folder called `name` under `dir`.
+fn remove_named(dir: &Path, name: &str) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        if entry.file_name() == name {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            remove_named(&entry.path(), name)?;
+        }
+    }
+    Ok(())
+}
+
+/// The folders called `name` one or two levels under `dir` (`lib/python3.X/site-packages`).
+fn glob_dirs(dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten() {
+        let path = entry?.path();
+        if path.file_name().is_some_and(|n| n == name) {
+            found.push(path.clone());
+        }
+        let inner = path.join(name);
+        if inner.is_dir() {
+            found.push(inner);
+        }
+    }
+    Ok(found)
+}
+
+/// Names that are never part of a droplet: what the cf CLI leaves out (version control, its own
+/// files; the manifest is also left out by its path), and caches of tools.
+const ALWAYS_LEFT_OUT: [&str; 11] = [
     ".git",
+    ".gitignore",
     ".hg",
     ".svn",
+    "_darcs",
+    "manifest.yml",
     ".cdflow",
     ".DS_Store",
     "__pycache__",
@@ -575,7 +655,18 @@ mod tests {
             format!("#!/bin/sh\n'''exec' \"{abs}/python\" \"$0\" \"$@\"\n' '''\n"),
         )
         .unwrap();
+        std::fs::write(bin.join("activate"), format!("VIRTUAL_ENV={abs}\n")).unwrap();
+        std::fs::write(
+            venv.path().join("pyvenv.cfg"),
+            format!("home = /usr/bin\ncommand = /usr/bin/python3 -m venv {abs}\n"),
+        )
+        .unwrap();
         make_venv_relocatable(venv.path()).unwrap();
+        assert!(!bin.join("activate").exists());
+        assert_eq!(
+            std::fs::read_to_string(venv.path().join("pyvenv.cfg")).unwrap(),
+            "home = /usr/bin\n"
+        );
         assert_eq!(
             std::fs::read_to_string(bin.join("tool")).unwrap(),
             "#!/usr/bin/env python\nimport x\n"
