@@ -56,7 +56,8 @@ impl Local {
         }
     }
 
-    /// Runs `spec` on its environment and records it as `record.how`, with the deploy lock held.
+    /// Runs `spec` on its environment, recorded as `how` (push, promote), with the deploy lock
+    /// held.
     fn deploy(&self, exec: &Exec, spec: RunSpec, how: &str) -> Result<Deployment> {
         let paths = EnvPaths::new(&self.state, &spec.env);
         let _lock = deploy_lock(
