@@ -158,8 +158,8 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             platform::for_env(&state, &env)?.logs(&exec, &app.name, &env, args.follow)
         }
         Command::Status => platform::local::status(&state, ui),
-        Command::Down(args) => platform::local::down(&state, args.env.as_deref()),
-        Command::Up => platform::local::up(&state),
+        Command::Down(args) => platform::local::down(&state, ui, args.env.as_deref()),
+        Command::Up => platform::local::up(&state, ui),
         Command::ServeEnv(args) => platform::local::serve_env(&args.state, &args.env),
     }
 }

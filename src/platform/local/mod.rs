@@ -383,8 +383,7 @@ pub fn status(state: &State, ui: &Ui) -> Result<()> {
 
 /// `cdflow down [--env ENV]`: stops everything cdflow started and frees the ports. What was
 /// deployed stays recorded, for `cdflow up`.
-pub fn down(state: &State, env: Option<&str>) -> Result<()> {
-    let ui = own_ui();
+pub fn down(state: &State, ui: &Ui, env: Option<&str>) -> Result<()> {
     let local = state.local();
     let all = match env {
         Some(env) => {
@@ -412,8 +411,7 @@ pub fn down(state: &State, env: Option<&str>) -> Result<()> {
 
 /// `cdflow up`: brings back the last deployed version of every local environment that is not
 /// running (after a reboot, or a `cdflow down`).
-pub fn up(state: &State) -> Result<()> {
-    let ui = own_ui();
+pub fn up(state: &State, ui: &Ui) -> Result<()> {
     let all = EnvPaths::all(&state.local());
     let mut failures = Vec::new();
     let mut said = false;
@@ -480,13 +478,6 @@ pub fn up(state: &State) -> Result<()> {
 }
 
 /// `down` and `up` are given no `Ui` by main; they print as it would without `--json`.
-fn own_ui() -> Ui {
-    Ui::new(
-        crate::ui::Style::detect(false),
-        crate::secrets::Secrets::from_env([]),
-    )
-}
-
 /// The background process that serves one environment (started by cdflow itself).
 pub fn serve_env(state_root: &Path, env: &str) -> Result<()> {
     server::run(state_root, env)
