@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -102,7 +102,8 @@ fn check_media_type(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Reads at most `limit` bytes. A Content-Length over the limit is refused
 /// before reading anything; a chunked body is cut off when it passes the limit.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+/// A body that arrived in one piece is handed on as it is, without a copy.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -117,7 +118,7 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<
         return Err(too_large());
     }
     match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         // The client hung up or sent a broken chunked encoding.
         Err(err) => Err(ApiError::new(
@@ -135,21 +136,23 @@ pub fn filter_json(body: &[u8]) -> Result<Vec<u8>, ApiError> {
             format!("malformed json: the body is not utf-8 ({e})"),
         )
     })?;
-    // First pass: is it JSON at all? Checked on the whole document before
-    // looking at its type, so `[1,` is malformed (400), not "not an object".
-    let whole: &RawValue = serde_json::from_str(text)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed json: {e}")))?;
-    let json = whole.get();
-    if !json.starts_with('{') {
+    let malformed = |e: serde_json::Error| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("malformed json: {e}"))
+    };
+    // An object is read in one pass: skipped values are still validated, and
+    // anything after the object is an error, so what is not well-formed JSON
+    // is a 400 here too. Anything else is validated whole before its type is
+    // looked at, so `[1,` is malformed (400), not "not an object" (422).
+    if !text.trim_start_matches(JSON_WHITESPACE).starts_with('{') {
+        let whole: &RawValue = serde_json::from_str(text).map_err(malformed)?;
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("expected a json object, got {}", kind_of(json)),
+            format!("expected a json object, got {}", kind_of(whole.get())),
         ));
     }
-    let kept: KeptEntries<'_> = serde_json::from_str(json)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed json: {e}")))?;
+    let kept: KeptEntries<'_> = serde_json::from_str(text).map_err(malformed)?;
 
-    let mut out = Vec::with_capacity(json.len());
+    let mut out = Vec::with_capacity(text.len());
     out.push(b'{');
     for (i, (key, value)) in kept.0.iter().enumerate() {
         if i > 0 {
@@ -163,6 +166,9 @@ pub fn filter_json(body: &[u8]) -> Result<Vec<u8>, ApiError> {
     out.push(b'}');
     Ok(out)
 }
+
+/// The four characters JSON allows around values (RFC 8259), and no others.
+const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
 
 /// Whether the talk's rule keeps this key: its first character is `a` or `A`.
 pub fn keeps(key: &str) -> bool {
@@ -202,7 +208,11 @@ impl<'de> Visitor<'de> for KeptVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut entries: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::new();
-        let mut positions: HashMap<Cow<'de, str>, usize> = HashMap::new();
+        // Repeated keys are found by a scan of the kept ones while they are
+        // few (the usual case, and cheaper than hashing), and through an
+        // index once there are many, so that a hostile body with thousands of
+        // kept keys costs linear time, not quadratic.
+        let mut index: Option<HashMap<Cow<'de, str>, usize>> = None;
         while let Some(Key(key)) = map.next_key()? {
             if !keeps(&key) {
                 // Skipped without building anything, but still validated.
@@ -210,10 +220,24 @@ impl<'de> Visitor<'de> for KeptVisitor {
                 continue;
             }
             let value: &'de RawValue = map.next_value()?;
-            match positions.get(&key) {
-                Some(&i) => entries[i].1 = value,
+            let seen = match &index {
+                Some(index) => index.get(&key).copied(),
+                None => entries.iter().position(|(k, _)| *k == key),
+            };
+            match seen {
+                Some(i) => entries[i].1 = value,
                 None => {
-                    positions.insert(key.clone(), entries.len());
+                    if let Some(index) = &mut index {
+                        index.insert(key.clone(), entries.len());
+                    } else if entries.len() == SCAN_LIMIT {
+                        let mut built: HashMap<_, _> = entries
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (k, _))| (k.clone(), i))
+                            .collect();
+                        built.insert(key.clone(), entries.len());
+                        index = Some(built);
+                    }
                     entries.push((key, value));
                 }
             }
@@ -221,6 +245,9 @@ impl<'de> Visitor<'de> for KeptVisitor {
         Ok(KeptEntries(entries))
     }
 }
+
+/// Up to this many kept keys, repeats are found by scanning them.
+const SCAN_LIMIT: usize = 32;
 
 /// A key borrowed from the input when it has no escapes, owned when it had to be unescaped.
 struct Key<'a>(Cow<'a, str>);
@@ -298,6 +325,29 @@ mod tests {
     #[test]
     fn duplicate_keys_keep_first_position_last_value() {
         assert_eq!(filtered(r#"{"a":1,"ab":2,"a":3}"#), r#"{"a":3,"ab":2}"#);
+    }
+
+    #[test]
+    fn duplicates_found_past_the_scan_limit() {
+        // 40 kept keys, then a repeat of the first and of the last: the index
+        // built after SCAN_LIMIT keys must find both.
+        let mut input: Vec<String> = (0..40).map(|i| format!("\"a{i}\":{i}")).collect();
+        input.push("\"b\":0".into());
+        input.push("\"a0\":\"first\"".into());
+        input.push("\"a39\":\"last\"".into());
+        let out = filtered(&format!("{{{}}}", input.join(",")));
+        let mut want: Vec<String> = (0..40).map(|i| format!("\"a{i}\":{i}")).collect();
+        want[0] = "\"a0\":\"first\"".into();
+        want[39] = "\"a39\":\"last\"".into();
+        assert_eq!(out, format!("{{{}}}", want.join(",")));
+    }
+
+    #[test]
+    fn whitespace_around_the_object() {
+        assert_eq!(filtered(" \t\r\n{\"a\":1}\n "), r#"{"a":1}"#);
+        // Only JSON's four whitespace characters: a no-break space is malformed.
+        assert_eq!(status("\u{a0}{\"a\":1}"), StatusCode::BAD_REQUEST);
+        assert_eq!(status(" [1] "), StatusCode::UNPROCESSABLE_ENTITY);
     }
 
     #[test]

@@ -216,13 +216,11 @@ impl Logger {
             push_field(buf, "status", Value::Num(u64::from(status)));
             // Milliseconds with microsecond precision, written from integers
             // so no float formatting is needed.
-            let micros = duration.as_micros();
-            let _ = write!(
-                buf,
-                ",\"duration_ms\":{}.{:03}",
-                micros / 1000,
-                micros % 1000
-            );
+            let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+            buf.extend_from_slice(b",\"duration_ms\":");
+            push_uint(buf, micros / 1000);
+            buf.push(b'.');
+            push_padded(buf, micros % 1000, 3);
         });
     }
 
@@ -272,9 +270,7 @@ fn push_field(buf: &mut Vec<u8>, key: &str, value: Value<'_>) {
             push_escaped(buf, s);
             buf.push(b'"');
         }
-        Value::Num(n) => {
-            let _ = write!(buf, "{n}");
-        }
+        Value::Num(n) => push_uint(buf, n),
     }
 }
 
@@ -307,19 +303,56 @@ fn push_escaped(buf: &mut Vec<u8>, s: &str) {
 }
 
 /// RFC 3339 UTC with milliseconds, e.g. `2025-11-25T19:53:00.123Z`.
+/// Written digit by digit: it is on every request line, and `write!` with
+/// padding costs several times more.
 fn push_timestamp(buf: &mut Vec<u8>, now: SystemTime) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (year, month, day) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    let _ = write!(
-        buf,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        since.subsec_millis()
-    );
+    push_padded(buf, year.max(0) as u64, 4);
+    buf.push(b'-');
+    push_padded(buf, u64::from(month), 2);
+    buf.push(b'-');
+    push_padded(buf, u64::from(day), 2);
+    buf.push(b'T');
+    push_padded(buf, rem / 3600, 2);
+    buf.push(b':');
+    push_padded(buf, rem / 60 % 60, 2);
+    buf.push(b':');
+    push_padded(buf, rem % 60, 2);
+    buf.push(b'.');
+    push_padded(buf, u64::from(since.subsec_millis()), 3);
+    buf.push(b'Z');
+}
+
+/// Appends `n` in decimal.
+fn push_uint(buf: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `n` in decimal with leading zeros to at least `width` digits.
+fn push_padded(buf: &mut Vec<u8>, n: u64, width: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    while i > digits.len() - width || n > 0 {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    buf.extend_from_slice(&digits[i..]);
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
@@ -400,6 +433,39 @@ mod tests {
         let lines = lines(&buf);
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0]["path"], path);
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        let num = |n: u64| {
+            let mut buf = Vec::new();
+            push_uint(&mut buf, n);
+            String::from_utf8(buf).unwrap()
+        };
+        assert_eq!(num(0), "0");
+        assert_eq!(num(7), "7");
+        assert_eq!(num(1_000), "1000");
+        assert_eq!(num(u64::MAX), u64::MAX.to_string());
+        let padded = |n: u64, width: usize| {
+            let mut buf = Vec::new();
+            push_padded(&mut buf, n, width);
+            String::from_utf8(buf).unwrap()
+        };
+        assert_eq!(padded(0, 3), "000");
+        assert_eq!(padded(5, 3), "005");
+        assert_eq!(padded(999, 3), "999");
+        assert_eq!(padded(12_345, 3), "12345");
+        assert_eq!(padded(2025, 4), "2025");
+    }
+
+    #[test]
+    fn duration_is_milliseconds_with_three_decimals() {
+        let (logger, buf) = Logger::memory(Level::Info);
+        logger.request("GET", "/", 200, Duration::from_micros(5));
+        logger.request("GET", "/", 200, Duration::from_micros(61_020));
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("\"duration_ms\":0.005}"), "{text}");
+        assert!(text.contains("\"duration_ms\":61.020}"), "{text}");
     }
 
     #[test]
