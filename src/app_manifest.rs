@@ -183,33 +183,51 @@ pub fn resolve(path: &Path, vars: &Vars) -> Result<Resolved> {
     })
 }
 
-/// The text with known placeholders filled, and the unknown ones with their line.
+/// The text with known placeholders filled, and the unknown ones with their line. As with cf,
+/// placeholders in comments are not placeholders: comments are left as they are.
 fn fill(text: &str, vars: &Vars) -> (String, Vec<(String, usize)>) {
     let mut out = String::with_capacity(text.len());
     let mut missing = Vec::new();
-    let mut rest = text;
-    let mut consumed = 0;
-    while let Some(start) = rest.find("((") {
-        let Some(len) = rest[start + 2..].find("))") else {
-            break;
-        };
-        let name = rest[start + 2..start + 2 + len].trim();
-        out.push_str(&rest[..start]);
-        match vars.values.get(name) {
-            Some(value) => out.push_str(value),
-            None => {
-                let line = text[..consumed + start].matches('\n').count() + 1;
-                if !missing.iter().any(|(n, _)| n == name) {
-                    missing.push((name.to_string(), line));
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let (code, comment) = line.split_at(comment_start(line));
+        let mut rest = code;
+        while let Some(start) = rest.find("((") {
+            let Some(len) = rest[start + 2..].find("))") else {
+                break;
+            };
+            let name = rest[start + 2..start + 2 + len].trim();
+            out.push_str(&rest[..start]);
+            match vars.values.get(name) {
+                Some(value) => out.push_str(value),
+                None => {
+                    if !missing.iter().any(|(n, _)| n == name) {
+                        missing.push((name.to_string(), index + 1));
+                    }
+                    out.push_str(&rest[start..start + len + 4]);
                 }
-                out.push_str(&rest[start..start + len + 4]);
             }
+            rest = &rest[start + len + 4..];
         }
-        consumed += start + len + 4;
-        rest = &rest[start + len + 4..];
+        out.push_str(rest);
+        out.push_str(comment);
     }
-    out.push_str(rest);
     (out, missing)
+}
+
+/// Where a YAML comment starts in a line: a `#` at its start or after a space, outside quotes.
+fn comment_start(line: &str) -> usize {
+    let mut quote = None;
+    let mut previous = ' ';
+    for (at, c) in line.char_indices() {
+        match (quote, c) {
+            (None, '#') if previous.is_whitespace() => return at,
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(open), c) if c == open => quote = None,
+            _ => {}
+        }
+        previous = c;
+    }
+    line.len()
 }
 
 #[cfg(test)]
@@ -232,6 +250,16 @@ mod tests {
         assert_eq!(app.instances(), 3);
         assert_eq!(app.memory.as_deref(), Some("128M"));
         assert_eq!(app.routes[0].route, "app-staging.example.com");
+    }
+
+    #[test]
+    fn placeholders_in_comments_are_left_alone() {
+        let text = "# set ((instances)) per environment\napplications:\n- name: web # ((not_a_var))\n  memory: \"((memory))#1\"\n";
+        let mut vars = Vars::default();
+        vars.values.insert("memory".into(), "64M".into());
+        let (filled, missing) = fill(text, &vars);
+        assert!(missing.is_empty(), "{missing:?}");
+        assert_eq!(filled, text.replace("((memory))", "64M"));
     }
 
     #[test]

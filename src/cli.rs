@@ -16,7 +16,8 @@ Exit codes:
 #[command(name = "cdflow", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Run as if started in DIR.
-    #[arg(short = 'C', global = true, value_name = "DIR")]
+    // Its own id: `cdflow init --dir` is another option, which clap would otherwise merge.
+    #[arg(short = 'C', id = "chdir", global = true, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 
     /// Print one JSON event per line instead of text.

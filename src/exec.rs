@@ -343,9 +343,13 @@ pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<()> {
         .with_context(|| format!("could not create a temporary file in {}", dir.display()))?;
     temp.write_all(contents)?;
     temp.as_file().sync_all()?;
-    if let Ok(metadata) = std::fs::metadata(path) {
-        temp.as_file().set_permissions(metadata.permissions())?;
-    }
+    // The old file's permissions; a new file gets the usual 0644 rather than the 0600 that a
+    // temporary file is made with.
+    let permissions = match std::fs::metadata(path) {
+        Ok(metadata) => metadata.permissions(),
+        Err(_) => std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    };
+    temp.as_file().set_permissions(permissions)?;
     temp.persist(path)
         .with_context(|| format!("could not replace {}", path.display()))?;
     Ok(())

@@ -343,7 +343,6 @@ fn a_failure_after_the_first_write_removes_everything_made() {
 }
 
 #[test]
-#[ignore = "blocked: `--dir` of `cdflow init` and the global `-C` share the clap id `dir` in src/cli.rs"]
 fn dir_places_the_service_anywhere_and_refuses_a_used_folder() {
     let project = Project::empty();
     init(&project, "orders-api", "rust-service").success();

@@ -5,4 +5,5 @@ mod cf;
 mod harness;
 mod init;
 mod local;
+mod quickstart;
 mod release;

@@ -1,0 +1,137 @@
+//! The README's main command, on free ports: the example app released on the local platform
+//! from a repository seeded by scripts/seed-example, twice, through every stage.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cf::shared_target;
+use crate::harness::{run_of, Project, Run};
+
+/// Stops every environment of a state folder when the test ends, even by a panic.
+struct Environments<'a> {
+    project: &'a Project,
+    state: PathBuf,
+}
+
+impl Environments<'_> {
+    fn cdflow(&self, args: &[&str]) -> Run {
+        let output = self
+            .project
+            .command(env!("CARGO_BIN_EXE_cdflow"))
+            .args(args)
+            .env("CDFLOW_STATE_DIR", &self.state)
+            .env("CARGO_TARGET_DIR", shared_target())
+            .output()
+            .unwrap();
+        run_of(output)
+    }
+}
+
+impl Drop for Environments<'_> {
+    fn drop(&mut self) {
+        self.cdflow(&["down"]);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 request on a fresh connection; the status and the body.
+fn http(port: u16, method: &str, path: &str, json: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let body = json.unwrap_or("");
+    let content_type = if json.is_some() {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
+}
+
+#[test]
+fn the_example_app_is_released_through_every_stage_twice() {
+    let project = Project::empty();
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/seed-example");
+    std::fs::remove_dir(&project.dir).unwrap();
+    let output = project
+        .command(&seed)
+        .arg(&project.dir)
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (staging, production) = (free_port(), free_port());
+    let config = project
+        .read("cdflow.toml")
+        .replace("port = 8081", &format!("port = {staging}"))
+        .replace("port = 8082", &format!("port = {production}"));
+    project.write("cdflow.toml", &config);
+    project.git_cmd(&["commit", "-qam", "free ports for the test"]);
+    let origin = project.dir.parent().unwrap().join("example-app.git");
+    project.git_cmd(&["clone", "-q", "--bare", ".", origin.to_str().unwrap()]);
+    let envs = Environments {
+        project: &project,
+        state: project.dir.parent().unwrap().join("state"),
+    };
+
+    for version in ["0.1.1", "0.1.2"] {
+        let run = envs.cdflow(&["release", "--repo", origin.to_str().unwrap()]);
+        run.success()
+            .stdout_has(&format!("`release` succeeded: version {version}"))
+            .stdout_has(&format!("staging      http://127.0.0.1:{staging}"))
+            .stdout_has(&format!("production   http://127.0.0.1:{production}"));
+        for port in [staging, production] {
+            let (status, body) = http(port, "GET", "/health", None);
+            assert_eq!(status, 200);
+            assert!(
+                body.contains(&format!("\"version\":\"{version}\"")),
+                "{body}"
+            );
+            let (status, body) = http(port, "POST", "/", Some(r#"{"abra": 123, "kadabra": 4}"#));
+            assert_eq!((status, body.as_str()), (200, r#"{"abra":123}"#));
+        }
+    }
+    // The version went back to the repository each time, as CI would leave it.
+    let tags = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&origin)
+        .args(["tag", "-l"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&tags.stdout), "v0.1.1\nv0.1.2\n");
+    // Production runs the very artifact that passed e2e on staging.
+    let status = envs.cdflow(&["status"]);
+    status.success();
+    let digests: Vec<&str> = status
+        .stdout
+        .lines()
+        .filter(|line| line.contains("example-app 0.1.2"))
+        .filter_map(|line| line.split(['(', ')']).nth(1))
+        .collect();
+    assert_eq!(digests.len(), 2, "{status}");
+    assert_eq!(digests[0], digests[1], "{status}");
+}
