@@ -75,6 +75,15 @@ impl App {
         }
     }
 
+    /// The names of the variables that any environment declares secret: all of them are masked
+    /// in whatever cdflow prints or records about the app, whichever environment it works on.
+    pub fn secret_names(&self) -> Vec<String> {
+        self.envs
+            .values()
+            .flat_map(|env| env.secrets.iter().cloned())
+            .collect()
+    }
+
     /// The manifest with the placeholders filled for `env`.
     pub fn manifest_for(&self, env: &Target) -> Result<Resolved> {
         let vars = Vars::load(&self.dir, &env.config.vars_files, &env.config.vars)?;

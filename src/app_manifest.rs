@@ -11,7 +11,6 @@ use serde::Deserialize;
 use crate::error::user_error;
 
 /// The manifest with every placeholder filled, for one environment.
-#[allow(dead_code)]
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub path: PathBuf,
@@ -28,8 +27,6 @@ pub struct Manifest {
 }
 
 /// The fields of an application that cdflow acts on; `cf` reads the others itself.
-// Read by the local platform, which is being built (issue 5).
-#[allow(dead_code)]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Application {
@@ -44,21 +41,12 @@ pub struct Application {
     pub env: IndexMap<String, serde_yaml::Value>,
     #[serde(default)]
     pub services: Vec<serde_yaml::Value>,
-    #[serde(default)]
-    pub routes: Vec<Route>,
     pub health_check_type: Option<String>,
     pub health_check_http_endpoint: Option<String>,
     /// Seconds to wait for the app to start, as cf's `timeout`.
     pub timeout: Option<u64>,
 }
 
-#[allow(dead_code)]
-#[derive(Debug, Clone, Deserialize)]
-pub struct Route {
-    pub route: String,
-}
-
-#[allow(dead_code)]
 impl Application {
     pub fn instances(&self) -> u32 {
         self.instances.unwrap_or(1).max(1)
@@ -249,7 +237,7 @@ mod tests {
         let app = &resolved.applications[0];
         assert_eq!(app.instances(), 3);
         assert_eq!(app.memory.as_deref(), Some("128M"));
-        assert_eq!(app.routes[0].route, "app-staging.example.com");
+        assert!(resolved.text.contains("- route: app-staging.example.com\n"));
     }
 
     #[test]

@@ -178,7 +178,9 @@ fn carrier_occurrences(carrier: &Carrier, text: &str) -> Result<Vec<Occurrence>>
     Ok(match carrier {
         Carrier::Cargo(found) => found.occurrences.clone(),
         Carrier::Manifest(path) => manifest::occurrences(path, text)?,
-        Carrier::Pattern { path, search, .. } if search.contains("{version}") => {
+        Carrier::Pattern { path, search, .. }
+            if search.contains("{version}") && search != pattern::DEFAULT_SEARCH =>
+        {
             let found = pattern::occurrences(path, text, search);
             if found.is_empty() {
                 return Err(user_error(format!(
@@ -295,22 +297,27 @@ pub fn show(exec: &Exec, facts: &VersionFacts) {
     }
 }
 
-/// Bumps the version: every precondition first, then all the files, the commit and the tag,
-/// or nothing at all.
-pub fn bump(exec: &Exec, facts: &VersionFacts, options: &Options) -> Result<Bumped> {
-    let dir = exec.dir();
-    facts.check_agreement(&dir)?;
-    let new = options.bump.apply(&facts.current)?;
-    let commit = options.commit;
-    let tag = (commit && options.tag).then(|| facts.tag_name(&new));
-
+/// Every reason not to bump, all at once: files that disagree, a version that does not go up,
+/// no repository to commit to, uncommitted changes, a branch behind its upstream, a tag taken.
+/// Returns the new version when there is none.
+pub fn check(exec: &Exec, facts: &VersionFacts, options: &Options) -> Result<Version> {
     let mut problems = Vec::new();
+    if let Err(err) = facts.check_agreement(&exec.dir()) {
+        problems.push(err.to_string());
+    }
+    let new = match options.bump.apply(&facts.current) {
+        Ok(new) => Some(new),
+        Err(err) => {
+            problems.push(err.to_string());
+            None
+        }
+    };
     let in_git = git::is_repository(exec)?;
-    if commit && !in_git {
+    if options.commit && !in_git {
         problems.push(format!(
             "{} is not in a git repository, so there is nothing to commit to: use --no-commit \
              to change the files only",
-            dir.display()
+            exec.dir().display()
         ));
     }
     if in_git && !options.allow_dirty {
@@ -326,26 +333,37 @@ pub fn bump(exec: &Exec, facts: &VersionFacts, options: &Options) -> Result<Bump
     if in_git {
         if let Some(behind) = git::behind_upstream(exec)?.filter(|&n| n > 0) {
             problems.push(format!(
-                "the branch is {behind} commit(s) behind its upstream: pull first, so that the                  new version is not made on an old tree"
+                "the branch is {behind} commit(s) behind its upstream: pull first, so that the \
+                 new version is not made on an old tree"
             ));
         }
     }
-    if let Some(name) = &tag {
-        if in_git && git::tag_exists(exec, name)? {
+    if let Some(new) = &new {
+        let tag = facts.tag_name(new);
+        if options.commit && options.tag && in_git && git::tag_exists(exec, &tag)? {
             problems.push(format!(
-                "the tag `{name}` already exists: version {new} was released before; bump to a \
+                "the tag `{tag}` already exists: version {new} was released before; bump to a \
                  higher version"
             ));
         }
     }
-    let changes = facts.plan(&new)?;
-    if !problems.is_empty() {
-        return Err(user_error(format!(
-            "cannot bump {} -> {new}:\n- {}",
+    match new {
+        Some(new) if problems.is_empty() => Ok(new),
+        _ => Err(user_error(format!(
+            "cannot bump {}:\n- {}",
             facts.current,
             problems.join("\n- ")
-        )));
+        ))),
     }
+}
+
+/// Bumps the version: every precondition first, then all the files, the commit and the tag,
+/// or nothing at all.
+pub fn bump(exec: &Exec, facts: &VersionFacts, options: &Options) -> Result<Bumped> {
+    let new = check(exec, facts, options)?;
+    let commit = options.commit;
+    let tag = (commit && options.tag).then(|| facts.tag_name(&new));
+    let changes = facts.plan(&new)?;
 
     let files: Vec<String> = changes
         .iter()
@@ -376,12 +394,15 @@ pub fn bump(exec: &Exec, facts: &VersionFacts, options: &Options) -> Result<Bump
             Ok(())
         })();
         if let Err(err) = recorded {
-            if let Some(saved) = saved {
-                saved
-                    .restore(exec, tag.as_deref())
-                    .context("restoring git after a failed bump also failed")?;
+            // Both are attempted whatever the other does; the files first, as they matter most.
+            let files = restore(&changes);
+            let git = saved.map_or(Ok(()), |saved| saved.restore(exec, tag.as_deref()));
+            if let Err(restoring) = files.and(git) {
+                return Err(err.context(format!(
+                    "the bump to {new} failed, and putting things back failed too \
+                     ({restoring:#}): check `git status` and the files"
+                )));
             }
-            restore(&changes).context("restoring the files after a failed bump also failed")?;
             return Err(err.context(format!(
                 "the bump to {new} failed, so every file and git were put back as they were"
             )));

@@ -12,9 +12,6 @@ use crate::error::user_error;
 
 pub const FILE_NAME: &str = "cdflow.toml";
 
-// The sections beyond [version] are read by the pipelines, which come with `cdflow release`;
-// they are parsed already so that a cdflow.toml written for a release is accepted by bump.
-#[allow(dead_code)]
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -32,7 +29,6 @@ pub struct Config {
     pub env: IndexMap<String, EnvSection>,
 }
 
-#[allow(dead_code)]
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppSection {
@@ -84,7 +80,6 @@ impl VersionFile {
     }
 }
 
-#[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct E2eSection {
@@ -92,7 +87,6 @@ pub struct E2eSection {
     pub command: String,
 }
 
-#[allow(dead_code)]
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvSection {

@@ -25,16 +25,22 @@ pub const TAIL_LINES: usize = 40;
 /// How long a child gets between SIGTERM and SIGKILL when cdflow is interrupted.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
+/// How long cdflow goes on reading a finished command's pipes, which a process that left its
+/// group may hold open.
+const PIPE_GRACE: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Real,
     DryRun,
 }
 
-/// What a finished action printed, stdout and stderr interleaved as they arrived, masked.
+/// What a finished action printed, masked: stdout and stderr interleaved as they arrived (to
+/// show), and stdout alone (to read answers from).
 #[derive(Debug, Default, Clone)]
 pub struct Output {
     pub lines: Vec<String>,
+    pub stdout: Vec<String>,
 }
 
 impl Output {
@@ -96,8 +102,6 @@ impl Exec {
         &self.ui
     }
 
-    // Read by the run records of `cdflow release`, which come with the pipelines.
-    #[allow(dead_code)]
     pub fn records(&self) -> Vec<Record> {
         self.records.borrow().clone()
     }
@@ -220,6 +224,10 @@ impl Exec {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
+        // What the command left running in its group (a server started with `&`, say) is
+        // stopped with it: it would hold the pipes open, and nothing would ever stop it.
+        // SAFETY: kill(2) on the command's own process group; it touches no memory.
+        unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGTERM) };
         let output = self.masked_output(lines);
         if status.success() {
             Ok(output)
@@ -232,10 +240,24 @@ impl Exec {
         }
     }
 
-    fn masked_output(&self, lines: mpsc::Receiver<String>) -> Output {
-        Output {
-            lines: lines.iter().map(|line| self.ui.mask(&line)).collect(),
+    /// The lines read until both pipes close, or for a few seconds more when a process that
+    /// left the group still holds them.
+    fn masked_output(&self, lines: mpsc::Receiver<(Stream, String)>) -> Output {
+        let deadline = std::time::Instant::now() + PIPE_GRACE;
+        let mut output = Output::default();
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match lines.recv_timeout(left) {
+                Ok((stream, line)) => {
+                    let line = self.ui.mask(&line);
+                    if stream == Stream::Stdout {
+                        output.stdout.push(line.clone());
+                    }
+                    output.lines.push(line);
+                }
+                Err(_) => break,
+            }
         }
+        output
     }
 }
 
@@ -285,16 +307,26 @@ impl std::fmt::Display for CommandFailed {
 
 impl std::error::Error for CommandFailed {}
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
 /// Reads stdout and stderr on two threads into one channel, in the order lines arrive.
 /// The channel closes when both pipes do.
-fn collect_lines(child: &mut Child) -> mpsc::Receiver<String> {
+fn collect_lines(child: &mut Child) -> mpsc::Receiver<(Stream, String)> {
     let (sender, receiver) = mpsc::channel();
-    fn pump(pipe: impl Read + Send + 'static, sender: mpsc::Sender<String>) {
+    fn pump(
+        pipe: impl Read + Send + 'static,
+        stream: Stream,
+        sender: mpsc::Sender<(Stream, String)>,
+    ) {
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 match line {
                     Ok(line) => {
-                        if sender.send(line).is_err() {
+                        if sender.send((stream, line)).is_err() {
                             break;
                         }
                     }
@@ -304,10 +336,10 @@ fn collect_lines(child: &mut Child) -> mpsc::Receiver<String> {
         });
     }
     if let Some(stdout) = child.stdout.take() {
-        pump(stdout, sender.clone());
+        pump(stdout, Stream::Stdout, sender.clone());
     }
     if let Some(stderr) = child.stderr.take() {
-        pump(stderr, sender);
+        pump(stderr, Stream::Stderr, sender);
     }
     receiver
 }
@@ -392,7 +424,8 @@ mod tests {
     #[test]
     fn failure_carries_code_and_masked_tail() {
         let exec = exec(Mode::Real, "s3cret");
-        let script = "for i in $(seq 1 50); do echo line$i; done; echo s3cret >&2; exit 3";
+        // One pipe, so that the order is certain: stderr's lines may arrive among stdout's.
+        let script = "for i in $(seq 1 50); do echo line$i; done; echo s3cret; exit 3";
         let err = exec.run(cmd!(exec.sh(), "sh -c {script}")).unwrap_err();
         let failed = err.downcast_ref::<CommandFailed>().unwrap();
         assert_eq!(failed.code, Some(3));
@@ -411,6 +444,25 @@ mod tests {
             command_line(&command, &[("APP_URL", "http://x:1/")]),
             r"APP_URL=http://x:1/ git commit -m 'it'\''s done' --var a=1"
         );
+    }
+
+    #[test]
+    fn what_a_command_leaves_running_is_stopped_with_it() {
+        let exec = exec(Mode::Real, "unused");
+        let started = std::time::Instant::now();
+        let output = exec
+            .run(cmd!(
+                exec.sh(),
+                "sh -c 'sleep 300 & echo started; echo oops >&2'"
+            ))
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(output.stdout, ["started"]);
+        assert_eq!(output.lines.len(), 2);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::error::{user_error, Interrupted};
+use crate::ui::Ui;
 
 /// Held until dropped; the kernel releases it if the process dies first.
 #[derive(Debug)]
@@ -26,7 +27,7 @@ pub enum Wait {
 }
 
 /// Takes the lock at `path` for `holder` (a line saying who holds it and why).
-pub fn acquire(path: &Path, holder: &str, wait: Wait) -> Result<Lock> {
+pub fn acquire(ui: &Ui, path: &Path, holder: &str, wait: Wait) -> Result<Lock> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("could not create {}", parent.display()))?;
@@ -65,7 +66,10 @@ pub fn acquire(path: &Path, holder: &str, wait: Wait) -> Result<Lock> {
             }
             Wait::Yes => {
                 if !announced {
-                    eprintln!("waiting for {current} to finish ({})", path.display());
+                    ui.warn(&format!(
+                        "waiting for {current} to finish ({})",
+                        path.display()
+                    ));
                     announced = true;
                 }
                 if crate::signals::stop_requested() {
@@ -98,10 +102,13 @@ mod tests {
     fn a_second_holder_is_refused_with_the_first_one_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("app-staging.lock");
-        let first = acquire(&path, "release of app to staging", Wait::No).unwrap();
-        let err = acquire(&path, "another", Wait::No).unwrap_err().to_string();
+        let ui = Ui::new(crate::ui::Style::Plain, Default::default());
+        let first = acquire(&ui, &path, "release of app to staging", Wait::No).unwrap();
+        let err = acquire(&ui, &path, "another", Wait::No)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("release of app to staging (pid"), "{err}");
         drop(first);
-        acquire(&path, "another", Wait::No).unwrap();
+        acquire(&ui, &path, "another", Wait::No).unwrap();
     }
 }

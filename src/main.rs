@@ -120,8 +120,8 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
         Command::History => runner::history(&exec_in(Mode::Real)?, &state),
         Command::Manifest(args) => {
             let app = App::load(&here)?;
+            ui.add_secrets(&app.secret_names());
             let env = app.target(&args.env)?;
-            ui.add_secrets(&env.config.secrets);
             let manifest = app.manifest_for(&env)?;
             ui.note(manifest.text.trim_end());
             Ok(())
@@ -141,6 +141,7 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
         }
         Command::Rollback(args) => {
             let app = App::load(&here)?;
+            ui.add_secrets(&app.secret_names());
             let env = app.target(&args.env)?;
             let exec = exec_in(Mode::Real)?;
             let platform = platform::for_env(&state, &env)?;
@@ -153,6 +154,7 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
         }
         Command::Logs(args) => {
             let app = App::load(&here)?;
+            ui.add_secrets(&app.secret_names());
             let env = app.target(&args.env)?;
             let exec = exec_in(Mode::Real)?;
             platform::for_env(&state, &env)?.logs(&exec, &app.name, &env, args.follow)

@@ -17,7 +17,6 @@ use crate::record::{self, CommandRecord, RunRecord, StageRecord, Status};
 use crate::stages::{self, Context, RunOptions};
 use crate::state::State;
 use crate::ui::Outcome;
-use crate::version::Bump;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Flags {
@@ -84,7 +83,8 @@ pub fn run(
     for (index, stage) in pipeline.stages.iter().enumerate() {
         let index = index + 1;
         let name = stage.name();
-        if ctx.app.is_some() && !checked {
+        if let (Some(app), false) = (&ctx.app, checked) {
+            exec.ui().add_secrets(&app.secret_names());
             preflight(&ctx, pipeline)?;
             if !exec.is_dry_run() {
                 locks = take_locks(&ctx, pipeline, flags)?;
@@ -196,7 +196,6 @@ fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
     if let Err(err) = pipeline.check_environments(&known) {
         problems.push(err.to_string());
     }
-    let mut secret_names = Vec::new();
     let mut used_envs: Vec<&str> = Vec::new();
     for stage in &pipeline.stages {
         for (_, env) in stage.environments() {
@@ -207,7 +206,6 @@ fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
     }
     for env in &used_envs {
         let target = app.target(env)?;
-        secret_names.extend(target.config.secrets.iter().cloned());
         if let Err(err) = app.manifest_for(&target) {
             problems.push(format!("[env.{env}]: {err}"));
         }
@@ -220,7 +218,6 @@ fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
             ));
         }
     }
-    ctx.exec.ui().add_secrets(&secret_names);
     for stage in &pipeline.stages {
         match stage {
             Stage::Test { .. } if app.loaded.config.test.is_empty() => problems.push(
@@ -244,41 +241,17 @@ fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
     )))
 }
 
-/// Version going up, files agreeing, tag free, tree clean: the bump's own checks, early.
+/// The bump's own checks (version going up, files agreeing, tag free, tree clean, branch not
+/// behind), early.
 fn bump_problems(ctx: &Context, app: &App, part: Option<&str>) -> Vec<String> {
-    let mut problems = Vec::new();
-    let facts = match bump::read_version(&app.dir, &app.loaded) {
-        Ok(facts) => facts,
-        Err(err) => return vec![err.to_string()],
-    };
-    if let Err(err) = facts.check_agreement(&app.dir) {
-        problems.push(err.to_string());
+    let checked = bump::read_version(&app.dir, &app.loaded).and_then(|facts| {
+        let options = stages::bump_options(ctx.options, part)?;
+        bump::check(ctx.exec, &facts, &options)
+    });
+    match checked {
+        Ok(_) => Vec::new(),
+        Err(err) => vec![format!("{err:#}")],
     }
-    let part = match (&ctx.options.part, part) {
-        (Some(part), _) => Ok(part.clone()),
-        (None, Some(part)) => part.parse::<Bump>(),
-        (None, None) => Ok(Bump::Patch),
-    };
-    match part.and_then(|p| p.apply(&facts.current)) {
-        Ok(new) => {
-            let tag = facts.tag_name(&new);
-            if crate::git::tag_exists(ctx.exec, &tag).unwrap_or(false) {
-                problems.push(format!(
-                    "the tag `{tag}` already exists: {new} was released before"
-                ));
-            }
-        }
-        Err(err) => problems.push(err.to_string()),
-    }
-    match crate::git::dirty_files(ctx.exec) {
-        Ok(dirty) if !dirty.is_empty() => problems.push(format!(
-            "the checkout has uncommitted changes in: {}",
-            dirty.join(", ")
-        )),
-        Ok(_) => {}
-        Err(err) => problems.push(format!("{err:#}")),
-    }
-    problems
 }
 
 /// One lock per app and environment, so that two runs never deploy to one environment at once.
@@ -299,7 +272,7 @@ fn take_locks(ctx: &Context, pipeline: &Pipeline, flags: Flags) -> Result<Vec<Lo
     envs.into_iter()
         .map(|env| {
             let path = ctx.state.locks().join(format!("{}-{env}.lock", app.name));
-            lock::acquire(&path, &format!("{holder} on {env}"), wait)
+            lock::acquire(ctx.exec.ui(), &path, &format!("{holder} on {env}"), wait)
                 .with_context(|| format!("the environment `{env}` is busy"))
         })
         .collect()

@@ -82,7 +82,7 @@ pub fn run(ctx: &mut Context, stage: &Stage) -> Result<()> {
         Stage::Run { command, env, .. } => {
             let env: Vec<(&str, &str)> =
                 env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            run_command(ctx, command, &env)
+            run_words(ctx.exec, command, &env)
         }
     }
 }
@@ -134,7 +134,9 @@ fn clone(ctx: &mut Context) -> Result<()> {
         exec.ui()
             .note(&format!("reusing the workspace {}", workspace.display()));
     } else {
-        std::fs::create_dir_all(ctx.state.workspaces())?;
+        if !exec.is_dry_run() {
+            std::fs::create_dir_all(ctx.state.workspaces())?;
+        }
         exec.run(cmd!(
             exec.sh(),
             "git clone --quiet --recursive {branch_args...} -- {repo} {workspace}"
@@ -157,13 +159,12 @@ fn clone(ctx: &mut Context) -> Result<()> {
     Ok(())
 }
 
-/// Environment for the commands that build the app: a build cache shared by every release
-/// workspace of the app, so that a second release does not rebuild what did not change.
+/// Environment for the commands that build a Rust app: its shared cargo target folder.
 pub fn build_env(state: &State, app: &App) -> Vec<(String, String)> {
-    if std::env::var_os("CARGO_TARGET_DIR").is_some() || !app.dir.join("Cargo.toml").is_file() {
+    if !app.dir.join("Cargo.toml").is_file() {
         return Vec::new();
     }
-    let target = state.cache().join(&app.name).join("target");
+    let target = state.cargo_target(&app.name);
     vec![("CARGO_TARGET_DIR".into(), target.display().to_string())]
 }
 
@@ -210,8 +211,21 @@ fn run_words(exec: &Exec, command: &str, env: &[(&str, &str)]) -> Result<()> {
     Ok(())
 }
 
-fn run_command(ctx: &mut Context, command: &str, env: &[(&str, &str)]) -> Result<()> {
-    run_words(ctx.exec, command, env)
+/// What a release's bump does: the stage's part unless `--part` says otherwise, committed and
+/// tagged, from a clean tree.
+pub fn bump_options(options: &RunOptions, part: Option<&str>) -> Result<bump::Options> {
+    let part = match (&options.part, part) {
+        (Some(part), _) => part.clone(),
+        (None, Some(part)) => part.parse()?,
+        (None, None) => Bump::Patch,
+    };
+    Ok(bump::Options {
+        bump: part,
+        commit: true,
+        tag: true,
+        allow_dirty: false,
+        message: None,
+    })
 }
 
 fn bump_stage(ctx: &mut Context, part: Option<&str>) -> Result<()> {
@@ -219,21 +233,12 @@ fn bump_stage(ctx: &mut Context, part: Option<&str>) -> Result<()> {
     if ctx.record.version.is_none() {
         let app = ctx.app()?;
         let facts = bump::read_version(&app.dir, &app.loaded)?;
-        let part = match (&ctx.options.part, part) {
-            (Some(part), _) => part.clone(),
-            (None, Some(part)) => part.parse()?,
-            (None, None) => Bump::Patch,
-        };
-        let options = bump::Options {
-            bump: part,
-            commit: true,
-            tag: true,
-            allow_dirty: false,
-            message: None,
-        };
-        let bumped = bump::bump(exec, &facts, &options)?;
+        let bumped = bump::bump(exec, &facts, &bump_options(ctx.options, part)?)?;
         ctx.record.version = Some(bumped.new.to_string());
-        ctx.record.save(ctx.state)?;
+        if !exec.is_dry_run() {
+            // Saved at once: from here on, a resumed run must not bump again.
+            ctx.record.save(ctx.state)?;
+        }
     } else {
         exec.ui().note(&format!(
             "version {} was committed and tagged by this run already",
@@ -334,8 +339,13 @@ fn e2e(ctx: &mut Context, against: &str) -> Result<()> {
         })?;
     let deployment = deployment_of(ctx, &target)?;
     let url = match (&deployment, &target.config.url) {
-        (Some(deployment), _) => deployment.url.clone(),
-        (None, Some(url)) => url.clone(),
+        (Some(deployment), _) if !deployment.url.is_empty() => deployment.url.clone(),
+        (_, Some(url)) => url.clone(),
+        (Some(_), None) => {
+            return Err(user_error(format!(
+                "cdflow cannot tell where `{against}` answers: set `url` in [env.{against}]"
+            )))
+        }
         (None, None) => {
             return Err(user_error(format!(
                 "nothing serves `{against}` yet: push to it first (cdflow push --to {against})"

@@ -42,8 +42,17 @@ impl State {
         self.root.join("cache")
     }
 
+    /// The cargo target folder for an app's builds (its test tiers and its staging alike):
+    /// `$CARGO_TARGET_DIR` when set, else one shared by every release workspace of the app, so
+    /// that a second release builds only what changed.
+    pub fn cargo_target(&self, app: &str) -> PathBuf {
+        match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(target) if !target.is_empty() => PathBuf::from(target),
+            _ => self.cache().join(app).join("target"),
+        }
+    }
+
     /// The local platform: artifacts, environments, logs.
-    #[allow(dead_code)] // Read by the local platform, being built (issue 5).
     pub fn local(&self) -> PathBuf {
         self.root.join("local")
     }

@@ -110,6 +110,21 @@ impl Ui {
         }
     }
 
+    /// A warning for the reader, on stderr (stdout may be a plan or JSON), masked.
+    pub fn warn(&self, text: &str) {
+        let text = self.mask(text);
+        match self.style {
+            Style::Json => self.event("warning", &[("message", &text)]),
+            _ => {
+                if let Some(bar) = self.spinner.borrow().as_ref() {
+                    bar.suspend(|| eprintln!("{text}"));
+                } else {
+                    eprintln!("{text}");
+                }
+            }
+        }
+    }
+
     /// An error, on stderr, masked.
     pub fn error(&self, text: &str) {
         let text = self.mask(text);

@@ -101,7 +101,7 @@ impl Cf {
 
     fn app_guid(&self, exec: &Exec, env: &Target, app: &str) -> Result<String> {
         let output = self.cf(exec, env, &args(&["app", app, "--guid"]))?;
-        let guid = output.lines.last().cloned().unwrap_or_default();
+        let guid = output.stdout.last().cloned().unwrap_or_default();
         Ok(answer(exec, guid.trim(), "APP-GUID"))
     }
 
@@ -113,7 +113,7 @@ impl Cf {
         if exec.is_dry_run() {
             return Ok(Value::Null);
         }
-        let text = output.lines.join("\n");
+        let text = output.stdout.join("\n");
         let json = text.find('{').map(|at| &text[at..]).unwrap_or("null");
         let value: Value = serde_json::from_str(json).with_context(|| {
             format!("`cf curl {}` did not answer JSON: {text}", words.join(" "))
@@ -137,7 +137,7 @@ impl Cf {
         if exec.is_dry_run() {
             return Ok(String::new());
         }
-        let running = output.lines.iter().any(|line| {
+        let running = output.stdout.iter().any(|line| {
             let line = line.trim_start();
             line.starts_with('#') && line.split_whitespace().nth(1) == Some("running")
         });
@@ -149,7 +149,7 @@ impl Cf {
             );
         }
         let route = output
-            .lines
+            .stdout
             .iter()
             .find_map(|line| line.trim_start().strip_prefix("routes:"))
             .and_then(|routes| routes.split(',').next())

@@ -321,10 +321,10 @@ fn release_of_the_example_app_runs_its_real_tiers_and_its_e2e_against_a_running_
             .unwrap(),
     );
     run.success()
-        .stdout_has("$ cargo test --lib --bins")
-        .stdout_has("$ cargo test --test service")
+        .stdout_has("cargo test --lib --bins")
+        .stdout_has("cargo test --test service")
         .stdout_has(&format!(
-            "$ APP_URL=http://127.0.0.1:{port} cargo test --test e2e -- --ignored"
+            "APP_URL=http://127.0.0.1:{port} cargo test --test e2e -- --ignored"
         ))
         .stdout_has("`release` succeeded: version 0.1.1");
     assert_eq!(app.origin_git(&["tag", "-l"]), "v0.1.1");
@@ -385,6 +385,10 @@ fn dry_run_prints_the_commands_a_real_run_records_and_changes_nothing() {
         "a dry run pushes nothing"
     );
     assert!(!app.marker.exists(), "a dry run runs no e2e");
+    assert!(
+        !app.state.join("runs").exists(),
+        "a dry run records no run, which --resume would pick up"
+    );
     let printed: Vec<String> = dry
         .stdout
         .lines()

@@ -61,6 +61,7 @@ impl Local {
     fn deploy(&self, exec: &Exec, spec: RunSpec, how: &str) -> Result<Deployment> {
         let paths = EnvPaths::new(&self.state, &spec.env);
         let _lock = deploy_lock(
+            exec.ui(),
             &self.state,
             &spec.env,
             &format!("{how} of {} {}", spec.app, spec.version),
@@ -153,6 +154,7 @@ impl Platform for Local {
         check_env_name(env.name)?;
         let paths = EnvPaths::new(&self.state, env.name);
         let _lock = deploy_lock(
+            exec.ui(),
             &self.state,
             env.name,
             &format!("rollback of {app} in {}", env.name),
@@ -234,8 +236,9 @@ fn route_port(env: &Target) -> u16 {
 }
 
 /// One deploy per environment at a time; a second one waits, saying who it waits for.
-fn deploy_lock(state: &State, env: &str, holder: &str) -> Result<lock::Lock> {
+fn deploy_lock(ui: &Ui, state: &State, env: &str, holder: &str) -> Result<lock::Lock> {
     lock::acquire(
+        ui,
         &state.locks().join(format!("local-{env}.lock")),
         holder,
         Wait::Yes,
@@ -431,7 +434,7 @@ pub fn up(state: &State, ui: &Ui) -> Result<()> {
             continue;
         }
         let result = (|| -> Result<()> {
-            let _lock = deploy_lock(state, &paths.env, &format!("up of {}", paths.env))?;
+            let _lock = deploy_lock(ui, state, &paths.env, &format!("up of {}", paths.env))?;
             artifacts::open(&state.local(), &current.spec.artifact)?;
             let mut next = file.clone();
             next.record(Record {

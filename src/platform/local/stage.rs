@@ -180,11 +180,9 @@ fn stage_rust(
 ) -> Result<(Runtime, String)> {
     let dir = release.dir;
     let binary = binary_name(application.command.as_deref(), dir)?;
-    // Shared between release workspaces, so that a second release builds only what changed.
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(target) if !target.is_empty() => PathBuf::from(target),
-        _ => state.cache().join(&application.name).join("target"),
-    };
+    // The folder the test tiers built in too (keyed by the app's name), so that staging
+    // reuses their dependencies.
+    let target = state.cargo_target(release.app);
     let target_text = target.to_string_lossy().into_owned();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let locked: &[&str] = if dir.join("Cargo.lock").is_file() {
