@@ -171,10 +171,13 @@ impl Exec {
         result
     }
 
-    /// Runs `body` as one all-or-nothing change: an interruption is noticed only after it.
+    /// Runs `body` as one all-or-nothing change: an interruption, even a second signal, is
+    /// noticed only after it.
     pub fn critical<T>(&self, body: impl FnOnce() -> Result<T>) -> Result<T> {
         let outer = self.critical.replace(true);
+        let outer_signals = crate::signals::set_critical(true);
         let result = body();
+        crate::signals::set_critical(outer_signals);
         self.critical.set(outer);
         result
     }

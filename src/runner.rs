@@ -284,6 +284,23 @@ fn summary(exec: &Exec, record: &RunRecord) {
         ui.note("dry run: nothing was changed");
         return;
     }
+    if ui.is_json() {
+        let mut fields = serde_json::Map::new();
+        fields.insert("pipeline".into(), record.pipeline.clone().into());
+        fields.insert("version".into(), record.version.clone().into());
+        fields.insert(
+            "deployments".into(),
+            serde_json::to_value(&record.deployments).unwrap_or_default(),
+        );
+        let stages = record
+            .stages
+            .iter()
+            .map(|s| serde_json::json!({"stage": s.name, "seconds": s.seconds}))
+            .collect();
+        fields.insert("stages".into(), serde_json::Value::Array(stages));
+        ui.event_object("summary", fields);
+        return;
+    }
     let version = record.version.as_deref().unwrap_or("(unchanged)");
     ui.note(&format!(
         "`{}` succeeded: version {version}",

@@ -1,36 +1,41 @@
-//! SIGINT and SIGTERM: the first asks the run to stop, a second one exits at once.
+//! SIGINT and SIGTERM: the first asks the run to stop, a second one exits at once, except
+//! while an all-or-nothing change is being made (a bump's writes, commit and tag), which always
+//! finishes or rolls back first.
 //!
 //! Children run in process groups of their own (see `exec`), so a Ctrl-C on the terminal reaches
-//! cdflow alone; cdflow then decides what to stop, which is how a bump in progress always ends
-//! with the old version everywhere or the new one everywhere.
+//! cdflow alone; cdflow then decides what to stop.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-static REQUESTED: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+static REQUESTED: AtomicBool = AtomicBool::new(false);
+static CRITICAL: AtomicBool = AtomicBool::new(false);
 
-fn flag() -> &'static Arc<AtomicBool> {
-    REQUESTED.get_or_init(|| Arc::new(AtomicBool::new(false)))
-}
-
-/// Installs the handlers. A second signal while the first is pending exits with code 130.
+/// Installs the handlers.
 pub fn install() -> anyhow::Result<()> {
-    let flag = flag();
     for signal in [SIGINT, SIGTERM] {
-        // Registered first, so it sees the flag as the previous signal left it.
-        signal_hook::flag::register_conditional_shutdown(
-            signal,
-            crate::error::code::INTERRUPTED as i32,
-            Arc::clone(flag),
-        )?;
-        signal_hook::flag::register(signal, Arc::clone(flag))?;
+        // SAFETY: the handler only touches atomics and calls `_exit`, which are
+        // async-signal-safe.
+        unsafe {
+            signal_hook::low_level::register(signal, || {
+                let again = REQUESTED.swap(true, Ordering::SeqCst);
+                if again && !CRITICAL.load(Ordering::SeqCst) {
+                    signal_hook::low_level::exit(crate::error::code::INTERRUPTED as i32);
+                }
+            })?;
+        }
     }
     Ok(())
 }
 
 /// Whether a stop was asked for.
 pub fn stop_requested() -> bool {
-    flag().load(Ordering::SeqCst)
+    REQUESTED.load(Ordering::SeqCst)
+}
+
+/// Marks the start or the end of a change that no signal may cut in half; returns the previous
+/// state, to restore when changes nest.
+pub fn set_critical(critical: bool) -> bool {
+    CRITICAL.swap(critical, Ordering::SeqCst)
 }

@@ -205,6 +205,18 @@ impl Ui {
         }
     }
 
+    pub fn is_json(&self) -> bool {
+        self.style == Style::Json
+    }
+
+    /// An event with structured fields, as one masked JSON line.
+    pub fn event_object(&self, kind: &str, mut fields: serde_json::Map<String, serde_json::Value>) {
+        fields.insert("event".into(), kind.into());
+        fields.insert("time".into(), timestamp().into());
+        let line = serde_json::Value::Object(fields).to_string();
+        self.out(&self.mask(&line));
+    }
+
     /// One JSON object per line; the values are masked.
     pub fn event(&self, kind: &str, fields: &[(&str, &str)]) {
         let mut object = serde_json::Map::new();

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
-use crate::harness::{run_of, Project, Run};
+use crate::harness::{free_port, run_of, shared_target, Project, Run};
 
 const PASSWORD: &str = "pa55-w0rd-never-shown";
 const TOKEN: &str = "filter-token-never-shown";
@@ -263,11 +263,6 @@ fn promote_to_production() -> Vec<String> {
     calls
 }
 
-/// One cargo target folder for every test that builds an app in a temporary clone.
-pub fn shared_target() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("apps")
-}
-
 /// A process killed when the test ends, even by a panic.
 struct Running(std::process::Child);
 
@@ -276,14 +271,6 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

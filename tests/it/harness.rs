@@ -179,3 +179,18 @@ pub fn run_of(output: Output) -> Run {
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
+
+/// One cargo target folder for every test that builds an app in a temporary folder (the
+/// example app, the services `cdflow init` makes), so that their dependencies compile once.
+pub fn shared_target() -> PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("apps")
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -7,18 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{run_of, Project, Run};
+use crate::harness::{free_port, run_of, shared_target, Project, Run};
 
 const TEMPLATES: [&str; 2] = ["rust-service", "python-falcon"];
 
 /// The talk's POST case: only the keys that start with `a` are kept.
 const TALK_BODY: &str = r#"{"abra": 123, "kadabra": 4}"#;
-
-/// A build folder shared by every test that builds a generated Rust service, and by repeated
-/// runs, so that its dependencies are compiled once.
-fn shared_target() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("init-services")
-}
 
 /// A pip cache shared the same way: each test has a HOME of its own.
 fn shared_pip_cache() -> PathBuf {
@@ -429,12 +423,6 @@ impl Drop for Down<'_> {
     fn drop(&mut self) {
         let _ = cdflow_in(self.project, self.name, &["down"]);
     }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 /// One HTTP/1.0 request (so that the answer is never chunked): its status and its body.

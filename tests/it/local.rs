@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::harness::free_port;
 use crate::harness::{run_of, Project, Run};
 
 /// These tests start many processes and watch timing on a small machine: one at a time.
@@ -73,14 +74,6 @@ server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
 print("listening on", os.environ["PORT"], "as instance", os.environ.get("CF_INSTANCE_INDEX"), flush=True)
 server.serve_forever()
 "#;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A project of the test app with its own state folder and route ports.
 struct Local {
@@ -1065,7 +1058,7 @@ fn the_example_app_is_built_once_and_serves_its_route() {
         _one_at_a_time: serial,
     };
     // Built once for every run of this test, like the build cache of a CI machine.
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("example-app-target");
+    let target = crate::harness::shared_target();
     let push = || {
         let started = Instant::now();
         let run = run_of(

@@ -6,8 +6,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cf::shared_target;
-use crate::harness::{run_of, Project, Run};
+use crate::harness::{free_port, run_of, shared_target, Project, Run};
 
 /// Stops every environment of a state folder when the test ends, even by a panic.
 struct Environments<'a> {
@@ -33,14 +32,6 @@ impl Drop for Environments<'_> {
     fn drop(&mut self) {
         self.cdflow(&["down"]);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One HTTP/1.1 request on a fresh connection; the status and the body.

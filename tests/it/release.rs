@@ -178,3 +178,58 @@ fn pipelines_lists_the_built_in_ones_and_the_apps_own() {
         .stdout_has("release    our own road  (pipelines/release.yml)")
         .stdout_has("promote    promote the version verified on staging to production  (built in)");
 }
+
+#[test]
+fn a_rejected_version_push_fails_the_run_before_anything_is_deployed() {
+    let app = CfApp::new();
+    // The repository refuses the version commit and tag, as it would if someone had pushed
+    // to main since the clone.
+    let hook = app.origin.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho 'main moved: someone released first' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let origin = app.origin.to_str().unwrap().to_string();
+    let run = app.cdflow(&["release", "--repo", &origin], None);
+    run.failure(1)
+        .stderr_has("stage `bump` of `release` failed")
+        .stderr_has("refused by the repository")
+        .stderr_has("someone released first");
+    assert!(
+        app.calls().is_empty(),
+        "nothing may be deployed: {:#?}",
+        app.calls()
+    );
+    assert_eq!(app.origin_git(&["tag", "-l"]), "");
+}
+
+#[test]
+fn json_prints_one_event_per_line() {
+    let app = CfApp::new();
+    let run = app.cdflow(&["--json", "test", "--tier", "unit"], None);
+    run.success();
+    let events: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "stage_started",
+            "note",
+            "command",
+            "stage_finished",
+            "summary"
+        ]
+    );
+    assert_eq!(events[2]["command"], "sh -c 'echo unit tier ran'");
+    assert_eq!(events[3]["outcome"], "passed");
+    assert_eq!(events[4]["stages"][0]["stage"], "test");
+}
