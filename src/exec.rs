@@ -158,7 +158,7 @@ impl Exec {
         if self.is_dry_run() {
             return Ok(Output::default());
         }
-        let result = self.spawn_and_wait(command, &line);
+        let result = self.spawn_and_wait(command, &line, false);
         self.records.borrow_mut().push(Record {
             command: line.clone(),
             status: match &result {
@@ -201,7 +201,20 @@ impl Exec {
             .to_string()
     }
 
-    fn spawn_and_wait(&self, mut command: Command, line: &str) -> Result<Output> {
+    /// Like [`Exec::run`], for a command whose output is what the user asked to see
+    /// (`cdflow logs -f`): each line is printed, masked, as it arrives.
+    pub fn run_live(&self, cmd: Cmd<'_>, env: &[(&str, &str)]) -> Result<Output> {
+        let mut command = Command::from(cmd);
+        command.envs(env.iter().copied());
+        let line = self.ui.mask(&command_line(&command, env));
+        self.ui.command(&line);
+        if self.is_dry_run() {
+            return Ok(Output::default());
+        }
+        self.spawn_and_wait(command, &line, true)
+    }
+
+    fn spawn_and_wait(&self, mut command: Command, line: &str, live: bool) -> Result<Output> {
         // A process group of its own: a terminal's Ctrl-C reaches cdflow alone, and cdflow can
         // stop the command with all of its children.
         command
@@ -213,13 +226,19 @@ impl Exec {
             .spawn()
             .with_context(|| format!("could not start `{line}`"))?;
         let lines = collect_lines(&mut child);
+        let mut output = Output::default();
         let status = loop {
+            if live {
+                while let Ok(received) = lines.try_recv() {
+                    self.take_line(&mut output, received, live);
+                }
+            }
             if let Some(status) = child.try_wait()? {
                 break status;
             }
             if crate::signals::stop_requested() && !self.critical.get() {
                 stop_group(&mut child);
-                let output = self.masked_output(lines);
+                let output = self.masked_output(lines, output, live);
                 return Err(anyhow::Error::new(Interrupted).context(format!(
                     "`{line}` was stopped; its last output:\n{}",
                     output.tail(TAIL_LINES)
@@ -231,7 +250,7 @@ impl Exec {
         // stopped with it: it would hold the pipes open, and nothing would ever stop it.
         // SAFETY: kill(2) on the command's own process group; it touches no memory.
         unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGTERM) };
-        let output = self.masked_output(lines);
+        let output = self.masked_output(lines, output, live);
         if status.success() {
             Ok(output)
         } else {
@@ -245,22 +264,31 @@ impl Exec {
 
     /// The lines read until both pipes close, or for a few seconds more when a process that
     /// left the group still holds them.
-    fn masked_output(&self, lines: mpsc::Receiver<(Stream, String)>) -> Output {
+    fn masked_output(
+        &self,
+        lines: mpsc::Receiver<(Stream, String)>,
+        mut output: Output,
+        live: bool,
+    ) -> Output {
         let deadline = std::time::Instant::now() + PIPE_GRACE;
-        let mut output = Output::default();
         while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
             match lines.recv_timeout(left) {
-                Ok((stream, line)) => {
-                    let line = self.ui.mask(&line);
-                    if stream == Stream::Stdout {
-                        output.stdout.push(line.clone());
-                    }
-                    output.lines.push(line);
-                }
+                Ok(received) => self.take_line(&mut output, received, live),
                 Err(_) => break,
             }
         }
         output
+    }
+
+    fn take_line(&self, output: &mut Output, (stream, line): (Stream, String), live: bool) {
+        let line = self.ui.mask(&line);
+        if live {
+            self.ui.note(&line);
+        }
+        if stream == Stream::Stdout {
+            output.stdout.push(line.clone());
+        }
+        output.lines.push(line);
     }
 }
 

@@ -144,6 +144,14 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             ui.add_secrets(&app.secret_names());
             let env = app.target(&args.env)?;
             let exec = exec_in(Mode::Real)?;
+            // The lock a release holds on the environment: a rollback must not switch it
+            // between a release's push and its e2e tests.
+            let _lock = lock::acquire(
+                ui,
+                &runner::lock_path(&state, &app.name, &args.env),
+                &format!("rollback of {} on {}", app.name, args.env),
+                lock::Wait::No,
+            )?;
             let platform = platform::for_env(&state, &env)?;
             let deployment = platform.rollback(&exec, &app.name, &env, args.to.as_deref())?;
             ui.note(&format!(

@@ -254,6 +254,11 @@ fn bump_problems(ctx: &Context, app: &App, part: Option<&str>) -> Vec<String> {
     }
 }
 
+/// The lock of an app's environment, held by whatever changes what serves it.
+pub fn lock_path(state: &State, app: &str, env: &str) -> std::path::PathBuf {
+    state.locks().join(format!("{app}-{env}.lock"))
+}
+
 /// One lock per app and environment, so that two runs never deploy to one environment at once.
 fn take_locks(ctx: &Context, pipeline: &Pipeline, flags: Flags) -> Result<Vec<Lock>> {
     let app = ctx.app()?;
@@ -271,7 +276,7 @@ fn take_locks(ctx: &Context, pipeline: &Pipeline, flags: Flags) -> Result<Vec<Lo
     );
     envs.into_iter()
         .map(|env| {
-            let path = ctx.state.locks().join(format!("{}-{env}.lock", app.name));
+            let path = lock_path(ctx.state, &app.name, env);
             lock::acquire(ctx.exec.ui(), &path, &format!("{holder} on {env}"), wait)
                 .with_context(|| format!("the environment `{env}` is busy"))
         })

@@ -394,15 +394,12 @@ impl Platform for Cf {
 
     fn logs(&self, exec: &Exec, app: &str, env: &Target, follow: bool) -> Result<()> {
         self.login(exec, env)?;
-        let words = if follow {
-            args(&["logs", app])
-        } else {
-            args(&["logs", app, "--recent"])
-        };
-        let output = self.cf(exec, env, &words)?;
-        for line in output.lines {
-            exec.ui().note(&line);
+        let mut words = args(&["logs", app]);
+        if !follow {
+            words.push("--recent".into());
         }
+        let home = self.home(env).display().to_string();
+        exec.run_live(cmd!(exec.sh(), "cf {words...}"), &[("CF_HOME", &home)])?;
         Ok(())
     }
 }

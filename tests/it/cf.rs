@@ -551,3 +551,21 @@ fn unknown_environments_and_missing_settings_are_reported_before_anything_runs()
         .stderr_has("((instances)) on line 5");
     assert!(app.calls().is_empty());
 }
+
+#[test]
+fn logs_come_from_the_environments_own_login_masked() {
+    let app = CfApp::new();
+    let run = app.cdflow(&["logs", "--env", "staging"], None);
+    run.success()
+        .stdout_has("[APP/PROC/WEB/0] OUT started with token=****");
+    assert!(!run.stdout.contains(TOKEN));
+    assert_eq!(
+        app.calls(),
+        [
+            LOGIN_STAGING[0],
+            LOGIN_STAGING[1],
+            LOGIN_STAGING[2],
+            "staging: logs filter --recent"
+        ]
+    );
+}
