@@ -210,10 +210,13 @@ impl Logger {
             return;
         }
         self.write_line(Level::Info, true, |buf| {
-            push_field(buf, "msg", Value::Str("request"));
-            push_field(buf, "method", Value::Str(method));
-            push_field(buf, "path", Value::Str(path));
-            push_field(buf, "status", Value::Num(u64::from(status)));
+            // The keys are constants: written as they are, not escaped.
+            buf.extend_from_slice(b",\"msg\":\"request\",\"method\":\"");
+            push_escaped(buf, method);
+            buf.extend_from_slice(b"\",\"path\":\"");
+            push_escaped(buf, path);
+            buf.extend_from_slice(b"\",\"status\":");
+            push_uint(buf, u64::from(status));
             // Milliseconds with microsecond precision, written from integers
             // so no float formatting is needed.
             let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
@@ -303,27 +306,52 @@ fn push_escaped(buf: &mut Vec<u8>, s: &str) {
 }
 
 /// RFC 3339 UTC with milliseconds, e.g. `2025-11-25T19:53:00.123Z`.
-/// Written digit by digit: it is on every request line, and `write!` with
-/// padding costs several times more.
+/// It is on every request line, so each thread keeps the text of the current
+/// second and only writes the milliseconds anew.
 fn push_timestamp(buf: &mut Vec<u8>, now: SystemTime) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    push_padded(buf, year.max(0) as u64, 4);
-    buf.push(b'-');
-    push_padded(buf, u64::from(month), 2);
-    buf.push(b'-');
-    push_padded(buf, u64::from(day), 2);
-    buf.push(b'T');
-    push_padded(buf, rem / 3600, 2);
-    buf.push(b':');
-    push_padded(buf, rem / 60 % 60, 2);
-    buf.push(b':');
-    push_padded(buf, rem % 60, 2);
+    let cached = SECOND.try_with(|cell| {
+        let (at, text) = cell.get();
+        if at == Some(secs) {
+            return text;
+        }
+        let text = second_text(secs);
+        cell.set((Some(secs), text));
+        text
+    });
+    let text = cached.unwrap_or_else(|_| second_text(secs));
+    buf.extend_from_slice(&text);
     buf.push(b'.');
     push_padded(buf, u64::from(since.subsec_millis()), 3);
     buf.push(b'Z');
+}
+
+thread_local! {
+    /// The second `push_timestamp` last wrote on this thread, and its text.
+    static SECOND: Cell<(Option<u64>, [u8; 19])> = const { Cell::new((None, [0; 19])) };
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` for `secs` since the epoch (years past 9999 are
+/// written as 9999: not a concern for a clock this program reads).
+fn second_text(secs: u64) -> [u8; 19] {
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    let mut v = Vec::with_capacity(19);
+    push_padded(&mut v, year.clamp(0, 9999) as u64, 4);
+    v.push(b'-');
+    push_padded(&mut v, u64::from(month), 2);
+    v.push(b'-');
+    push_padded(&mut v, u64::from(day), 2);
+    v.push(b'T');
+    push_padded(&mut v, rem / 3600, 2);
+    v.push(b':');
+    push_padded(&mut v, rem / 60 % 60, 2);
+    v.push(b':');
+    push_padded(&mut v, rem % 60, 2);
+    let mut text = [0u8; 19];
+    text.copy_from_slice(&v);
+    text
 }
 
 /// Appends `n` in decimal.
@@ -466,6 +494,22 @@ mod tests {
         let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
         assert!(text.contains("\"duration_ms\":0.005}"), "{text}");
         assert!(text.contains("\"duration_ms\":61.020}"), "{text}");
+    }
+
+    #[test]
+    fn timestamp_cache_follows_the_clock() {
+        let at = |secs: u64, millis: u64| {
+            let mut buf = Vec::new();
+            push_timestamp(
+                &mut buf,
+                UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis),
+            );
+            String::from_utf8(buf).unwrap()
+        };
+        assert_eq!(at(59, 1), "1970-01-01T00:00:59.001Z");
+        assert_eq!(at(59, 999), "1970-01-01T00:00:59.999Z");
+        assert_eq!(at(60, 0), "1970-01-01T00:01:00.000Z");
+        assert_eq!(at(59, 2), "1970-01-01T00:00:59.002Z");
     }
 
     #[test]
