@@ -19,7 +19,8 @@ SERVER_NAMES = {
     "nginx": "nginx `return 200`",
     "falcon": "Falcon + uWSGI (2 processes)",
     "example_app": "example_app",
-    "route": "example_app via a local route",
+    "route": "example_app through the route",
+    "direct": "the same instance directly",
 }
 LOAD_NAMES = {"get": "`GET /`", "post": "`POST /`"}
 
@@ -31,6 +32,12 @@ TARGET_P99_MS = 2.0
 TARGET_RSS_MB = 20.0
 TARGET_HELP_MS = 50.0
 TARGET_DRY_RUN_MS = 200.0
+# The local platform's.
+TARGET_PLATFORM_STEP_S = 2.0
+TARGET_ROUTE_ADDED_P99_MS = 1.0
+PLATFORM_SECTION = "## The local platform"
+# The seeded app's own compilation units: all a warm release may rebuild after the bump.
+APP_UNITS = {"example_app", "service", "e2e"}
 
 
 def busy(before, after, cpu):
@@ -72,7 +79,7 @@ def metrics(rec, machine):
         m["rss"] = srv_a["rss_kb"] / 1024
         m["hwm"] = srv_a["hwm_kb"] / 1024
         m["procs"] = len(srv_a["pids"])
-    if rec["mode"] == "pinned":
+    if rec["mode"] in ("pinned", "platform", "platform-rate"):
         m["server_core"] = busy(rec["before"], rec["after"], "cpu" + machine["settings"]["server_cpu"])
     else:
         m["server_core"] = None
@@ -130,8 +137,6 @@ def median_of(runs, key):
 def results_tables(machine, cells):
     lines = []
     modes = [m for m in machine["settings"]["modes"] if any(k[0] == m for k in cells)]
-    if any(k[0] == "platform" for k in cells):
-        modes.append("platform")
     for mode in modes:
         for load in ("get", "post"):
             servers = [s for s in ("nginx", "falcon", "example_app", "route") if (mode, load, s) in cells]
@@ -141,33 +146,36 @@ def results_tables(machine, cells):
                 "pinned": f"server pinned to CPU {machine['settings']['server_cpu']}, "
                           f"wrk to CPU {machine['settings']['client_cpu']}",
                 "unpinned": "nothing pinned",
-                "platform": "nothing pinned, through the local platform's route",
             }[mode]
             lines.append(f"### {LOAD_NAMES[load]}, {where}")
             lines.append("")
-            lines.append("| server | requests/s | × Falcon | mean ms | failed % | p50 ms | p75 ms | p95 ms "
-                         "| p99 ms | max ms | server CPU µs/req | RSS MB after (peak) | server core busy % "
-                         "| wrk CPU % |")
-            lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-                         "| ---: | ---: |")
+            lines.extend(table_head())
             falcon = cells.get((mode, load, "falcon"))
             falcon_rps = median_of(falcon, "rps") if falcon else None
             for s in servers:
-                runs = cells[(mode, load, s)]
-                rps = median_of(runs, "rps")
-                ratio = f"{rps / falcon_rps:.1f}×" if falcon_rps else "–"
-                rss = median_of(runs, "rss")
-                hwm = max((r["hwm"] for r in runs if r.get("hwm") is not None), default=None)
-                rss_cell = f"{rss:.1f} ({hwm:.1f})" if rss is not None else "–"
-                flag = " ⚠" if any(r["compilers"] for r in runs) else ""
-                lines.append(
-                    f"| {SERVER_NAMES[s]}{flag} | {cell(runs, 'rps', 0)} | {ratio} | {cell(runs, 'mean', 2)} "
-                    f"| {cell(runs, 'failed', 2)} | {cell(runs, 'p50', 2)} | {cell(runs, 'p75', 2)} "
-                    f"| {cell(runs, 'p95', 2)} | {cell(runs, 'p99', 2)} | {cell(runs, 'max', 1)} "
-                    f"| {cell(runs, 'cpu_us', 1)} | {rss_cell} | {cell(runs, 'server_core', 0)} "
-                    f"| {cell(runs, 'client_cpu', 0)} |")
+                lines.append(table_row(SERVER_NAMES[s], cells[(mode, load, s)], falcon_rps))
             lines.append("")
     return lines
+
+
+def table_head():
+    return ["| server | requests/s | × Falcon | mean ms | failed % | p50 ms | p75 ms | p95 ms "
+            "| p99 ms | max ms | server CPU µs/req | RSS MB after (peak) | server core busy % | wrk CPU % |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+
+def table_row(label, runs, falcon_rps):
+    rps = median_of(runs, "rps")
+    ratio = f"{rps / falcon_rps:.1f}×" if falcon_rps else "–"
+    rss = median_of(runs, "rss")
+    hwm = max((r["hwm"] for r in runs if r.get("hwm") is not None), default=None)
+    rss_cell = f"{rss:.1f} ({hwm:.1f})" if rss is not None else "–"
+    flag = " ⚠" if any(r["compilers"] for r in runs) else ""
+    return (f"| {label}{flag} | {cell(runs, 'rps', 0)} | {ratio} | {cell(runs, 'mean', 2)} "
+            f"| {cell(runs, 'failed', 2)} | {cell(runs, 'p50', 2)} | {cell(runs, 'p75', 2)} "
+            f"| {cell(runs, 'p95', 2)} | {cell(runs, 'p99', 2)} | {cell(runs, 'max', 1)} "
+            f"| {cell(runs, 'cpu_us', 1)} | {rss_cell} | {cell(runs, 'server_core', 0)} "
+            f"| {cell(runs, 'client_cpu', 0)} |")
 
 
 def verdict(ok):
@@ -246,6 +254,209 @@ def hyperfine_rows(out):
         return [f"Not measured: {why}.", ""]
     return ["| command | median ms | mean ± σ ms | min–max ms | runs | target |",
             "| --- | ---: | ---: | ---: | ---: | --- |", *rows, ""]
+
+
+def hyperfine_platform_rows(out):
+    rows = []
+    for name, label in (
+        ("push", "`cdflow push --to staging` (built already: cargo finds nothing to do, same artifact)"),
+        ("promote", "`cdflow promote --from staging --to production --force`"),
+        ("rollback", "`cdflow rollback --env production` (0.1.1 back to 0.1.0)"),
+    ):
+        path = os.path.join(out, "raw", f"hyperfine-platform-{name}.json")
+        if not os.path.exists(path):
+            rows.append(f"| {label} | not measured | | | | |")
+            continue
+        r = json.load(open(path))["results"][0]
+        ms = {k: r[k] * 1000 for k in ("mean", "stddev", "median", "min", "max")}
+        ok = max(r["times"]) < TARGET_PLATFORM_STEP_S
+        rows.append(f"| {label} | {ms['median']:.0f} | {ms['mean']:.0f} ± {ms['stddev']:.0f} "
+                    f"| {ms['min']:.0f}–{ms['max']:.0f} | {len(r['times'])} | every run < {TARGET_PLATFORM_STEP_S:g} s: "
+                    f"{verdict(ok)} |")
+    return ["| command | median ms | mean ± σ ms | min–max ms | runs | target |",
+            "| --- | ---: | ---: | ---: | ---: | --- |", *rows, ""]
+
+
+def route_rows(cells):
+    """The route against the instance directly, per mode: the tables and the difference."""
+    lines = []
+    diffs = []
+    for mode, where in (("platform", "at saturation (64 connections, no pause)"),
+                        ("platform-rate", "at a moderate rate (64 connections, each waiting between requests)")):
+        route, direct = cells.get((mode, "get", "route")), cells.get((mode, "get", "direct"))
+        if not route or not direct:
+            continue
+        lines.append(f"#### `GET /` {where}")
+        lines.append("")
+        lines.extend(table_head())
+        lines.append(table_row(SERVER_NAMES["route"], route, None))
+        lines.append(table_row(SERVER_NAMES["direct"], direct, None))
+        lines.append("")
+        diffs.append((where, route, direct))
+    if not diffs:
+        return ["Not measured.", ""]
+    lines.append("#### What the route adds")
+    lines.append("")
+    lines.append("Medians of the route's runs minus medians of the direct runs; in brackets the range over the "
+                 "runs paired in the order they ran (route run i, then direct run i).")
+    lines.append("")
+    lines.append(f"| load | requests/s route / direct | p50 added ms | p99 added ms | CPU µs/req added "
+                 f"| p99 added < {TARGET_ROUTE_ADDED_P99_MS:g} ms |")
+    lines.append("| --- | ---: | ---: | ---: | ---: | --- |")
+    for where, route, direct in diffs:
+        def added(key, digits=2):
+            a, b = median_of(route, key), median_of(direct, key)
+            if a is None or b is None:
+                return "–", None
+            pairs = [r[key] - d[key] for r, d in zip(route, direct)
+                     if r.get(key) is not None and d.get(key) is not None]
+            text = f"{a - b:+.{digits}f}"
+            if len(pairs) > 1:
+                text += f" ({min(pairs):+.{digits}f} to {max(pairs):+.{digits}f})"
+            return text, a - b
+        p50, _ = added("p50")
+        p99, p99v = added("p99")
+        cpu, _ = added("cpu_us", 1)
+        rr, rd = median_of(route, "rps"), median_of(direct, "rps")
+        lines.append(f"| {where} | {thousands(rr)} / {thousands(rd)} = {rr / rd:.2f}× | {p50} | {p99} | {cpu} "
+                     f"| {verdict(p99v is not None and p99v < TARGET_ROUTE_ADDED_P99_MS)} |")
+    lines.append("")
+    return lines
+
+
+def release_rows(out):
+    recs = {}
+    for n in ("cold", "warm"):
+        path = os.path.join(out, "raw", f"release-{n}.json")
+        if os.path.exists(path):
+            recs[n] = json.load(open(path))
+    if not recs:
+        return ["Not measured.", ""]
+    names = []
+    for r in recs.values():
+        for st in (r.get("run") or {}).get("stages", []):
+            if st["name"] not in names:
+                names.append(st["name"])
+    cols = list(recs)
+    lines = ["| stage | " + " | ".join(f"{n} s" for n in cols) + " |",
+             "| --- |" + " ---: |" * len(cols)]
+
+    def stage(r, name):
+        for st in (r.get("run") or {}).get("stages", []):
+            if st["name"] == name:
+                mark = "" if st.get("status") == "succeeded" else f" ({st.get('status')})"
+                return f"{st['seconds']:.1f}{mark}"
+        return "–"
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(stage(recs[n], name) for n in cols) + " |")
+    lines.append("| **all stages** | " + " | ".join(
+        f"**{sum(st['seconds'] for st in (recs[n].get('run') or {}).get('stages', [])):.1f}**" for n in cols) + " |")
+    lines.append("| wall time of the command | " + " | ".join(f"{recs[n]['wall_s']:.1f}" for n in cols) + " |")
+    lines.append("| outcome | " + " | ".join(
+        f"{(recs[n].get('run') or {}).get('status', '?')}, exit {recs[n]['rc']}, version "
+        f"{(recs[n].get('run') or {}).get('version', '?')}" for n in cols) + " |")
+    lines.append("")
+    for n in cols:
+        built = recs[n].get("built", {})
+        units = sorted({u for v in built.values() for u in v})
+        count = sum(len(v) for v in built.values())
+        what = ", ".join(f"{p}: {', '.join(v) if len(v) <= 12 else f'{len(v)} units'}" for p, v in built.items())
+        lines.append(f"- {n}: cargo wrote {count} of the {recs[n].get('artifacts_total', '?')} compiled units "
+                     f"(crates and test binaries, per profile) in CARGO_TARGET_DIR/{{release,debug}}/deps "
+                     f"({what or 'none'}).")
+        if n == "warm":
+            ok = recs[n]["rc"] == 0 and set(units) <= APP_UNITS
+            lines.append(f"- The warm release rebuilds only the app's own crate and test binaries (its version "
+                         f"changed with the bump), no dependency: {verdict(ok)}.")
+    lines.append("")
+    return lines
+
+
+def platform_section(out, machine, cells):
+    L = [PLATFORM_SECTION, ""]
+    plat = os.path.join(out, "raw", "platform.json")
+    state = json.load(open(plat)) if os.path.exists(plat) else {"skipped": "not run"}
+    if state.get("skipped"):
+        L.append(f"Not measured in this run: {state['skipped']}. `bench/run` measures it unless "
+                 "`BENCH_PLATFORM=0`; `BENCH_ONLY=platform bench/run` measures only this part.")
+        L.append("")
+        return L
+    if machine.get("only") == "platform":
+        L.append(f"Measured alone by `BENCH_ONLY=platform bench/run` (started {machine['started']}, commit "
+                 f"{machine['commit']}, load average at the start {' '.join(machine.get('loadavg_start', []))}, "
+                 f"state: {machine.get('quiet', '')}); the rest of this file comes from the full run described "
+                 "above.")
+        L.append("")
+    L.append("The seeded example app (`scripts/seed-example`) in a throwaway state folder (`CDFLOW_STATE_DIR`), "
+             "staging and production on free ports. For the first two parts its manifest says "
+             "`instances: 1` (it ships 2), so that the route and \"directly\" are the same process. "
+             "The local platform's builds go to the state folder's cargo cache.")
+    L.append("")
+    L.append("### push, promote, rollback")
+    L.append("")
+    L.append("hyperfine, no shell, 1 warm-up run. Each command returns once the route serves the new "
+             "deployment (instances healthy, route switched) and the old instance is drained and stopped. "
+             "The first push, which builds, is not timed. `promote` uses `--force` (no e2e record on "
+             "staging is needed). For `rollback` production needs a second version: the seeded repository "
+             "is bumped with `cdflow bump patch --no-tag` and pushed to staging (not timed); each timed "
+             "rollback takes production from 0.1.1 back to 0.1.0, after a `--prepare` that promotes 0.1.1 again.")
+    L.append("")
+    L.extend(hyperfine_platform_rows(out))
+    L.append("### The route's added latency and CPU")
+    L.append("")
+    L.append(f"`GET /` with wrk as above (1 thread, {machine['settings']['connections']} connections, "
+             f"{machine['settings']['seconds']} s per run, {machine['settings']['runs']} runs, interleaved, after a "
+             f"discarded warm-up), against the route and against its one instance's own port (from `cdflow "
+             f"status`). The environment was started under `taskset -c {machine['settings']['server_cpu']}`: the "
+             f"route's server (`cdflow serve-env`, the proxy) and the instance share CPU "
+             f"{machine['settings']['server_cpu']}; wrk runs on CPU {machine['settings']['client_cpu']}. Server "
+             "CPU µs/req and RSS are over the environment's whole session (proxy and instance); loaded directly, "
+             "the proxy sits idle, so the difference is the proxy's cost. At the moderate rate each connection "
+             "waits a fixed time before its next request (wrk's `delay()`, `BENCH_DELAY_MS`); wrk2's fixed-rate "
+             "mode is not in Debian.")
+    L.append("")
+    L.extend(route_rows(cells))
+    L.append("### A full release, cold and warm")
+    L.append("")
+    L.append("`cdflow --json release --repo TMP/release-seed.git` of the example app as it ships (2 instances), from a "
+             "bare clone of the seeded repository: clone, test (unit and service tiers), bump, push to "
+             "staging, e2e, promote. Cold: an empty state folder and an empty `CARGO_TARGET_DIR` (a fresh "
+             "temporary folder), so every dependency is compiled, for the tests and for the release build. "
+             "Warm: the same command right after; its bump (0.1.1 to 0.1.2) changes the app's version, so "
+             "cargo rebuilds the app's own crate and nothing else. Seconds per stage from the run record "
+             "(`$CDFLOW_STATE_DIR/runs/*.json`).")
+    L.append("")
+    L.extend(release_rows(out))
+    cmds = os.path.join(out, "platform-commands.txt")
+    if os.path.exists(cmds):
+        L.append("The commands of this part (TMP is the run's temporary folder; SPORT, PPORT and IPORT are "
+                 "free ports: staging's route, production's route and the instance's own):")
+        L.append("")
+        L.append("```sh")
+        seen = set()
+        for line in open(cmds):
+            line = line.rstrip("\n")
+            if line and line not in seen:
+                seen.add(line)
+                L.append(line)
+        L.append("```")
+        L.append("")
+    return L
+
+
+def splice_platform(dest, section):
+    """BENCH_ONLY=platform: replace only the platform's section of an existing report."""
+    old = open(dest, encoding="utf-8").read()
+    for heading in (PLATFORM_SECTION + "\n", "## TODO: with the local platform\n"):
+        i = old.find(heading)
+        if i >= 0:
+            j = old.find("\n## ", i + len(heading))
+            j = len(old) if j < 0 else j + 1
+            return old[:i] + section + old[j:]
+    marker = old.find("## The exact commands")
+    if marker >= 0:
+        return old[:marker] + section + old[marker:]
+    return old + "\n" + section
 
 
 def log_check(out, cells, warm):
@@ -357,18 +568,7 @@ def report(out):
              "state folder each time (`--prepare 'rm -rf STATE'`), as a first release would; it builds nothing.")
     L.append("")
     L.extend(hyperfine_rows(out))
-    L.append("## TODO: with the local platform")
-    L.append("")
-    plat = os.path.join(out, "raw", "platform.json")
-    state = json.load(open(plat)) if os.path.exists(plat) else {"skipped": "not run"}
-    L.append(f"These come with cdflow's local platform (this run: {state.get('skipped') or state.get('measured')}). "
-             "`bench/run` has the hook for them (`measure_platform`, enabled by `BENCH_PLATFORM=1`).")
-    L.append("")
-    L.append("- TODO: example_app through an environment's route against the same instance directly: "
-             "requests/s, latency percentiles, and the route's added latency.")
-    L.append("- TODO: wall time of `cdflow push`, `cdflow promote` and `cdflow rollback`.")
-    L.append("- TODO: a full `cdflow release`, cold (empty build cache) and warm.")
-    L.append("")
+    L.extend(platform_section(out, machine, cells))
     L.append("## The exact commands")
     L.append("")
     L.append("```sh")
@@ -405,6 +605,17 @@ def main(argv):
         print(__doc__, file=sys.stderr)
         return 2
     out, dest = argv[1], argv[2]
+    machine = json.load(open(os.path.join(out, "machine.json")))
+    if machine.get("only") == "platform":
+        if not os.path.exists(dest):
+            print(f"summarize: {dest} must exist: BENCH_ONLY=platform rewrites only its platform section",
+                  file=sys.stderr)
+            return 2
+        _, cells, _ = load_records(out)
+        text = splice_platform(dest, "\n".join(platform_section(out, machine, cells)) + "\n")
+        with open(dest, "w", encoding="utf-8") as f:
+            f.write(text)
+        return 0
     text = report(out)
     kept = ""
     if os.path.exists(dest):

@@ -1,6 +1,9 @@
 -- wrk script for bench/run.
 -- BENCH_BODY=FILE turns every request into `POST /` with that file as an
 -- application/json body; without it wrk sends its plain `GET /`.
+-- BENCH_DELAY_MS=N makes each connection wait N ms before its next request (wrk's delay()):
+-- a moderate, roughly fixed rate of connections x 1000 / (N + latency) requests/s instead of
+-- the most the server can take.
 -- done() prints one line, `BENCH_JSON {...}`, that bench/summarize.py reads:
 -- counts, wrk's error classes and latency percentiles in microseconds.
 
@@ -11,6 +14,13 @@ if body_file and body_file ~= "" then
   wrk.body = f:read("*a")
   f:close()
   wrk.headers["Content-Type"] = "application/json"
+end
+
+local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if delay_ms and delay_ms > 0 then
+  function delay()
+    return delay_ms
+  end
 end
 
 function done(summary, latency, requests)
