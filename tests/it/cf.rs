@@ -84,20 +84,7 @@ vars = {{ instances = "2" }}
     /// The real example app (scripts/seed-example), released to cf spaces whose staging route
     /// is `staging_url`.
     pub fn example_app(staging_url: &str) -> CfApp {
-        let project = Project::empty();
-        let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/seed-example");
-        std::fs::remove_dir(&project.dir).unwrap();
-        let output = project
-            .command(&seed)
-            .arg(&project.dir)
-            .current_dir("/")
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let project = Project::example_app();
         let config = project.read("cdflow.toml");
         let envs_at = config.find("[env.staging]").unwrap();
         let config = format!(

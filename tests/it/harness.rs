@@ -81,6 +81,26 @@ impl Project {
         project
     }
 
+    /// The example app as a repository of its own, made by scripts/seed-example (as the quick
+    /// start makes it).
+    pub fn example_app() -> Project {
+        let project = Project::empty();
+        let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/seed-example");
+        std::fs::remove_dir(&project.dir).unwrap();
+        let output = project
+            .command(&seed)
+            .arg(&project.dir)
+            .current_dir("/")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        project
+    }
+
     pub fn write(&self, path: &str, content: &str) {
         let path = self.dir.join(path);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

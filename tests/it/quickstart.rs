@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::harness::{free_port, run_of, shared_target, Project, Run};
@@ -61,20 +61,7 @@ fn http(port: u16, method: &str, path: &str, json: Option<&str>) -> (u16, String
 
 #[test]
 fn the_example_app_is_released_through_every_stage_twice() {
-    let project = Project::empty();
-    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/seed-example");
-    std::fs::remove_dir(&project.dir).unwrap();
-    let output = project
-        .command(&seed)
-        .arg(&project.dir)
-        .current_dir("/")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let project = Project::example_app();
     let (staging, production) = (free_port(), free_port());
     let config = project
         .read("cdflow.toml")
