@@ -496,16 +496,18 @@ mod tests {
         assert!(text.contains("\"duration_ms\":61.020}"), "{text}");
     }
 
+    /// The timestamp written for `secs` and `millis` after the epoch.
+    fn at(secs: u64, millis: u64) -> String {
+        let mut buf = Vec::new();
+        push_timestamp(
+            &mut buf,
+            UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis),
+        );
+        String::from_utf8(buf).unwrap()
+    }
+
     #[test]
     fn timestamp_cache_follows_the_clock() {
-        let at = |secs: u64, millis: u64| {
-            let mut buf = Vec::new();
-            push_timestamp(
-                &mut buf,
-                UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis),
-            );
-            String::from_utf8(buf).unwrap()
-        };
         assert_eq!(at(59, 1), "1970-01-01T00:00:59.001Z");
         assert_eq!(at(59, 999), "1970-01-01T00:00:59.999Z");
         assert_eq!(at(60, 0), "1970-01-01T00:01:00.000Z");
@@ -514,14 +516,6 @@ mod tests {
 
     #[test]
     fn timestamps_are_utc_calendar_dates() {
-        let at = |secs: u64, millis: u64| {
-            let mut buf = Vec::new();
-            push_timestamp(
-                &mut buf,
-                UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis),
-            );
-            String::from_utf8(buf).unwrap()
-        };
         assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
         assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
         assert_eq!(at(1_764_100_380, 123), "2025-11-25T19:53:00.123Z");
