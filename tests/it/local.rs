@@ -581,6 +581,37 @@ fn a_version_that_fails_its_health_check_never_gets_traffic() {
 }
 
 #[test]
+fn a_new_route_port_serves_only_once_the_new_version_is_healthy() {
+    let mut local = Local::python(1);
+    local.push("1.0.0");
+    let old_port = local.staging;
+    local.staging = free_port();
+
+    // On the new port, a version that never becomes healthy: the old port keeps serving.
+    local.release("1.0.1", 3, "    FAIL_HEALTH: \"1\"\n");
+    let run = local.cdflow(&["push", "--to", "staging"]);
+    assert_ne!(run.code, Some(0), "the push must fail:\n{run}");
+    run.stderr_has("the route stays on pyapp 1.0.0");
+    assert_eq!(get(old_port, "/").unwrap().1, "1.0.0\n");
+    assert!(
+        TcpStream::connect(("127.0.0.1", local.staging)).is_err(),
+        "the new port is closed again"
+    );
+
+    // A healthy version moves the route to the new port and closes the old one.
+    local.push("1.0.2");
+    assert_eq!(get(local.staging, "/").unwrap().1, "1.0.2\n");
+    assert!(
+        TcpStream::connect(("127.0.0.1", old_port)).is_err(),
+        "the old port is closed"
+    );
+    local
+        .cdflow(&["status"])
+        .success()
+        .stdout_has(&format!("at http://127.0.0.1:{}", local.staging));
+}
+
+#[test]
 fn an_instance_killed_with_sigkill_is_restarted_and_the_route_keeps_answering() {
     let local = Local::python(2);
     local.push("1.0.0");

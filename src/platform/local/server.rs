@@ -5,12 +5,12 @@
 //! its own so that it outlives that cdflow. It holds `server.lock` for its whole life (so a
 //! second server for the same environment refuses to start), records its processes in
 //! `pids.json`, and stops every instance before it exits (on `stop`, SIGTERM or SIGINT). With
-//! nothing to serve (a first deploy that failed, or never a deploy), it exits after
-//! [`IDLE_EXIT`].
+//! nothing to serve (a first deploy that failed, or never a deploy), it exits once no call has
+//! come for [`IDLE_EXIT`].
 //!
 //! A deploy, one at a time: bind the route's port (first deploy or a port change), start the new
-//! instances, wait until every one passes its health check, switch the route in one step, write
-//! `env.json`, then retire the old instances: wait for their requests in flight (up to
+//! instances, wait until every one passes its health check, switch the route in one step (and
+//! only now serve the new port and close the old one), write `env.json`, then retire the old instances: wait for their requests in flight (up to
 //! [`DRAIN_TIMEOUT`]), SIGTERM, grace, SIGKILL. If a new instance fails (exits, or is not
 //! healthy by the manifest's `timeout`), the new instances are stopped and the route never
 //! moved.
@@ -94,7 +94,8 @@ struct Inner {
     /// the old ones while they drain. Kept so that a stop reaches them too.
     others: Vec<Arc<Generation>>,
     route: Option<Route>,
-    busy: bool,
+    /// Since when nothing has served and nobody has called; `None` while something serves or
+    /// a deploy runs.
     idle_since: Option<Instant>,
 }
 
@@ -205,8 +206,15 @@ async fn serve(paths: EnvPaths) -> Result<()> {
     let mut idle_check = tokio::time::interval(Duration::from_secs(1));
     let why = loop {
         tokio::select! {
+            // Biased, so that a caller already waiting is accepted before an idle exit.
+            biased;
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
+                    // A call restarts the idle clock: `cdflow push` asks for the status and
+                    // then deploys, and the server must not go away in between.
+                    if let Some(since) = server.inner().idle_since.as_mut() {
+                        *since = Instant::now();
+                    }
                     tokio::spawn(Arc::clone(&server).handle(stream));
                 }
             }
@@ -311,10 +319,12 @@ impl Server {
         }
     }
 
-    /// Binds the route's port, unless it is bound already.
-    async fn ensure_route(&self, port: u16) -> Result<(), String> {
+    /// A listener on the route's port when the route is not there yet (a first deploy, or a
+    /// port change). Bound before any instance starts, so that a port in use fails the deploy
+    /// at once; it serves only once the new version is healthy ([`Server::open_route`]).
+    async fn bind_route(&self, port: u16) -> Result<Option<TcpListener>, String> {
         if self.inner().route.as_ref().is_some_and(|r| r.port == port) {
-            return Ok(());
+            return Ok(None);
         }
         let listener = TcpListener::bind(("127.0.0.1", port))
             .await
@@ -325,10 +335,14 @@ impl Server {
                     self.paths.env
                 )
             })?;
+        Ok(Some(listener))
+    }
+
+    /// Serves the route on `listener`. A route on another port closes; its open connections
+    /// finish.
+    fn open_route(&self, port: u16, listener: TcpListener) {
         let task = tokio::spawn(Arc::clone(&self.cell.proxy).serve(listener));
-        // Replacing a route on another port closes that one; its open connections finish.
         self.inner().route = Some(Route { port, task });
-        Ok(())
     }
 
     async fn deploy(
@@ -338,14 +352,9 @@ impl Server {
         progress: impl Fn(String),
     ) -> Result<Status, String> {
         let _one_at_a_time = self.deploying.lock().await;
-        {
-            let mut inner = self.inner();
-            inner.busy = true;
-            inner.idle_since = None;
-        }
+        self.inner().idle_since = None;
         let result = self.deploy_locked(spec, env_file, &progress).await;
         let mut inner = self.inner();
-        inner.busy = false;
         if inner.current.is_none() {
             // Nothing serves: free the port, and let the server go if nothing comes.
             inner.route = None;
@@ -363,7 +372,8 @@ impl Server {
     ) -> Result<(), String> {
         let logs = &self.cell.logs;
         let started = Instant::now();
-        self.ensure_route(spec.route_port).await?;
+        // Until the switch, the route stays where it is, even when its port changes.
+        let new_route = self.bind_route(spec.route_port).await?;
         let what = format!("{} {} ({})", spec.app, spec.version, short(&spec.artifact));
         let message = format!(
             "starting {} instance(s) of {what}, health check {}",
@@ -397,6 +407,9 @@ impl Server {
 
         // The switch: one store, the route now points at the new instances only.
         self.cell.proxy.switch(generation.slots());
+        if let Some(listener) = new_route {
+            self.open_route(generation.spec.route_port, listener);
+        }
         let old = {
             let mut inner = self.inner();
             inner.others.retain(|g| !Arc::ptr_eq(g, &generation));
