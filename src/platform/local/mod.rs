@@ -16,6 +16,7 @@ mod control;
 mod layout;
 mod logs;
 mod pids;
+mod ports;
 mod proxy;
 mod server;
 mod spec;

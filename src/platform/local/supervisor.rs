@@ -257,7 +257,8 @@ async fn run_once(
     let source = format!("CELL/{index}");
     let set =
         |f: &dyn Fn(&mut InstanceStatus)| f(&mut status.lock().unwrap_or_else(|e| e.into_inner()));
-    let spawned = free_port().and_then(|port| spawn(spec, index, port).map(|child| (port, child)));
+    let spawned = super::ports::free_port()
+        .and_then(|port| spawn(spec, index, port).map(|child| (port, child)));
     let (port, mut child) = match spawned {
         Ok(spawned) => spawned,
         Err(err) => {
@@ -430,12 +431,6 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
 }
 
 /// A port that is free now, on loopback.
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 fn spawn(spec: &RunSpec, index: u32, port: u16) -> std::io::Result<Child> {
     let app_dir = spec.droplet.join("app");
     let mut command = tokio::process::Command::new("/bin/sh");

@@ -1,0 +1,75 @@
+//! The ports instances listen on.
+//!
+//! A port is chosen by binding it and letting it go, and the instance binds it again a moment
+//! later. Taken from the kernel's ephemeral range (port 0), it could meanwhile become the local
+//! port of some outgoing connection, which the kernel picks from that same range; the route's
+//! own connections to instances are such connections. So ports are drawn at random below the
+//! ephemeral range, where only a program that asks for a port by number can take one, and from
+//! the range only when no port below it is free.
+
+use std::hash::{BuildHasher, Hasher};
+use std::net::TcpListener;
+
+/// The lowest port drawn from: above the well-known and most registered ports.
+const LOWEST: u16 = 10_000;
+/// How many random ports are tried before falling back to the ephemeral range.
+const TRIES: usize = 64;
+/// Linux's default ephemeral range, for when `/proc` does not say.
+const DEFAULT_EPHEMERAL: (u16, u16) = (32_768, 60_999);
+
+/// A free port on 127.0.0.1 for an instance.
+pub fn free_port() -> std::io::Result<u16> {
+    let (ephemeral_low, _) = ephemeral_range();
+    if ephemeral_low > LOWEST {
+        let span = u64::from(ephemeral_low - LOWEST);
+        for _ in 0..TRIES {
+            let port = LOWEST + (random() % span) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The kernel's ephemeral port range, from `/proc/sys/net/ipv4/ip_local_port_range`.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut numbers = text.split_whitespace().map(str::parse::<u16>);
+            Some((numbers.next()?.ok()?, numbers.next()?.ok()?))
+        })
+        .unwrap_or(DEFAULT_EPHEMERAL)
+}
+
+/// A random number from the standard library's randomly seeded hasher: enough to spread
+/// ports, no generator crate needed.
+fn random() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_free_and_below_the_ephemeral_range() {
+        let (low, _) = ephemeral_range();
+        let ports: Vec<u16> = (0..20).map(|_| free_port().unwrap()).collect();
+        for port in &ports {
+            assert!(
+                (LOWEST..low).contains(port),
+                "{port} not in {LOWEST}..{low}"
+            );
+            // Free: it can be bound now.
+            TcpListener::bind(("127.0.0.1", *port)).unwrap();
+        }
+        let mut distinct = ports.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert!(distinct.len() > 10, "ports not spread: {ports:?}");
+    }
+}
