@@ -79,7 +79,7 @@ def metrics(rec, machine):
         m["rss"] = srv_a["rss_kb"] / 1024
         m["hwm"] = srv_a["hwm_kb"] / 1024
         m["procs"] = len(srv_a["pids"])
-    if rec["mode"] in ("pinned", "platform", "platform-rate"):
+    if rec["mode"] in ("pinned", "platform", "platform-rate", "platform-burst"):
         m["server_core"] = busy(rec["before"], rec["after"], "cpu" + machine["settings"]["server_cpu"])
     else:
         m["server_core"] = None
@@ -282,7 +282,10 @@ def route_rows(cells):
     lines = []
     diffs = []
     for mode, where in (("platform", "at saturation (64 connections, no pause)"),
-                        ("platform-rate", "at a moderate rate (64 connections, each waiting between requests)")):
+                        ("platform-rate", "at a moderate rate (64 connections, each waiting a random time "
+                                          "between requests)"),
+                        ("platform-burst", "in bursts (64 connections, each waiting a fixed time between "
+                                           "requests)")):
         route, direct = cells.get((mode, "get", "route")), cells.get((mode, "get", "direct"))
         if not route or not direct:
             continue
@@ -418,8 +421,14 @@ def platform_section(out, machine, cells):
              f"{machine['settings']['server_cpu']}; wrk runs on CPU {machine['settings']['client_cpu']}. Server "
              "CPU µs/req and RSS are over the environment's whole session (proxy and instance); loaded directly, "
              "the proxy sits idle, so the difference is the proxy's cost. At the moderate rate each connection "
-             "waits a fixed time before its next request (wrk's `delay()`, `BENCH_DELAY_MS`); wrk2's fixed-rate "
-             "mode is not in Debian.")
+             "waits a random time before its next request (wrk's `delay()`: exponentially distributed with "
+             "mean `BENCH_DELAY_MS`, as independent users' think times are), so the requests arrive spread "
+             "out in time. In bursts each connection waits exactly `BENCH_DELAY_MS` "
+             "(`BENCH_DELAY_KIND=fixed`): connections answered in the same millisecond wake in the same "
+             "millisecond, fall into step, and the requests arrive in bursts of tens; since the proxy and "
+             "the instance share one core, each request of a burst waits for the proxy's work on the ones "
+             "before it, so the route's added latency grows with the burst. wrk2's fixed-rate mode is not in "
+             "Debian.")
     L.append("")
     L.extend(route_rows(cells))
     L.append("### A full release, cold and warm")

@@ -1,9 +1,13 @@
 -- wrk script for bench/run.
 -- BENCH_BODY=FILE turns every request into `POST /` with that file as an
 -- application/json body; without it wrk sends its plain `GET /`.
--- BENCH_DELAY_MS=N makes each connection wait N ms before its next request (wrk's delay()):
--- a moderate, roughly fixed rate of connections x 1000 / (N + latency) requests/s instead of
--- the most the server can take.
+-- BENCH_DELAY_MS=N makes each connection wait before its next request (wrk's delay()): a
+-- moderate rate of about connections x 1000 / (N + latency) requests/s instead of the most the
+-- server can take. The wait is drawn at random, exponentially distributed with mean N ms, as
+-- independent users' think times are; the requests then arrive spread out in time, as at a
+-- real route. With BENCH_DELAY_KIND=fixed every wait is exactly N ms: connections that were
+-- answered in the same millisecond then wake in the same millisecond, so the connections fall
+-- into step and the requests arrive in bursts (a worst case, not a moderate load).
 -- done() prints one line, `BENCH_JSON {...}`, that bench/summarize.py reads:
 -- counts, wrk's error classes and latency percentiles in microseconds.
 
@@ -17,9 +21,19 @@ if body_file and body_file ~= "" then
 end
 
 local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+local delay_kind = os.getenv("BENCH_DELAY_KIND") or "random"
 if delay_ms and delay_ms > 0 then
-  function delay()
-    return delay_ms
+  if delay_kind == "fixed" then
+    function delay()
+      return delay_ms
+    end
+  elseif delay_kind == "random" then
+    -- Unseeded, so every run draws the same sequence of waits.
+    function delay()
+      return math.floor(-math.log(1 - math.random()) * delay_ms + 0.5)
+    end
+  else
+    error("BENCH_DELAY_KIND is random or fixed, not " .. delay_kind)
   end
 end
 
