@@ -23,13 +23,15 @@ use crate::harness::{run_of, Project, Run};
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The test app: `GET /` answers its version; `/slow?ms=N` after N ms; `/health` fails when
-/// FAIL_HEALTH is set; `/env` shows what the platform gave it; `/say?x` prints x to stdout.
+/// FAIL_HEALTH is set; `/env` shows what the platform gave it; `/say?x` prints x to stdout;
+/// `/grow?mb=N` holds N more megabytes.
 const APP_PY: &str = r#"
 import json, os, signal, sys, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 from urllib.parse import urlparse, parse_qs
 
 VERSION = os.environ.get("VERSION", "?")
+HELD = []
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -58,6 +60,9 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/env":
             keys = ["PORT", "VCAP_APP_PORT", "VCAP_APPLICATION", "VCAP_SERVICES", "CF_INSTANCE_INDEX", "GREETING", "VIRTUAL_ENV"]
             return self.answer(200, json.dumps({k: os.environ.get(k) for k in keys}), "application/json")
+        if url.path == "/grow":
+            HELD.append(b"x" * (int(query["mb"][0]) * 1024 * 1024))
+            return self.answer(200, "holding more\n")
         if url.path == "/say":
             print("said:", url.query, flush=True)
         return self.answer(200, VERSION + "\n")
@@ -648,6 +653,45 @@ fn an_instance_killed_with_sigkill_is_restarted_and_the_route_keeps_answering() 
             "[CELL/0] instance 0 (pid {victim}) was killed by signal 9"
         ))
         .stdout_has("[CELL/0] instance 0 exited; restarting in 0s");
+}
+
+#[test]
+fn an_instance_over_its_memory_limit_is_killed_and_restarted() {
+    let local = Local::python(1);
+    local.release("1.0.0", 20, "  memory: 64M\n");
+    local.cdflow(&["push", "--to", "staging"]).success();
+    local
+        .cdflow(&["status"])
+        .success()
+        .stdout_has(" of 64M (GET /health answered 200");
+    let victim = local.instances("staging")[0].1;
+
+    // 100 MB more: over the limit, so the instance is killed within a second and restarted.
+    let _ = get(local.staging, "/grow?mb=100");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = local.instances("staging");
+        if let Some((_, pid, _, state, restarts)) = now.first() {
+            if *pid != victim && state == "healthy" && *restarts == 1 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "instance 0 was not restarted: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!alive(victim));
+    assert_eq!(get(local.staging, "/").unwrap().1, "1.0.0\n");
+    local
+        .cdflow(&["logs", "--env", "staging"])
+        .success()
+        .stdout_has(&format!(
+            "[CELL/0] instance 0 (pid {victim}) was killed: its processes held"
+        ))
+        .stdout_has("over the manifest's memory limit of 64M")
+        .stdout_has("[CELL/0] instance 0 went over its memory limit; restarting in 0s");
 }
 
 #[test]

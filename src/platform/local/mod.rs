@@ -15,6 +15,7 @@ mod artifacts;
 mod control;
 mod layout;
 mod logs;
+mod memory;
 mod pids;
 mod ports;
 mod proxy;
@@ -345,8 +346,16 @@ pub fn status(state: &State, ui: &Ui) -> Result<()> {
                         }
                         _ => String::new(),
                     };
+                    // As `cf app` shows it: what the processes hold, of the manifest's limit.
+                    let memory = match (instance.memory, instance.memory_limit) {
+                        (Some(used), Some(limit)) => {
+                            format!(", memory {} of {}", memory::Size(used), memory::Size(limit))
+                        }
+                        (Some(used), None) => format!(", memory {}", memory::Size(used)),
+                        (None, _) => String::new(),
+                    };
                     ui.note(&format!(
-                        "  instance {}{old}: pid {pid}, port {port}, {}, {restarts} ({})",
+                        "  instance {}{old}: pid {pid}, port {port}, {}, {restarts}{memory} ({})",
                         instance.index, instance.phase, instance.check
                     ));
                 }

@@ -74,6 +74,11 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
+    /// The manifest's `memory`, in bytes.
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.memory.as_deref().and_then(super::memory::parse_limit)
+    }
+
     /// The spec for `application` of the manifest, running `droplet` with `command`.
     pub fn from_manifest(
         application: &Application,
@@ -100,6 +105,14 @@ impl RunSpec {
             if !endpoint.starts_with('/') {
                 return Err(user_error(format!(
                     "the manifest's health-check-http-endpoint `{endpoint}` must start with `/`"
+                )));
+            }
+        }
+        if let Some(memory) = &application.memory {
+            if super::memory::parse_limit(memory).is_none() {
+                return Err(user_error(format!(
+                    "the manifest's memory `{memory}` is not a size: write it as cf reads it, \
+                     such as 256M or 1G"
                 )));
             }
         }
@@ -403,5 +416,14 @@ mod tests {
         );
         let bad: Application = serde_yaml::from_str("name: web\nhealth-check-type: tcp\n").unwrap();
         assert!(RunSpec::from_manifest(&bad, placement, "x").is_err());
+
+        let limited: Application = serde_yaml::from_str("name: web\nmemory: 1G\n").unwrap();
+        let spec = RunSpec::from_manifest(&limited, placement, "x").unwrap();
+        assert_eq!(spec.memory_limit(), Some(1024 * 1024 * 1024));
+        let bad: Application = serde_yaml::from_str("name: web\nmemory: lots\n").unwrap();
+        let err = RunSpec::from_manifest(&bad, placement, "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("memory `lots` is not a size"), "{err}");
     }
 }

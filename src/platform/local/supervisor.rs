@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::logs::{LogSink, MAX_LINE};
+use super::memory;
 use super::pids::{signal, Registry};
 use super::proxy::{Backend, Proxy, Slot};
 use super::spec::{HealthCheck, RunSpec, Runtime};
@@ -104,6 +105,12 @@ pub struct InstanceView {
     pub phase: Phase,
     pub restarts: u32,
     pub check: String,
+    /// Bytes its processes hold now, when it runs.
+    #[serde(default)]
+    pub memory: Option<u64>,
+    /// The manifest's limit, in bytes.
+    #[serde(default)]
+    pub memory_limit: Option<u64>,
 }
 
 pub struct Instance {
@@ -173,6 +180,8 @@ impl Instance {
             phase: status.phase,
             restarts: status.restarts,
             check: status.last_check,
+            memory: status.pid.map(memory::group_resident_bytes),
+            memory_limit: self.spec.memory_limit(),
         }
     }
 
@@ -195,6 +204,7 @@ enum Outcome {
     Stop(Duration),
     Exited,
     Unhealthy,
+    OutOfMemory,
 }
 
 async fn supervise(
@@ -219,6 +229,7 @@ async fn supervise(
             Outcome::Stop(_) => break,
             Outcome::Exited => "exited",
             Outcome::Unhealthy => "failed its health check",
+            Outcome::OutOfMemory => "went over its memory limit",
         };
         if healthy_for >= STABLE_AFTER {
             in_a_row = 0;
@@ -311,6 +322,9 @@ async fn run_once(
     let started = Instant::now();
     let mut healthy_since: Option<Instant> = None;
     let mut failures = 0;
+    let memory_limit = spec.memory_limit();
+    let mut memory_check = tokio::time::interval(RUN_INTERVAL);
+    memory_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let outcome = loop {
         let interval = if healthy_since.is_some() {
             RUN_INTERVAL
@@ -336,6 +350,30 @@ async fn run_once(
             changed = stop.changed() => {
                 let grace = if changed.is_ok() { (*stop.borrow()).unwrap_or(STOP_GRACE) } else { STOP_GRACE };
                 break Outcome::Stop(grace);
+            }
+            _ = memory_check.tick(), if memory_limit.is_some() => {
+                let limit = memory_limit.unwrap_or(u64::MAX);
+                // Reading every process's stat takes a moment: off the thread that proxies.
+                let used = tokio::task::spawn_blocking(move || memory::group_resident_bytes(pid))
+                    .await
+                    .unwrap_or(0);
+                if used > limit {
+                    // As a container's limit would: at once, without a grace period.
+                    signal(-(pid as i32), libc::SIGKILL);
+                    let _ = child.wait().await;
+                    let text = format!(
+                        "was killed: its processes held {}, over the manifest's memory limit of {}",
+                        memory::Size(used),
+                        memory::Size(limit)
+                    );
+                    cell.logs.event(&source, format!("instance {index} (pid {pid}) {text}"));
+                    set(&|s| {
+                        s.crashes += 1;
+                        s.phase = Phase::Crashed;
+                        s.last_exit = Some(text.clone());
+                    });
+                    break Outcome::OutOfMemory;
+                }
             }
             result = async {
                 tokio::time::sleep(interval).await;
@@ -399,7 +437,7 @@ async fn run_once(
                 ));
             });
         }
-        Outcome::Exited => {}
+        Outcome::Exited | Outcome::OutOfMemory => {}
     }
     cell.registry.remove(pid);
     (outcome, healthy_for)
@@ -500,7 +538,7 @@ pub fn instance_env(spec: &RunSpec, index: u32, port: u16) -> Vec<(String, Strin
         "space_name": spec.env,
         "host": "0.0.0.0",
         "port": port,
-        "limits": { "mem": memory_mb(spec.memory.as_deref()) },
+        "limits": { "mem": spec.memory_limit().map(|bytes| bytes / (1024 * 1024)) },
     });
     set("PORT", port.to_string());
     set("VCAP_APP_PORT", port.to_string());
@@ -516,18 +554,6 @@ pub fn instance_env(spec: &RunSpec, index: u32, port: u16) -> Vec<(String, Strin
         set("MEMORY_LIMIT", memory.to_ascii_lowercase());
     }
     env
-}
-
-/// `64M`, `1G`, `512MB` in megabytes (Cloud Foundry's `limits.mem`).
-fn memory_mb(memory: Option<&str>) -> Option<u64> {
-    let memory = memory?.trim().to_ascii_uppercase();
-    let memory = memory.trim_end_matches('B');
-    let (number, factor) = match memory.chars().last()? {
-        'G' => (&memory[..memory.len() - 1], 1024),
-        'M' => (&memory[..memory.len() - 1], 1),
-        _ => (memory, 1),
-    };
-    number.trim().parse::<u64>().ok().map(|n| n * factor)
 }
 
 /// Copies an instance's output into the log, and into its status's tail until it is healthy
@@ -670,7 +696,5 @@ mod tests {
     fn simple_commands_replace_the_shell() {
         assert_eq!(shell_command("./app --x"), "exec ./app --x");
         assert_eq!(shell_command("cd a && ./app"), "cd a && ./app");
-        assert_eq!(memory_mb(Some("1G")), Some(1024));
-        assert_eq!(memory_mb(Some("512MB")), Some(512));
     }
 }

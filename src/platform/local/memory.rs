@@ -1,0 +1,135 @@
+//! An instance's memory: the manifest's `memory` limit, and what the instance's processes hold.
+//!
+//! Cloud Foundry runs each instance in a container whose memory is capped at the manifest's
+//! `memory`; an instance that goes over is killed and counted as a crash. Here an instance is a
+//! process group, so its memory is the sum of the resident sets of the group's processes (an app
+//! server's workers included), read from `/proc` every second: a spike shorter than that goes
+//! unseen, which a container would not allow.
+
+use std::fmt;
+
+/// The manifest's `memory` in bytes: a number with `M`/`MB` or `G`/`GB` (any case), as cf
+/// reads it; a bare number is megabytes.
+pub fn parse_limit(text: &str) -> Option<u64> {
+    let upper = text.trim().to_ascii_uppercase();
+    let unit_less = upper.strip_suffix('B').unwrap_or(&upper);
+    let (number, megabytes) = if let Some(n) = unit_less.strip_suffix('G') {
+        (n, 1024)
+    } else if let Some(n) = unit_less.strip_suffix('M') {
+        (n, 1)
+    } else {
+        (unit_less, 1)
+    };
+    let number: u64 = number.trim().parse().ok()?;
+    if number == 0 {
+        return None;
+    }
+    number.checked_mul(megabytes)?.checked_mul(1024 * 1024)
+}
+
+/// The resident memory of every process in process group `pgid`, in bytes.
+pub fn group_resident_bytes(pgid: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(group_and_resident_bytes)
+        .filter(|(group, _)| *group == pgid)
+        .map(|(_, bytes)| bytes)
+        .sum()
+}
+
+/// The process group of `pid` and its resident memory in bytes, from `/proc/<pid>/stat`.
+fn group_and_resident_bytes(pid: u32) -> Option<(u32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in brackets, may hold spaces: count the fields after its end.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // Fields 5 (pgrp) and 24 (rss, in pages) of proc(5); the first after the name is field 3.
+    let group: u32 = fields.get(2)?.parse().ok()?;
+    let pages: u64 = fields.get(21)?.parse().ok()?;
+    // SAFETY: sysconf(3) reads a constant of the system; it touches no memory of ours.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64;
+    Some((group, pages * page_size))
+}
+
+/// Bytes as `cf app` shows memory: `12.3M`, `1.5G`.
+pub struct Size(pub u64);
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MB: u64 = 1024 * 1024;
+        const GB: u64 = 1024 * MB;
+        match self.0 {
+            bytes if bytes >= GB && bytes % GB == 0 => write!(f, "{}G", bytes / GB),
+            bytes if bytes >= GB => write!(f, "{:.1}G", bytes as f64 / GB as f64),
+            bytes if bytes % MB == 0 => write!(f, "{}M", bytes / MB),
+            bytes => write!(f, "{:.1}M", bytes as f64 / MB as f64),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_read_as_cf_reads_them() {
+        const M: u64 = 1024 * 1024;
+        assert_eq!(parse_limit("256M"), Some(256 * M));
+        assert_eq!(parse_limit("256mb"), Some(256 * M));
+        assert_eq!(parse_limit("1G"), Some(1024 * M));
+        assert_eq!(parse_limit(" 2gb "), Some(2048 * M));
+        assert_eq!(parse_limit("64"), Some(64 * M));
+        for bad in ["", "M", "lots", "1.5G", "-1M", "0M", "12K"] {
+            assert_eq!(parse_limit(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_group_holds_the_memory_of_all_its_processes() {
+        use std::os::unix::process::CommandExt;
+        use std::time::{Duration, Instant};
+        // A shell leading a group of its own, with a child in the same group.
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 30 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id();
+        let in_group = || {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| group_and_resident_bytes(*pid).is_some_and(|(g, _)| g == pgid))
+                .count()
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while in_group() < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let leader = group_and_resident_bytes(pgid).unwrap().1;
+        let group = group_resident_bytes(pgid);
+        // SAFETY: kill(2) on the group this test started.
+        unsafe { libc::kill(-(pgid as i32), libc::SIGKILL) };
+        let _ = child.wait();
+        assert!(leader > 0);
+        assert!(
+            group > leader,
+            "the group ({group} bytes) counts the child beside the leader ({leader} bytes)"
+        );
+        // Gone once the kernel has taken the killed processes down.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while group_resident_bytes(pgid) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(group_resident_bytes(pgid), 0, "the group is gone");
+    }
+
+    #[test]
+    fn sizes_read_as_cf_app_shows_them() {
+        assert_eq!(Size(12 * 1024 * 1024 + 300 * 1024).to_string(), "12.3M");
+        assert_eq!(Size(1536 * 1024 * 1024).to_string(), "1.5G");
+        assert_eq!(Size(64 * 1024 * 1024).to_string(), "64M");
+        assert_eq!(Size(2048 * 1024 * 1024).to_string(), "2G");
+    }
+}
