@@ -24,7 +24,8 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The test app: `GET /` answers its version; `/slow?ms=N` after N ms; `/health` fails when
 /// FAIL_HEALTH is set; `/env` shows what the platform gave it; `/say?x` prints x to stdout;
-/// `/grow?mb=N` holds N more megabytes.
+/// `/grow?mb=N` holds N more megabytes; `/echo` with `Upgrade: echo` switches protocols and
+/// sends back every byte it gets.
 const APP_PY: &str = r#"
 import json, os, signal, sys, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
@@ -60,6 +61,19 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/env":
             keys = ["PORT", "VCAP_APP_PORT", "VCAP_APPLICATION", "VCAP_SERVICES", "CF_INSTANCE_INDEX", "GREETING", "VIRTUAL_ENV"]
             return self.answer(200, json.dumps({k: os.environ.get(k) for k in keys}), "application/json")
+        if url.path == "/echo" and self.headers.get("Upgrade") == "echo":
+            self.send_response(101)
+            self.send_header("Upgrade", "echo")
+            self.send_header("Connection", "Upgrade")
+            self.end_headers()
+            self.wfile.flush()
+            while True:
+                data = self.connection.recv(4096)
+                if not data:
+                    break
+                self.connection.sendall(data)
+            self.close_connection = True
+            return
         if url.path == "/grow":
             HELD.append(b"x" * (int(query["mb"][0]) * 1024 * 1024))
             return self.answer(200, "holding more\n")
@@ -692,6 +706,40 @@ fn an_instance_over_its_memory_limit_is_killed_and_restarted() {
         ))
         .stdout_has("over the manifest's memory limit of 64M")
         .stdout_has("[CELL/0] instance 0 went over its memory limit; restarting in 0s");
+}
+
+#[test]
+fn the_route_passes_on_a_protocol_switch_and_joins_the_connections() {
+    let local = Local::python(1);
+    local.push("1.0.0");
+    let mut stream = TcpStream::connect(("127.0.0.1", local.staging)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "closed: {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo\r\n"), "{head}");
+    assert!(head.contains("connection: upgrade\r\n"), "{head}");
+    // Both ways, twice: the connection is now the instance's.
+    for word in ["ping\n", "pong pong\n"] {
+        stream.write_all(word.as_bytes()).unwrap();
+        let mut echoed = vec![0u8; word.len()];
+        stream.read_exact(&mut echoed).unwrap();
+        assert_eq!(String::from_utf8(echoed).unwrap(), word);
+    }
+    // A plain request on the same route still gets an answer.
+    assert_eq!(get(local.staging, "/").unwrap().1, "1.0.0\n");
 }
 
 #[test]

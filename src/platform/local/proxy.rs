@@ -16,6 +16,12 @@
 //! Requests whose bodies are small (or absent) are buffered so that they can be sent again: to
 //! another instance when an instance refuses the connection (the request never reached it), and
 //! for idempotent methods also when an instance fails before answering (it was killed).
+//!
+//! A request to switch protocols (`Connection: upgrade`, such as a WebSocket handshake) is
+//! passed on with its `Upgrade` header; when the instance answers 101, the two connections are
+//! joined and bytes flow both ways until either side closes. Such a tunnel is not counted in
+//! flight: like Cloud Foundry's router, a switch does not wait for it, and it ends when its old
+//! instance stops.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -156,6 +162,7 @@ impl Proxy {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)
                     .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
                     .await;
             });
         }
@@ -163,11 +170,21 @@ impl Proxy {
 
     async fn handle(
         &self,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         forwarded_for: HeaderValue,
     ) -> Response<ProxyBody> {
+        let upgrade = upgrade_asked(request.headers()).then(|| {
+            let protocol = request.headers().get(header::UPGRADE).cloned();
+            (protocol, hyper::upgrade::on(&mut request))
+        });
         let (mut parts, body) = request.into_parts();
         remove_hop_by_hop(&mut parts.headers);
+        if let Some((Some(protocol), _)) = &upgrade {
+            parts.headers.insert(header::UPGRADE, protocol.clone());
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         parts
             .headers
             .append(HeaderName::from_static("x-forwarded-for"), forwarded_for);
@@ -241,6 +258,29 @@ impl Proxy {
             *upstream.version_mut() = Version::HTTP_11;
             *upstream.headers_mut() = headers;
             match self.client.request(upstream).await {
+                Ok(mut response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    let Some((_, client_side)) = upgrade else {
+                        drop(guard);
+                        last_error = format!(
+                            "instance {} (port {}) switched protocols unasked",
+                            slot.index, backend.port
+                        );
+                        break;
+                    };
+                    let instance_side = hyper::upgrade::on(&mut response);
+                    tokio::spawn(tunnel(client_side, instance_side));
+                    let (mut head, _) = response.into_parts();
+                    let protocol = head.headers.get(header::UPGRADE).cloned();
+                    remove_hop_by_hop(&mut head.headers);
+                    if let Some(protocol) = protocol {
+                        head.headers.insert(header::UPGRADE, protocol);
+                    }
+                    head.headers
+                        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    // The tunnel is not in flight: the guard goes here.
+                    drop(guard);
+                    return Response::from_parts(head, ProxyBody::Local(Full::new(Bytes::new())));
+                }
                 Ok(response) => {
                     let (mut head, body) = response.into_parts();
                     remove_hop_by_hop(&mut head.headers);
@@ -333,6 +373,26 @@ impl Proxy {
         }
         None
     }
+}
+
+/// Whether the request asks to switch protocols: `Upgrade` present and named in `Connection`.
+fn upgrade_asked(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Joins a client's upgraded connection with its instance's, until either side closes.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, instance: hyper::upgrade::OnUpgrade) {
+    let (Ok(client), Ok(instance)) = tokio::join!(client, instance) else {
+        return;
+    };
+    let _ =
+        tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(instance)).await;
 }
 
 /// Headers that belong to one connection, not to the message (RFC 9110, 7.6.1).
