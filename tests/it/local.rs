@@ -24,7 +24,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The test app: `GET /` answers its version; `/slow?ms=N` after N ms; `/health` fails when
 /// FAIL_HEALTH is set; `/env` shows what the platform gave it; `/say?x` prints x to stdout;
-/// `/grow?mb=N` holds N more megabytes; `/echo` with `Upgrade: echo` switches protocols and
+/// `POST /grow?mb=N` holds N more megabytes; `/echo` with `Upgrade: echo` switches protocols and
 /// sends back every byte it gets.
 const APP_PY: &str = r#"
 import json, os, signal, sys, time
@@ -47,6 +47,13 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def do_POST(self):
+        url = urlparse(self.path)
+        if url.path == "/grow":
+            HELD.append(b"x" * (int(parse_qs(url.query)["mb"][0]) * 1024 * 1024))
+            return self.answer(200, "holding more\n")
+        return self.answer(404, "no such thing\n")
 
     def do_GET(self):
         url = urlparse(self.path)
@@ -74,9 +81,6 @@ class Handler(BaseHTTPRequestHandler):
                 self.connection.sendall(data)
             self.close_connection = True
             return
-        if url.path == "/grow":
-            HELD.append(b"x" * (int(query["mb"][0]) * 1024 * 1024))
-            return self.answer(200, "holding more\n")
         if url.path == "/say":
             print("said:", url.query, flush=True)
         return self.answer(200, VERSION + "\n")
@@ -681,7 +685,13 @@ fn an_instance_over_its_memory_limit_is_killed_and_restarted() {
     let victim = local.instances("staging")[0].1;
 
     // 100 MB more: over the limit, so the instance is killed within a second and restarted.
-    let _ = get(local.staging, "/grow?mb=100");
+    // A POST, which the route never sends twice: a retry would grow the new instance too.
+    let mut post = TcpStream::connect(("127.0.0.1", local.staging)).unwrap();
+    post.write_all(
+        b"POST /grow?mb=100 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let _ = post.read_to_end(&mut Vec::new());
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let now = local.instances("staging");
@@ -706,6 +716,38 @@ fn an_instance_over_its_memory_limit_is_killed_and_restarted() {
         ))
         .stdout_has("over the manifest's memory limit of 64M")
         .stdout_has("[CELL/0] instance 0 went over its memory limit; restarting in 0s");
+}
+
+#[test]
+fn a_hung_instance_with_a_memory_limit_still_fails_its_health_checks_and_is_restarted() {
+    let local = Local::python(1);
+    // The memory check ticks every second too: it must not put the health checks off.
+    local.release("1.0.0", 20, "  memory: 256M\n");
+    local.cdflow(&["push", "--to", "staging"]).success();
+    let victim = local.instances("staging")[0].1;
+    // SAFETY: kill(2) on the instance's pid, read from `cdflow status` just now.
+    unsafe { libc::kill(victim as i32, libc::SIGSTOP) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = local.instances("staging");
+        if let Some((_, pid, _, state, restarts)) = now.first() {
+            if *pid != victim && state == "healthy" && *restarts == 1 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hung instance was not restarted: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!alive(victim));
+    assert_eq!(get(local.staging, "/").unwrap().1, "1.0.0\n");
+    local
+        .cdflow(&["logs", "--env", "staging"])
+        .success()
+        .stdout_has("[HEALTH/0] check 3 of 3 failed")
+        .stdout_has(&format!("stopped unhealthy instance 0 (pid {victim})"));
 }
 
 #[test]

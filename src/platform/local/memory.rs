@@ -2,9 +2,11 @@
 //!
 //! Cloud Foundry runs each instance in a container whose memory is capped at the manifest's
 //! `memory`; an instance that goes over is killed and counted as a crash. Here an instance is a
-//! process group, so its memory is the sum of the resident sets of the group's processes (an app
-//! server's workers included), read from `/proc` every second: a spike shorter than that goes
-//! unseen, which a container would not allow.
+//! process group, so its memory is the sum over the group's processes (an app server's workers
+//! included) of their proportional set size (`Pss` in `/proc/<pid>/smaps_rollup`): a page that
+//! forked workers share counts once in all, as it does against a container's limit, where
+//! resident sets would count it once per worker. The supervisor samples it every second, so a
+//! spike shorter than that goes unseen, which a container would not allow.
 
 use std::fmt;
 
@@ -27,16 +29,26 @@ pub fn parse_limit(text: &str) -> Option<u64> {
     number.checked_mul(megabytes)?.checked_mul(1024 * 1024)
 }
 
-/// The resident memory of every process in process group `pgid`, in bytes.
-pub fn group_resident_bytes(pgid: u32) -> u64 {
+/// The memory of the processes in process group `pgid`, in bytes: their proportional set
+/// sizes, or their resident sets where the kernel does not say (no `smaps_rollup`).
+pub fn group_bytes(pgid: u32) -> u64 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
     };
     dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(group_and_resident_bytes)
-        .filter(|(group, _)| *group == pgid)
-        .map(|(_, bytes)| bytes)
+        .filter_map(|pid| {
+            let (group, resident) = group_and_resident_bytes(pid)?;
+            (group == pgid).then(|| proportional_bytes(pid).unwrap_or(resident))
+        })
         .sum()
+}
+
+/// `Pss` of `/proc/<pid>/smaps_rollup`, in bytes.
+fn proportional_bytes(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let line = rollup.lines().find(|line| line.starts_with("Pss:"))?;
+    let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kilobytes * 1024)
 }
 
 /// The process group of `pid` and its resident memory in bytes, from `/proc/<pid>/stat`.
@@ -107,8 +119,9 @@ mod tests {
         while in_group() < 2 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        let leader = group_and_resident_bytes(pgid).unwrap().1;
-        let group = group_resident_bytes(pgid);
+        let leader =
+            proportional_bytes(pgid).unwrap_or_else(|| group_and_resident_bytes(pgid).unwrap().1);
+        let group = group_bytes(pgid);
         // SAFETY: kill(2) on the group this test started.
         unsafe { libc::kill(-(pgid as i32), libc::SIGKILL) };
         let _ = child.wait();
@@ -119,10 +132,10 @@ mod tests {
         );
         // Gone once the kernel has taken the killed processes down.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while group_resident_bytes(pgid) > 0 && Instant::now() < deadline {
+        while group_bytes(pgid) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(group_resident_bytes(pgid), 0, "the group is gone");
+        assert_eq!(group_bytes(pgid), 0, "the group is gone");
     }
 
     #[test]

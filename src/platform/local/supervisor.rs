@@ -93,6 +93,8 @@ pub struct InstanceStatus {
     pub tail: VecDeque<String>,
     /// How long its first start took to pass the health check.
     pub healthy_after: Option<Duration>,
+    /// What its processes held at the last sample (every [`RUN_INTERVAL`]), in bytes.
+    pub memory: Option<u64>,
 }
 
 /// What `cdflow status` shows of an instance.
@@ -143,6 +145,7 @@ impl Instance {
             last_exit: None,
             tail: VecDeque::new(),
             healthy_after: None,
+            memory: None,
         }));
         let (stop, stop_rx) = watch::channel(None);
         let task = tokio::spawn(supervise(
@@ -180,7 +183,7 @@ impl Instance {
             phase: status.phase,
             restarts: status.restarts,
             check: status.last_check,
-            memory: status.pid.map(memory::group_resident_bytes),
+            memory: status.pid.and(status.memory),
             memory_limit: self.spec.memory_limit(),
         }
     }
@@ -290,6 +293,7 @@ async fn run_once(
         s.port = Some(port);
         s.phase = Phase::Starting;
         s.last_check = "not checked yet".into();
+        s.memory = None;
     });
     let app_source: Arc<str> = format!("APP/{index}").into();
     if let Some(out) = child.stdout.take() {
@@ -325,12 +329,11 @@ async fn run_once(
     let memory_limit = spec.memory_limit();
     let mut memory_check = tokio::time::interval(RUN_INTERVAL);
     memory_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Kept across the loop's turns, so that the other branches (the memory check) never put
+    // the next health check off; replaced each time it completes.
+    let next_check = check_after(START_INTERVAL, &spec.health_check, port);
+    tokio::pin!(next_check);
     let outcome = loop {
-        let interval = if healthy_since.is_some() {
-            RUN_INTERVAL
-        } else {
-            START_INTERVAL
-        };
         tokio::select! {
             exit = child.wait() => {
                 let text = match exit {
@@ -351,34 +354,32 @@ async fn run_once(
                 let grace = if changed.is_ok() { (*stop.borrow()).unwrap_or(STOP_GRACE) } else { STOP_GRACE };
                 break Outcome::Stop(grace);
             }
-            _ = memory_check.tick(), if memory_limit.is_some() => {
-                let limit = memory_limit.unwrap_or(u64::MAX);
-                // Reading every process's stat takes a moment: off the thread that proxies.
-                let used = tokio::task::spawn_blocking(move || memory::group_resident_bytes(pid))
+            _ = memory_check.tick() => {
+                // Reading /proc takes a moment: off the thread that proxies.
+                let used = tokio::task::spawn_blocking(move || memory::group_bytes(pid))
                     .await
                     .unwrap_or(0);
-                if used > limit {
-                    // As a container's limit would: at once, without a grace period.
-                    signal(-(pid as i32), libc::SIGKILL);
-                    let _ = child.wait().await;
-                    let text = format!(
-                        "was killed: its processes held {}, over the manifest's memory limit of {}",
-                        memory::Size(used),
-                        memory::Size(limit)
-                    );
-                    cell.logs.event(&source, format!("instance {index} (pid {pid}) {text}"));
-                    set(&|s| {
-                        s.crashes += 1;
-                        s.phase = Phase::Crashed;
-                        s.last_exit = Some(text.clone());
-                    });
-                    break Outcome::OutOfMemory;
-                }
+                set(&|s| s.memory = Some(used));
+                let Some(limit) = memory_limit.filter(|limit| used > *limit) else {
+                    continue;
+                };
+                // As a container's limit would: at once, without a grace period.
+                signal(-(pid as i32), libc::SIGKILL);
+                let _ = child.wait().await;
+                let text = format!(
+                    "was killed: its processes held {}, over the manifest's memory limit of {}",
+                    memory::Size(used),
+                    memory::Size(limit)
+                );
+                cell.logs.event(&source, format!("instance {index} (pid {pid}) {text}"));
+                set(&|s| {
+                    s.crashes += 1;
+                    s.phase = Phase::Crashed;
+                    s.last_exit = Some(text.clone());
+                });
+                break Outcome::OutOfMemory;
             }
-            result = async {
-                tokio::time::sleep(interval).await;
-                check(&spec.health_check, port).await
-            } => {
+            result = &mut next_check => {
                 match result {
                     Ok(detail) => {
                         failures = 0;
@@ -410,6 +411,8 @@ async fn run_once(
                         }
                     }
                 }
+                let interval = if healthy_since.is_some() { RUN_INTERVAL } else { START_INTERVAL };
+                next_check.set(check_after(interval, &spec.health_check, port));
             }
         }
     };
@@ -440,12 +443,15 @@ async fn run_once(
         Outcome::Exited | Outcome::OutOfMemory => {}
     }
     cell.registry.remove(pid);
+    set(&|s| s.memory = None);
     (outcome, healthy_for)
 }
 
 /// SIGTERM to the group, then SIGKILL after `grace`; returns how the process ended.
 async fn terminate(child: &mut Child, pid: u32, grace: Duration) -> String {
     signal(-(pid as i32), libc::SIGTERM);
+    // A stopped process (SIGSTOP, a debugger) gets its SIGTERM only once it runs again.
+    signal(-(pid as i32), libc::SIGCONT);
     let how = match tokio::time::timeout(grace, child.wait()).await {
         Ok(Ok(status)) => describe_exit(status),
         Ok(Err(err)) => format!("could not be waited for: {err}"),
@@ -468,7 +474,6 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
     }
 }
 
-/// A port that is free now, on loopback.
 fn spawn(spec: &RunSpec, index: u32, port: u16) -> std::io::Result<Child> {
     let app_dir = spec.droplet.join("app");
     let mut command = tokio::process::Command::new("/bin/sh");
@@ -589,6 +594,12 @@ async fn pump(
         }
         logs.output(&source, stream, text);
     }
+}
+
+/// One health check after `delay`.
+async fn check_after(delay: Duration, health: &HealthCheck, port: u16) -> Result<String, String> {
+    tokio::time::sleep(delay).await;
+    check(health, port).await
 }
 
 /// One health check; `Ok` and `Err` both say what was seen.
