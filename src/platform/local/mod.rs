@@ -45,7 +45,7 @@ pub const NAME: &str = "local";
 /// the ports `cdflow init` writes; any other one a port derived from its name, stable across
 /// runs, in [`HASHED_PORTS`].
 const DEFAULT_PORTS: [(&str, u16); 2] = [("staging", 8081), ("production", 8082)];
-const HASHED_PORTS: std::ops::Range<u16> = 18_000..19_000;
+pub(super) const HASHED_PORTS: std::ops::Range<u16> = 18_000..19_000;
 
 pub struct Local {
     state: State,

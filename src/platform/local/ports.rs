@@ -5,7 +5,8 @@
 //! port of some outgoing connection, which the kernel picks from that same range; the route's
 //! own connections to instances are such connections. So ports are drawn at random below the
 //! ephemeral range, where only a program that asks for a port by number can take one, and from
-//! the range only when no port below it is free.
+//! the range only when no port below it is free. The ports of routes whose environment has no
+//! configured port ([`super::HASHED_PORTS`]) are left out.
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::TcpListener;
@@ -24,6 +25,10 @@ pub fn free_port() -> std::io::Result<u16> {
         let span = u64::from(ephemeral_low - LOWEST);
         for _ in 0..TRIES {
             let port = LOWEST + (random() % span) as u16;
+            // Routes of environments without a configured port live there.
+            if super::HASHED_PORTS.contains(&port) {
+                continue;
+            }
             if TcpListener::bind(("127.0.0.1", port)).is_ok() {
                 return Ok(port);
             }
@@ -58,11 +63,15 @@ mod tests {
     #[test]
     fn ports_are_free_and_below_the_ephemeral_range() {
         let (low, _) = ephemeral_range();
-        let ports: Vec<u16> = (0..20).map(|_| free_port().unwrap()).collect();
+        let ports: Vec<u16> = (0..200).map(|_| free_port().unwrap()).collect();
         for port in &ports {
             assert!(
                 (LOWEST..low).contains(port),
                 "{port} not in {LOWEST}..{low}"
+            );
+            assert!(
+                !super::super::HASHED_PORTS.contains(port),
+                "{port} is a route's"
             );
             // Free: it can be bound now.
             TcpListener::bind(("127.0.0.1", *port)).unwrap();
@@ -70,6 +79,6 @@ mod tests {
         let mut distinct = ports.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        assert!(distinct.len() > 10, "ports not spread: {ports:?}");
+        assert!(distinct.len() > 100, "ports not spread: {ports:?}");
     }
 }
