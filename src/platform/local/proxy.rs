@@ -173,7 +173,10 @@ impl Proxy {
         mut request: Request<Incoming>,
         forwarded_for: HeaderValue,
     ) -> Response<ProxyBody> {
-        let upgrade = upgrade_asked(request.headers()).then(|| {
+        // Only HTTP/1.1 switches protocols (hyper hands over no connection of HTTP/1.0).
+        let asks_upgrade =
+            request.version() == Version::HTTP_11 && upgrade_asked(request.headers());
+        let upgrade = asks_upgrade.then(|| {
             let protocol = request.headers().get(header::UPGRADE).cloned();
             (protocol, hyper::upgrade::on(&mut request))
         });
