@@ -10,8 +10,9 @@
 //!
 //! A deploy, one at a time: bind the route's port (first deploy or a port change), start the new
 //! instances, wait until every one passes its health check, switch the route in one step (and
-//! only now serve the new port and close the old one), write `env.json`, then retire the old instances: wait for their requests in flight (up to
-//! [`DRAIN_TIMEOUT`]), SIGTERM, grace, SIGKILL. If a new instance fails (exits, or is not
+//! only now serve the new port and close the old one), write `env.json`, then retire the old
+//! instances: wait for their requests in flight (up to [`DRAIN_TIMEOUT`]), SIGTERM, grace,
+//! SIGKILL. If a new instance fails (exits, or is not
 //! healthy by the manifest's `timeout`), the new instances are stopped and the route never
 //! moved.
 
