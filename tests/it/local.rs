@@ -217,6 +217,27 @@ impl Local {
         }
         found
     }
+
+    /// Waits up to `timeout` until staging's instance 0 runs again in place of process
+    /// `victim`: a new pid, healthy, restarted once. Returns the new pid.
+    #[track_caller]
+    fn wait_for_restart(&self, victim: u32, timeout: Duration) -> u32 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = self.instances("staging");
+            let zero = now.iter().find(|i| i.0 == 0);
+            if let Some((_, pid, _, state, restarts)) = zero {
+                if *pid != victim && state == "healthy" && *restarts == 1 {
+                    return *pid;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "instance 0 (pid {victim}) was not restarted: {now:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 impl Drop for Local {
@@ -644,21 +665,7 @@ fn an_instance_killed_with_sigkill_is_restarted_and_the_route_keeps_answering() 
     let victim = before.iter().find(|i| i.0 == 0).unwrap().1;
     // SAFETY: kill(2) on the instance's pid, read from `cdflow status` just now.
     unsafe { libc::kill(victim as i32, libc::SIGKILL) };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let restarted = loop {
-        let now = local.instances("staging");
-        let zero = now.iter().find(|i| i.0 == 0).cloned();
-        if let Some((_, pid, _, state, restarts)) = zero {
-            if pid != victim && state == "healthy" && restarts == 1 {
-                break pid;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "instance 0 was not restarted: {now:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let restarted = local.wait_for_restart(victim, Duration::from_secs(15));
     std::thread::sleep(Duration::from_millis(300));
     let (tally, _) = load.finish();
     assert!(alive(restarted));
@@ -692,20 +699,7 @@ fn an_instance_over_its_memory_limit_is_killed_and_restarted() {
     )
     .unwrap();
     let _ = post.read_to_end(&mut Vec::new());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let now = local.instances("staging");
-        if let Some((_, pid, _, state, restarts)) = now.first() {
-            if *pid != victim && state == "healthy" && *restarts == 1 {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "instance 0 was not restarted: {now:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    local.wait_for_restart(victim, Duration::from_secs(15));
     assert!(!alive(victim));
     assert_eq!(get(local.staging, "/").unwrap().1, "1.0.0\n");
     local
@@ -727,20 +721,7 @@ fn a_hung_instance_with_a_memory_limit_still_fails_its_health_checks_and_is_rest
     let victim = local.instances("staging")[0].1;
     // SAFETY: kill(2) on the instance's pid, read from `cdflow status` just now.
     unsafe { libc::kill(victim as i32, libc::SIGSTOP) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = local.instances("staging");
-        if let Some((_, pid, _, state, restarts)) = now.first() {
-            if *pid != victim && state == "healthy" && *restarts == 1 {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the hung instance was not restarted: {now:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    local.wait_for_restart(victim, Duration::from_secs(30));
     assert!(!alive(victim));
     assert_eq!(get(local.staging, "/").unwrap().1, "1.0.0\n");
     local
