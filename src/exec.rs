@@ -151,13 +151,9 @@ impl Exec {
     /// Like [`Exec::run`], with environment variables that are shown in the echoed line
     /// (`APP_URL=http://... cargo test`) because they are part of what runs.
     pub fn run_with_env(&self, cmd: Cmd<'_>, env: &[(&str, &str)]) -> Result<Output> {
-        let mut command = Command::from(cmd);
-        command.envs(env.iter().copied());
-        let line = self.ui.mask(&command_line(&command, env));
-        self.ui.command(&line);
-        if self.is_dry_run() {
+        let Some((command, line)) = self.announce(cmd, env) else {
             return Ok(Output::default());
-        }
+        };
         let result = self.spawn_and_wait(command, &line, false);
         self.records.borrow_mut().push(Record {
             command: line.clone(),
@@ -204,14 +200,20 @@ impl Exec {
     /// Like [`Exec::run`], for a command whose output is what the user asked to see
     /// (`cdflow logs -f`): each line is printed, masked, as it arrives.
     pub fn run_live(&self, cmd: Cmd<'_>, env: &[(&str, &str)]) -> Result<Output> {
+        let Some((command, line)) = self.announce(cmd, env) else {
+            return Ok(Output::default());
+        };
+        self.spawn_and_wait(command, &line, true)
+    }
+
+    /// Prints the command line (masked) that is about to run, and returns the command with it;
+    /// `None` in a dry run, where printing it is all there is to do.
+    fn announce(&self, cmd: Cmd<'_>, env: &[(&str, &str)]) -> Option<(Command, String)> {
         let mut command = Command::from(cmd);
         command.envs(env.iter().copied());
         let line = self.ui.mask(&command_line(&command, env));
         self.ui.command(&line);
-        if self.is_dry_run() {
-            return Ok(Output::default());
-        }
-        self.spawn_and_wait(command, &line, true)
+        (!self.is_dry_run()).then_some((command, line))
     }
 
     fn spawn_and_wait(&self, mut command: Command, line: &str, live: bool) -> Result<Output> {
