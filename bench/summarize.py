@@ -447,16 +447,19 @@ def platform_section(out, machine, cells):
         L.append("The commands of this part (TMP is the run's temporary folder; SPORT, PPORT and IPORT are "
                  "free ports: staging's route, production's route and the instance's own):")
         L.append("")
-        L.append("```sh")
-        seen = set()
-        for line in open(cmds):
-            line = line.rstrip("\n")
-            if line and line not in seen:
-                seen.add(line)
-                L.append(line)
-        L.append("```")
-        L.append("")
+        L.extend(command_block(cmds))
     return L
+
+
+def command_block(path):
+    """The commands a run noted in `path`, each once, in order, as a shell code block."""
+    lines, seen = ["```sh"], set()
+    for line in open(path):
+        line = line.rstrip("\n")
+        if line and line not in seen:
+            seen.add(line)
+            lines.append(line)
+    return lines + ["```", ""]
 
 
 def splice_platform(dest, section):
@@ -586,15 +589,7 @@ def report(out):
     L.extend(platform_section(out, machine, cells))
     L.append("## The exact commands")
     L.append("")
-    L.append("```sh")
-    seen = set()
-    for line in open(os.path.join(out, "commands.txt")):
-        line = line.rstrip("\n")
-        if line and line not in seen:
-            seen.add(line)
-            L.append(line)
-    L.append("```")
-    L.append("")
+    L.extend(command_block(os.path.join(out, "commands.txt")))
     conf = os.path.join(out, "nginx.conf")
     if os.path.exists(conf):
         L.append("The generated nginx.conf (DIR is its temporary folder, TMP/nginx-MODE above):")
