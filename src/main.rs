@@ -21,6 +21,7 @@ mod secrets;
 mod signals;
 mod stages;
 mod state;
+mod tools;
 mod ui;
 mod version;
 mod version_files;

@@ -218,18 +218,45 @@ fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
             ));
         }
     }
+    let config = &app.loaded.config;
     for stage in &pipeline.stages {
         match stage {
-            Stage::Test { .. } if app.loaded.config.test.is_empty() => problems.push(
-                "cdflow.toml defines no test tiers: add a [test] section (see the README)".into(),
-            ),
-            Stage::E2e { .. } if app.loaded.config.e2e.is_none() => {
-                problems.push("cdflow.toml has no [e2e] command".into())
+            Stage::Test { tiers: only, .. } => {
+                if config.test.is_empty() {
+                    problems.push(
+                        "cdflow.toml defines no test tiers: add a [test] section (see the README)"
+                            .into(),
+                    );
+                }
+                let chosen = config
+                    .test
+                    .iter()
+                    .filter(|(name, _)| only.as_ref().is_none_or(|only| only.contains(name)));
+                for (name, command) in chosen {
+                    problems.extend(tool_problem(
+                        app,
+                        &format!("cdflow.toml [test] {name}"),
+                        command,
+                    ));
+                }
             }
-            Stage::Bump { part, .. } if ctx.record.version.is_none() => {
-                problems.extend(bump_problems(ctx, app, part.as_deref()));
+            Stage::E2e { .. } => match &config.e2e {
+                None => problems.push("cdflow.toml has no [e2e] command".into()),
+                Some(e2e) => {
+                    problems.extend(tool_problem(app, "cdflow.toml [e2e] command", &e2e.command))
+                }
+            },
+            Stage::Bump { part, .. } => {
+                if ctx.record.version.is_none() {
+                    problems.extend(bump_problems(ctx, app, part.as_deref()));
+                }
             }
-            _ => {}
+            Stage::Run { command, .. } => problems.extend(tool_problem(
+                app,
+                &format!("stage `{}`", stage.name()),
+                command,
+            )),
+            Stage::Clone { .. } | Stage::Push { .. } | Stage::Promote { .. } => {}
         }
     }
     if problems.is_empty() {
@@ -239,6 +266,12 @@ fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
         "the run cannot start; nothing was changed:\n- {}",
         problems.join("\n- ")
     )))
+}
+
+/// A command whose program cannot be started, named by where it is written, with the fix.
+fn tool_problem(app: &App, written_in: &str, command: &str) -> Option<String> {
+    let program = crate::tools::program_of(command)?;
+    crate::tools::missing(&program, &app.dir).map(|why| format!("{written_in}: {why}"))
 }
 
 /// The bump's own checks (version going up, files agreeing, tag free, tree clean, branch not

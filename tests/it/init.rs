@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::{free_port, run_of, shared_target, Project, Run};
+use crate::tools;
 
 const TEMPLATES: [&str; 2] = ["rust-service", "python-falcon"];
 
@@ -20,7 +21,7 @@ fn shared_pip_cache() -> PathBuf {
 }
 
 /// `program` run in the service folder `name` of `project`, with the shared caches.
-fn in_service(project: &Project, name: &str, program: &str) -> Command {
+fn in_service(project: &Project, name: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut command = project.command(program);
     command
         .current_dir(project.path(name))
@@ -381,25 +382,14 @@ fn the_rust_service_passes_its_own_tests() {
     );
 }
 
-/// tox must be installed (`python3 -m pip install tox`; CI does it): this fails, never skips.
-fn require_tox(project: &Project) {
-    let found = project
-        .command("tox")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    assert!(
-        found,
-        "tox is not installed: run `python3 -m pip install tox`"
-    );
-}
-
 #[test]
 fn the_python_service_passes_its_own_tests() {
     let project = Project::empty();
-    require_tox(&project);
     init(&project, "orders-api", "python-falcon").success();
-    let output = in_service(&project, "orders-api", "tox")
+    let path = tools::path_with_tox();
+    let tox = which::which_in("tox", Some(&path), "/").unwrap();
+    let output = in_service(&project, "orders-api", tox)
+        .env("PATH", &path)
         .args(["-e", "unit,service"])
         .output()
         .unwrap();
@@ -452,9 +442,6 @@ fn http(port: u16, method: &str, path: &str, content_type: &str, body: &str) -> 
 /// talk's POST case and report the bumped version.
 fn release_on_local(template: &str) {
     let project = Project::empty();
-    if template == "python-falcon" {
-        require_tox(&project);
-    }
     init(&project, "orders-api", template).success();
     // The one change: free ports instead of 8081 and 8082, so that tests run side by side.
     let (staging, production) = (free_port(), free_port());
@@ -475,8 +462,13 @@ fn release_on_local(template: &str) {
         project: &project,
         name: "orders-api",
     };
-    let run = cdflow_in(&project, "orders-api", &["release"]);
-    run.success();
+    let mut release = in_service(&project, "orders-api", env!("CARGO_BIN_EXE_cdflow"));
+    release.arg("release");
+    if template == "python-falcon" {
+        // The template's tiers run tox, which the tests provision when the machine lacks it.
+        release.env("PATH", tools::path_with_tox());
+    }
+    run_of(release.output().unwrap()).success();
     for port in [staging, production] {
         let (status, body) = http(port, "POST", "/", "application/json", TALK_BODY);
         assert_eq!(status, 200, "{template} on {port}: {body}");
@@ -511,4 +503,30 @@ fn a_new_rust_service_releases_on_the_local_platform() {
 #[test]
 fn a_new_python_service_releases_on_the_local_platform() {
     release_on_local("python-falcon");
+}
+
+/// Without tox, `cdflow test` on a new python-falcon service refuses before any tier runs and
+/// names the command that installs it (the choice the README documents).
+#[test]
+fn a_python_service_without_tox_is_refused_with_the_fix() {
+    let project = Project::empty();
+    init(&project, "orders-api", "python-falcon").success();
+    // A PATH with git alone: tox is hidden even on a machine that has it.
+    let bin = project.dir.parent().unwrap().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(which::which("git").unwrap(), bin.join("git")).unwrap();
+    let output = in_service(&project, "orders-api", env!("CARGO_BIN_EXE_cdflow"))
+        .env("PATH", &bin)
+        .arg("test")
+        .output()
+        .unwrap();
+    run_of(output)
+        .failure(2)
+        .stderr_has("nothing was changed")
+        .stderr_has("cdflow.toml [test] unit: `tox` is not on PATH")
+        .stderr_has("python3 -m pip install tox");
+    assert!(
+        !project.path("orders-api/.tox").exists(),
+        "no tier may have run"
+    );
 }

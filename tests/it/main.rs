@@ -7,3 +7,4 @@ mod init;
 mod local;
 mod quickstart;
 mod release;
+mod tools;
