@@ -226,6 +226,11 @@ impl VersionFacts {
         pattern::render(&self.tag_template, &new.to_string(), "", "")
     }
 
+    /// The version commit's message (and the tag's) for a bump to `new`.
+    pub fn commit_message(&self, options: &Options, new: &Version) -> String {
+        self.message(options, &self.current, new)
+    }
+
     fn message(&self, options: &Options, old: &Version, new: &Version) -> String {
         let template = options.message.as_deref().unwrap_or(&self.message_template);
         let (old, new) = (old.to_string(), new.to_string());

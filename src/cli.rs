@@ -80,6 +80,10 @@ pub enum Command {
     /// The background process that serves one local environment (cdflow starts it itself).
     #[command(hide = true)]
     ServeEnv(ServeEnvArgs),
+
+    /// The process that stops cdflow's children if cdflow dies (cdflow starts it itself).
+    #[command(name = "__reap", hide = true)]
+    Reap,
 }
 
 const RELEASE_HELP: &str = "\

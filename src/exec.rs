@@ -110,6 +110,7 @@ impl Exec {
     /// A non-zero exit is an error that carries the command's stderr.
     pub fn query(&self, cmd: Cmd<'_>) -> Result<String> {
         let mut command = Command::from(cmd);
+        crate::reaper::dies_with_cdflow(&mut command);
         let line = command_line(&command, &[]);
         let output = command
             .stdin(Stdio::null())
@@ -132,6 +133,7 @@ impl Exec {
     /// Runs a read-only command in every mode and tells whether it exited 0.
     pub fn check(&self, cmd: Cmd<'_>) -> Result<bool> {
         let mut command = Command::from(cmd);
+        crate::reaper::dies_with_cdflow(&mut command);
         let line = command_line(&command, &[]);
         let status = command
             .stdin(Stdio::null())
@@ -218,7 +220,8 @@ impl Exec {
 
     fn spawn_and_wait(&self, mut command: Command, line: &str, live: bool) -> Result<Output> {
         // A process group of its own: a terminal's Ctrl-C reaches cdflow alone, and cdflow can
-        // stop the command with all of its children.
+        // stop the command with all of its children. The group dies with cdflow (`reaper`).
+        crate::reaper::dies_with_cdflow(&mut command);
         command
             .process_group(0)
             .stdin(Stdio::null())
@@ -227,7 +230,14 @@ impl Exec {
         let mut child = command
             .spawn()
             .with_context(|| format!("could not start `{line}`"))?;
-        let lines = collect_lines(&mut child);
+        crate::reaper::watch(child.id());
+        let result = self.wait_for(&mut child, line, live);
+        crate::reaper::forget(child.id());
+        result
+    }
+
+    fn wait_for(&self, child: &mut Child, line: &str, live: bool) -> Result<Output> {
+        let lines = collect_lines(child);
         let mut output = Output::default();
         let status = loop {
             if live {
@@ -239,7 +249,7 @@ impl Exec {
                 break status;
             }
             if crate::signals::stop_requested() && !self.critical.get() {
-                stop_group(&mut child);
+                stop_group(child);
                 let output = self.masked_output(lines, output, live);
                 return Err(anyhow::Error::new(Interrupted).context(format!(
                     "`{line}` was stopped; its last output:\n{}",
@@ -307,7 +317,7 @@ pub fn command_line(command: &Command, env: &[(&str, &str)]) -> String {
 }
 
 /// A word quoted for a POSIX shell only when it needs it.
-fn quote(word: &str) -> String {
+pub fn quote(word: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
     if !word.is_empty() && word.chars().all(plain) {
         word.to_string()

@@ -15,6 +15,8 @@ mod init;
 mod lock;
 mod pipeline;
 mod platform;
+mod process;
+mod reaper;
 mod record;
 mod runner;
 mod secrets;
@@ -44,6 +46,13 @@ use crate::ui::{Style, Ui};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Reap = cli.command {
+        // Before anything else: no signal handlers, no Ui, nothing that could outlive a pipe.
+        return match reaper::serve() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
     let ui = Ui::new(Style::detect(cli.json), Secrets::from_env([]));
     match run(cli, &ui) {
         Ok(()) => ExitCode::SUCCESS,
@@ -172,6 +181,7 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
         Command::Down(args) => platform::local::down(&state, ui, args.env.as_deref()),
         Command::Up => platform::local::up(&state, ui),
         Command::ServeEnv(args) => platform::local::serve_env(&args.state, &args.env),
+        Command::Reap => reaper::serve(),
     }
 }
 

@@ -123,6 +123,9 @@ pub struct Pipeline {
     pub source: Source,
     pub stages: Vec<Stage>,
     text: String,
+    /// Whether `cdflow release --resume` can continue it: a pipeline run by `release`, not the
+    /// one stage of `cdflow push` and its kin, which are simply run again.
+    resumable: bool,
 }
 
 impl Pipeline {
@@ -148,6 +151,7 @@ impl Pipeline {
             source,
             stages: file.stages,
             text: text.to_string(),
+            resumable: true,
         })
     }
 
@@ -159,7 +163,12 @@ impl Pipeline {
             source,
             stages,
             text: String::new(),
+            resumable: false,
         }
+    }
+
+    pub fn resumable(&self) -> bool {
+        self.resumable
     }
 
     /// `FILE:LINE` of the first line holding `key: value`, for errors about a stage.

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::platform::Deployment;
+use crate::process::Process;
 use crate::state::State;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +60,50 @@ pub struct RunRecord {
     /// The stage that was running when the run was interrupted or failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_in: Option<String>,
+    /// The version step as planned, written before the first file is edited, so that a run
+    /// killed at any instant of it finishes this very version when resumed, never a second one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<VersionIntent>,
+    /// Each step that changes something outside cdflow (commit, tag, push-back, deploys), written
+    /// before it starts and again once it is done: what a killed run may have left half done.
+    #[serde(default)]
+    pub journal: Vec<JournalEntry>,
+    /// The process running it, to tell a live run from one whose process died.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<Process>,
+    /// The command that continues this run (`--resume`), as the user would type it, masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_with: Option<String>,
+    /// Why this run cannot be resumed, when it cannot (its version was refused by origin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_end: Option<String>,
+}
+
+/// The version a run makes: planned in full before anything is written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionIntent {
+    pub old: String,
+    pub new: String,
+    pub tag: String,
+    /// The version commit's message, which is also the tag's.
+    pub message: String,
+    /// The commit the version commit is made on.
+    pub base: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub step: String,
+    pub state: StepState,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepState {
+    /// About to start: it may have happened in part, or in full, if the run died.
+    Intended,
+    Done,
 }
 
 impl RunRecord {
@@ -84,7 +129,30 @@ impl RunRecord {
             stages: Vec::new(),
             deployments: Vec::new(),
             stopped_in: None,
+            intent: None,
+            journal: Vec::new(),
+            holder: Process::current(),
+            resume_with: None,
+            dead_end: None,
         }
+    }
+
+    /// How `history` shows the run: a run still marked running whose process is gone is
+    /// `abandoned`.
+    pub fn shown_status(&self) -> String {
+        if self.status == Status::Running && !self.holder.is_some_and(|h| h.alive()) {
+            return "abandoned".into();
+        }
+        format!("{:?}", self.status).to_lowercase()
+    }
+
+    /// Notes that `step` is about to start (`Intended`) or has finished (`Done`).
+    pub fn journal(&mut self, step: &str, state: StepState) {
+        self.journal.push(JournalEntry {
+            step: step.to_string(),
+            state,
+            at: crate::ui::timestamp(),
+        });
     }
 
     /// Whether a stage of that name passed in this run.
@@ -103,7 +171,7 @@ impl RunRecord {
         self.deployments.push(deployment);
     }
 
-    fn path(&self, state: &State) -> PathBuf {
+    pub fn path(&self, state: &State) -> PathBuf {
         state.runs().join(format!("{}.json", self.id))
     }
 

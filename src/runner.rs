@@ -46,6 +46,21 @@ pub fn run(
     let mut record = None;
     if flags.resume {
         record = record::unfinished(state, &pipeline.name, &repo)?;
+        if let Some(why) = record.as_ref().and_then(|r| r.dead_end.as_ref()) {
+            return Err(user_error(format!(
+                "run {} cannot be resumed: {why}",
+                record.as_ref().map(|r| r.id.as_str()).unwrap_or_default()
+            )));
+        }
+        if let Some(holder) = record.as_ref().and_then(|r| r.holder) {
+            if holder.alive() {
+                return Err(user_error(format!(
+                    "run {} is still running (process {}): wait for it, or stop it first",
+                    record.as_ref().map(|r| r.id.as_str()).unwrap_or_default(),
+                    holder.pid
+                )));
+            }
+        }
         match &record {
             Some(found) => exec.ui().note(&format!(
                 "resuming run {} of `{}` (stopped in `{}`)",
@@ -65,6 +80,8 @@ pub fn run(
         record.unwrap_or_else(|| RunRecord::new(&pipeline.name, &repo, options.git_ref.as_deref()));
     record.status = Status::Running;
     record.stopped_in = None;
+    record.holder = crate::process::Process::current();
+    record.resume_with = Some(exec.ui().mask(&resume_command(pipeline)));
 
     let mut ctx = Context {
         exec,
@@ -85,9 +102,22 @@ pub fn run(
         let name = stage.name();
         if let (Some(app), false) = (&ctx.app, checked) {
             exec.ui().add_secrets(&app.secret_names());
-            preflight(&ctx, pipeline)?;
-            if !exec.is_dry_run() {
-                locks = take_locks(&ctx, pipeline, flags)?;
+            let checks = preflight(&ctx, pipeline).and_then(|()| {
+                if !exec.is_dry_run() {
+                    locks = take_locks(&ctx, pipeline, flags)?;
+                }
+                Ok(())
+            });
+            if let Err(err) = checks {
+                // Refused before the stage started: the record says so, rather than "running"
+                // for ever.
+                ctx.record.status = Status::Failed;
+                ctx.record.stopped_in = Some(name.clone());
+                ctx.record.finished = Some(crate::ui::timestamp());
+                if !exec.is_dry_run() && ctx.record.path(state).exists() {
+                    ctx.record.save(state)?;
+                }
+                return Err(err);
             }
             checked = true;
         }
@@ -155,15 +185,25 @@ pub fn run(
             } else {
                 err
             };
+            let what = if interrupted {
+                "was interrupted"
+            } else {
+                "failed"
+            };
+            let next = match &ctx.record.dead_end {
+                Some(_) => String::new(),
+                None if pipeline.resumable() => format!(
+                    "; `{}` continues from there",
+                    ctx.record.resume_with.as_deref().unwrap_or_default()
+                ),
+                None => format!(
+                    "; fix it and run `{}` again",
+                    ctx.record.resume_with.as_deref().unwrap_or_default()
+                ),
+            };
             return Err(err.context(format!(
-                "stage `{name}` of `{}` {}; `cdflow {} --resume` continues from there",
-                pipeline.name,
-                if interrupted {
-                    "was interrupted"
-                } else {
-                    "failed"
-                },
-                resume_command(pipeline)
+                "stage `{name}` of `{}` {what}{next}",
+                pipeline.name
             )));
         }
         if !exec.is_dry_run() {
@@ -180,12 +220,18 @@ pub fn run(
     Ok(ctx.record)
 }
 
+/// The command that continues a run: cdflow's own arguments, as typed, with `--resume` added
+/// for a pipeline that can be resumed. Quoted for a shell, so that it can be pasted as it is
+/// (a stage name such as `promote staging -> production` never reaches a shell unquoted).
 fn resume_command(pipeline: &Pipeline) -> String {
-    if pipeline.name == "release" {
-        "release".into()
-    } else {
-        format!("release --pipeline {}", pipeline.name)
+    let mut words: Vec<String> = std::env::args().skip(1).collect();
+    if pipeline.resumable() && !words.iter().any(|w| w == "--resume") {
+        words.push("--resume".into());
     }
+    std::iter::once("cdflow".to_string())
+        .chain(words.iter().map(|w| crate::exec::quote(w)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Every precondition, checked before the first change; all problems reported at once.
@@ -247,7 +293,8 @@ fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
                 }
             },
             Stage::Bump { part, .. } => {
-                if ctx.record.version.is_none() {
+                // A resumed version step is reconciled with what it left, not checked afresh.
+                if ctx.record.intent.is_none() {
                     problems.extend(bump_problems(ctx, app, part.as_deref()));
                 }
             }
@@ -372,13 +419,17 @@ pub fn history(exec: &Exec, state: &State) -> Result<()> {
             r.pipeline,
             r.app.as_deref().unwrap_or("-"),
             r.version.as_deref().unwrap_or("-"),
-            format!("{:?}", r.status).to_lowercase(),
+            r.shown_status(),
             seconds,
             r.stopped_in
                 .as_ref()
                 .map(|s| format!("  (stopped in `{s}`)"))
                 .unwrap_or_default()
         ));
+        if let (true, Some(resume)) = (r.shown_status() == "abandoned", &r.resume_with) {
+            exec.ui()
+                .note(&format!("    its process died; `{resume}` finishes it"));
+        }
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use crate::exec::Exec;
 use crate::git;
 use crate::pipeline::Stage;
 use crate::platform::{self, Deployment, Release, Target};
-use crate::record::RunRecord;
+use crate::record::{RunRecord, StepState, VersionIntent};
 use crate::state::State;
 use crate::version::Bump;
 
@@ -230,37 +230,166 @@ pub fn bump_options(options: &RunOptions, part: Option<&str>) -> Result<bump::Op
 
 fn bump_stage(ctx: &mut Context, part: Option<&str>) -> Result<()> {
     let exec = ctx.exec;
-    if ctx.record.version.is_none() {
-        let app = ctx.app()?;
-        let facts = bump::read_version(&app.dir, &app.loaded)?;
-        let bumped = bump::bump(exec, &facts, &bump_options(ctx.options, part)?)?;
-        ctx.record.version = Some(bumped.new.to_string());
-        if !exec.is_dry_run() {
-            // Saved at once: from here on, a resumed run must not bump again.
-            ctx.record.save(ctx.state)?;
-        }
-    } else {
+    if let Some(version) = &ctx.record.version {
         exec.ui().note(&format!(
-            "version {} was committed and tagged by this run already",
-            ctx.record.version.as_deref().unwrap_or_default()
+            "version {version} was committed and tagged by this run already"
         ));
+    } else {
+        let intent = match ctx.record.intent.clone() {
+            Some(intent) => {
+                reconcile_version(ctx, &intent)?;
+                intent
+            }
+            None => {
+                let app = ctx.app()?;
+                let facts = bump::read_version(&app.dir, &app.loaded)?;
+                let options = bump_options(ctx.options, part)?;
+                let new = bump::check(exec, &facts, &options)?;
+                let intent = VersionIntent {
+                    old: facts.current.to_string(),
+                    new: new.to_string(),
+                    tag: facts.tag_name(&new),
+                    message: facts.commit_message(&options, &new),
+                    base: git::head(exec)?.unwrap_or_default(),
+                };
+                // Write-ahead: from here on, whatever instant the run is killed at, a resumed
+                // run finishes this very version and never makes a second one.
+                ctx.record.intent = Some(intent.clone());
+                save(ctx)?;
+                make_version(ctx, &intent)?;
+                intent
+            }
+        };
+        ctx.record.version = Some(intent.new.clone());
+        save(ctx)?;
     }
     if !ctx.record.pushed_back {
-        push_back(ctx)?;
+        journaled(ctx, "push the version commit and tag to origin", push_back)?;
         ctx.record.pushed_back = true;
     }
     Ok(())
 }
 
+/// Saves the run record, so that a kill from here on finds it (nothing in a dry run).
+fn save(ctx: &Context) -> Result<()> {
+    if ctx.exec.is_dry_run() {
+        return Ok(());
+    }
+    ctx.record.save(ctx.state)
+}
+
+/// Runs a step that changes something outside cdflow, with the journal written before it
+/// starts and after it is done.
+fn journaled<T>(
+    ctx: &mut Context,
+    step: &str,
+    body: impl FnOnce(&mut Context) -> Result<T>,
+) -> Result<T> {
+    ctx.record.journal(step, StepState::Intended);
+    save(ctx)?;
+    let value = body(ctx)?;
+    ctx.record.journal(step, StepState::Done);
+    save(ctx)?;
+    Ok(value)
+}
+
+/// The planned version's files, commit and tag, all or nothing (`bump::bump`).
+fn make_version(ctx: &mut Context, intent: &VersionIntent) -> Result<()> {
+    let app = ctx.app()?;
+    let facts = bump::read_version(&app.dir, &app.loaded)?;
+    let options = bump::Options {
+        bump: Bump::Exact(intent.new.parse()?),
+        ..bump_options(ctx.options, None)?
+    };
+    let step = format!("commit and tag version {}", intent.new);
+    journaled(ctx, &step, |ctx| bump::bump(ctx.exec, &facts, &options))?;
+    Ok(())
+}
+
+/// After a run was stopped inside its version step, finds what the step left in the workspace
+/// and finishes it: a tag of the intended version is adopted, a version commit with no tag gets
+/// its tag, and a commit that never happened is made, from the files as they were. Never a
+/// second version.
+fn reconcile_version(ctx: &mut Context, intent: &VersionIntent) -> Result<()> {
+    let exec = ctx.exec;
+    let own_workspace = ctx.record.workspace.as_deref() == Some(exec.dir().as_path());
+    if own_workspace && !exec.is_dry_run() {
+        git::remove_stale_locks(exec)?;
+    }
+    let head = git::head(exec)?.unwrap_or_default();
+    let mismatch = |what: &str| {
+        user_error(format!(
+            "the workspace {} is not as the stopped run left it ({what}); its version {} \
+             cannot be finished safely: check it with git, or start a new release without \
+             --resume",
+            exec.dir().display(),
+            intent.new
+        ))
+    };
+    if git::tag_exists(exec, &intent.tag)? {
+        let tagged = git::commit_of(exec, &intent.tag)?;
+        if git::parent(exec, &tagged)?.as_deref() != Some(intent.base.as_str()) {
+            return Err(mismatch(&format!(
+                "the tag {} is not on a commit made on {}",
+                intent.tag, intent.base
+            )));
+        }
+        if head != tagged {
+            return Err(mismatch(&format!("HEAD is not the tag {}", intent.tag)));
+        }
+        exec.ui().note(&format!(
+            "version {} was committed and tagged before the run stopped: adopted",
+            intent.new
+        ));
+        return Ok(());
+    }
+    if head != intent.base {
+        let is_version_commit = git::parent(exec, &head)?.as_deref() == Some(intent.base.as_str())
+            && git::message(exec, &head)?.trim() == intent.message.trim();
+        if !is_version_commit {
+            return Err(mismatch(
+                "HEAD is neither the release's base nor its version commit",
+            ));
+        }
+        exec.ui().note(&format!(
+            "the version commit of {} was made before the run stopped: adopted, and tagged now",
+            intent.new
+        ));
+        let step = format!("tag version {}", intent.new);
+        return journaled(ctx, &step, |ctx| {
+            git::tag_annotated(ctx.exec, &intent.tag, &intent.message)
+        });
+    }
+    // The commit never happened. What the stopped bump wrote is put back first; only the
+    // run's own clone is reset, a checkout of the user's is left for the user to look at.
+    if !git::dirty_files(exec)?.is_empty() {
+        if !own_workspace {
+            return Err(mismatch(
+                "uncommitted changes, left by the stopped bump or by hand",
+            ));
+        }
+        git::reset_hard(exec, &intent.base)?;
+        // The settings were read from the half-bumped files: read them again.
+        ctx.app = Some(App::load(&exec.dir())?);
+    }
+    exec.ui().note(&format!(
+        "the version commit of {} was not made before the run stopped: making it now",
+        intent.new
+    ));
+    make_version(ctx, intent)
+}
+
 /// The version commit and tag go back to the repository, together or not at all, before
-/// anything is deployed: a version number is never used twice.
+/// anything is deployed: a version number is never used twice. A push-back that already
+/// reached origin (the run was stopped while `git push` waited for its answer) is adopted.
 fn push_back(ctx: &mut Context) -> Result<()> {
     let exec = ctx.exec;
     let app = ctx.app()?;
     let facts = bump::read_version(&app.dir, &app.loaded)?;
     let version = semver::Version::parse(ctx.record.version.as_deref().unwrap_or_default())
         .unwrap_or(facts.current.clone());
-    let tag = format!("refs/tags/{}", facts.tag_name(&version));
+    let tag_name = facts.tag_name(&version);
+    let tag = format!("refs/tags/{tag_name}");
     let branch = exec
         .query(cmd!(exec.sh(), "git symbolic-ref --short HEAD"))
         .map_err(|_| {
@@ -269,15 +398,34 @@ fn push_back(ctx: &mut Context) -> Result<()> {
                  release needs a branch to push its version commit to",
             )
         })?;
+    // No local tag in a dry run, whose bump made none: then there is nothing to compare.
+    let local_tag = exec
+        .query(cmd!(exec.sh(), "git rev-parse -q --verify {tag}"))
+        .ok();
+    if local_tag.is_some() && git::remote_ref(exec, &tag)? == local_tag {
+        exec.ui().note(&format!(
+            "origin has the tag {tag_name} of this run already: the push-back was done"
+        ));
+        return Ok(());
+    }
     let head = format!("HEAD:refs/heads/{branch}");
-    exec.run(cmd!(
+    let pushed = exec.run(cmd!(
         exec.sh(),
         "git push --quiet --atomic origin {head} {tag}"
-    ))
-    .context(
-        "the version commit and tag were refused by the repository (did someone release \
-             first?); nothing was deployed: run the release again from the new head",
-    )?;
+    ));
+    if let Err(err) = pushed {
+        if err.chain().any(|c| c.is::<crate::error::Interrupted>()) {
+            return Err(err);
+        }
+        let why = format!(
+            "origin refused the version commit and tag of {version} (its branch `{branch}` \
+             moved, or it rejects pushes): nothing was deployed, and {tag_name} is not used in \
+             origin. Start a new release (`cdflow release`, without --resume): it tests and \
+             bumps the new head"
+        );
+        ctx.record.dead_end = Some(why.clone());
+        return Err(err.context(why));
+    }
     Ok(())
 }
 

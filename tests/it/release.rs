@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::cf::CfApp;
-use crate::harness::run_of;
+use crate::harness::{pid_alive, run_of, wait_for};
 
 /// Replaces the `lint` tier of the app's cdflow.toml and pushes the change to origin.
 fn with_lint(app: &CfApp, command: &str) {
@@ -15,21 +15,6 @@ fn with_lint(app: &CfApp, command: &str) {
     );
     app.project.git_cmd(&["commit", "-qam", "lint"]);
     app.project.git_cmd(&["push", "-q", "origin", "main"]);
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn pid_alive(pid: &str) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
 }
 
 #[test]
@@ -106,6 +91,13 @@ fn a_second_run_on_the_same_environment_is_refused_naming_the_first() {
     // The lock of a run killed with SIGKILL is free again: a dry run can take it.
     let third = app.cdflow(&["push", "--to", "staging"], None);
     third.success();
+    // No record says "running" for ever: the killed run is abandoned, the refused one failed.
+    let history = app.cdflow(&["history"], None);
+    history
+        .success()
+        .stdout_has("abandoned")
+        .stdout_has("failed");
+    assert!(!history.stdout.contains("running"), "{history}");
 }
 
 #[test]
@@ -195,14 +187,23 @@ fn a_rejected_version_push_fails_the_run_before_anything_is_deployed() {
     let run = app.cdflow(&["release", "--repo", &origin], None);
     run.failure(1)
         .stderr_has("stage `bump` of `release` failed")
-        .stderr_has("refused by the repository")
+        .stderr_has("origin refused the version commit and tag of 0.1.1")
         .stderr_has("someone released first");
+    assert!(
+        !run.stderr.contains("--resume` continues"),
+        "a resume could only fail again: {run}"
+    );
     assert!(
         app.calls().is_empty(),
         "nothing may be deployed: {:#?}",
         app.calls()
     );
     assert_eq!(app.origin_git(&["tag", "-l"]), "");
+    // --resume is no dead end that bumps again: it says what to do instead.
+    app.cdflow(&["release", "--repo", &origin, "--resume"], None)
+        .failure(2)
+        .stderr_has("cannot be resumed")
+        .stderr_has("Start a new release");
 }
 
 #[test]
@@ -232,4 +233,21 @@ fn json_prints_one_event_per_line() {
     assert_eq!(events[2]["command"], "sh -c 'echo unit tier ran'");
     assert_eq!(events[3]["outcome"], "passed");
     assert_eq!(events[4]["stages"][0]["stage"], "test");
+}
+
+/// The hint after a failed one-stage command is that command, never a pipeline that does not
+/// exist, and nothing a shell would read as a redirection.
+#[test]
+fn a_failed_one_stage_command_hints_at_itself() {
+    let app = CfApp::new();
+    let push = app.cdflow(&["push", "--to", "staging"], Some("staging push"));
+    push.failure(1)
+        .stderr_has("fix it and run `cdflow push --to staging` again");
+    assert!(!push.stderr.contains("--pipeline"), "{push}");
+    let promote = app.cdflow(&["promote", "--force"], Some("production"));
+    promote
+        .failure(1)
+        .stderr_has("fix it and run `cdflow promote --force` again");
+    let hint = promote.stderr.split("fix it and run").nth(1).unwrap_or("");
+    assert!(!hint.contains("->"), "{promote}");
 }

@@ -11,24 +11,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::layout::EnvPaths;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Process {
-    pub pid: u32,
-    /// Clock ticks after boot at which it started.
-    pub start: u64,
-}
-
-impl Process {
-    pub fn of(pid: u32) -> Option<Process> {
-        start_time(pid).map(|start| Process { pid, start })
-    }
-
-    /// Whether this very process still runs (not just its pid).
-    pub fn alive(&self) -> bool {
-        start_time(self.pid) == Some(self.start)
-    }
-}
+use crate::process::Process;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct PidFile {
@@ -130,36 +113,5 @@ pub fn signal(pid: i32, signal: i32) {
     // SAFETY: kill(2) touches no memory; pid 0 and -1 (everything) are refused above.
     unsafe {
         libc::kill(pid, signal);
-    }
-}
-
-/// Field 22 of `/proc/<pid>/stat`, or `None` when the process does not exist (or is a zombie
-/// already reaped).
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: fields resume after the last
-    // closing parenthesis, at field 3 (the state).
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_process_is_known_by_its_start_time() {
-        let me = Process::of(std::process::id()).unwrap();
-        assert!(me.alive());
-        let impostor = Process {
-            pid: me.pid,
-            start: me.start + 1,
-        };
-        assert!(!impostor.alive());
     }
 }
