@@ -59,6 +59,38 @@ impl Application {
         all
     }
 
+    /// What Cloud Foundry would refuse in this application's settings, each with its fix, so
+    /// that a release is refused before its version is pushed rather than at the deploy.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let name = &self.name;
+        if let Some(memory) = &self.memory {
+            if parse_bytes(memory).is_none_or(|bytes| bytes < MEGABYTE) {
+                problems.push(format!(
+                    "the manifest's memory `{memory}` of `{name}` is not a size cf reads: write \
+                     a whole number of megabytes or more with a unit (B, K, KB, M, MB, G, GB, T \
+                     or TB), such as 256M or 1G"
+                ));
+            }
+        }
+        match self.health_check_type.as_deref() {
+            None | Some("port" | "http" | "process" | "none") => {}
+            Some(other) => problems.push(format!(
+                "the manifest's health-check-type `{other}` of `{name}` is unknown: use `http`, \
+                 `port` or `process`"
+            )),
+        }
+        if let Some(endpoint) = &self.health_check_http_endpoint {
+            if !endpoint.starts_with('/') {
+                problems.push(format!(
+                    "the manifest's health-check-http-endpoint `{endpoint}` of `{name}` must \
+                     start with `/`"
+                ));
+            }
+        }
+        problems
+    }
+
     /// The env values as strings, as the platform passes them to the process.
     pub fn env_strings(&self) -> Vec<(String, String)> {
         self.env
@@ -75,6 +107,30 @@ impl Application {
             })
             .collect()
     }
+}
+
+const MEGABYTE: u64 = 1024 * 1024;
+
+/// A byte quantity as the Cloud Controller reads `memory` and `disk_quota`: a whole number and
+/// a unit (B, K, KB, M, MB, G, GB, T or TB, in any case). A number alone is refused, as cf
+/// refuses it ("must use a supported unit").
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let upper = text.trim().to_ascii_uppercase();
+    let digits = upper.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &upper[digits.len()..];
+    let scale: u64 = match unit {
+        "B" => 1,
+        "K" | "KB" => 1024,
+        "M" | "MB" => MEGABYTE,
+        "G" | "GB" => 1024 * MEGABYTE,
+        "T" | "TB" => 1024 * 1024 * MEGABYTE,
+        _ => return None,
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let number: u64 = digits.parse().ok()?;
+    (number > 0).then_some(number)?.checked_mul(scale)
 }
 
 /// Values for the placeholders: vars files first, then single vars, which win, as with `cf`.
@@ -221,6 +277,33 @@ fn comment_start(line: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_the_cloud_controller_reads_them() {
+        const M: u64 = 1024 * 1024;
+        assert_eq!(parse_bytes("256M"), Some(256 * M));
+        assert_eq!(parse_bytes("256mb"), Some(256 * M));
+        assert_eq!(parse_bytes("1G"), Some(1024 * M));
+        assert_eq!(parse_bytes(" 2gb "), Some(2048 * M));
+        assert_eq!(parse_bytes("512K"), Some(M / 2));
+        for bad in ["", "M", "64", "lots", "1.5G", "-1M", "0M", "12 M", "1MiB"] {
+            assert_eq!(parse_bytes(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn settings_cf_would_refuse_are_problems() {
+        let app: Application = serde_yaml::from_str(
+            "name: web\nmemory: 512\nhealth-check-type: tcp\nhealth-check-http-endpoint: health\n",
+        )
+        .unwrap();
+        let problems = app.problems().join("\n");
+        assert!(problems.contains("memory `512` of `web`"), "{problems}");
+        assert!(problems.contains("health-check-type `tcp`"), "{problems}");
+        assert!(problems.contains("must start with `/`"), "{problems}");
+        let fine: Application = serde_yaml::from_str("name: web\nmemory: 64M\n").unwrap();
+        assert!(fine.problems().is_empty());
+    }
 
     const MANIFEST: &str = "applications:\n- name: web\n  instances: ((instances))\n  memory: ((memory))\n  routes:\n  - route: ((host)).example.com\n  env:\n    VERSION: \"1.0.0\"\n";
 

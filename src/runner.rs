@@ -12,7 +12,6 @@ use crate::error::{user_error, Interrupted};
 use crate::exec::Exec;
 use crate::lock::{self, Lock, Wait};
 use crate::pipeline::{Pipeline, Stage};
-use crate::platform::cf;
 use crate::record::{self, CommandRecord, RunRecord, StageRecord, Status};
 use crate::stages::{self, Context, RunOptions};
 use crate::state::State;
@@ -252,16 +251,20 @@ fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
     }
     for env in &used_envs {
         let target = app.target(env)?;
-        if let Err(err) = app.manifest_for(&target) {
-            problems.push(format!("[env.{env}]: {err}"));
-        }
-        if target.platform() == cf::NAME {
-            problems.extend(cf::check_settings(&target, ctx.exec.is_dry_run()));
-        } else if target.platform() != crate::platform::local::NAME {
-            problems.push(format!(
-                "[env.{env}] platform `{}` is unknown: use `local` or `cf`",
-                target.platform()
-            ));
+        let manifest = match app.manifest_for(&target) {
+            Ok(manifest) => Some(manifest),
+            Err(err) => {
+                problems.push(format!("[env.{env}]: {err}"));
+                None
+            }
+        };
+        match crate::platform::for_env(ctx.state, &target) {
+            Err(err) => problems.push(err.to_string()),
+            Ok(platform) => {
+                if let Some(manifest) = manifest {
+                    problems.extend(platform.preflight(ctx.exec, &app.name, &target, &manifest));
+                }
+            }
         }
     }
     let config = &app.loaded.config;

@@ -14,6 +14,7 @@ use serde_json::Value;
 use xshell::cmd;
 
 use super::{Deployment, Platform, Release, Target};
+use crate::app_manifest::Resolved;
 use crate::exec::{Exec, Output};
 use crate::state::State;
 
@@ -257,6 +258,17 @@ impl Cf {
 }
 
 impl Platform for Cf {
+    fn preflight(&self, exec: &Exec, _app: &str, env: &Target, manifest: &Resolved) -> Vec<String> {
+        let mut problems = check_settings(env, exec.is_dry_run());
+        if let Some(why) = crate::tools::missing("cf", &exec.dir()) {
+            problems.push(format!("[env.{}] is on cf, but {why}", env.name));
+        }
+        for application in &manifest.applications {
+            problems.extend(application.problems());
+        }
+        problems
+    }
+
     fn push(&self, exec: &Exec, release: &Release, env: &Target) -> Result<Deployment> {
         self.login(exec, env)?;
         let mut words = args(&["push", release.app]);

@@ -53,6 +53,10 @@ pub struct Deployment {
 }
 
 pub trait Platform {
+    /// Everything that would make a later push, promote or rollback to `env` refuse, each with
+    /// its fix: checked before the first irreversible step of a run, and in a dry run too.
+    fn preflight(&self, exec: &Exec, app: &str, env: &Target, manifest: &Resolved) -> Vec<String>;
+
     /// Stages `release` and makes it serve `env`, replacing what served before without
     /// dropping a request. If the new version does not become healthy, the previous one keeps
     /// serving and this fails.

@@ -556,3 +556,39 @@ fn logs_come_from_the_environments_own_login_masked() {
         ]
     );
 }
+
+/// A memory value cf would not read and a machine without `cf` are found before the version is
+/// pushed to origin, by a dry run too.
+#[test]
+fn bad_memory_and_a_missing_cf_are_refused_before_the_version_is_pushed() {
+    let app = CfApp::new();
+    let manifest = app
+        .project
+        .read("manifest.yml")
+        .replace("memory: 64M", "memory: 512");
+    app.project.write("manifest.yml", &manifest);
+    app.project
+        .git_cmd(&["commit", "-qam", "memory without a unit"]);
+    app.project.git_cmd(&["push", "-q", "origin", "main"]);
+    // The machine's PATH without any folder that holds a `cf`: neither the stand-in nor another.
+    let machine = std::env::var_os("PATH").unwrap();
+    let without_cf: Vec<PathBuf> = std::env::split_paths(&machine)
+        .filter(|dir| !dir.join("cf").exists())
+        .collect();
+    let path = std::env::join_paths(without_cf).unwrap();
+    let origin = app.origin.to_str().unwrap().to_string();
+    for dry_run in [true, false] {
+        let mut command = app.command(&["release", "--repo", &origin], None);
+        command.env("PATH", &path);
+        if dry_run {
+            command.arg("--dry-run");
+        }
+        run_of(command.output().unwrap())
+            .failure(2)
+            .stderr_has("nothing was changed")
+            .stderr_has("the manifest's memory `512` of `filter` is not a size cf reads")
+            .stderr_has("[env.staging] is on cf, but `cf` is not on PATH");
+    }
+    assert_eq!(app.origin_git(&["tag", "-l"]), "", "no version was pushed");
+    assert!(app.calls().is_empty());
+}

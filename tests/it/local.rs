@@ -1258,3 +1258,96 @@ fn the_example_app_is_built_once_and_serves_its_route() {
          promote {promote_took:.2?}"
     );
 }
+
+/// Another app, `other`, in a repository with an origin, whose environments are local on the
+/// given ports and whose tiers and e2e pass at once: what a second team releases on the same
+/// machine.
+fn other_app(staging: u16, production: u16) -> (Project, PathBuf) {
+    let project = Project::git(&[
+        (
+            "cdflow.toml",
+            &format!(
+                "[app]\nname = \"other\"\n\n[version]\ncurrent = \"0.1.0\"\n\n[test]\nunit = \
+                 \"true\"\n\n[e2e]\ncommand = \"true\"\n\n[env.staging]\nport = {staging}\n\n\
+                 [env.production]\nport = {production}\n"
+            ),
+        ),
+        (
+            "manifest.yml",
+            "applications:\n- name: other\n  command: python app.py\n  memory: 64M\n",
+        ),
+        ("app.py", "print('other')\n"),
+    ]);
+    let origin = project.dir.parent().unwrap().join("origin.git");
+    project.git_cmd(&[
+        "init",
+        "-q",
+        "--bare",
+        "-b",
+        "main",
+        origin.to_str().unwrap(),
+    ]);
+    project.git_cmd(&["remote", "add", "origin", origin.to_str().unwrap()]);
+    project.git_cmd(&["push", "-q", "origin", "main"]);
+    (project, origin)
+}
+
+/// A release of `project` from `origin` with `state` as the state folder.
+fn release_from(project: &Project, origin: &Path, state: &Path, dry_run: bool) -> Run {
+    let mut command = project.command(env!("CARGO_BIN_EXE_cdflow"));
+    command
+        .env("CDFLOW_STATE_DIR", state)
+        .args(["release", "--repo", origin.to_str().unwrap()]);
+    if dry_run {
+        command.arg("--dry-run");
+    }
+    run_of(command.output().unwrap())
+}
+
+fn tags_of(origin: &Path) -> String {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(origin)
+        .args(["tag", "-l"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Problems that a deploy would refuse on are found before the version commit and tag are
+/// pushed, in a dry run too: a route port another program holds, and an environment that serves
+/// another app.
+#[test]
+fn a_port_in_use_and_a_foreign_environment_are_refused_before_the_version_is_pushed() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let (other, origin) = other_app(port, free_port());
+    let state = tempfile::tempdir().unwrap();
+    for dry_run in [true, false] {
+        release_from(&other, &origin, state.path(), dry_run)
+            .failure(2)
+            .stderr_has("nothing was changed")
+            .stderr_has(&format!(
+                "port {port} on 127.0.0.1, is in use by another program"
+            ));
+    }
+    assert_eq!(tags_of(&origin), "", "no version was pushed");
+    drop(held);
+
+    // `staging` of pyapp's state folder serves pyapp: another app may not take it over.
+    let local = Local::python(1);
+    local.push("1.0.0");
+    let (other, origin) = other_app(local.staging, free_port());
+    for dry_run in [true, false] {
+        release_from(&other, &origin, local.state.path(), dry_run)
+            .failure(2)
+            .stderr_has("`staging` in this state folder serves the app `pyapp`, not `other`");
+    }
+    assert_eq!(tags_of(&origin), "", "no version was pushed");
+    let (status, body) = get(local.staging, "/").unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "1.0.0\n"),
+        "pyapp still serves"
+    );
+}

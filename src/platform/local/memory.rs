@@ -10,25 +10,6 @@
 
 use std::fmt;
 
-/// The manifest's `memory` in bytes: a number with `M`/`MB` or `G`/`GB` (any case), as cf
-/// reads it; a bare number is megabytes.
-pub fn parse_limit(text: &str) -> Option<u64> {
-    let upper = text.trim().to_ascii_uppercase();
-    let unit_less = upper.strip_suffix('B').unwrap_or(&upper);
-    let (number, megabytes) = if let Some(n) = unit_less.strip_suffix('G') {
-        (n, 1024)
-    } else if let Some(n) = unit_less.strip_suffix('M') {
-        (n, 1)
-    } else {
-        (unit_less, 1)
-    };
-    let number: u64 = number.trim().parse().ok()?;
-    if number == 0 {
-        return None;
-    }
-    number.checked_mul(megabytes)?.checked_mul(1024 * 1024)
-}
-
 /// The memory of the processes in process group `pgid`, in bytes: their proportional set
 /// sizes, or their resident sets where the kernel does not say (no `smaps_rollup`).
 pub fn group_bytes(pgid: u32) -> u64 {
@@ -83,19 +64,6 @@ impl fmt::Display for Size {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn limits_read_as_cf_reads_them() {
-        const M: u64 = 1024 * 1024;
-        assert_eq!(parse_limit("256M"), Some(256 * M));
-        assert_eq!(parse_limit("256mb"), Some(256 * M));
-        assert_eq!(parse_limit("1G"), Some(1024 * M));
-        assert_eq!(parse_limit(" 2gb "), Some(2048 * M));
-        assert_eq!(parse_limit("64"), Some(64 * M));
-        for bad in ["", "M", "lots", "1.5G", "-1M", "0M", "12K"] {
-            assert_eq!(parse_limit(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn a_group_holds_the_memory_of_all_its_processes() {

@@ -32,7 +32,7 @@ use anyhow::{Context, Result};
 use self::layout::{check_env_name, EnvPaths};
 use self::spec::{EnvFile, Placement, Record, RunSpec};
 use super::{Deployment, Platform, Release, Target};
-use crate::app_manifest::Application;
+use crate::app_manifest::{Application, Resolved};
 use crate::error::user_error;
 use crate::exec::Exec;
 use crate::lock::{self, Wait};
@@ -81,6 +81,36 @@ impl Local {
 }
 
 impl Platform for Local {
+    fn preflight(&self, _exec: &Exec, app: &str, env: &Target, manifest: &Resolved) -> Vec<String> {
+        if let Err(err) = check_env_name(env.name) {
+            return vec![err.to_string()];
+        }
+        let mut problems = Vec::new();
+        match manifest_application(manifest, app) {
+            Ok(application) => problems.extend(application.problems()),
+            Err(err) => problems.push(err.to_string()),
+        }
+        let paths = EnvPaths::new(&self.state, env.name);
+        match EnvFile::load(&paths) {
+            Ok(file) => problems.extend(
+                check_same_app(&file, env.name, app)
+                    .err()
+                    .map(|e| e.to_string()),
+            ),
+            Err(err) => problems.push(format!("{err:#}")),
+        }
+        let port = route_port(env);
+        let ours = control::status(&paths).is_some_and(|status| status.route_port == Some(port));
+        if !ours && std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            problems.push(format!(
+                "the route of `{}`, port {port} on 127.0.0.1, is in use by another program: \
+                 stop it, or set another `port` in [env.{}] of cdflow.toml",
+                env.name, env.name
+            ));
+        }
+        problems
+    }
+
     fn push(&self, exec: &Exec, release: &Release, env: &Target) -> Result<Deployment> {
         check_env_name(env.name)?;
         let application = application(release)?;
@@ -209,17 +239,17 @@ impl Platform for Local {
 
 /// The application of the manifest that is being released.
 fn application<'a>(release: &'a Release) -> Result<&'a Application> {
-    let applications = &release.manifest.applications;
+    manifest_application(release.manifest, release.app)
+}
+
+/// The application named `app` in `manifest`, else its first.
+fn manifest_application<'a>(manifest: &'a Resolved, app: &str) -> Result<&'a Application> {
+    let applications = &manifest.applications;
     applications
         .iter()
-        .find(|a| a.name == release.app)
+        .find(|a| a.name == app)
         .or_else(|| applications.first())
-        .ok_or_else(|| {
-            user_error(format!(
-                "{} lists no applications",
-                release.manifest.path.display()
-            ))
-        })
+        .ok_or_else(|| user_error(format!("{} lists no applications", manifest.path.display())))
 }
 
 /// The port of an environment's route: from cdflow.toml, else a default.

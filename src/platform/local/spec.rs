@@ -76,7 +76,9 @@ pub struct RunSpec {
 impl RunSpec {
     /// The manifest's `memory`, in bytes.
     pub fn memory_limit(&self) -> Option<u64> {
-        self.memory.as_deref().and_then(super::memory::parse_limit)
+        self.memory
+            .as_deref()
+            .and_then(crate::app_manifest::parse_bytes)
     }
 
     /// The spec for `application` of the manifest, running `droplet` with `command`.
@@ -85,6 +87,9 @@ impl RunSpec {
         placement: Placement<'_>,
         default_command: &str,
     ) -> Result<RunSpec> {
+        if let Some(problem) = application.problems().into_iter().next() {
+            return Err(user_error(problem));
+        }
         let health_check = match application.health_check_type.as_deref() {
             None | Some("port") => HealthCheck::Port,
             Some("http") => HealthCheck::Http {
@@ -101,21 +106,6 @@ impl RunSpec {
                 )))
             }
         };
-        if let HealthCheck::Http { endpoint } = &health_check {
-            if !endpoint.starts_with('/') {
-                return Err(user_error(format!(
-                    "the manifest's health-check-http-endpoint `{endpoint}` must start with `/`"
-                )));
-            }
-        }
-        if let Some(memory) = &application.memory {
-            if super::memory::parse_limit(memory).is_none() {
-                return Err(user_error(format!(
-                    "the manifest's memory `{memory}` is not a size: write it as cf reads it, \
-                     such as 256M or 1G"
-                )));
-            }
-        }
         let command = application
             .command
             .clone()
@@ -424,6 +414,6 @@ mod tests {
         let err = RunSpec::from_manifest(&bad, placement, "x")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("memory `lots` is not a size"), "{err}");
+        assert!(err.contains("memory `lots` of `web` is not a size"), "{err}");
     }
 }
