@@ -75,6 +75,27 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
     let dir = Path::new("");
     let state = State::locate(&here);
     let exec_in = |mode: Mode| Exec::new(&here, mode, ui.clone());
+    // Commands that write into the state folder create it private; those that only read it
+    // tighten one that exists.
+    match &cli.command {
+        Command::Release(_)
+        | Command::Test(_)
+        | Command::Push(_)
+        | Command::E2e(_)
+        | Command::Promote(_)
+        | Command::Rollback(_) => state.secure(ui, true)?,
+        Command::History | Command::Logs(_) | Command::Status | Command::Down(_) | Command::Up => {
+            state.secure(ui, false)?
+        }
+        // The environment's server is given its state folder, secured by the command that
+        // started it.
+        Command::ServeEnv(_)
+        | Command::Bump(_)
+        | Command::Manifest(_)
+        | Command::Init(_)
+        | Command::Pipelines
+        | Command::Reap => {}
+    }
     match cli.command {
         Command::Bump(args) => run_bump(dir, exec_in(mode_of(args.dry_run))?, args),
         Command::Release(args) => {

@@ -3,7 +3,12 @@
 //!
 //! It is `$CDFLOW_STATE_DIR` when set, else `.cdflow/` in the folder cdflow runs in.
 
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::ui::Ui;
 
 pub const ENV_VAR: &str = "CDFLOW_STATE_DIR";
 
@@ -21,6 +26,34 @@ impl State {
         // Absolute, so that it means the same after a chdir into a release workspace.
         let root = std::path::absolute(&root).unwrap_or(root);
         State { root }
+    }
+
+    /// Makes the state folder its owner's alone: it holds secrets (the instances' environments,
+    /// service credentials, cf's tokens under each CF_HOME, app logs). A new one is created
+    /// 0700 (with `create`); an existing one that others could enter is tightened, once, with a
+    /// note. Only the folder's own mode matters: nobody else can reach what is inside.
+    pub fn secure(&self, ui: &Ui, create: bool) -> Result<()> {
+        let mode = match std::fs::metadata(&self.root) {
+            Ok(metadata) => metadata.permissions().mode(),
+            Err(_) if create => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&self.root)
+                    .with_context(|| format!("could not create {}", self.root.display()))?;
+                return Ok(());
+            }
+            Err(_) => return Ok(()),
+        };
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("could not make {} private", self.root.display()))?;
+            ui.note(&format!(
+                "made the state folder {} private (0700): it holds secrets",
+                self.root.display()
+            ));
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {

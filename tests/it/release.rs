@@ -251,3 +251,43 @@ fn a_failed_one_stage_command_hints_at_itself() {
     let hint = promote.stderr.split("fix it and run").nth(1).unwrap_or("");
     assert!(!hint.contains("->"), "{promote}");
 }
+
+/// The state folder holds secrets: nobody but its owner can read anything in it, whether cdflow
+/// made it or found it open.
+#[test]
+fn nothing_in_the_state_folder_is_readable_by_other_users() {
+    use std::os::unix::fs::PermissionsExt;
+    /// Paths under `dir` that another user could read: every folder on the way enterable by
+    /// others, and the path itself readable by them.
+    fn readable_by_others(dir: &std::path::Path, out: &mut Vec<String>) {
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+        if mode & 0o004 != 0 {
+            out.push(dir.display().to_string());
+        }
+        if mode & 0o001 == 0 {
+            return;
+        }
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() && !path.is_symlink() {
+                readable_by_others(&path, out);
+            } else if entry.metadata().unwrap().permissions().mode() & 0o004 != 0 {
+                out.push(path.display().to_string());
+            }
+        }
+    }
+    let app = CfApp::new();
+    let origin = app.origin.to_str().unwrap().to_string();
+    app.cdflow(&["release", "--repo", &origin], None).success();
+    let mut open = Vec::new();
+    readable_by_others(&app.state, &mut open);
+    assert!(open.is_empty(), "readable by others: {open:#?}");
+
+    // An existing folder left open (by an older cdflow, say) is closed on first use.
+    std::fs::set_permissions(&app.state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    app.cdflow(&["history"], None)
+        .success()
+        .stdout_has("private (0700)");
+    let mode = std::fs::metadata(&app.state).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+}

@@ -414,6 +414,9 @@ mod tests {
         let err = RunSpec::from_manifest(&bad, placement, "x")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("memory `lots` of `web` is not a size"), "{err}");
+        assert!(
+            err.contains("memory `lots` of `web` is not a size"),
+            "{err}"
+        );
     }
 }
