@@ -15,7 +15,9 @@ use crate::error::user_error;
 use crate::exec::{atomic_write, Exec};
 use crate::git;
 use crate::version::{Bump, PARTS};
-use crate::version_files::{cargo, line_of, manifest, pattern, read, toml_text, Edits, Occurrence};
+use crate::version_files::{
+    cargo, line_of, manifest, pattern, read, toml_text, workspace, Edits, Occurrence,
+};
 
 pub const DEFAULT_TAG: &str = "v{version}";
 pub const DEFAULT_MESSAGE: &str = "Bump version: {old} → {new}";
@@ -234,13 +236,16 @@ impl VersionFacts {
             .replace("{new}", &new)
     }
 
-    /// Every file's new content, computed and validated in memory.
-    fn plan(&self, new: &Version) -> Result<Vec<(PathBuf, String, String)>> {
+    /// Every file's new content, computed and validated in memory. A Cargo version reaches
+    /// every member of its workspace, which cargo is asked for (a query).
+    fn plan(&self, exec: &Exec, new: &Version) -> Result<Vec<(PathBuf, String, String)>> {
         let mut edits = Edits::default();
         let (current, new_text) = (self.current.to_string(), new.to_string());
         for carrier in &self.carriers {
             match carrier {
-                Carrier::Cargo(found) => found.edit(&mut edits, &self.current, new)?,
+                Carrier::Cargo(found) => found
+                    .affected(&workspace::of(exec, &found.manifest)?)?
+                    .edit(&mut edits, &self.current, new)?,
                 Carrier::ConfigCurrent(path) => {
                     let text = edits.text(path)?;
                     let doc = toml_text::parse(path, &text)?;
@@ -363,7 +368,7 @@ pub fn bump(exec: &Exec, facts: &VersionFacts, options: &Options) -> Result<Bump
     let new = check(exec, facts, options)?;
     let commit = options.commit;
     let tag = (commit && options.tag).then(|| facts.tag_name(&new));
-    let changes = facts.plan(&new)?;
+    let changes = facts.plan(exec, &new)?;
 
     let files: Vec<String> = changes
         .iter()

@@ -5,6 +5,7 @@ pub mod cargo;
 pub mod manifest;
 pub mod pattern;
 pub mod toml_text;
+pub mod workspace;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
