@@ -23,6 +23,7 @@ mod stages;
 mod state;
 mod ui;
 mod version;
+mod version_commit;
 mod version_files;
 
 use std::path::Path;
