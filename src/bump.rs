@@ -15,7 +15,10 @@ use crate::error::user_error;
 use crate::exec::{atomic_write, Exec};
 use crate::git;
 use crate::version::{Bump, PARTS};
-use crate::version_files::{cargo, line_of, manifest, pattern, read, toml_text, Edits, Occurrence};
+use crate::version_commit;
+use crate::version_files::{
+    cargo, line_of, manifest, pattern, read, toml_text, workspace, Change, Edits, Occurrence,
+};
 
 pub const DEFAULT_TAG: &str = "v{version}";
 pub const DEFAULT_MESSAGE: &str = "Bump version: {old} → {new}";
@@ -239,13 +242,47 @@ impl VersionFacts {
             .replace("{new}", &new)
     }
 
-    /// Every file's new content, computed and validated in memory.
-    fn plan(&self, new: &Version) -> Result<Vec<(PathBuf, String, String)>> {
-        let mut edits = Edits::default();
-        let (current, new_text) = (self.current.to_string(), new.to_string());
-        for carrier in &self.carriers {
+    /// The version's edits, ready to be made. A Cargo version reaches every member of its
+    /// workspace, which cargo is asked for (a query).
+    fn plan(&self, exec: &Exec, new: &Version) -> Result<Plan<'_>> {
+        let reach = self
+            .carriers
+            .iter()
+            .map(|carrier| match carrier {
+                Carrier::Cargo(found) => Ok(Some(
+                    found.affected(&workspace::of(exec, &found.manifest)?)?,
+                )),
+                _ => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        Ok(Plan {
+            facts: self,
+            reach,
+            new: new.clone(),
+        })
+    }
+}
+
+/// The version's edits, worked out once and made on any version of the files: the working
+/// tree's, and for the version commit, the last commit's and the index's.
+struct Plan<'f> {
+    facts: &'f VersionFacts,
+    /// For each carrier, in order, what a Cargo version changes in its workspace.
+    reach: Vec<Option<cargo::Affected>>,
+    new: Version,
+}
+
+impl Plan<'_> {
+    /// Every file's new content, computed from `edits`' texts and validated, in memory.
+    fn changes(&self, mut edits: Edits) -> Result<Vec<Change>> {
+        let (facts, new) = (self.facts, &self.new);
+        let (current, new_text) = (facts.current.to_string(), new.to_string());
+        for (carrier, reach) in facts.carriers.iter().zip(&self.reach) {
             match carrier {
-                Carrier::Cargo(found) => found.edit(&mut edits, &self.current, new)?,
+                Carrier::Cargo(_) => reach
+                    .as_ref()
+                    .expect("a Cargo carrier has its reach")
+                    .edit(&mut edits, &facts.current, new)?,
                 Carrier::ConfigCurrent(path) => {
                     let text = edits.text(path)?;
                     let doc = toml_text::parse(path, &text)?;
@@ -325,6 +362,13 @@ pub fn check(exec: &Exec, facts: &VersionFacts, options: &Options) -> Result<Ver
             exec.dir().display()
         ));
     }
+    if options.commit && in_git && git::head(exec)?.is_none() {
+        problems.push(
+            "the repository has no commit yet, and a version commit is the last commit with the \
+             version's edits: commit the files first, or use --no-commit"
+                .to_string(),
+        );
+    }
     if in_git && !options.allow_dirty {
         let dirty = git::dirty_files(exec)?;
         if !dirty.is_empty() {
@@ -368,7 +412,16 @@ pub fn bump(exec: &Exec, facts: &VersionFacts, options: &Options) -> Result<Bump
     let new = check(exec, facts, options)?;
     let commit = options.commit;
     let tag = (commit && options.tag).then(|| facts.tag_name(&new));
-    let changes = facts.plan(&new)?;
+    let plan = facts.plan(exec, &new)?;
+    let changes = plan.changes(Edits::default())?;
+    // Worked out before anything is written, like the files: a refusal changes nothing.
+    let version_commit = if commit {
+        Some(version_commit::prepare(exec, &changes, |edits| {
+            plan.changes(edits)
+        })?)
+    } else {
+        None
+    };
 
     let files: Vec<String> = changes
         .iter()
@@ -383,15 +436,8 @@ pub fn bump(exec: &Exec, facts: &VersionFacts, options: &Options) -> Result<Bump
         };
         write_all_or_nothing(&changes, |path, old, new| exec.write_file(path, old, new))?;
         let recorded = (|| -> Result<()> {
-            if commit {
-                let mut to_add = Vec::new();
-                for file in &files {
-                    if !git::is_ignored(exec, file)? {
-                        to_add.push(file.clone());
-                    }
-                }
-                git::add(exec, &to_add)?;
-                git::commit(exec, &message)?;
+            if let Some(version_commit) = &version_commit {
+                version_commit.record(exec, &message)?;
                 if let Some(name) = &tag {
                     git::tag_annotated(exec, name, &message)?;
                 }
@@ -424,7 +470,7 @@ pub fn bump(exec: &Exec, facts: &VersionFacts, options: &Options) -> Result<Bump
 
 /// Writes every change, or, if one write fails, puts back the ones already written.
 fn write_all_or_nothing(
-    changes: &[(PathBuf, String, String)],
+    changes: &[Change],
     mut write: impl FnMut(&Path, &str, &str) -> Result<()>,
 ) -> Result<()> {
     for (done, (path, old, new)) in changes.iter().enumerate() {
@@ -439,7 +485,7 @@ fn write_all_or_nothing(
     Ok(())
 }
 
-fn restore(changes: &[(PathBuf, String, String)]) -> Result<()> {
+fn restore(changes: &[Change]) -> Result<()> {
     for (path, old, _) in changes {
         atomic_write(path, old.as_bytes())?;
     }
@@ -491,7 +537,7 @@ mod tests {
     #[test]
     fn a_failed_write_puts_back_the_files_already_written() {
         let dir = tempfile::tempdir().unwrap();
-        let changes: Vec<(PathBuf, String, String)> = (1..=4)
+        let changes: Vec<Change> = (1..=4)
             .map(|n| {
                 let path = dir.path().join(format!("file{n}.txt"));
                 std::fs::write(&path, format!("version 0.1.0 in {n}\n")).unwrap();

@@ -109,13 +109,33 @@ impl Exec {
     /// Runs a read-only command in every mode and returns its trimmed stdout.
     /// A non-zero exit is an error that carries the command's stderr.
     pub fn query(&self, cmd: Cmd<'_>) -> Result<String> {
+        let stdout = self.query_bytes(cmd, None)?;
+        Ok(String::from_utf8_lossy(&stdout).trim_end().to_string())
+    }
+
+    /// Like [`Exec::query`], with `input` (if any) on the command's stdin and its stdout as it
+    /// came, not trimmed: for file contents (`git cat-file blob`, `git hash-object --stdin`).
+    pub fn query_bytes(&self, cmd: Cmd<'_>, input: Option<&[u8]>) -> Result<Vec<u8>> {
         let mut command = Command::from(cmd);
         crate::reaper::dies_with_cdflow(&mut command);
         let line = command_line(&command, &[]);
-        let output = command
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("could not start `{}`", self.ui.mask(&line)))?;
+        let started = || format!("could not start `{}`", self.ui.mask(&line));
+        let output = match input {
+            None => command
+                .stdin(Stdio::null())
+                .output()
+                .with_context(started)?,
+            Some(input) => {
+                let mut child = command
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .with_context(started)?;
+                feed(&mut child, input.to_vec());
+                child.wait_with_output()?
+            }
+        };
         if !output.status.success() {
             bail!(
                 "`{}` failed ({}): {}",
@@ -125,9 +145,7 @@ impl Exec {
                     .mask(String::from_utf8_lossy(&output.stderr).trim_end())
             );
         }
-        Ok(String::from_utf8_lossy(&output.stdout)
-            .trim_end()
-            .to_string())
+        Ok(output.stdout)
     }
 
     /// Runs a read-only command in every mode and tells whether it exited 0.
@@ -153,10 +171,24 @@ impl Exec {
     /// Like [`Exec::run`], with environment variables that are shown in the echoed line
     /// (`APP_URL=http://... cargo test`) because they are part of what runs.
     pub fn run_with_env(&self, cmd: Cmd<'_>, env: &[(&str, &str)]) -> Result<Output> {
+        self.run_recorded(cmd, env, None)
+    }
+
+    /// Like [`Exec::run`], with `input` on the command's stdin (`git hash-object -w --stdin`).
+    pub fn run_with_input(&self, cmd: Cmd<'_>, input: &[u8]) -> Result<Output> {
+        self.run_recorded(cmd, &[], Some(input))
+    }
+
+    fn run_recorded(
+        &self,
+        cmd: Cmd<'_>,
+        env: &[(&str, &str)],
+        input: Option<&[u8]>,
+    ) -> Result<Output> {
         let Some((command, line)) = self.announce(cmd, env) else {
             return Ok(Output::default());
         };
-        let result = self.spawn_and_wait(command, &line, false);
+        let result = self.spawn_and_wait(command, &line, false, input);
         self.records.borrow_mut().push(Record {
             command: line.clone(),
             status: match &result {
@@ -205,7 +237,7 @@ impl Exec {
         let Some((command, line)) = self.announce(cmd, env) else {
             return Ok(Output::default());
         };
-        self.spawn_and_wait(command, &line, true)
+        self.spawn_and_wait(command, &line, true, None)
     }
 
     /// Prints the command line (masked) that is about to run, and returns the command with it;
@@ -218,18 +250,31 @@ impl Exec {
         (!self.is_dry_run()).then_some((command, line))
     }
 
-    fn spawn_and_wait(&self, mut command: Command, line: &str, live: bool) -> Result<Output> {
+    fn spawn_and_wait(
+        &self,
+        mut command: Command,
+        line: &str,
+        live: bool,
+        input: Option<&[u8]>,
+    ) -> Result<Output> {
         // A process group of its own: a terminal's Ctrl-C reaches cdflow alone, and cdflow can
         // stop the command with all of its children. The group dies with cdflow (`reaper`).
         crate::reaper::dies_with_cdflow(&mut command);
         command
             .process_group(0)
-            .stdin(Stdio::null())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command
             .spawn()
             .with_context(|| format!("could not start `{line}`"))?;
+        if let Some(input) = input {
+            feed(&mut child, input.to_vec());
+        }
         crate::reaper::watch(child.id());
         let result = self.wait_for(&mut child, line, live);
         crate::reaper::forget(child.id());
@@ -387,6 +432,18 @@ fn collect_lines(child: &mut Child) -> mpsc::Receiver<(Stream, String)> {
     receiver
 }
 
+/// Writes `input` to the child's stdin on a thread of its own, then closes it: the child may
+/// fill its stdout before it has read all of its input, and is read meanwhile. A child that
+/// exits without reading it all is told by its exit status, not by the failed write.
+fn feed(child: &mut Child, input: Vec<u8>) {
+    use std::io::Write;
+    if let Some(mut stdin) = child.stdin.take() {
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+    }
+}
+
 /// SIGTERM to the child's process group, then SIGKILL if it has not exited in time.
 fn stop_group(child: &mut Child) {
     let group = child.id() as libc::pid_t;
@@ -477,6 +534,30 @@ mod tests {
         assert!(!failed.tail.contains("line10\n"), "only the last lines");
         assert_eq!(failed.tail.lines().count(), TAIL_LINES);
         assert_eq!(exec.records()[0].status, Some(3));
+    }
+
+    #[test]
+    fn input_reaches_stdin_and_query_bytes_keep_stdout_as_it_came() {
+        let input = "line\n".repeat(100_000);
+        let real = exec(Mode::Real, "unused");
+        let echoed = real
+            .query_bytes(cmd!(real.sh(), "cat"), Some(input.as_bytes()))
+            .unwrap();
+        assert_eq!(echoed, input.as_bytes(), "all of it, the last newline too");
+        let output = real
+            .run_with_input(cmd!(real.sh(), "wc -l"), input.as_bytes())
+            .unwrap();
+        assert_eq!(output.stdout, ["100000"]);
+        let dry = exec(Mode::DryRun, "unused");
+        let marker = tempfile::NamedTempFile::new().unwrap();
+        let path = marker.path().to_path_buf();
+        dry.run_with_input(cmd!(dry.sh(), "tee {path}"), b"written")
+            .unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"",
+            "a dry run runs no action"
+        );
     }
 
     #[test]

@@ -1,12 +1,24 @@
 //! Git's vocabulary: queries (nouns and predicates) apart from actions (verbs), all run through
 //! the exec seam.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use xshell::cmd;
 
+use crate::error::user_error;
 use crate::exec::Exec;
+
+/// A file as a tree or the index holds it: what `git update-index --cacheinfo` takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// `100644`, or `100755` for an executable.
+    pub mode: String,
+    /// The blob's object id.
+    pub id: String,
+    /// The path from the top of the work tree, as git names it.
+    pub name: String,
+}
 
 // Queries: they run in every mode, dry runs included.
 
@@ -41,8 +53,92 @@ pub fn head(exec: &Exec) -> Result<Option<String>> {
 
 /// The index file, so that a failed change can put it back byte for byte.
 pub fn index_path(exec: &Exec) -> Result<PathBuf> {
-    let path = PathBuf::from(exec.query(cmd!(exec.sh(), "git rev-parse --git-path index"))?);
-    Ok(exec.dir().join(path))
+    git_path(exec, "index")
+}
+
+/// Where `name` lives in the repository's git folder (`.git/NAME`, or a worktree's), absolute.
+pub fn git_path(exec: &Exec, name: &str) -> Result<PathBuf> {
+    let path = PathBuf::from(exec.query(cmd!(exec.sh(), "git rev-parse --git-path {name}"))?);
+    let path = exec.dir().join(path);
+    // From a subfolder git answers `../../.git/NAME`: spelled plainly, as commands print it.
+    let folder = path
+        .parent()
+        .and_then(|folder| std::fs::canonicalize(folder).ok());
+    Ok(match (folder, path.file_name()) {
+        (Some(folder), Some(name)) => folder.join(name),
+        _ => path,
+    })
+}
+
+/// The file at `path` (relative to the working folder) in HEAD's tree; `None` when HEAD has no
+/// such file.
+pub fn committed(exec: &Exec, path: &str) -> Result<Option<Entry>> {
+    // `<mode> <type> <id>\t<name>\0` per entry.
+    let listed = exec.query(cmd!(
+        exec.sh(),
+        "git --literal-pathspecs ls-tree -z --full-name HEAD -- {path}"
+    ))?;
+    Ok(listed.split('\0').find_map(|record| {
+        let (meta, name) = record.split_once('\t')?;
+        match meta.split(' ').collect::<Vec<_>>()[..] {
+            [mode, "blob", id] => Some(Entry {
+                mode: mode.into(),
+                id: id.into(),
+                name: name.into(),
+            }),
+            _ => None,
+        }
+    }))
+}
+
+/// The file at `path` (relative to the working folder) as the index stages it; `None` when the
+/// index has no such file. A file in conflict has no one staged version: that is an error.
+pub fn staged(exec: &Exec, path: &str) -> Result<Option<Entry>> {
+    // `<mode> <id> <stage>\t<name>\0` per entry; stages 1 to 3 only while in conflict.
+    let listed = exec.query(cmd!(
+        exec.sh(),
+        "git --literal-pathspecs ls-files -s -z --full-name -- {path}"
+    ))?;
+    let mut found = None;
+    for record in listed.split('\0').filter(|record| !record.is_empty()) {
+        let parsed = record.split_once('\t').and_then(|(meta, name)| {
+            match meta.split(' ').collect::<Vec<_>>()[..] {
+                [mode, id, stage] => Some((mode, id, stage, name)),
+                _ => None,
+            }
+        });
+        match parsed {
+            Some((mode, id, "0", name)) => {
+                found = Some(Entry {
+                    mode: mode.into(),
+                    id: id.into(),
+                    name: name.into(),
+                })
+            }
+            Some(_) => {
+                return Err(user_error(format!(
+                    "{path} has unresolved merge conflicts: resolve them first"
+                )))
+            }
+            None => anyhow::bail!("`git ls-files -s` listed `{record}`, which cdflow cannot read"),
+        }
+    }
+    Ok(found)
+}
+
+/// The text of a blob, as it came.
+pub fn blob(exec: &Exec, id: &str) -> Result<String> {
+    let bytes = exec.query_bytes(cmd!(exec.sh(), "git cat-file blob {id}"), None)?;
+    String::from_utf8(bytes).with_context(|| format!("the blob {id} is not UTF-8 text"))
+}
+
+/// The object id that `content` has as a blob, computed without writing anything.
+pub fn blob_id(exec: &Exec, content: &str) -> Result<String> {
+    let id = exec.query_bytes(
+        cmd!(exec.sh(), "git hash-object --stdin"),
+        Some(content.as_bytes()),
+    )?;
+    Ok(String::from_utf8_lossy(&id).trim_end().to_string())
 }
 
 /// How many commits the branch's upstream has that HEAD lacks, as of the last fetch; `None`
@@ -127,13 +223,50 @@ pub fn is_ignored(exec: &Exec, path: &str) -> Result<bool> {
 
 // Actions: echoed, and run only for real.
 
-pub fn add(exec: &Exec, paths: &[String]) -> Result<()> {
-    exec.run(cmd!(exec.sh(), "git add -- {paths...}"))?;
+/// Writes `content` as a blob and returns its id. The id is computed by a query first, so that
+/// a dry run, which writes nothing, still prints the commands that name it as a real run runs
+/// them. From stdin, `hash-object` applies no filter (no line-ending conversion): the blob is
+/// `content` byte for byte.
+pub fn write_blob(exec: &Exec, content: &str) -> Result<String> {
+    let id = blob_id(exec, content)?;
+    exec.run_with_input(
+        cmd!(exec.sh(), "git hash-object -w --stdin"),
+        content.as_bytes(),
+    )?;
+    Ok(id)
+}
+
+/// Makes the index file `index` (not the repository's own) hold HEAD's tree.
+pub fn read_tree(exec: &Exec, index: &Path) -> Result<()> {
+    exec.run_with_env(cmd!(exec.sh(), "git read-tree HEAD"), &[index_file(index)?])?;
     Ok(())
 }
 
-pub fn commit(exec: &Exec, message: &str) -> Result<()> {
-    exec.run(cmd!(exec.sh(), "git commit -q -m {message}"))?;
+/// Puts `entries` into the index file `index`, or into the repository's own with `None`.
+pub fn update_index(exec: &Exec, index: Option<&Path>, entries: &[Entry]) -> Result<()> {
+    let args: Vec<String> = entries
+        .iter()
+        .flat_map(|entry| {
+            [
+                "--cacheinfo".to_string(),
+                format!("{},{},{}", entry.mode, entry.id, entry.name),
+            ]
+        })
+        .collect();
+    let env = match index {
+        Some(index) => vec![index_file(index)?],
+        None => Vec::new(),
+    };
+    exec.run_with_env(cmd!(exec.sh(), "git update-index {args...}"), &env)?;
+    Ok(())
+}
+
+/// Commits what the index file `index` holds (not the repository's own index), hooks and all.
+pub fn commit(exec: &Exec, index: &Path, message: &str) -> Result<()> {
+    exec.run_with_env(
+        cmd!(exec.sh(), "git commit -q -m {message}"),
+        &[index_file(index)?],
+    )?;
     Ok(())
 }
 
@@ -155,4 +288,12 @@ pub fn reset_hard(exec: &Exec, commit: &str) -> Result<()> {
 pub fn reset_soft(exec: &Exec, commit: &str) -> Result<()> {
     exec.run(cmd!(exec.sh(), "git reset -q --soft {commit}"))?;
     Ok(())
+}
+
+/// `GIT_INDEX_FILE`, which points git at another index file than the repository's own.
+fn index_file(index: &Path) -> Result<(&'static str, &str)> {
+    let path = index
+        .to_str()
+        .with_context(|| format!("{} is not a UTF-8 path", index.display()))?;
+    Ok(("GIT_INDEX_FILE", path))
 }

@@ -26,6 +26,7 @@ mod state;
 mod tools;
 mod ui;
 mod version;
+mod version_commit;
 mod version_files;
 
 use std::path::Path;

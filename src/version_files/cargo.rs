@@ -9,21 +9,35 @@ use semver::{Version, VersionReq};
 use toml_edit::{Document, Item};
 
 use super::toml_text::{parse, string_at};
+use super::workspace::Workspace;
 use super::{line_of, read, Edits, Occurrence};
 use crate::error::user_error;
 
-/// Where a Cargo package or workspace keeps its version, found by reading its manifests.
+/// Where a Cargo package or workspace states its version, found by reading its manifest.
 #[derive(Debug)]
 pub struct CargoVersion {
     /// The Cargo.toml the version is read from.
     pub manifest: PathBuf,
     /// The version fields of that manifest (`package.version`, `workspace.package.version`).
     pub occurrences: Vec<Occurrence>,
+    /// The manifest's own package, when this version is its version.
+    package: Option<String>,
+    /// Whether the manifest states `workspace.package.version`, which members may inherit.
+    shared: bool,
+}
+
+/// What a bump of a [`CargoVersion`] changes in its workspace: the packages whose version it is,
+/// and every file that names them.
+#[derive(Debug)]
+pub struct Affected {
+    /// The manifest that states the version.
+    manifest: PathBuf,
     /// The packages whose version changes: the manifest's own, and members that inherit it.
-    pub packages: Vec<String>,
-    /// Every manifest of the workspace, the root first, for path dependencies that name a
-    /// bumped package.
+    packages: Vec<String>,
+    /// Every manifest of the workspace, the one that states the version first, for path
+    /// dependencies that name a bumped package.
     manifests: Vec<PathBuf>,
+    lock: PathBuf,
 }
 
 const DEPENDENCY_TABLES: [&[&str]; 4] = [
@@ -38,7 +52,7 @@ pub fn inspect(manifest: &Path) -> Result<CargoVersion> {
     let doc = parse(manifest, &text)?;
     let root = doc.as_table();
     let mut occurrences = Vec::new();
-    let mut packages = Vec::new();
+    let mut package = None;
     let name = string_at(root, &["package", "name"]).map(|(name, _)| name);
 
     if let Some((version, span)) = string_at(root, &["package", "version"]) {
@@ -49,7 +63,7 @@ pub fn inspect(manifest: &Path) -> Result<CargoVersion> {
             "package.version",
             version,
         ));
-        packages.extend(name.clone());
+        package = name.clone();
     }
     let workspace_version = string_at(root, &["workspace", "package", "version"]);
     if let Some((version, span)) = workspace_version.clone() {
@@ -61,7 +75,7 @@ pub fn inspect(manifest: &Path) -> Result<CargoVersion> {
             version,
         ));
         if inherits_version(root) {
-            packages.extend(name);
+            package = name;
         }
     } else if inherits_version(root) {
         return Err(user_error(format!(
@@ -77,26 +91,48 @@ pub fn inspect(manifest: &Path) -> Result<CargoVersion> {
             manifest.display()
         )));
     }
-
-    let mut manifests = vec![manifest.to_path_buf()];
-    for member in members(manifest, &doc)? {
-        let member_text = read(&member)?;
-        let member_doc = parse(&member, &member_text)?;
-        let member_table = member_doc.as_table();
-        if workspace_version.is_some() && inherits_version(member_table) {
-            packages.extend(string_at(member_table, &["package", "name"]).map(|(n, _)| n));
-        }
-        manifests.push(member);
-    }
     Ok(CargoVersion {
         manifest: manifest.to_path_buf(),
         occurrences,
-        packages,
-        manifests,
+        package,
+        shared: workspace_version.is_some(),
     })
 }
 
 impl CargoVersion {
+    /// What a bump of this version changes in `workspace`, the one its manifest belongs to.
+    pub fn affected(&self, workspace: &Workspace) -> Result<Affected> {
+        let mut packages: Vec<String> = self.package.iter().cloned().collect();
+        let mut manifests = Vec::new();
+        // Canonical paths, so that one file is edited once however its path is spelled.
+        let mut seen = Vec::new();
+        let candidates = [self.manifest.clone(), workspace.root_manifest()];
+        for manifest in candidates.iter().chain(&workspace.members) {
+            let canonical = std::fs::canonicalize(manifest).unwrap_or_else(|_| manifest.clone());
+            if seen.contains(&canonical) || !manifest.is_file() {
+                continue;
+            }
+            seen.push(canonical);
+            if manifest != &self.manifest && self.shared {
+                let text = read(manifest)?;
+                let doc = parse(manifest, &text)?;
+                if inherits_version(doc.as_table()) {
+                    packages
+                        .extend(string_at(doc.as_table(), &["package", "name"]).map(|(n, _)| n));
+                }
+            }
+            manifests.push(manifest.clone());
+        }
+        Ok(Affected {
+            manifest: self.manifest.clone(),
+            packages,
+            manifests,
+            lock: workspace.lock(),
+        })
+    }
+}
+
+impl Affected {
     /// Computes the new content of every manifest and of `Cargo.lock`.
     pub fn edit(&self, edits: &mut Edits, current: &Version, new: &Version) -> Result<()> {
         let (current, new) = (current.to_string(), new.to_string());
@@ -117,12 +153,11 @@ impl CargoVersion {
             spans.extend(self.dependency_spans(manifest, &doc, &current, new.as_str())?);
             edits.set(manifest, splice_all(&text, spans, &current, &new));
         }
-        let lock = self.manifest.with_file_name("Cargo.lock");
-        if lock.exists() {
-            let text = edits.text(&lock)?;
-            let doc = parse(&lock, &text)?;
+        if self.lock.exists() {
+            let text = edits.text(&self.lock)?;
+            let doc = parse(&self.lock, &text)?;
             let spans = self.lock_spans(&doc, &current);
-            edits.set(&lock, splice_all(&text, spans, &current, &new));
+            edits.set(&self.lock, splice_all(&text, spans, &current, &new));
         }
         Ok(())
     }
@@ -220,53 +255,6 @@ fn inherits_version(table: &toml_edit::Table) -> bool {
 fn table_at<'d>(table: &'d toml_edit::Table, keys: &[&str]) -> Option<&'d toml_edit::Table> {
     keys.iter()
         .try_fold(table, |table, key| table.get(key)?.as_table())
-}
-
-/// The manifests of the workspace's members (not the root's own), from `workspace.members`,
-/// with `dir/*` globs expanded and `workspace.exclude` left out.
-fn members(manifest: &Path, doc: &Document<&str>) -> Result<Vec<PathBuf>> {
-    let root = manifest
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let list = |key: &str| -> Vec<String> {
-        doc.get("workspace")
-            .and_then(|w| w.get(key))
-            .and_then(Item::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let excluded: Vec<PathBuf> = list("exclude").iter().map(|e| root.join(e)).collect();
-    let mut dirs = Vec::new();
-    for pattern in list("members") {
-        if let Some(parent) = pattern.strip_suffix("/*") {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(root.join(parent))
-                .map(|entries| entries.filter_map(|e| Some(e.ok()?.path())).collect())
-                .unwrap_or_default();
-            found.sort();
-            dirs.extend(found);
-        } else if pattern.contains(['*', '?', '[']) {
-            return Err(user_error(format!(
-                "{}: the workspace member pattern `{pattern}` is not supported by cdflow bump: \
-                 list the members, or use `dir/*`",
-                manifest.display()
-            )));
-        } else {
-            dirs.push(root.join(pattern));
-        }
-    }
-    let root_dir = std::fs::canonicalize(root)?;
-    Ok(dirs
-        .into_iter()
-        .filter(|dir| !excluded.contains(dir))
-        .filter(|dir| std::fs::canonicalize(dir).ok().as_ref() != Some(&root_dir))
-        .map(|dir| dir.join("Cargo.toml"))
-        .filter(|m| m.is_file())
-        .collect())
 }
 
 /// Replaces `current` with `new` inside each span, from the last span to the first so that

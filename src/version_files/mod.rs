@@ -5,6 +5,7 @@ pub mod cargo;
 pub mod manifest;
 pub mod pattern;
 pub mod toml_text;
+pub mod workspace;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,20 +24,37 @@ pub struct Occurrence {
     pub version: String,
 }
 
+/// A file's path, its content before the version's edits, and after.
+pub type Change = (PathBuf, String, String);
+
 /// The new content of the files, computed in memory; nothing is written here.
 #[derive(Debug, Default)]
 pub struct Edits {
-    /// path -> (content on disk, new content)
+    /// path -> (content before the edits, new content)
     files: BTreeMap<PathBuf, (String, String)>,
+    /// Texts edited instead of the files on disk, by path.
+    base: BTreeMap<PathBuf, String>,
 }
 
 impl Edits {
+    /// Edits of `base`'s texts instead of the files on disk (the files as the last commit or
+    /// the index holds them, say); a file that `base` lacks is read from disk.
+    pub fn over(base: BTreeMap<PathBuf, String>) -> Edits {
+        Edits {
+            files: BTreeMap::new(),
+            base,
+        }
+    }
+
     /// The content of `path` with the edits made so far.
     pub fn text(&mut self, path: &Path) -> Result<String> {
         if let Some((_, new)) = self.files.get(path) {
             return Ok(new.clone());
         }
-        let text = read(path)?;
+        let text = match self.base.get(path) {
+            Some(text) => text.clone(),
+            None => read(path)?,
+        };
         self.files
             .insert(path.to_path_buf(), (text.clone(), text.clone()));
         Ok(text)
@@ -49,7 +67,7 @@ impl Edits {
     }
 
     /// The files whose content changes, as (path, old, new), in path order.
-    pub fn changes(&self) -> Vec<(PathBuf, String, String)> {
+    pub fn changes(&self) -> Vec<Change> {
         self.files
             .iter()
             .filter(|(_, (old, new))| old != new)

@@ -42,9 +42,9 @@ fn plain_crate_patch_commits_and_tags() {
     assert!(project.read("Cargo.toml").contains("version = \"0.1.2\""));
 }
 
-#[test]
-fn workspace_with_inherited_version_and_path_dependencies() {
-    let project = Project::git(&[
+/// A workspace whose members are all listed: `crates/*`.
+fn listed_workspace() -> Project {
+    Project::git(&[
         (
             "Cargo.toml",
             "[workspace]\nmembers = [\"crates/*\"]\nresolver = \"2\"\n\n[workspace.package]\nversion = \"1.4.0\" # shared\n",
@@ -63,7 +63,12 @@ fn workspace_with_inherited_version_and_path_dependencies() {
             "Cargo.lock",
             "version = 4\n\n[[package]]\nname = \"cli\"\nversion = \"0.3.0\"\ndependencies = [\n \"core\",\n]\n\n[[package]]\nname = \"core\"\nversion = \"1.4.0\"\n",
         ),
-    ]);
+    ])
+}
+
+#[test]
+fn workspace_with_inherited_version_and_path_dependencies() {
+    let project = listed_workspace();
     project.cdflow(&["bump", "minor"]).success();
     assert!(project
         .read("Cargo.toml")
@@ -86,17 +91,16 @@ fn workspace_with_inherited_version_and_path_dependencies() {
         lock.contains("name = \"cli\"\nversion = \"0.3.0\""),
         "{lock}"
     );
-    // Cargo itself agrees that the lock file still fits the manifests.
+    assert_lock_fits(&project);
+}
+
+/// `cargo metadata --locked --offline` in the project: cargo itself agrees that the lock file
+/// still fits the manifests.
+#[track_caller]
+fn assert_lock_fits(project: &Project) {
     let output = project
         .command("cargo")
-        .args([
-            "metadata",
-            "--locked",
-            "--offline",
-            "--format-version",
-            "1",
-            "--no-deps",
-        ])
+        .args(["metadata", "--locked", "--offline", "--format-version", "1"])
         .output()
         .unwrap();
     assert!(
@@ -104,6 +108,97 @@ fn workspace_with_inherited_version_and_path_dependencies() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// As nushell's nu-path: a crate that is a member of the workspace only because a member depends
+/// on it by path from inside the workspace, not because `members` lists it.
+#[test]
+fn a_member_that_is_only_a_path_dependency_is_bumped_with_the_others() {
+    let project = Project::git(&[
+        (
+            "Cargo.toml",
+            "[workspace]\nmembers = [\"crates/app\"]\nresolver = \"2\"\n\n[workspace.package]\nversion = \"1.4.0\"\nedition = \"2021\"\n\n[workspace.dependencies]\npath-lib = { path = \"crates/path-lib\", version = \"1.4.0\" }\n",
+        ),
+        (
+            "crates/app/Cargo.toml",
+            "[package]\nname = \"app\"\nversion.workspace = true\nedition.workspace = true\n\n[dependencies]\npath-lib.workspace = true\n",
+        ),
+        ("crates/app/src/main.rs", MAIN),
+        (
+            "crates/path-lib/Cargo.toml",
+            "[package]\nname = \"path-lib\"\nversion.workspace = true\nedition.workspace = true\n",
+        ),
+        ("crates/path-lib/src/lib.rs", ""),
+        (
+            "Cargo.lock",
+            "version = 4\n\n[[package]]\nname = \"app\"\nversion = \"1.4.0\"\ndependencies = [\n \"path-lib\",\n]\n\n[[package]]\nname = \"path-lib\"\nversion = \"1.4.0\"\n",
+        ),
+    ]);
+    assert_lock_fits(&project);
+    project.cdflow(&["bump", "patch"]).success();
+    assert!(project
+        .read("Cargo.toml")
+        .contains("path-lib = { path = \"crates/path-lib\", version = \"1.4.1\" }"));
+    let lock = project.read("Cargo.lock");
+    assert!(
+        lock.contains("name = \"path-lib\"\nversion = \"1.4.1\""),
+        "{lock}"
+    );
+    assert_lock_fits(&project);
+    assert_eq!(project.git_cmd(&["status", "--porcelain"]), "");
+}
+
+/// Without cargo, the members are read from `members` (with a warning that this may miss some).
+#[test]
+fn without_cargo_on_path_the_listed_members_are_bumped() {
+    let project = listed_workspace();
+    // A PATH with git alone.
+    let bin = project.home.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let git = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|dir| dir.join("git"))
+        .find(|git| git.is_file())
+        .unwrap();
+    std::os::unix::fs::symlink(git, bin.join("git")).unwrap();
+    let output = project
+        .command(env!("CARGO_BIN_EXE_cdflow"))
+        .args(["bump", "minor"])
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    crate::harness::run_of(output)
+        .success()
+        .stderr_has("cargo is not on PATH");
+    let lock = project.read("Cargo.lock");
+    assert!(
+        lock.contains("name = \"core\"\nversion = \"1.5.0\""),
+        "{lock}"
+    );
+    assert_lock_fits(&project);
+}
+
+/// When cargo cannot read the workspace, no one can tell its members: the bump stops, naming the
+/// manifest and what cargo said, and changes nothing.
+#[test]
+fn a_workspace_cargo_cannot_read_is_refused_with_cargos_reason() {
+    let project = Project::git(&[
+        (
+            "Cargo.toml",
+            "[workspace]\nmembers = [\"crates/app\", \"crates/gone\"]\n\n[workspace.package]\nversion = \"1.4.0\"\n",
+        ),
+        (
+            "crates/app/Cargo.toml",
+            "[package]\nname = \"app\"\nversion.workspace = true\nedition = \"2021\"\n",
+        ),
+        ("crates/app/src/main.rs", MAIN),
+    ]);
+    let before = project.snapshot();
+    project
+        .cdflow(&["bump", "patch"])
+        .failure(2)
+        .stderr_has("cargo cannot read the workspace of Cargo.toml")
+        .stderr_has("crates/gone");
+    assert_eq!(project.snapshot(), before);
 }
 
 const MANIFEST: &str = "---\napplications:\n- name: web\n  memory: 64M\n  env:\n    LOG_LEVEL: INFO\n    VERSION: \"2.0.0\"\n- name: worker # the queue\n  env:\n    VERSION: 2.0.0\n";
@@ -163,24 +258,52 @@ fn show_prints_every_part() {
         .stdout_has("release  -> -");
 }
 
+/// The commands a run printed, in order.
+fn commands(run: &crate::harness::Run) -> Vec<&str> {
+    run.stdout
+        .lines()
+        .filter(|line| line.starts_with("$ "))
+        .collect()
+}
+
 #[test]
 fn dry_run_prints_diff_and_git_commands_and_changes_nothing() {
     let project = plain_crate();
     let before = project.snapshot();
-    let run = project.cdflow(&["bump", "patch", "--dry-run"]);
-    run.success()
+    let dry = project.cdflow(&["bump", "patch", "--dry-run"]);
+    dry.success()
         .stdout_has("--- a/Cargo.toml\n+++ b/Cargo.toml")
         .stdout_has("-version = \"0.1.0\"\n+version = \"0.1.1\"")
-        .stdout_has("$ git add -- Cargo.lock Cargo.toml")
-        .stdout_has("$ git commit -q -m 'Bump version: 0.1.0 → 0.1.1'")
+        .stdout_has("$ git hash-object -w --stdin")
+        .stdout_has(" git read-tree HEAD\n")
+        .stdout_has(" git commit -q -m 'Bump version: 0.1.0 → 0.1.1'")
         .stdout_has("$ git tag -a v0.1.1");
     assert_eq!(project.snapshot(), before);
+    // Exactly the commands that a real run then runs, object ids and all.
+    let real = project.cdflow(&["bump", "patch"]);
+    real.success();
+    assert_eq!(commands(&dry), commands(&real));
+}
+
+/// A version commit is the last commit with the version's edits: with no commit, there is none.
+#[test]
+fn a_repository_with_no_commit_is_refused() {
+    let project = Project::empty();
+    project.git_cmd(&["init", "-q", "-b", "main"]);
+    project.write("Cargo.toml", CRATE);
+    project.write("src/main.rs", MAIN);
+    project
+        .cdflow(&["bump", "patch"])
+        .failure(2)
+        .stderr_has("the repository has no commit yet");
+    assert_eq!(project.read("Cargo.toml"), CRATE);
 }
 
 #[test]
 fn no_commit_outside_git_and_refusal_inside() {
     let project = crate::harness::Project::empty();
     project.write("Cargo.toml", CRATE);
+    project.write("src/main.rs", MAIN);
     project
         .cdflow(&["bump", "patch"])
         .failure(2)
@@ -228,6 +351,114 @@ fn dirty_tree_is_refused_naming_the_files_unless_allowed() {
         project.git_cmd(&["status", "--porcelain"]),
         " M src/main.rs"
     );
+}
+
+/// The lines that a commit removes and adds, without the diff's headers.
+fn changed_lines(project: &Project, range: &str) -> Vec<String> {
+    project
+        .git_cmd(&["diff", "-U0", range])
+        .lines()
+        .filter(|line| {
+            (line.starts_with('-') || line.starts_with('+'))
+                && !line.starts_with("---")
+                && !line.starts_with("+++")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// With --allow-dirty, the version commit holds the version's own edits and nothing else: what
+/// was staged stays staged, and the other lines of a version file, staged or not, stay where
+/// they were, under the new version.
+#[test]
+fn allow_dirty_commits_the_version_edits_alone() {
+    let project = plain_crate();
+    // An unrelated file, staged.
+    project.write("NOTES.md", "work in progress\n");
+    project.git_cmd(&["add", "NOTES.md"]);
+    // A line of Cargo.toml staged, and another one changed but not staged.
+    let staged = CRATE.replace(
+        "edition = \"2021\"\n",
+        "edition = \"2021\"\ndescription = \"a service\"\n",
+    );
+    project.write("Cargo.toml", &staged);
+    project.git_cmd(&["add", "Cargo.toml"]);
+    let working = staged.replace("# the service", "# the filter service");
+    project.write("Cargo.toml", &working);
+
+    project
+        .cdflow(&["bump", "patch", "--allow-dirty"])
+        .success();
+
+    assert_eq!(
+        project.git_cmd(&["diff", "--name-only", "HEAD~1..HEAD"]),
+        "Cargo.lock\nCargo.toml"
+    );
+    assert_eq!(
+        changed_lines(&project, "HEAD~1..HEAD"),
+        [
+            "-version = \"0.1.0\"",
+            "+version = \"0.1.1\"",
+            "-version = \"0.1.0\"",
+            "+version = \"0.1.1\"",
+        ],
+        "the version commit holds the version lines alone"
+    );
+    assert_eq!(
+        project.git_cmd(&["rev-list", "-n1", "v0.1.1"]),
+        project.git_cmd(&["rev-parse", "HEAD"])
+    );
+    // Still staged, not committed: the file, and the staged line under the new version.
+    assert_eq!(
+        project.git_cmd(&["diff", "--cached", "--name-only"]),
+        "Cargo.toml\nNOTES.md"
+    );
+    assert_eq!(
+        project.git_cmd(&["show", ":Cargo.toml"]),
+        staged.replace("0.1.0", "0.1.1").trim_end()
+    );
+    // Still in the working tree, neither staged nor committed: the other line.
+    assert_eq!(
+        project.read("Cargo.toml"),
+        working.replace("0.1.0", "0.1.1")
+    );
+    assert_eq!(
+        changed_lines(&project, "--"),
+        [
+            "-name = \"app\" # the service",
+            "+name = \"app\" # the filter service"
+        ]
+    );
+    assert_nothing_left_in_git(&project);
+}
+
+/// The scratch index that a version commit is made from is gone, whatever happened.
+#[track_caller]
+fn assert_nothing_left_in_git(project: &Project) {
+    let left: Vec<_> = std::fs::read_dir(project.path(".git"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("cdflow"))
+        .collect();
+    assert!(left.is_empty(), "cdflow left {left:?} in .git");
+}
+
+/// A version commit is the last commit with the version's edits: when uncommitted changes touch
+/// the version's own lines, the last commit says another version there, and the bump is refused.
+#[test]
+fn allow_dirty_refuses_uncommitted_changes_of_the_version_lines() {
+    let project = plain_crate();
+    project.write("Cargo.toml", &CRATE.replace("0.1.0", "0.2.0"));
+    project.write("Cargo.lock", &LOCK.replace("0.1.0", "0.2.0"));
+    let before = project.snapshot();
+    project
+        .cdflow(&["bump", "patch", "--allow-dirty"])
+        .failure(2)
+        .stderr_has(
+            "uncommitted changes touch the version's own lines in Cargo.lock, Cargo.toml, where \
+             the last commit (HEAD) states another version",
+        );
+    assert_eq!(project.snapshot(), before);
 }
 
 #[test]
@@ -353,6 +584,7 @@ fn a_failed_commit_leaves_every_file_and_git_as_they_were() {
     let project = Project::git(&[
         ("Cargo.toml", CRATE),
         ("Cargo.lock", LOCK),
+        ("src/main.rs", MAIN),
         ("cdflow.toml", config),
         ("manifest.yml", &MANIFEST.replace("2.0.0", "0.1.0")),
         ("README.md", "app v0.1.0\n"),
@@ -368,6 +600,7 @@ fn a_failed_commit_leaves_every_file_and_git_as_they_were() {
         .stderr_has("rejected by policy")
         .stderr_has("every file and git were put back as they were");
     assert_eq!(project.snapshot(), before);
+    assert_nothing_left_in_git(&project);
 }
 
 #[test]

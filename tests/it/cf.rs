@@ -380,7 +380,7 @@ fn dry_run_prints_the_commands_a_real_run_records_and_changes_nothing() {
     for line in [
         "$ git clone",
         "$ sh -c",
-        "$ git commit",
+        " git commit -q -m",
         "$ git tag -a v0.1.1",
         "$ git push --quiet --atomic origin HEAD:refs/heads/main refs/tags/v0.1.1",
     ] {
