@@ -86,8 +86,14 @@ impl App {
 
     /// The manifest with the placeholders filled for `env`.
     pub fn manifest_for(&self, env: &Target) -> Result<Resolved> {
+        self.manifest_from(&self.manifest, env)
+    }
+
+    /// Another manifest (a verified release's) with the placeholders filled for `env`, from
+    /// the environment's values in cdflow.toml.
+    pub fn manifest_from(&self, manifest: &Path, env: &Target) -> Result<Resolved> {
         let vars = Vars::load(&self.dir, &env.config.vars_files, &env.config.vars)?;
-        app_manifest::resolve(&self.manifest, &vars)
+        app_manifest::resolve(manifest, &vars)
     }
 }
 

@@ -18,6 +18,7 @@ mod platform;
 mod process;
 mod reaper;
 mod record;
+mod releases;
 mod runner;
 mod secrets;
 mod signals;

@@ -2,7 +2,7 @@
 //! Every stage can also be run alone (`cdflow test`, `cdflow push`, `cdflow e2e`,
 //! `cdflow promote`): those are one-stage pipelines.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use xshell::cmd;
@@ -15,6 +15,7 @@ use crate::git;
 use crate::pipeline::Stage;
 use crate::platform::{self, Deployment, Release, Target};
 use crate::record::{RunRecord, StepState, VersionIntent};
+use crate::releases;
 use crate::state::State;
 use crate::version::Bump;
 
@@ -44,9 +45,7 @@ pub struct Context<'a> {
 
 impl Context<'_> {
     pub fn app(&self) -> Result<&App> {
-        self.app
-            .as_ref()
-            .context("no checkout to read the app from: the pipeline needs a `clone` stage first")
+        app_of(&self.app)
     }
 
     /// The version being delivered: the one this run bumped to, else the checkout's.
@@ -264,7 +263,10 @@ fn bump_stage(ctx: &mut Context, part: Option<&str>) -> Result<()> {
         save(ctx)?;
     }
     if !ctx.record.pushed_back {
-        journaled(ctx, "push the version commit and tag to origin", push_back)?;
+        let step = "push the version commit and tag to origin";
+        journal(exec, ctx.state, &mut ctx.record, step, StepState::Intended)?;
+        push_back(ctx)?;
+        journal(exec, ctx.state, &mut ctx.record, step, StepState::Done)?;
         ctx.record.pushed_back = true;
     }
     Ok(())
@@ -272,25 +274,33 @@ fn bump_stage(ctx: &mut Context, part: Option<&str>) -> Result<()> {
 
 /// Saves the run record, so that a kill from here on finds it (nothing in a dry run).
 fn save(ctx: &Context) -> Result<()> {
-    if ctx.exec.is_dry_run() {
-        return Ok(());
-    }
-    ctx.record.save(ctx.state)
+    save_record(ctx.exec, ctx.state, &ctx.record)
 }
 
-/// Runs a step that changes something outside cdflow, with the journal written before it
-/// starts and after it is done.
-fn journaled<T>(
-    ctx: &mut Context,
+fn save_record(exec: &Exec, state: &State, record: &RunRecord) -> Result<()> {
+    if exec.is_dry_run() {
+        return Ok(());
+    }
+    record.save(state)
+}
+
+/// Writes in the run's journal that a step that changes something outside cdflow is about to
+/// start (`Intended`) or is done, before going on.
+fn journal(
+    exec: &Exec,
+    state: &State,
+    record: &mut RunRecord,
     step: &str,
-    body: impl FnOnce(&mut Context) -> Result<T>,
-) -> Result<T> {
-    ctx.record.journal(step, StepState::Intended);
-    save(ctx)?;
-    let value = body(ctx)?;
-    ctx.record.journal(step, StepState::Done);
-    save(ctx)?;
-    Ok(value)
+    at: StepState,
+) -> Result<()> {
+    record.journal(step, at);
+    save_record(exec, state, record)
+}
+
+/// The app of a run, borrowed apart from its record (which the journal writes meanwhile).
+fn app_of(app: &Option<App>) -> Result<&App> {
+    app.as_ref()
+        .context("no checkout to read the app from: the pipeline needs a `clone` stage first")
 }
 
 /// The planned version's files, commit and tag, all or nothing (`bump::bump`).
@@ -302,7 +312,15 @@ fn make_version(ctx: &mut Context, intent: &VersionIntent) -> Result<()> {
         ..bump_options(ctx.options, None)?
     };
     let step = format!("commit and tag version {}", intent.new);
-    journaled(ctx, &step, |ctx| bump::bump(ctx.exec, &facts, &options))?;
+    journal(
+        ctx.exec,
+        ctx.state,
+        &mut ctx.record,
+        &step,
+        StepState::Intended,
+    )?;
+    bump::bump(ctx.exec, &facts, &options)?;
+    journal(ctx.exec, ctx.state, &mut ctx.record, &step, StepState::Done)?;
     Ok(())
 }
 
@@ -356,9 +374,9 @@ fn reconcile_version(ctx: &mut Context, intent: &VersionIntent) -> Result<()> {
             intent.new
         ));
         let step = format!("tag version {}", intent.new);
-        return journaled(ctx, &step, |ctx| {
-            git::tag_annotated(ctx.exec, &intent.tag, &intent.message)
-        });
+        journal(exec, ctx.state, &mut ctx.record, &step, StepState::Intended)?;
+        git::tag_annotated(exec, &intent.tag, &intent.message)?;
+        return journal(exec, ctx.state, &mut ctx.record, &step, StepState::Done);
     }
     // The commit never happened. What the stopped bump wrote is put back first; only the
     // run's own clone is reset, a checkout of the user's is left for the user to look at.
@@ -444,14 +462,27 @@ fn platform_release<'a>(
 
 fn push(ctx: &mut Context, to: &str) -> Result<()> {
     let version = ctx.version()?;
-    let app = ctx.app()?;
+    let app = app_of(&ctx.app)?;
     let target = app.target(to)?;
     let manifest = app.manifest_for(&target)?;
     let release = platform_release(app, &manifest, &version);
     let platform = platform::for_env(ctx.state, &target)?;
+    let step = format!("push {version} to {to}");
+    journal(
+        ctx.exec,
+        ctx.state,
+        &mut ctx.record,
+        &step,
+        StepState::Intended,
+    )?;
     let deployment = platform
         .push(ctx.exec, &release, &target)
         .with_context(|| format!("push to `{to}` failed"))?;
+    journal(ctx.exec, ctx.state, &mut ctx.record, &step, StepState::Done)?;
+    if !ctx.exec.is_dry_run() {
+        let template = std::fs::read_to_string(&app.manifest)?;
+        releases::deployed(ctx.state, &app.name, &deployment, &template)?;
+    }
     ctx.exec.ui().note(&format!(
         "{to} serves {} at {}",
         deployment.version, deployment.url
@@ -506,14 +537,14 @@ fn e2e(ctx: &mut Context, against: &str) -> Result<()> {
     run_words(ctx.exec, &command, &env)
         .with_context(|| format!("the e2e tests against `{against}` failed"))?;
     if let (Some(deployment), false) = (deployment, ctx.exec.is_dry_run()) {
-        verified::save(ctx.state, &app.name, &deployment)?;
+        releases::verify(ctx.state, &app.name, &deployment)?;
     }
     Ok(())
 }
 
 fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
     let version = ctx.version()?;
-    let app = ctx.app()?;
+    let app = app_of(&ctx.app)?;
     let source = app.target(from)?;
     let target = app.target(to)?;
     if source.platform() != target.platform() {
@@ -526,7 +557,7 @@ fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
     }
     let platform = platform::for_env(ctx.state, &target)?;
     let serving = deployment_of(ctx, &source)?;
-    let verified = verified::load(ctx.state, &app.name, from)?;
+    let verified = releases::verified(ctx.state, &app.name, from)?;
     let candidate = match (serving, ctx.exec.is_dry_run()) {
         (Some(serving), _) => serving,
         (None, true) => Deployment {
@@ -544,7 +575,7 @@ fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
     };
     let passed = verified
         .as_ref()
-        .is_some_and(|v| v.artifact == candidate.artifact)
+        .is_some_and(|v| v.deployment.artifact == candidate.artifact)
         || ctx.exec.is_dry_run();
     if !passed && !ctx.options.force {
         return Err(user_error(format!(
@@ -553,43 +584,48 @@ fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
             candidate.version, candidate.artifact
         )));
     }
-    let manifest = app.manifest_for(&target)?;
+    // The manifest the candidate was deployed with on `from`, not the checkout's: production
+    // runs the configuration that was verified, with only its own values filled in.
+    let release = releases::of(ctx.state, &app.name, &candidate)?;
+    let (manifest, template) = match (&release.manifest, ctx.exec.is_dry_run()) {
+        (Some(template), false) => {
+            let path = releases::verified_manifest_path(ctx.state, &app.name, from);
+            let path = path.with_file_name(format!("promoting-{from}.manifest.yml"));
+            crate::exec::atomic_write(&path, template.as_bytes())?;
+            (app.manifest_from(&path, &target)?, template.clone())
+        }
+        (None, false) => {
+            ctx.exec.ui().warn(&format!(
+                "cdflow has no record of the manifest {} was deployed to `{from}` with: \
+                 promoting with the checkout's {}",
+                candidate.version,
+                app.manifest.display()
+            ));
+            let template = std::fs::read_to_string(&app.manifest)?;
+            (app.manifest_for(&target)?, template)
+        }
+        (_, true) => (app.manifest_for(&target)?, String::new()),
+    };
     let release = platform_release(app, &manifest, &candidate.version);
+    let step = format!("promote {} from {from} to {to}", candidate.version);
+    journal(
+        ctx.exec,
+        ctx.state,
+        &mut ctx.record,
+        &step,
+        StepState::Intended,
+    )?;
     let deployment = platform
         .promote(ctx.exec, &release, &source, &target, &candidate)
         .with_context(|| format!("promote from `{from}` to `{to}` failed"))?;
+    journal(ctx.exec, ctx.state, &mut ctx.record, &step, StepState::Done)?;
+    if !ctx.exec.is_dry_run() {
+        releases::deployed(ctx.state, &app.name, &deployment, &template)?;
+    }
     ctx.exec.ui().note(&format!(
         "{to} serves {} at {}",
         deployment.version, deployment.url
     ));
     ctx.record.set_deployment(deployment);
     Ok(())
-}
-
-/// Which artifact passed e2e on each environment, so that a later `cdflow promote` (another
-/// run) can refuse one that did not.
-pub mod verified {
-    use super::*;
-
-    fn path(state: &State, app: &str, env: &str) -> PathBuf {
-        state
-            .root()
-            .join("verified")
-            .join(app)
-            .join(format!("{env}.json"))
-    }
-
-    pub fn save(state: &State, app: &str, deployment: &Deployment) -> Result<()> {
-        let path = path(state, app, &deployment.env);
-        std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
-        crate::exec::atomic_write(&path, serde_json::to_string_pretty(deployment)?.as_bytes())
-    }
-
-    pub fn load(state: &State, app: &str, env: &str) -> Result<Option<Deployment>> {
-        match std::fs::read_to_string(path(state, app, env)) {
-            Ok(text) => Ok(Some(serde_json::from_str(&text)?)),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(err.into()),
-        }
-    }
 }

@@ -391,13 +391,12 @@ impl Platform for Cf {
         self.login(exec, env)?;
         let guid = self.app_guid(exec, env, app)?;
         let droplet = self.current_droplet(exec, env, &guid)?;
-        let verified = crate::stages::verified::load(&self.state, app, env.name)?;
+        let known = crate::releases::find(&self.state, app, env.name, &droplet)?;
         Ok(Some(Deployment {
             env: env.name.to_string(),
             platform: NAME.into(),
-            version: verified
-                .filter(|v| v.artifact == droplet)
-                .map(|v| v.version)
+            version: known
+                .map(|release| release.deployment.version)
                 .unwrap_or_else(|| "unknown".into()),
             url: env.config.url.clone().unwrap_or_default(),
             artifact: droplet,

@@ -592,3 +592,37 @@ fn bad_memory_and_a_missing_cf_are_refused_before_the_version_is_pushed() {
     assert_eq!(app.origin_git(&["tag", "-l"]), "", "no version was pushed");
     assert!(app.calls().is_empty());
 }
+
+/// A later `cdflow promote` applies the manifest that was verified on staging (the released
+/// tag's), not the checkout's, even after the checkout's manifest changed.
+#[test]
+fn promote_applies_the_verified_manifest_from_the_tag_not_the_checkout() {
+    let app = CfApp::new();
+    let origin = app.origin.to_str().unwrap().to_string();
+    app.cdflow(&["release", "--repo", &origin], None).success();
+    let tagged = app.origin_git(&["show", "v0.1.1:manifest.yml"]);
+    assert!(tagged.contains("VERSION: \"0.1.1\""), "{tagged}");
+    // The checkout moves on: more memory, and it never saw the version commit.
+    let changed = app
+        .project
+        .read("manifest.yml")
+        .replace("memory: 64M", "memory: 1G");
+    app.project.write("manifest.yml", &changed);
+    app.project.git_cmd(&["commit", "-qam", "more memory"]);
+
+    let before = app.calls().len();
+    app.cdflow(&["promote"], None).success();
+    let calls = app.calls();
+    let apply = calls[before..]
+        .iter()
+        .find(|c| c.starts_with("production: apply-manifest"))
+        .expect("promote applies a manifest to production");
+    let file = apply
+        .split_whitespace()
+        .skip_while(|w| *w != "-f")
+        .nth(1)
+        .expect("apply-manifest -f FILE");
+    let file = file.replacen("STATE", app.state.to_str().unwrap(), 1);
+    let applied = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(applied.trim_end(), tagged.trim_end(), "{apply}");
+}

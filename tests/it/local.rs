@@ -1351,3 +1351,41 @@ fn a_port_in_use_and_a_foreign_environment_are_refused_before_the_version_is_pus
         "pyapp still serves"
     );
 }
+
+/// What promote deploys is the release that serves staging, with the manifest it was deployed
+/// with there (its instances, command and env), not the checkout's: here staging was rolled back
+/// under a checkout that moved on.
+#[test]
+fn promote_after_a_staging_rollback_runs_that_release_with_its_own_manifest() {
+    let local = Local::python(1);
+    local.push("1.0.0");
+    // 1.0.1 runs two instances; the checkout stays at 1.0.1.
+    local.project.write(
+        "cdflow.toml",
+        &cdflow_toml("1.0.1", local.staging, local.production),
+    );
+    local
+        .project
+        .write("manifest.yml", &manifest("1.0.1", 2, 20, ""));
+    local.project.git_cmd(&["commit", "-qam", "1.0.1"]);
+    local.cdflow(&["push", "--to", "staging"]).success();
+    local.cdflow(&["rollback", "--env", "staging"]).success();
+    assert_eq!(get(local.staging, "/").unwrap().1, "1.0.0\n");
+
+    local.cdflow(&["promote", "--force"]).success();
+    let (status, body) = get(local.production, "/").unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "1.0.0\n"),
+        "production answers with 1.0.0's own env (VERSION), not the checkout's"
+    );
+    assert_eq!(
+        local.instances("production").len(),
+        1,
+        "1.0.0's manifest runs one instance, the checkout's two"
+    );
+    local
+        .cdflow(&["status"])
+        .success()
+        .stdout_has("production: pyapp 1.0.0");
+}

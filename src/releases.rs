@@ -1,0 +1,169 @@
+//! Releases as cdflow deployed them: what each environment was given (the artifact, and the
+//! manifest it was deployed from, before the environment's values filled its placeholders),
+//! and which release passed e2e where.
+//!
+//! This is what makes `promote` deploy what staging verified, not the checkout: the verified
+//! release's artifact and manifest, with only the target environment's own values (its `vars`,
+//! `vars_files` and secrets) filled in. A manifest edited in the checkout after e2e, or a staging
+//! rolled back under it, no longer changes what production runs.
+//!
+//! Under the state folder: `releases/APP/deployed-ENV.json` (the last pushes and promotes to
+//! ENV, newest last), `releases/APP/verified-ENV.json` (the release that passed e2e on ENV), and
+//! `releases/APP/verified-ENV.manifest.yml` (its manifest, as a file, for `cf push -f`).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::platform::Deployment;
+use crate::state::State;
+
+/// How many deployments of one environment are remembered, to find the manifest of the one
+/// that serves after a rollback.
+const KEEP: usize = 20;
+
+/// A deployment with the manifest text it was made from; `None` where cdflow does not know it
+/// (a deployment recorded before releases were kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub deployment: Deployment,
+    pub manifest: Option<String>,
+}
+
+fn folder(state: &State, app: &str) -> PathBuf {
+    state.root().join("releases").join(app)
+}
+
+fn deployed_path(state: &State, app: &str, env: &str) -> PathBuf {
+    folder(state, app).join(format!("deployed-{env}.json"))
+}
+
+fn verified_path(state: &State, app: &str, env: &str) -> PathBuf {
+    folder(state, app).join(format!("verified-{env}.json"))
+}
+
+/// Where the verified release's manifest of `env` is kept as a file.
+pub fn verified_manifest_path(state: &State, app: &str, env: &str) -> PathBuf {
+    folder(state, app).join(format!("verified-{env}.manifest.yml"))
+}
+
+fn read<T: for<'de> Deserialize<'de>>(path: &std::path::Path) -> Result<Option<T>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .with_context(|| format!("{} is not a release record", path.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn write(path: &std::path::Path, contents: &[u8]) -> Result<()> {
+    std::fs::create_dir_all(path.parent().expect("a release file has a folder"))?;
+    crate::exec::atomic_write(path, contents)
+}
+
+/// Notes that `deployment` now serves its environment, made from `manifest`.
+pub fn deployed(state: &State, app: &str, deployment: &Deployment, manifest: &str) -> Result<()> {
+    let path = deployed_path(state, app, &deployment.env);
+    let mut releases: Vec<Release> = read(&path)?.unwrap_or_default();
+    releases.push(Release {
+        deployment: deployment.clone(),
+        manifest: Some(manifest.to_string()),
+    });
+    let extra = releases.len().saturating_sub(KEEP);
+    releases.drain(..extra);
+    write(&path, serde_json::to_string_pretty(&releases)?.as_bytes())
+}
+
+/// The latest release that put `artifact` on `env`, if cdflow deployed it there.
+pub fn find(state: &State, app: &str, env: &str, artifact: &str) -> Result<Option<Release>> {
+    let releases: Vec<Release> = read(&deployed_path(state, app, env))?.unwrap_or_default();
+    Ok(releases
+        .into_iter()
+        .rev()
+        .find(|r| r.deployment.artifact == artifact))
+}
+
+/// The release that `serving` (what serves its environment now) was deployed as: with its
+/// manifest, when cdflow deployed that artifact there.
+pub fn of(state: &State, app: &str, serving: &Deployment) -> Result<Release> {
+    let manifest = find(state, app, &serving.env, &serving.artifact)?.and_then(|r| r.manifest);
+    Ok(Release {
+        deployment: serving.clone(),
+        manifest,
+    })
+}
+
+/// Records that the release `serving` passed e2e on its environment.
+pub fn verify(state: &State, app: &str, serving: &Deployment) -> Result<()> {
+    let release = of(state, app, serving)?;
+    let env = &serving.env;
+    if let Some(manifest) = &release.manifest {
+        write(
+            &verified_manifest_path(state, app, env),
+            manifest.as_bytes(),
+        )?;
+    }
+    write(
+        &verified_path(state, app, env),
+        serde_json::to_string_pretty(&release)?.as_bytes(),
+    )
+}
+
+/// The release that passed e2e on `env` last, if any.
+pub fn verified(state: &State, app: &str, env: &str) -> Result<Option<Release>> {
+    read(&verified_path(state, app, env))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(env: &str, artifact: &str) -> Deployment {
+        Deployment {
+            env: env.into(),
+            platform: "local".into(),
+            version: format!("v-{artifact}"),
+            url: String::new(),
+            artifact: artifact.into(),
+        }
+    }
+
+    #[test]
+    fn the_verified_release_keeps_the_manifest_its_artifact_was_deployed_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::locate(dir.path());
+        deployed(&state, "web", &deployment("staging", "a1"), "manifest one").unwrap();
+        deployed(&state, "web", &deployment("staging", "a2"), "manifest two").unwrap();
+        // Staging rolled back to a1: it is a1's manifest that e2e verifies with it.
+        verify(&state, "web", &deployment("staging", "a1")).unwrap();
+        let verified = verified(&state, "web", "staging").unwrap().unwrap();
+        assert_eq!(verified.deployment.artifact, "a1");
+        assert_eq!(verified.manifest.as_deref(), Some("manifest one"));
+        let file = verified_manifest_path(&state, "web", "staging");
+        assert_eq!(std::fs::read_to_string(file).unwrap(), "manifest one");
+        assert_eq!(super::verified(&state, "web", "production").unwrap(), None);
+        // An artifact cdflow never deployed there has no manifest to give.
+        assert_eq!(
+            of(&state, "web", &deployment("staging", "zz"))
+                .unwrap()
+                .manifest,
+            None
+        );
+    }
+
+    #[test]
+    fn only_the_last_deployments_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::locate(dir.path());
+        for n in 0..KEEP + 5 {
+            deployed(&state, "web", &deployment("staging", &n.to_string()), "m").unwrap();
+        }
+        let kept: Vec<Release> = read(&deployed_path(&state, "web", "staging"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.len(), KEEP);
+        assert_eq!(kept[0].deployment.artifact, "5");
+    }
+}
