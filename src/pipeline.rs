@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use indexmap::IndexMap;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::error::user_error;
@@ -26,7 +27,67 @@ pub const APP_FOLDER: &str = "pipelines";
 #[serde(deny_unknown_fields)]
 struct File {
     description: String,
-    stages: Vec<Stage>,
+    stages: Stages,
+}
+
+/// The stages of a pipeline, where a second stage of a name already taken is an error:
+/// progress, run records and `--resume` know a stage by its name, so a run would take the second
+/// for the first and skip it.
+#[derive(Debug, Clone)]
+struct Stages(Vec<Stage>);
+
+/// What the error about a second stage of one name says, so that [`Pipeline::parse`] does not
+/// add the list of stage kinds to it.
+const SECOND_OF_A_NAME: &str = "a second stage named";
+
+impl<'de> Deserialize<'de> for Stages {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Stages, D::Error> {
+        struct List;
+        impl<'de> Visitor<'de> for List {
+            type Value = Stages;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of stages")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Stages, A::Error> {
+                let mut stages = Vec::new();
+                while let Some(stage) = seq.next_element_seed(NewName(&stages))? {
+                    stages.push(stage);
+                }
+                Ok(Stages(stages))
+            }
+        }
+        deserializer.deserialize_seq(List)
+    }
+}
+
+/// Reads one stage and refuses it if an earlier one has its name. The refusal is raised while
+/// serde_yaml is still reading the stage's map, so that the error carries the stage's line.
+struct NewName<'a>(&'a [Stage]);
+
+impl<'de> DeserializeSeed<'de> for NewName<'_> {
+    type Value = Stage;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Stage, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NewName<'_> {
+    type Value = Stage;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a stage: a map with a `kind`")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Stage, A::Error> {
+        let stage = Stage::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        let name = stage.name();
+        if self.0.iter().any(|earlier| earlier.name() == name) {
+            return Err(de::Error::custom(format!(
+                "{SECOND_OF_A_NAME} `{name}`: runs record and resume stages by \
+                 name, so one of the two would be skipped; give one of them a `name:` of its \
+                 own (such as `name: {name} again`)"
+            )));
+        }
+        Ok(stage)
+    }
 }
 
 /// One stage of a pipeline; the kind is the `kind` field.
@@ -132,12 +193,17 @@ impl Pipeline {
                 .location()
                 .map(|l| format!(":{}:{}", l.line(), l.column()))
                 .unwrap_or_default();
-            user_error(format!(
-                "pipeline `{name}` ({source}{at}): {err}\nthe stage kinds are clone, test, bump, \
-                 push (to), e2e (against), promote (from, to) and run (command, env)"
-            ))
+            let message = err.to_string();
+            let hint = if message.contains(SECOND_OF_A_NAME) {
+                ""
+            } else {
+                "\nthe stage kinds are clone, test, bump, push (to), e2e (against), promote \
+                 (from, to) and run (command, env)"
+            };
+            user_error(format!("pipeline `{name}` ({source}{at}): {message}{hint}"))
         })?;
-        if file.stages.is_empty() {
+        let Stages(stages) = file.stages;
+        if stages.is_empty() {
             return Err(user_error(format!(
                 "pipeline `{name}` ({source}) has no stages: list at least one under `stages:`"
             )));
@@ -146,7 +212,7 @@ impl Pipeline {
             name: name.to_string(),
             description: file.description,
             source,
-            stages: file.stages,
+            stages,
             text: text.to_string(),
         })
     }
@@ -312,6 +378,35 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("unknown field `force`"), "{err}");
+        assert!(err.contains("p.yml:3"), "{err}");
+    }
+
+    #[test]
+    fn two_stages_of_one_name_are_refused_at_the_second() {
+        let err = Pipeline::parse(
+            "mine",
+            Source::File("p.yml".into()),
+            "description: x\nstages:\n  - kind: push\n    to: staging\n  - kind: test\n  - kind: push\n    to: staging\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            crate::error::exit_code(&err),
+            std::process::ExitCode::from(crate::error::code::CONFIG)
+        );
+        let err = err.to_string();
+        assert!(err.contains("p.yml:6"), "{err}");
+        assert!(err.contains("`push staging`"), "{err}");
+        assert!(err.contains("`name:`"), "{err}");
+        // Given names count too, and a given name can clash with a default one.
+        let err = Pipeline::parse(
+            "mine",
+            Source::File("p.yml".into()),
+            "description: x\nstages: [{kind: test}, {kind: run, command: make, name: test}]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("p.yml:2"), "{err}");
+        assert!(err.contains("`test`"), "{err}");
     }
 
     #[test]
