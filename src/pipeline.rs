@@ -11,6 +11,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::Deserialize;
 
 use crate::error::user_error;
+use crate::yaml_file;
 
 /// The pipelines built into cdflow, as (name, text).
 pub const BUILT_IN: &[(&str, &str)] = &[
@@ -284,21 +285,15 @@ pub fn find(app_dir: &Path, name_or_file: &str) -> Result<Pipeline> {
         || name_or_file.ends_with(".yaml")
         || name_or_file.contains('/')
     {
-        let text = std::fs::read_to_string(as_path).map_err(|err| {
-            user_error(format!(
-                "could not read the pipeline file {name_or_file}: {err}"
-            ))
-        })?;
         let name = as_path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| name_or_file.to_string());
-        return Pipeline::parse(&name, Source::File(as_path.to_path_buf()), &text);
+        return read(&name, as_path, as_path);
     }
     let own = Path::new(APP_FOLDER).join(format!("{name_or_file}.yml"));
     if app_dir.join(&own).is_file() {
-        let text = std::fs::read_to_string(app_dir.join(&own))?;
-        return Pipeline::parse(name_or_file, Source::File(own), &text);
+        return read(name_or_file, &app_dir.join(&own), &own);
     }
     match BUILT_IN.iter().find(|(name, _)| *name == name_or_file) {
         Some((name, text)) => Pipeline::parse(name, Source::BuiltIn, text),
@@ -309,13 +304,28 @@ pub fn find(app_dir: &Path, name_or_file: &str) -> Result<Pipeline> {
     }
 }
 
-/// Every pipeline available to the app, the app's own replacing built-in ones of that name.
-pub fn all(app_dir: &Path) -> Result<Vec<Pipeline>> {
-    let mut found: IndexMap<String, Pipeline> = IndexMap::new();
+/// Reads and parses a pipeline file; `shown` is the path that errors and listings give.
+fn read(name: &str, path: &Path, shown: &Path) -> Result<Pipeline> {
+    let text = yaml_file::read(path, &shown.display().to_string()).map_err(|err| {
+        err.or_io(|err| {
+            user_error(format!(
+                "could not read the pipeline file {}: {err}",
+                shown.display()
+            ))
+        })
+    })?;
+    Pipeline::parse(name, Source::File(shown.to_path_buf()), &text)
+}
+
+/// Every pipeline available to the app by name, the app's own replacing built-in ones of that
+/// name, each with the error that makes it unusable if it is broken: one broken file must not
+/// hide the others.
+pub fn all(app_dir: &Path) -> Vec<(String, Result<Pipeline>)> {
+    let mut found: IndexMap<String, Result<Pipeline>> = IndexMap::new();
     for (name, text) in BUILT_IN {
         found.insert(
             name.to_string(),
-            Pipeline::parse(name, Source::BuiltIn, text)?,
+            Pipeline::parse(name, Source::BuiltIn, text),
         );
     }
     if let Ok(entries) = std::fs::read_dir(app_dir.join(APP_FOLDER)) {
@@ -324,15 +334,14 @@ pub fn all(app_dir: &Path) -> Result<Vec<Pipeline>> {
         for path in paths {
             if path.extension().is_some_and(|e| e == "yml") {
                 let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-                let text = std::fs::read_to_string(&path)?;
                 // Shown as the app's own, relative to it.
                 let shown = Path::new(APP_FOLDER).join(path.file_name().unwrap());
-                let pipeline = Pipeline::parse(&name, Source::File(shown), &text)?;
+                let pipeline = read(&name, &path, &shown);
                 found.insert(name, pipeline);
             }
         }
     }
-    Ok(found.into_values().collect())
+    found.into_iter().collect()
 }
 
 #[cfg(test)]
