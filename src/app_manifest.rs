@@ -9,6 +9,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 
 use crate::error::user_error;
+use crate::yaml_file;
 
 /// The manifest with every placeholder filled, for one environment.
 #[derive(Debug, Clone)]
@@ -92,11 +93,13 @@ impl Vars {
         let mut values = BTreeMap::new();
         for file in vars_files {
             let path = dir.join(file);
-            let text = std::fs::read_to_string(&path).map_err(|err| {
-                user_error(format!(
-                    "could not read the vars file {}: {err}; fix `vars_files` in cdflow.toml",
-                    path.display()
-                ))
+            let text = yaml_file::read(&path, &path.display().to_string()).map_err(|err| {
+                err.or_io(|err| {
+                    user_error(format!(
+                        "could not read the vars file {}: {err}; fix `vars_files` in cdflow.toml",
+                        path.display()
+                    ))
+                })
             })?;
             let map: BTreeMap<String, serde_yaml::Value> =
                 serde_yaml::from_str(&text).map_err(|err| {
@@ -129,11 +132,13 @@ fn scalar_text(value: &serde_yaml::Value) -> String {
 /// Reads the manifest and fills every `((var))`; every placeholder with no value is listed in
 /// one error, before anything is pushed.
 pub fn resolve(path: &Path, vars: &Vars) -> Result<Resolved> {
-    let text = std::fs::read_to_string(path).map_err(|err| {
-        user_error(format!(
-            "could not read the manifest {}: {err}; set [app] manifest in cdflow.toml",
-            path.display()
-        ))
+    let text = yaml_file::read(path, &path.display().to_string()).map_err(|err| {
+        err.or_io(|err| {
+            user_error(format!(
+                "could not read the manifest {}: {err}; set [app] manifest in cdflow.toml",
+                path.display()
+            ))
+        })
     })?;
     let (filled, missing) = fill(&text, vars);
     if !missing.is_empty() {

@@ -31,3 +31,48 @@ fn a_pipeline_file_that_is_not_utf8_is_named_and_the_others_still_listed() {
         .failure(2)
         .stderr_has("pipelines/bad.yml:1:17");
 }
+
+/// 100,000 levels of nesting in 200 KB: YAML parsers take time quadratic in the depth (minutes
+/// for cdflow's before it refused them), so cdflow refuses them before parsing.
+#[test]
+fn deeply_nested_yaml_is_refused_with_its_line_before_parsing() {
+    let levels = 100_000;
+    let project = Project::empty();
+    project.write(
+        "pipelines/deep.yml",
+        &format!(
+            "description: deep\nstages:\n  - kind: test\n    tiers: {}{}\n",
+            "[".repeat(levels),
+            "]".repeat(levels)
+        ),
+    );
+    project
+        .cdflow(&["release", "--pipeline", "deep", "--dry-run"])
+        .failure(2)
+        .stderr_has("pipelines/deep.yml:4: nested more than 64 levels deep");
+
+    project.write("cdflow.toml", "[app]\nname = \"web\"\n");
+    project.write(
+        "manifest.yml",
+        &format!(
+            "applications:\n- name: web\n  env: {}1{}\n",
+            "{a: ".repeat(levels),
+            "}".repeat(levels)
+        ),
+    );
+    project
+        .cdflow(&["manifest", "--env", "staging"])
+        .failure(2)
+        .stderr_has("manifest.yml:3: nested more than 64 levels deep");
+
+    project.write("manifest.yml", "applications:\n- name: web\n");
+    project.write(
+        "cdflow.toml",
+        "[app]\nname = \"web\"\n\n[env.staging]\nvars_files = [\"vars.yml\"]\n",
+    );
+    project.write("vars.yml", &format!("a:\n{}b: 1\n", "- ".repeat(levels)));
+    project
+        .cdflow(&["manifest", "--env", "staging"])
+        .failure(2)
+        .stderr_has("vars.yml:2: nested more than 64 levels deep");
+}
