@@ -211,7 +211,9 @@ fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
         }
         if target.platform() == cf::NAME {
             problems.extend(cf::check_settings(&target, ctx.exec.is_dry_run()));
-        } else if target.platform() != crate::platform::local::NAME {
+        } else if target.platform() == crate::platform::local::NAME {
+            problems.extend(crate::platform::local::check_settings(&target));
+        } else {
             problems.push(format!(
                 "[env.{env}] platform `{}` is unknown: use `local` or `cf`",
                 target.platform()

@@ -76,3 +76,24 @@ fn deeply_nested_yaml_is_refused_with_its_line_before_parsing() {
         .failure(2)
         .stderr_has("vars.yml:2: nested more than 64 levels deep");
 }
+
+#[test]
+fn port_0_is_refused_with_the_file_line_and_fix() {
+    let project = Project::git(&[
+        (
+            "cdflow.toml",
+            "[app]\nname = \"web\"\n\n[version]\ncurrent = \"0.1.0\"\n\n[env.staging]\nport = 0\n",
+        ),
+        (
+            "manifest.yml",
+            "applications:\n- name: web\n  command: ./web\n",
+        ),
+    ]);
+    let run = project.cdflow(&["push", "--to", "staging", "--dry-run"]);
+    run.failure(2)
+        .stderr_has("cdflow.toml")
+        .stderr_has("line 8")
+        .stderr_has("port 0 is not a port a route can stay on")
+        .stderr_has("from 1 to 65535");
+    assert!(!run.stdout.contains("127.0.0.1:0"), "{run}");
+}

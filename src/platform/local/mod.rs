@@ -222,6 +222,21 @@ fn application<'a>(release: &'a Release) -> Result<&'a Application> {
         })
 }
 
+/// Problems with a local environment's settings, found before a run changes anything.
+pub fn check_settings(env: &Target) -> Vec<String> {
+    let port = route_port(env);
+    ports::privileged_problem(port, ports::try_bind)
+        .map(|why| {
+            format!(
+                "[env.{}] port {port}: {why}; choose a port from 1024 up with `port` under \
+                 [env.{}] in cdflow.toml",
+                env.name, env.name
+            )
+        })
+        .into_iter()
+        .collect()
+}
+
 /// The port of an environment's route: from cdflow.toml, else a default.
 fn route_port(env: &Target) -> u16 {
     if let Some(port) = env.config.port {
