@@ -97,3 +97,24 @@ fn port_0_is_refused_with_the_file_line_and_fix() {
         .stderr_has("from 1 to 65535");
     assert!(!run.stdout.contains("127.0.0.1:0"), "{run}");
 }
+
+#[test]
+fn a_var_value_with_a_newline_stays_one_value_in_the_manifest() {
+    let project = Project::git(&[
+        (
+            "cdflow.toml",
+            "[app]\nname = \"web\"\n\n[env.staging]\nvars_files = [\"vars.yml\"]\n",
+        ),
+        ("vars.yml", "greeting: \"x\\n  evil: 1\"\n"),
+        (
+            "manifest.yml",
+            "applications:\n- name: web\n  command: ((greeting))\n",
+        ),
+    ]);
+    let run = project.cdflow(&["manifest", "--env", "staging"]);
+    run.success();
+    let manifest: serde_yaml::Value = serde_yaml::from_str(&run.stdout).unwrap();
+    let app = &manifest["applications"][0];
+    assert_eq!(app["command"], "x\n  evil: 1", "{run}");
+    assert_eq!(app.get("evil"), None, "{run}");
+}
