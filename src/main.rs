@@ -16,6 +16,7 @@ mod lock;
 mod pipeline;
 mod platform;
 mod record;
+mod repo_url;
 mod runner;
 mod secrets;
 mod signals;

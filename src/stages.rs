@@ -15,6 +15,7 @@ use crate::git;
 use crate::pipeline::Stage;
 use crate::platform::{self, Deployment, Release, Target};
 use crate::record::RunRecord;
+use crate::repo_url::RepoUrl;
 use crate::state::State;
 use crate::version::Bump;
 
@@ -35,6 +36,8 @@ pub struct Context<'a> {
     pub exec: &'a Exec,
     pub state: &'a State,
     pub options: &'a RunOptions,
+    /// The repository the run clones and pushes the version back to.
+    pub repo: RepoUrl,
     /// The app, once there is a checkout to read it from.
     pub app: Option<App>,
     pub record: RunRecord,
@@ -121,9 +124,12 @@ pub fn default_repo(exec: &Exec) -> Result<String> {
 
 fn clone(ctx: &mut Context) -> Result<()> {
     let exec = ctx.exec;
-    let repo = ctx.record.repo.clone();
+    let repo = ctx.repo.url();
+    let (auth_options, auth_env) = ctx.repo.git_auth();
+    let auth = &auth_options;
+    let auth_env: Vec<(&str, &str)> = auth_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let git_ref = ctx.record.git_ref.clone();
-    check_repo_and_ref(&repo, git_ref.as_deref())?;
+    check_repo_and_ref(repo, git_ref.as_deref())?;
     let workspace = ctx.state.workspaces().join(&ctx.record.id);
     let branch_args: &[String] = &match &git_ref {
         Some(git_ref) => vec!["--branch".into(), git_ref.clone()],
@@ -137,20 +143,26 @@ fn clone(ctx: &mut Context) -> Result<()> {
         if !exec.is_dry_run() {
             std::fs::create_dir_all(ctx.state.workspaces())?;
         }
-        exec.run(cmd!(
-            exec.sh(),
-            "git clone --quiet --recursive {branch_args...} -- {repo} {workspace}"
-        ))?;
+        exec.run_with_env(
+            cmd!(
+                exec.sh(),
+                "git {auth...} clone --quiet --recursive {branch_args...} -- {repo} {workspace}"
+            ),
+            &auth_env,
+        )?;
     }
     let checkout = workspace.clone();
     if exec.is_dry_run() && !workspace.exists() {
         // Nothing was cloned, but later stages need facts from a checkout (the app's
         // settings, its version): a throwaway clone stands in at the very path a real run
         // uses, so that the commands printed are exactly those a real run would execute.
-        exec.query(cmd!(
-            exec.sh(),
-            "git clone --quiet {branch_args...} -- {repo} {workspace}"
-        ))?;
+        exec.query(
+            cmd!(
+                exec.sh(),
+                "git {auth...} clone --quiet {branch_args...} -- {repo} {workspace}"
+            )
+            .envs(auth_env.iter().copied()),
+        )?;
         ctx.scratch = Some(Scratch(workspace.clone()));
     }
     exec.set_dir(&checkout);
@@ -270,10 +282,15 @@ fn push_back(ctx: &mut Context) -> Result<()> {
             )
         })?;
     let head = format!("HEAD:refs/heads/{branch}");
-    exec.run(cmd!(
-        exec.sh(),
-        "git push --quiet --atomic origin {head} {tag}"
-    ))
+    let (auth, auth_env) = ctx.repo.git_auth();
+    let auth_env: Vec<(&str, &str)> = auth_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    exec.run_with_env(
+        cmd!(
+            exec.sh(),
+            "git {auth...} push --quiet --atomic origin {head} {tag}"
+        ),
+        &auth_env,
+    )
     .context(
         "the version commit and tag were refused by the repository (did someone release \
              first?); nothing was deployed: run the release again from the new head",
