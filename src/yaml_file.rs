@@ -289,30 +289,26 @@ mod tests {
         ));
     }
 
-    fn deep_at(text: &str) -> Option<usize> {
-        too_deep_at(text)
-    }
-
     #[test]
     fn nesting_deeper_than_the_limit_is_refused_at_its_line() {
         let n = 100_000;
         let flow = format!("a:\n  b: {}{}\n", "[".repeat(n), "]".repeat(n));
-        assert_eq!(deep_at(&flow), Some(2));
+        assert_eq!(too_deep_at(&flow), Some(2));
         let maps = format!("x: 1\ny: 2\nz: {}1{}\n", "{a: ".repeat(n), "}".repeat(n));
-        assert_eq!(deep_at(&maps), Some(3));
+        assert_eq!(too_deep_at(&maps), Some(3));
         let compact = format!("a:\n{}b\n", "- ".repeat(n));
-        assert_eq!(deep_at(&compact), Some(2));
+        assert_eq!(too_deep_at(&compact), Some(2));
         let indented: String = (0..100)
             .map(|n| format!("{}a{n}:\n", " ".repeat(n)))
             .collect();
-        assert_eq!(deep_at(&indented), Some(MAX_DEPTH + 1));
+        assert_eq!(too_deep_at(&indented), Some(MAX_DEPTH + 1));
         // Flow collections across lines count together with the block levels around them (the
         // line that opens the first one being a block level too).
         let mut lines = String::from("a:\n  b:\n");
         for _ in 0..70 {
             lines.push_str("    [\n");
         }
-        assert_eq!(deep_at(&lines), Some(MAX_DEPTH));
+        assert_eq!(too_deep_at(&lines), Some(MAX_DEPTH));
 
         let err = check("m.yml", &maps).unwrap_err();
         assert_eq!(
@@ -336,8 +332,8 @@ mod tests {
             "[".repeat(MAX_DEPTH - 1),
             "]".repeat(MAX_DEPTH - 1)
         );
-        assert_eq!(deep_at(&at_the_limit), None);
-        assert_eq!(deep_at(&format!("a: [{at_the_limit}")), Some(1));
+        assert_eq!(too_deep_at(&at_the_limit), None);
+        assert_eq!(too_deep_at(&format!("a: [{at_the_limit}")), Some(1));
         let many = "[".repeat(200);
         let text = format!(
             "# {many}\n\
@@ -359,10 +355,10 @@ mod tests {
         );
         for (n, line) in text.lines().enumerate() {
             let upto: String = text.lines().take(n + 1).collect::<Vec<_>>().join("\n");
-            assert_eq!(deep_at(&upto), None, "line {}: {line}", n + 1);
+            assert_eq!(too_deep_at(&upto), None, "line {}: {line}", n + 1);
         }
         for builtin in crate::pipeline::BUILT_IN {
-            assert_eq!(deep_at(builtin.1), None);
+            assert_eq!(too_deep_at(builtin.1), None);
         }
     }
 }
