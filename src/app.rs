@@ -9,6 +9,7 @@ use crate::app_manifest::{self, Resolved, Vars};
 use crate::config::{self, EnvSection};
 use crate::error::user_error;
 use crate::platform::Target;
+use crate::yaml_file;
 
 pub const DEFAULT_MANIFEST: &str = "manifest.yml";
 
@@ -99,12 +100,14 @@ impl App {
 
 /// The name of the manifest's first application, read without filling placeholders.
 fn first_application_name(manifest: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(manifest).map_err(|err| {
-        user_error(format!(
-            "could not read the manifest {}: {err}; create it, or set [app] manifest (and \
-             name) in cdflow.toml",
-            manifest.display()
-        ))
+    let text = yaml_file::read(manifest, &manifest.display().to_string()).map_err(|err| {
+        err.or_io(|err| {
+            user_error(format!(
+                "could not read the manifest {}: {err}; create it, or set [app] manifest (and \
+                 name) in cdflow.toml",
+                manifest.display()
+            ))
+        })
     })?;
     let doc: serde_yaml::Value = serde_yaml::from_str(&text)
         .map_err(|err| user_error(format!("{} is not valid YAML: {err}", manifest.display())))?;

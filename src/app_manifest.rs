@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use indexmap::IndexMap;
 use serde::Deserialize;
+use serde_yaml::Value;
 
 use crate::error::user_error;
+use crate::yaml_file;
 
 /// The manifest with every placeholder filled, for one environment.
 #[derive(Debug, Clone)]
@@ -136,7 +138,7 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
 /// Values for the placeholders: vars files first, then single vars, which win, as with `cf`.
 #[derive(Debug, Default, Clone)]
 pub struct Vars {
-    values: BTreeMap<String, String>,
+    values: BTreeMap<String, Value>,
 }
 
 impl Vars {
@@ -148,55 +150,77 @@ impl Vars {
         let mut values = BTreeMap::new();
         for file in vars_files {
             let path = dir.join(file);
-            let text = std::fs::read_to_string(&path).map_err(|err| {
+            let text = yaml_file::read(&path, &path.display().to_string()).map_err(|err| {
+                err.or_io(|err| {
+                    user_error(format!(
+                        "could not read the vars file {}: {err}; fix `vars_files` in cdflow.toml",
+                        path.display()
+                    ))
+                })
+            })?;
+            let map: BTreeMap<String, Value> = serde_yaml::from_str(&text).map_err(|err| {
                 user_error(format!(
-                    "could not read the vars file {}: {err}; fix `vars_files` in cdflow.toml",
+                    "{} is not a YAML map of vars: {err}",
                     path.display()
                 ))
             })?;
-            let map: BTreeMap<String, serde_yaml::Value> =
-                serde_yaml::from_str(&text).map_err(|err| {
-                    user_error(format!(
-                        "{} is not a YAML map of vars: {err}",
-                        path.display()
-                    ))
-                })?;
-            for (key, value) in map {
-                values.insert(key, scalar_text(&value));
-            }
+            values.extend(map);
         }
-        for (key, value) in vars {
-            values.insert(key.clone(), value.clone());
+        for (name, text) in vars {
+            values.insert(name.clone(), single_var(name, text)?);
         }
         Ok(Vars { values })
     }
 }
 
-fn scalar_text(value: &serde_yaml::Value) -> String {
-    match value {
-        serde_yaml::Value::String(s) => s.clone(),
-        other => serde_yaml::to_string(other)
-            .unwrap_or_default()
-            .trim_end()
-            .to_string(),
+/// A value of `vars` in cdflow.toml, read as `cf push --var NAME=VALUE` reads it (bosh-cli's
+/// VarKV): as YAML, so that `4` is a number and `{a: 1}` a map, except that a string stays as
+/// written (YAML would fold its spaces and newlines). What cf refuses is refused here, before
+/// anything runs, rather than by `cf push` after the version went out.
+fn single_var(name: &str, text: &str) -> Result<Value> {
+    let shown = format!("cdflow.toml: the var `{name}`");
+    if text.is_empty() {
+        return Err(user_error(format!(
+            "{shown} is empty, which `cf push --var` refuses: give it a value, or remove it"
+        )));
+    }
+    yaml_file::check(&shown, text)?;
+    match serde_yaml::from_str::<Value>(text) {
+        Ok(Value::String(_)) => Ok(Value::String(text.to_string())),
+        Ok(value) => Ok(value),
+        Err(err) => Err(user_error(format!(
+            "{shown} = {text:?} is not a YAML value, which `cf push --var` refuses ({err}): \
+             write it in a vars file (`vars_files`) as a quoted YAML string instead"
+        ))),
     }
 }
 
 /// Reads the manifest and fills every `((var))`; every placeholder with no value is listed in
 /// one error, before anything is pushed.
+///
+/// As cf does, the placeholders are filled in the parsed manifest, so that a value is a value
+/// wherever it goes: a placeholder that is a whole scalar takes the var's value (a number, a
+/// map...), one inside a longer string takes its text, and no value can add a key or change the
+/// structure around it, whatever newlines or `: ` it holds.
 pub fn resolve(path: &Path, vars: &Vars) -> Result<Resolved> {
-    let text = std::fs::read_to_string(path).map_err(|err| {
-        user_error(format!(
-            "could not read the manifest {}: {err}; set [app] manifest in cdflow.toml",
-            path.display()
-        ))
+    let shown = path.display().to_string();
+    let text = yaml_file::read(path, &shown).map_err(|err| {
+        err.or_io(|err| {
+            user_error(format!(
+                "could not read the manifest {shown}: {err}; set [app] manifest in cdflow.toml"
+            ))
+        })
     })?;
-    let (filled, missing) = fill(&text, vars);
+    let mut missing: Vec<(&str, usize)> = Vec::new();
+    for (name, line) in placeholders(&text) {
+        if !vars.values.contains_key(name) && !missing.iter().any(|(n, _)| *n == name) {
+            missing.push((name, line));
+        }
+    }
     if !missing.is_empty() {
         return Err(user_error(format!(
-            "{} has placeholders with no value: {}\ngive each a value in the environment's \
+            "{shown} has placeholders with no value: {}\ngive each a value in the environment's \
              `vars` or `vars_files` in cdflow.toml",
-            path.display(),
             missing
                 .iter()
                 .map(|(name, line)| format!("(({name})) on line {line}"))
@@ -204,58 +228,184 @@ pub fn resolve(path: &Path, vars: &Vars) -> Result<Resolved> {
                 .join(", ")
         )));
     }
-    let manifest: Manifest = serde_yaml::from_str(&filled).map_err(|err| {
-        let at = err
-            .location()
-            .map(|l| format!(":{}:{}", l.line(), l.column()))
+    let parsed: Value = serde_yaml::from_str(&text)
+        .map_err(|err| user_error(format!("{shown}{} is not valid YAML: {err}", at(&err))))?;
+    let filled = fill(parsed, vars).map_err(|(name, problem)| {
+        let line = placeholders(&text)
+            .find(|(n, _)| *n == name)
+            .map(|(_, line)| format!(":{line}"))
             .unwrap_or_default();
-        user_error(format!(
-            "{}{at} is not a valid manifest: {err}",
-            path.display()
-        ))
+        user_error(format!("{shown}{line}: {problem}"))
+    })?;
+    // The text to show and read: the file with the values written in, which keeps its lines
+    // (for errors) and comments, when it reads as the very manifest that was filled; else (a
+    // value with a newline, a `: `, a ` #`...) the filled manifest written out anew.
+    let written = write_in(&text, vars);
+    let (text, lines_of_the_file) = match serde_yaml::from_str::<Value>(&written) {
+        Ok(value) if value == filled => (written, true),
+        _ => (serde_yaml::to_string(&filled)?, false),
+    };
+    let manifest: Manifest = serde_yaml::from_str(&text).map_err(|err| {
+        if lines_of_the_file {
+            user_error(format!(
+                "{shown}{} is not a valid manifest: {err}",
+                at(&err)
+            ))
+        } else {
+            user_error(format!(
+                "{shown}, its placeholders filled, is not a valid manifest: {err}"
+            ))
+        }
     })?;
     if manifest.applications.is_empty() {
         return Err(user_error(format!(
-            "{} lists no applications: add one under `applications:`",
-            path.display()
+            "{shown} lists no applications: add one under `applications:`"
         )));
     }
     Ok(Resolved {
         path: path.to_path_buf(),
-        text: filled,
+        text,
         applications: manifest.applications,
     })
 }
 
-/// The text with known placeholders filled, and the unknown ones with their line. As with cf,
-/// placeholders in comments are not placeholders: comments are left as they are.
-fn fill(text: &str, vars: &Vars) -> (String, Vec<(String, usize)>) {
-    let mut out = String::with_capacity(text.len());
-    let mut missing = Vec::new();
-    for (index, line) in text.split_inclusive('\n').enumerate() {
-        let (code, comment) = line.split_at(comment_start(line));
-        let mut rest = code;
-        while let Some(start) = rest.find("((") {
-            let Some(len) = rest[start + 2..].find("))") else {
-                break;
-            };
-            let name = rest[start + 2..start + 2 + len].trim();
-            out.push_str(&rest[..start]);
-            match vars.values.get(name) {
-                Some(value) => out.push_str(value),
-                None => {
-                    if !missing.iter().any(|(n, _)| n == name) {
-                        missing.push((name.to_string(), index + 1));
+/// `:LINE:COLUMN` of a YAML error, when it has one.
+fn at(err: &serde_yaml::Error) -> String {
+    err.location()
+        .map(|l| format!(":{}:{}", l.line(), l.column()))
+        .unwrap_or_default()
+}
+
+/// A placeholder's name and what is wrong with its value there.
+type Misfit = (String, String);
+
+/// The manifest with its placeholders filled, keys and values alike, as cf's interpolation
+/// does; an error names the placeholder and says what is wrong.
+fn fill(node: Value, vars: &Vars) -> std::result::Result<Value, Misfit> {
+    Ok(match node {
+        Value::Mapping(mapping) => Value::Mapping(
+            mapping
+                .into_iter()
+                .map(|(key, value)| Ok::<_, Misfit>((fill(key, vars)?, fill(value, vars)?)))
+                .collect::<std::result::Result<_, _>>()?,
+        ),
+        Value::Sequence(items) => Value::Sequence(
+            items
+                .into_iter()
+                .map(|item| fill(item, vars))
+                .collect::<std::result::Result<_, _>>()?,
+        ),
+        Value::Tagged(tagged) => {
+            let tagged = *tagged;
+            Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
+                tag: tagged.tag,
+                value: fill(tagged.value, vars)?,
+            }))
+        }
+        Value::String(text) => {
+            let spans = spans(&text);
+            if let [(range, name)] = spans.as_slice() {
+                if *range == (0..text.len()) {
+                    if let Some(value) = vars.values.get(*name) {
+                        return Ok(value.clone());
                     }
-                    out.push_str(&rest[start..start + len + 4]);
                 }
             }
-            rest = &rest[start + len + 4..];
+            let mut out = String::with_capacity(text.len());
+            let mut done = 0;
+            for (range, name) in spans {
+                let Some(value) = vars.values.get(name) else {
+                    continue;
+                };
+                let value = match value {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+                    other => {
+                        return Err((
+                            name.to_string(),
+                            format!(
+                                "the value of (({name})) is {}, which cannot be written inside \
+                                 the longer string {text:?}: only strings and integers can \
+                                 (as with cf)",
+                                describe(other)
+                            ),
+                        ))
+                    }
+                };
+                out.push_str(&text[done..range.start]);
+                out.push_str(&value);
+                done = range.end;
+            }
+            out.push_str(&text[done..]);
+            Value::String(out)
         }
-        out.push_str(rest);
+        other => other,
+    })
+}
+
+fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number that is not an integer",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a map",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+/// The placeholders of a text, `((name))`, as (the range of the whole placeholder, the name).
+fn spans(text: &str) -> Vec<(std::ops::Range<usize>, &str)> {
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(start) = text[from..].find("((").map(|at| from + at) {
+        let Some(len) = text[start + 2..].find("))") else {
+            break;
+        };
+        let end = start + 2 + len + 2;
+        found.push((start..end, text[start + 2..start + 2 + len].trim()));
+        from = end;
+    }
+    found
+}
+
+/// Every placeholder of the manifest's text with its line, in order. As with cf, placeholders
+/// in comments are not placeholders.
+fn placeholders(text: &str) -> impl Iterator<Item = (&str, usize)> {
+    text.split_inclusive('\n')
+        .enumerate()
+        .flat_map(|(index, line)| {
+            let code = &line[..comment_start(line)];
+            spans(code)
+                .into_iter()
+                .map(move |(_, name)| (name, index + 1))
+        })
+}
+
+/// The text with each known placeholder's value written in its place: strings as they are,
+/// other values as YAML writes them. Comments are left as they are.
+fn write_in(text: &str, vars: &Vars) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (code, comment) = line.split_at(comment_start(line));
+        let mut done = 0;
+        for (range, name) in spans(code) {
+            if let Some(value) = vars.values.get(name) {
+                out.push_str(&code[done..range.start]);
+                match value {
+                    Value::String(s) => out.push_str(s),
+                    other => {
+                        out.push_str(serde_yaml::to_string(other).unwrap_or_default().trim_end())
+                    }
+                }
+                done = range.end;
+            }
+        }
+        out.push_str(&code[done..]);
         out.push_str(comment);
     }
-    (out, missing)
+    out
 }
 
 /// Where a YAML comment starts in a line: a `#` at its start or after a space, outside quotes.
@@ -328,9 +478,98 @@ mod tests {
         let text = "# set ((instances)) per environment\napplications:\n- name: web # ((not_a_var))\n  memory: \"((memory))#1\"\n";
         let mut vars = Vars::default();
         vars.values.insert("memory".into(), "64M".into());
-        let (filled, missing) = fill(text, &vars);
-        assert!(missing.is_empty(), "{missing:?}");
-        assert_eq!(filled, text.replace("((memory))", "64M"));
+        assert_eq!(
+            placeholders(text).collect::<Vec<_>>(),
+            [("memory", 4)],
+            "only the placeholder outside comments"
+        );
+        assert_eq!(write_in(text, &vars), text.replace("((memory))", "64M"));
+    }
+
+    /// The manifest's tree, as YAML reads the text that `resolve` returns.
+    fn tree(resolved: &Resolved) -> serde_yaml::Value {
+        serde_yaml::from_str(&resolved.text).unwrap()
+    }
+
+    #[test]
+    fn a_value_with_newlines_is_a_value_and_adds_no_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("vars.yml"),
+            "top: \"x\\nevil: 1\"\nnested: \"x\\n  evil: 1\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("manifest.yml"),
+            "applications:\n- name: web\n  command: ((nested))\n  memory: ((top))\n  env:\n    \
+             GREETING: hello ((nested))\n",
+        )
+        .unwrap();
+        let vars = Vars::load(dir.path(), &["vars.yml".into()], &IndexMap::new()).unwrap();
+        let resolved = resolve(&dir.path().join("manifest.yml"), &vars).unwrap();
+        let app = &resolved.applications[0];
+        assert_eq!(app.command.as_deref(), Some("x\n  evil: 1"));
+        assert_eq!(app.memory.as_deref(), Some("x\nevil: 1"));
+        assert_eq!(
+            app.env_strings(),
+            [("GREETING".to_string(), "hello x\n  evil: 1".to_string())]
+        );
+        let tree = tree(&resolved);
+        assert_eq!(tree.get("evil"), None, "{}", resolved.text);
+        assert_eq!(
+            tree["applications"][0].get("evil"),
+            None,
+            "{}",
+            resolved.text
+        );
+    }
+
+    #[test]
+    fn single_vars_are_read_as_cf_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("manifest.yml"),
+            "applications:\n- name: web\n  instances: ((instances))\n  routes:\n  - route: \
+             web-((n)).example.com\n  env:\n    LIMITS: ((limits))\n    NOTE: ((note))\n",
+        )
+        .unwrap();
+        let mut single = IndexMap::new();
+        single.insert("instances".to_string(), "4".to_string());
+        single.insert("n".to_string(), "3".to_string());
+        single.insert("limits".to_string(), "{cpu: 2}".to_string());
+        // A string keeps what was written: YAML would fold its spaces.
+        single.insert("note".to_string(), "two  spaces".to_string());
+        let vars = Vars::load(dir.path(), &[], &single).unwrap();
+        let resolved = resolve(&dir.path().join("manifest.yml"), &vars).unwrap();
+        let app = &resolved.applications[0];
+        assert_eq!(app.instances(), 4);
+        let tree = tree(&resolved);
+        assert_eq!(
+            tree["applications"][0]["routes"][0]["route"],
+            "web-3.example.com"
+        );
+        assert_eq!(tree["applications"][0]["env"]["LIMITS"]["cpu"], 2);
+        assert_eq!(tree["applications"][0]["env"]["NOTE"], "two  spaces");
+
+        // What cf refuses as a --var value is refused here, before anything runs.
+        single.insert("n".to_string(), "x\nevil: 1".to_string());
+        let err = Vars::load(dir.path(), &[], &single).unwrap_err();
+        assert_eq!(
+            crate::error::exit_code(&err),
+            std::process::ExitCode::from(crate::error::code::CONFIG)
+        );
+        let err = err.to_string();
+        assert!(err.contains("the var `n`"), "{err}");
+        assert!(err.contains("vars_files"), "{err}");
+
+        // A map cannot be written inside a longer string.
+        single.insert("n".to_string(), "{a: 1}".to_string());
+        let vars = Vars::load(dir.path(), &[], &single).unwrap();
+        let err = resolve(&dir.path().join("manifest.yml"), &vars)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("manifest.yml:5"), "{err}");
+        assert!(err.contains("((n))"), "{err}");
     }
 
     #[test]

@@ -93,6 +93,7 @@ pub struct EnvSection {
     /// `local` (the default) or `cf`.
     pub platform: Option<String>,
     /// local: the port of the environment's stable route.
+    #[serde(default, deserialize_with = "route_port")]
     pub port: Option<u16>,
     /// cf: the API endpoint, org and space.
     pub api: Option<String>,
@@ -109,6 +110,25 @@ pub struct EnvSection {
     /// Names of environment variables whose values are secret, masked everywhere.
     #[serde(default)]
     pub secrets: Vec<String>,
+}
+
+/// A route's port: 1 to 65535. Port 0 would ask the kernel for any free port, a different one
+/// on every deploy, so the route would not be stable (and cdflow would report `:0`). Refused
+/// here, the error carries the line of the value. Ports below 1024 are accepted: whether this
+/// machine lets cdflow bind them (root, CAP_NET_BIND_SERVICE, a lowered
+/// `net.ipv4.ip_unprivileged_port_start`) is checked before a run, by the local platform.
+fn route_port<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u16>, D::Error> {
+    let port = i64::deserialize(deserializer)?;
+    u16::try_from(port)
+        .ok()
+        .filter(|&port| port != 0)
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "port {port} is not a port a route can stay on: give one from 1 to 65535, such \
+                 as 8081 (below 1024 only where cdflow may bind such ports)"
+            ))
+        })
 }
 
 /// The configuration and where it came from.
@@ -217,6 +237,21 @@ space = "production"
         );
         assert_eq!(config.version.files.len(), 2);
         assert_eq!(config.version.files[1].get_ref().path(), "README.md");
+    }
+
+    #[test]
+    fn a_port_outside_1_to_65535_is_refused_at_its_line() {
+        for port in ["0", "70000", "-1"] {
+            let err = parse(&format!(
+                "[env.staging]\nplatform = \"local\"\nport = {port}\n"
+            ))
+            .unwrap_err();
+            assert!(err.contains("line 3"), "{err}");
+            assert!(err.contains(&format!("port {port} ")), "{err}");
+            assert!(err.contains("from 1 to 65535"), "{err}");
+        }
+        let config = parse("[env.staging]\nport = 65535\n").unwrap();
+        assert_eq!(config.env["staging"].port, Some(65535));
     }
 
     #[test]

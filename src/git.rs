@@ -175,14 +175,14 @@ pub fn message(exec: &Exec, commit: &str) -> Result<String> {
     exec.query(cmd!(exec.sh(), "git log -1 --format=%B {commit}"))
 }
 
-/// What `origin` has at a full ref name (for an annotated tag, the tag object), if anything.
-pub fn remote_ref(exec: &Exec, reference: &str) -> Result<Option<String>> {
-    let listed = exec.query(cmd!(exec.sh(), "git ls-remote origin {reference}"))?;
-    Ok(listed
+/// The object a full ref name points at in the output of `git ls-remote` (for an annotated
+/// tag, the tag object), if it is listed.
+pub fn ref_in_listing(listing: &str, reference: &str) -> Option<String> {
+    listing
         .lines()
         .filter_map(|line| line.split_once('\t'))
         .find(|(_, name)| *name == reference)
-        .map(|(object, _)| object.to_string()))
+        .map(|(object, _)| object.to_string())
 }
 
 /// Removes the lock files a git process killed with SIGKILL leaves behind (`index.lock`, ref

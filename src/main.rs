@@ -19,6 +19,7 @@ mod process;
 mod reaper;
 mod record;
 mod releases;
+mod repo_url;
 mod runner;
 mod secrets;
 mod signals;
@@ -29,6 +30,7 @@ mod ui;
 mod version;
 mod version_commit;
 mod version_files;
+mod yaml_file;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -164,13 +166,33 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             init::run(&exec, &args)
         }
         Command::Pipelines => {
-            for pipeline in pipeline::all(&here)? {
-                ui.note(&format!(
-                    "{:<10} {}  ({})",
-                    pipeline.name, pipeline.description, pipeline.source
-                ));
+            // The usable ones are listed even when some file is broken; the broken ones are
+            // the error, so that a check in CI fails on them.
+            let mut broken = Vec::new();
+            for (name, pipeline) in pipeline::all(&here) {
+                match pipeline {
+                    Ok(pipeline) => ui.note(&format!(
+                        "{:<10} {}  ({})",
+                        pipeline.name, pipeline.description, pipeline.source
+                    )),
+                    Err(err) => broken.push((name, err)),
+                }
             }
-            Ok(())
+            if broken.is_empty() {
+                return Ok(());
+            }
+            Err(error::user_error(format!(
+                "{} broken, so not listed:\n{}",
+                match broken.len() {
+                    1 => "one pipeline is".to_string(),
+                    n => format!("{n} pipelines are"),
+                },
+                broken
+                    .iter()
+                    .map(|(name, err)| format!("- {name}: {err:#}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )))
         }
         Command::Rollback(args) => {
             let app = App::load(&here)?;

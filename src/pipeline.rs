@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use indexmap::IndexMap;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::error::user_error;
+use crate::yaml_file;
 
 /// The pipelines built into cdflow, as (name, text).
 pub const BUILT_IN: &[(&str, &str)] = &[
@@ -26,7 +28,67 @@ pub const APP_FOLDER: &str = "pipelines";
 #[serde(deny_unknown_fields)]
 struct File {
     description: String,
-    stages: Vec<Stage>,
+    stages: Stages,
+}
+
+/// The stages of a pipeline, where a second stage of a name already taken is an error:
+/// progress, run records and `--resume` know a stage by its name, so a run would take the second
+/// for the first and skip it.
+#[derive(Debug, Clone)]
+struct Stages(Vec<Stage>);
+
+/// What the error about a second stage of one name says, so that [`Pipeline::parse`] does not
+/// add the list of stage kinds to it.
+const SECOND_OF_A_NAME: &str = "a second stage named";
+
+impl<'de> Deserialize<'de> for Stages {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Stages, D::Error> {
+        struct List;
+        impl<'de> Visitor<'de> for List {
+            type Value = Stages;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of stages")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Stages, A::Error> {
+                let mut stages = Vec::new();
+                while let Some(stage) = seq.next_element_seed(NewName(&stages))? {
+                    stages.push(stage);
+                }
+                Ok(Stages(stages))
+            }
+        }
+        deserializer.deserialize_seq(List)
+    }
+}
+
+/// Reads one stage and refuses it if an earlier one has its name. The refusal is raised while
+/// serde_yaml is still reading the stage's map, so that the error carries the stage's line.
+struct NewName<'a>(&'a [Stage]);
+
+impl<'de> DeserializeSeed<'de> for NewName<'_> {
+    type Value = Stage;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Stage, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NewName<'_> {
+    type Value = Stage;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a stage: a map with a `kind`")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Stage, A::Error> {
+        let stage = Stage::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        let name = stage.name();
+        if self.0.iter().any(|earlier| earlier.name() == name) {
+            return Err(de::Error::custom(format!(
+                "{SECOND_OF_A_NAME} `{name}`: runs record and resume stages by \
+                 name, so one of the two would be skipped; give one of them a `name:` of its \
+                 own (such as `name: {name} again`)"
+            )));
+        }
+        Ok(stage)
+    }
 }
 
 /// One stage of a pipeline; the kind is the `kind` field.
@@ -135,12 +197,17 @@ impl Pipeline {
                 .location()
                 .map(|l| format!(":{}:{}", l.line(), l.column()))
                 .unwrap_or_default();
-            user_error(format!(
-                "pipeline `{name}` ({source}{at}): {err}\nthe stage kinds are clone, test, bump, \
-                 push (to), e2e (against), promote (from, to) and run (command, env)"
-            ))
+            let message = err.to_string();
+            let hint = if message.contains(SECOND_OF_A_NAME) {
+                ""
+            } else {
+                "\nthe stage kinds are clone, test, bump, push (to), e2e (against), promote \
+                 (from, to) and run (command, env)"
+            };
+            user_error(format!("pipeline `{name}` ({source}{at}): {message}{hint}"))
         })?;
-        if file.stages.is_empty() {
+        let Stages(stages) = file.stages;
+        if stages.is_empty() {
             return Err(user_error(format!(
                 "pipeline `{name}` ({source}) has no stages: list at least one under `stages:`"
             )));
@@ -149,7 +216,7 @@ impl Pipeline {
             name: name.to_string(),
             description: file.description,
             source,
-            stages: file.stages,
+            stages,
             text: text.to_string(),
             resumable: true,
         })
@@ -227,21 +294,15 @@ pub fn find(app_dir: &Path, name_or_file: &str) -> Result<Pipeline> {
         || name_or_file.ends_with(".yaml")
         || name_or_file.contains('/')
     {
-        let text = std::fs::read_to_string(as_path).map_err(|err| {
-            user_error(format!(
-                "could not read the pipeline file {name_or_file}: {err}"
-            ))
-        })?;
         let name = as_path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| name_or_file.to_string());
-        return Pipeline::parse(&name, Source::File(as_path.to_path_buf()), &text);
+        return read(&name, as_path, as_path);
     }
     let own = Path::new(APP_FOLDER).join(format!("{name_or_file}.yml"));
     if app_dir.join(&own).is_file() {
-        let text = std::fs::read_to_string(app_dir.join(&own))?;
-        return Pipeline::parse(name_or_file, Source::File(own), &text);
+        return read(name_or_file, &app_dir.join(&own), &own);
     }
     match BUILT_IN.iter().find(|(name, _)| *name == name_or_file) {
         Some((name, text)) => Pipeline::parse(name, Source::BuiltIn, text),
@@ -252,13 +313,28 @@ pub fn find(app_dir: &Path, name_or_file: &str) -> Result<Pipeline> {
     }
 }
 
-/// Every pipeline available to the app, the app's own replacing built-in ones of that name.
-pub fn all(app_dir: &Path) -> Result<Vec<Pipeline>> {
-    let mut found: IndexMap<String, Pipeline> = IndexMap::new();
+/// Reads and parses a pipeline file; `shown` is the path that errors and listings give.
+fn read(name: &str, path: &Path, shown: &Path) -> Result<Pipeline> {
+    let text = yaml_file::read(path, &shown.display().to_string()).map_err(|err| {
+        err.or_io(|err| {
+            user_error(format!(
+                "could not read the pipeline file {}: {err}",
+                shown.display()
+            ))
+        })
+    })?;
+    Pipeline::parse(name, Source::File(shown.to_path_buf()), &text)
+}
+
+/// Every pipeline available to the app by name, the app's own replacing built-in ones of that
+/// name, each with the error that makes it unusable if it is broken: one broken file must not
+/// hide the others.
+pub fn all(app_dir: &Path) -> Vec<(String, Result<Pipeline>)> {
+    let mut found: IndexMap<String, Result<Pipeline>> = IndexMap::new();
     for (name, text) in BUILT_IN {
         found.insert(
             name.to_string(),
-            Pipeline::parse(name, Source::BuiltIn, text)?,
+            Pipeline::parse(name, Source::BuiltIn, text),
         );
     }
     if let Ok(entries) = std::fs::read_dir(app_dir.join(APP_FOLDER)) {
@@ -267,15 +343,14 @@ pub fn all(app_dir: &Path) -> Result<Vec<Pipeline>> {
         for path in paths {
             if path.extension().is_some_and(|e| e == "yml") {
                 let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-                let text = std::fs::read_to_string(&path)?;
                 // Shown as the app's own, relative to it.
                 let shown = Path::new(APP_FOLDER).join(path.file_name().unwrap());
-                let pipeline = Pipeline::parse(&name, Source::File(shown), &text)?;
+                let pipeline = read(&name, &path, &shown);
                 found.insert(name, pipeline);
             }
         }
     }
-    Ok(found.into_values().collect())
+    found.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -321,6 +396,35 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("unknown field `force`"), "{err}");
+        assert!(err.contains("p.yml:3"), "{err}");
+    }
+
+    #[test]
+    fn two_stages_of_one_name_are_refused_at_the_second() {
+        let err = Pipeline::parse(
+            "mine",
+            Source::File("p.yml".into()),
+            "description: x\nstages:\n  - kind: push\n    to: staging\n  - kind: test\n  - kind: push\n    to: staging\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            crate::error::exit_code(&err),
+            std::process::ExitCode::from(crate::error::code::CONFIG)
+        );
+        let err = err.to_string();
+        assert!(err.contains("p.yml:6"), "{err}");
+        assert!(err.contains("`push staging`"), "{err}");
+        assert!(err.contains("`name:`"), "{err}");
+        // Given names count too, and a given name can clash with a default one.
+        let err = Pipeline::parse(
+            "mine",
+            Source::File("p.yml".into()),
+            "description: x\nstages: [{kind: test}, {kind: run, command: make, name: test}]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("p.yml:2"), "{err}");
+        assert!(err.contains("`test`"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!
 //! Under the state folder: `releases/APP/deployed-ENV.json` (the last pushes and promotes to
 //! ENV, newest last), `releases/APP/verified-ENV.json` (the release that passed e2e on ENV), and
-//! `releases/APP/verified-ENV.manifest.yml` (its manifest, as a file, for `cf push -f`).
+//! `releases/APP/promoting-ENV.manifest.yml` (the manifest a promote from ENV deploys).
 
 use std::path::PathBuf;
 
@@ -43,9 +43,22 @@ fn verified_path(state: &State, app: &str, env: &str) -> PathBuf {
     folder(state, app).join(format!("verified-{env}.json"))
 }
 
-/// Where the verified release's manifest of `env` is kept as a file.
-pub fn verified_manifest_path(state: &State, app: &str, env: &str) -> PathBuf {
-    folder(state, app).join(format!("verified-{env}.manifest.yml"))
+/// Where `promote` from `env` writes the manifest it deploys, as a file, for platforms that
+/// read the file themselves (`cf apply-manifest -f`).
+pub fn promoting_manifest_path(state: &State, app: &str, env: &str) -> PathBuf {
+    folder(state, app).join(format!("promoting-{env}.manifest.yml"))
+}
+
+/// Writes the manifest a promote from `env` deploys, and returns its path.
+pub fn write_promoting_manifest(
+    state: &State,
+    app: &str,
+    env: &str,
+    manifest: &str,
+) -> Result<PathBuf> {
+    let path = promoting_manifest_path(state, app, env);
+    write(&path, manifest.as_bytes())?;
+    Ok(path)
 }
 
 fn read<T: for<'de> Deserialize<'de>>(path: &std::path::Path) -> Result<Option<T>> {
@@ -98,15 +111,8 @@ pub fn of(state: &State, app: &str, serving: &Deployment) -> Result<Release> {
 /// Records that the release `serving` passed e2e on its environment.
 pub fn verify(state: &State, app: &str, serving: &Deployment) -> Result<()> {
     let release = of(state, app, serving)?;
-    let env = &serving.env;
-    if let Some(manifest) = &release.manifest {
-        write(
-            &verified_manifest_path(state, app, env),
-            manifest.as_bytes(),
-        )?;
-    }
     write(
-        &verified_path(state, app, env),
+        &verified_path(state, app, &serving.env),
         serde_json::to_string_pretty(&release)?.as_bytes(),
     )
 }
@@ -141,8 +147,6 @@ mod tests {
         let verified = verified(&state, "web", "staging").unwrap().unwrap();
         assert_eq!(verified.deployment.artifact, "a1");
         assert_eq!(verified.manifest.as_deref(), Some("manifest one"));
-        let file = verified_manifest_path(&state, "web", "staging");
-        assert_eq!(std::fs::read_to_string(file).unwrap(), "manifest one");
         assert_eq!(super::verified(&state, "web", "production").unwrap(), None);
         // An artifact cdflow never deployed there has no manifest to give.
         assert_eq!(

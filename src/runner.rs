@@ -13,6 +13,7 @@ use crate::exec::Exec;
 use crate::lock::{self, Lock, Wait};
 use crate::pipeline::{Pipeline, Stage};
 use crate::record::{self, CommandRecord, RunRecord, StageRecord, Status};
+use crate::repo_url::RepoUrl;
 use crate::stages::{self, Context, RunOptions};
 use crate::state::State;
 use crate::ui::Outcome;
@@ -35,16 +36,19 @@ pub fn run(
         .stages
         .iter()
         .any(|s| matches!(s, Stage::Clone { .. }));
-    let repo = match (&options.repo, clones) {
+    let repo = RepoUrl::parse(&match (&options.repo, clones) {
         (Some(repo), _) => repo.clone(),
         (None, true) => stages::default_repo(exec)?,
         (None, false) => exec.dir().display().to_string(),
-    };
-    stages::check_repo_and_ref(&repo, options.git_ref.as_deref())?;
+    });
+    // Before anything can print the URL: from here on its credentials are masked, and only
+    // the URL without them is given to git or recorded.
+    exec.ui().add_secret_values(repo.secrets());
+    stages::check_repo_and_ref(repo.url(), options.git_ref.as_deref())?;
 
     let mut record = None;
     if flags.resume {
-        record = record::unfinished(state, &pipeline.name, &repo)?;
+        record = record::unfinished(state, &pipeline.name, repo.url())?;
         if let Some(why) = record.as_ref().and_then(|r| r.dead_end.as_ref()) {
             return Err(user_error(format!(
                 "run {} cannot be resumed: {why}",
@@ -69,14 +73,15 @@ pub fn run(
             )),
             None => {
                 return Err(user_error(format!(
-                    "there is no unfinished run of `{}` from {repo} to resume",
-                    pipeline.name
+                    "there is no unfinished run of `{}` from {} to resume",
+                    pipeline.name,
+                    repo.url()
                 )))
             }
         }
     }
-    let mut record =
-        record.unwrap_or_else(|| RunRecord::new(&pipeline.name, &repo, options.git_ref.as_deref()));
+    let mut record = record
+        .unwrap_or_else(|| RunRecord::new(&pipeline.name, repo.url(), options.git_ref.as_deref()));
     record.status = Status::Running;
     record.stopped_in = None;
     record.holder = crate::process::Process::current();
@@ -86,6 +91,7 @@ pub fn run(
         exec,
         state,
         options,
+        repo,
         app: None,
         record,
         scratch: None,

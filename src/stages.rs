@@ -8,6 +8,7 @@ use anyhow::{Context as _, Result};
 use xshell::cmd;
 
 use crate::app::App;
+use crate::app_manifest::Resolved;
 use crate::bump;
 use crate::error::user_error;
 use crate::exec::Exec;
@@ -16,6 +17,7 @@ use crate::pipeline::Stage;
 use crate::platform::{self, Deployment, Release, Target};
 use crate::record::{RunRecord, StepState, VersionIntent};
 use crate::releases;
+use crate::repo_url::RepoUrl;
 use crate::state::State;
 use crate::version::Bump;
 
@@ -36,6 +38,8 @@ pub struct Context<'a> {
     pub exec: &'a Exec,
     pub state: &'a State,
     pub options: &'a RunOptions,
+    /// The repository the run clones and pushes the version back to.
+    pub repo: RepoUrl,
     /// The app, once there is a checkout to read it from.
     pub app: Option<App>,
     pub record: RunRecord,
@@ -120,9 +124,12 @@ pub fn default_repo(exec: &Exec) -> Result<String> {
 
 fn clone(ctx: &mut Context) -> Result<()> {
     let exec = ctx.exec;
-    let repo = ctx.record.repo.clone();
+    let repo = ctx.repo.url();
+    let (auth_options, auth_env) = ctx.repo.git_auth();
+    let auth = &auth_options;
+    let auth_env: Vec<(&str, &str)> = auth_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let git_ref = ctx.record.git_ref.clone();
-    check_repo_and_ref(&repo, git_ref.as_deref())?;
+    check_repo_and_ref(repo, git_ref.as_deref())?;
     let workspace = ctx.state.workspaces().join(&ctx.record.id);
     let branch_args: &[String] = &match &git_ref {
         Some(git_ref) => vec!["--branch".into(), git_ref.clone()],
@@ -136,20 +143,26 @@ fn clone(ctx: &mut Context) -> Result<()> {
         if !exec.is_dry_run() {
             std::fs::create_dir_all(ctx.state.workspaces())?;
         }
-        exec.run(cmd!(
-            exec.sh(),
-            "git clone --quiet --recursive {branch_args...} -- {repo} {workspace}"
-        ))?;
+        exec.run_with_env(
+            cmd!(
+                exec.sh(),
+                "git {auth...} clone --quiet --recursive {branch_args...} -- {repo} {workspace}"
+            ),
+            &auth_env,
+        )?;
     }
     let checkout = workspace.clone();
     if exec.is_dry_run() && !workspace.exists() {
         // Nothing was cloned, but later stages need facts from a checkout (the app's
         // settings, its version): a throwaway clone stands in at the very path a real run
         // uses, so that the commands printed are exactly those a real run would execute.
-        exec.query(cmd!(
-            exec.sh(),
-            "git clone --quiet {branch_args...} -- {repo} {workspace}"
-        ))?;
+        exec.query(
+            cmd!(
+                exec.sh(),
+                "git {auth...} clone --quiet {branch_args...} -- {repo} {workspace}"
+            )
+            .envs(auth_env.iter().copied()),
+        )?;
         ctx.scratch = Some(Scratch(workspace.clone()));
     }
     exec.set_dir(&checkout);
@@ -416,21 +429,32 @@ fn push_back(ctx: &mut Context) -> Result<()> {
                  release needs a branch to push its version commit to",
             )
         })?;
+    let (auth, auth_env) = ctx.repo.git_auth();
+    let auth_env: Vec<(&str, &str)> = auth_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // No local tag in a dry run, whose bump made none: then there is nothing to compare.
     let local_tag = exec
         .query(cmd!(exec.sh(), "git rev-parse -q --verify {tag}"))
         .ok();
-    if local_tag.is_some() && git::remote_ref(exec, &tag)? == local_tag {
+    let remote_tag = || {
+        let auth = &auth;
+        let listed = cmd!(exec.sh(), "git {auth...} ls-remote origin {tag}");
+        let listed = exec.query(listed.envs(auth_env.iter().copied()))?;
+        anyhow::Ok(git::ref_in_listing(&listed, &tag))
+    };
+    if local_tag.is_some() && remote_tag()? == local_tag {
         exec.ui().note(&format!(
             "origin has the tag {tag_name} of this run already: the push-back was done"
         ));
         return Ok(());
     }
     let head = format!("HEAD:refs/heads/{branch}");
-    let pushed = exec.run(cmd!(
-        exec.sh(),
-        "git push --quiet --atomic origin {head} {tag}"
-    ));
+    let pushed = exec.run_with_env(
+        cmd!(
+            exec.sh(),
+            "git {auth...} push --quiet --atomic origin {head} {tag}"
+        ),
+        &auth_env,
+    );
     if let Err(err) = pushed {
         if err.chain().any(|c| c.is::<crate::error::Interrupted>()) {
             return Err(err);
@@ -447,11 +471,7 @@ fn push_back(ctx: &mut Context) -> Result<()> {
     Ok(())
 }
 
-fn platform_release<'a>(
-    app: &'a App,
-    manifest: &'a crate::app_manifest::Resolved,
-    version: &'a str,
-) -> Release<'a> {
+fn platform_release<'a>(app: &'a App, manifest: &'a Resolved, version: &'a str) -> Release<'a> {
     Release {
         app: &app.name,
         dir: &app.dir,
@@ -587,24 +607,30 @@ fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
     // The manifest the candidate was deployed with on `from`, not the checkout's: production
     // runs the configuration that was verified, with only its own values filled in.
     let release = releases::of(ctx.state, &app.name, &candidate)?;
-    let (manifest, template) = match (&release.manifest, ctx.exec.is_dry_run()) {
-        (Some(template), false) => {
-            let path = releases::verified_manifest_path(ctx.state, &app.name, from);
-            let path = path.with_file_name(format!("promoting-{from}.manifest.yml"));
-            crate::exec::atomic_write(&path, template.as_bytes())?;
-            (app.manifest_from(&path, &target)?, template.clone())
+    let template = match release.manifest {
+        Some(template) => template,
+        None => {
+            if !ctx.exec.is_dry_run() {
+                ctx.exec.ui().warn(&format!(
+                    "cdflow has no record of the manifest {} was deployed to `{from}` with: \
+                     promoting with the checkout's {}",
+                    candidate.version,
+                    app.manifest.display()
+                ));
+            }
+            std::fs::read_to_string(&app.manifest)?
         }
-        (None, false) => {
-            ctx.exec.ui().warn(&format!(
-                "cdflow has no record of the manifest {} was deployed to `{from}` with: \
-                 promoting with the checkout's {}",
-                candidate.version,
-                app.manifest.display()
-            ));
-            let template = std::fs::read_to_string(&app.manifest)?;
-            (app.manifest_for(&target)?, template)
+    };
+    let manifest = if ctx.exec.is_dry_run() {
+        // The same file name as a real run, which writes the template there; nothing is
+        // written in a dry run.
+        Resolved {
+            path: releases::promoting_manifest_path(ctx.state, &app.name, from),
+            ..app.manifest_for(&target)?
         }
-        (_, true) => (app.manifest_for(&target)?, String::new()),
+    } else {
+        let path = releases::write_promoting_manifest(ctx.state, &app.name, from, &template)?;
+        app.manifest_from(&path, &target)?
     };
     let release = platform_release(app, &manifest, &candidate.version);
     let step = format!("promote {} from {from} to {to}", candidate.version);

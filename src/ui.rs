@@ -88,6 +88,14 @@ impl Ui {
         }
     }
 
+    /// Adds secret values learnt from input (the credentials in a repository URL).
+    pub fn add_secret_values(&self, values: &[String]) {
+        let mut secrets = self.secrets.borrow_mut();
+        for value in values {
+            secrets.add(value.clone());
+        }
+    }
+
     pub fn mask(&self, text: &str) -> String {
         self.secrets.borrow().mask(text)
     }

@@ -11,6 +11,7 @@ use serde_yaml::Value;
 
 use super::{Edits, Occurrence};
 use crate::error::user_error;
+use crate::yaml_file;
 
 /// Whether a YAML document is a Cloud Foundry manifest (a mapping with `applications`).
 pub fn is_manifest(doc: &Value) -> bool {
@@ -19,6 +20,7 @@ pub fn is_manifest(doc: &Value) -> bool {
 
 /// Parses YAML; the error names the file, the line and the column.
 pub fn parse(path: &Path, text: &str) -> Result<Value> {
+    yaml_file::check(&path.display().to_string(), text)?;
     serde_yaml::from_str(text).map_err(|err| {
         let at = err
             .location()

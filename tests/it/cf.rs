@@ -238,7 +238,8 @@ fn promote_to_production() -> Vec<String> {
     );
     calls.extend(LOGIN_PRODUCTION.iter().map(|s| s.to_string()));
     calls.extend([
-        "production: apply-manifest -f WORKSPACE/manifest.yml --var instances=2".to_string(),
+        // The manifest deployed to staging and verified there, not the checkout's.
+        "production: apply-manifest -f STATE/releases/filter/promoting-staging.manifest.yml --var instances=2".to_string(),
         "production: app filter --guid".to_string(),
         "production: curl /v3/apps/guid-filter-production/revisions/deployed".to_string(),
         "production: curl -X POST /v3/droplets?source_guid=droplet-staging -d {\"relationships\":{\"app\":{\"data\":{\"guid\":\"guid-filter-production\"}}}}".to_string(),
@@ -623,6 +624,10 @@ fn promote_applies_the_verified_manifest_from_the_tag_not_the_checkout() {
         .nth(1)
         .expect("apply-manifest -f FILE");
     let file = file.replacen("STATE", app.state.to_str().unwrap(), 1);
+    assert!(
+        file.ends_with("/releases/filter/promoting-staging.manifest.yml"),
+        "{apply}"
+    );
     let applied = std::fs::read_to_string(&file).unwrap();
     assert_eq!(applied.trim_end(), tagged.trim_end(), "{apply}");
 }

@@ -4,6 +4,7 @@ mod bump;
 mod cf;
 mod harness;
 mod init;
+mod input;
 mod kill;
 mod local;
 mod quickstart;

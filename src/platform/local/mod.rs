@@ -99,9 +99,12 @@ impl Platform for Local {
             ),
             Err(err) => problems.push(format!("{err:#}")),
         }
+        problems.extend(check_settings(env));
         let port = route_port(env);
         let ours = control::status(&paths).is_some_and(|status| status.route_port == Some(port));
-        if !ours && std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        let in_use =
+            ports::try_bind(port).is_err_and(|err| err.kind() == std::io::ErrorKind::AddrInUse);
+        if !ours && in_use {
             problems.push(format!(
                 "the route of `{}`, port {port} on 127.0.0.1, is in use by another program: \
                  stop it, or set another `port` in [env.{}] of cdflow.toml",
@@ -250,6 +253,21 @@ fn manifest_application<'a>(manifest: &'a Resolved, app: &str) -> Result<&'a App
         .find(|a| a.name == app)
         .or_else(|| applications.first())
         .ok_or_else(|| user_error(format!("{} lists no applications", manifest.path.display())))
+}
+
+/// Problems with a local environment's settings, found before a run changes anything.
+fn check_settings(env: &Target) -> Vec<String> {
+    let port = route_port(env);
+    ports::privileged_problem(port, ports::try_bind)
+        .map(|why| {
+            format!(
+                "[env.{}] port {port}: {why}; choose a port from 1024 up with `port` under \
+                 [env.{}] in cdflow.toml",
+                env.name, env.name
+            )
+        })
+        .into_iter()
+        .collect()
 }
 
 /// The port of an environment's route: from cdflow.toml, else a default.

@@ -37,6 +37,31 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Why this process may not serve a route on `port`, if it may not, as `bind` tells. Ports
+/// below 1024 need root, CAP_NET_BIND_SERVICE or a lowered
+/// `net.ipv4.ip_unprivileged_port_start`; trying to bind is the one test that knows all three.
+/// A port in use says nothing about that: the deploy names whoever holds it.
+pub fn privileged_problem(
+    port: u16,
+    bind: impl FnOnce(u16) -> std::io::Result<()>,
+) -> Option<String> {
+    if port >= 1024 {
+        return None;
+    }
+    match bind(port) {
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => Some(format!(
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE, and this user may not bind it \
+             ({err})"
+        )),
+        _ => None,
+    }
+}
+
+/// Binds `port` on 127.0.0.1 and lets it go at once.
+pub fn try_bind(port: u16) -> std::io::Result<()> {
+    TcpListener::bind(("127.0.0.1", port)).map(drop)
+}
+
 /// The kernel's ephemeral port range, from `/proc/sys/net/ipv4/ip_local_port_range`.
 fn ephemeral_range() -> (u16, u16) {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
@@ -58,6 +83,19 @@ fn random() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_privileged_port_is_a_problem_only_when_binding_it_is_denied() {
+        use std::io::{Error, ErrorKind};
+        let denied = |_| Err(Error::from(ErrorKind::PermissionDenied));
+        let problem = super::privileged_problem(80, denied).unwrap();
+        assert!(problem.contains("below 1024 need root"), "{problem}");
+        assert_eq!(super::privileged_problem(80, |_| Ok(())), None);
+        let in_use = |_| Err(Error::from(ErrorKind::AddrInUse));
+        assert_eq!(super::privileged_problem(80, in_use), None);
+        let never = |_| unreachable!("ports from 1024 up are not tried");
+        assert_eq!(super::privileged_problem(8081, never), None);
+    }
+
     use super::*;
 
     #[test]

@@ -330,9 +330,14 @@ impl Server {
         let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .map_err(|err| {
+                let why = if err.kind() == std::io::ErrorKind::PermissionDenied {
+                    "ports below 1024 need root or CAP_NET_BIND_SERVICE;"
+                } else {
+                    "another program holds it?"
+                };
                 format!(
-                    "the route's port {port} cannot be used ({err}): another program holds it? \
-                 choose another with `port` under [env.{}] in cdflow.toml",
+                    "the route's port {port} cannot be used ({err}): {why} choose another with \
+                     `port` under [env.{}] in cdflow.toml",
                     self.paths.env
                 )
             })?;
