@@ -273,6 +273,10 @@ fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
             }
         }
     }
+    let secret_names = app.secret_names();
+    problems.extend(crate::secrets::too_short(
+        secret_names.iter().map(String::as_str),
+    ));
     let config = &app.loaded.config;
     for stage in &pipeline.stages {
         match stage {

@@ -8,6 +8,11 @@ pub const ALWAYS_SECRET: &[&str] = &["CF_PASSWORD", "CF_CLIENT_SECRET"];
 
 const MASK: &str = "****";
 
+/// Values shorter than this are not masked: masking `ab` would blank every `ab` of every line
+/// and hide nothing a reader could not guess. The preflight refuses such secrets instead
+/// ([`too_short`]).
+pub const MIN_LEN: usize = 4;
+
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
     values: Vec<String>,
@@ -27,8 +32,7 @@ impl Secrets {
 
     pub fn add(&mut self, value: impl Into<String>) {
         let value = value.into();
-        // An empty value would match everywhere; it hides nothing anyway.
-        if !value.is_empty() && !self.values.contains(&value) {
+        if value.chars().count() >= MIN_LEN && !self.values.contains(&value) {
             self.values.push(value);
             // Longest first, so that a secret containing another one is masked whole.
             self.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
@@ -46,6 +50,23 @@ impl Secrets {
     }
 }
 
+/// The names among [`ALWAYS_SECRET`] and `names` whose value in the environment is set but
+/// too short to mask, each as a problem with its fix.
+pub fn too_short<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    ALWAYS_SECRET
+        .iter()
+        .copied()
+        .chain(names)
+        .filter(|name| std::env::var(name).is_ok_and(|v| (1..MIN_LEN).contains(&v.chars().count())))
+        .map(|name| {
+            format!(
+                "the secret {name} is shorter than {MIN_LEN} characters, too short to mask \
+                 without masking ordinary text: use a longer value"
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +82,12 @@ mod tests {
             "a **** b **** c"
         );
         assert_eq!(secrets.mask("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn a_value_too_short_to_mask_blanks_nothing() {
+        let mut secrets = Secrets::default();
+        secrets.add("ab");
+        assert_eq!(secrets.mask("tab, cab and lab"), "tab, cab and lab");
     }
 }

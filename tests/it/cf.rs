@@ -631,3 +631,21 @@ fn promote_applies_the_verified_manifest_from_the_tag_not_the_checkout() {
     let applied = std::fs::read_to_string(&file).unwrap();
     assert_eq!(applied.trim_end(), tagged.trim_end(), "{apply}");
 }
+
+/// A secret too short to mask is refused before the run starts, rather than masking every
+/// occurrence of its letters or showing it.
+#[test]
+fn a_secret_too_short_to_mask_is_refused_before_anything_runs() {
+    let app = CfApp::new();
+    let origin = app.origin.to_str().unwrap().to_string();
+    let run = run_of(
+        app.command(&["release", "--repo", &origin], None)
+            .env("FILTER_TOKEN", "ab")
+            .output()
+            .unwrap(),
+    );
+    run.failure(2)
+        .stderr_has("the secret FILTER_TOKEN is shorter than 4 characters");
+    assert!(app.calls().is_empty());
+    assert_eq!(app.origin_git(&["tag", "-l"]), "");
+}
