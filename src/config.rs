@@ -90,8 +90,9 @@ pub struct E2eSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvSection {
-    /// `local` (the default) or `cf`.
-    pub platform: Option<String>,
+    /// Where the environment runs; an unknown name is an error at its line.
+    #[serde(default)]
+    pub platform: PlatformKind,
     /// local: the port of the environment's stable route.
     #[serde(default, deserialize_with = "route_port")]
     pub port: Option<u16>,
@@ -129,6 +130,32 @@ fn route_port<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Optio
                  as 8081 (below 1024 only where cdflow may bind such ports)"
             ))
         })
+}
+
+/// The platforms cdflow drives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlatformKind {
+    /// The embedded local platform.
+    #[default]
+    Local,
+    /// Cloud Foundry, through the `cf` CLI.
+    Cf,
+}
+
+impl PlatformKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PlatformKind::Local => "local",
+            PlatformKind::Cf => "cf",
+        }
+    }
+}
+
+impl std::fmt::Display for PlatformKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The configuration and where it came from.
@@ -252,6 +279,22 @@ space = "production"
         }
         let config = parse("[env.staging]\nport = 65535\n").unwrap();
         assert_eq!(config.env["staging"].port, Some(65535));
+    }
+
+    #[test]
+    fn an_unknown_platform_is_refused_at_its_line() {
+        let err = parse("[env.staging]\nport = 9000\nplatform = \"heroku\"\n").unwrap_err();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(
+            err.contains("heroku") && err.contains("`local`") && err.contains("`cf`"),
+            "{err}"
+        );
+        let config = parse("[env.production]\nplatform = \"cf\"\n").unwrap();
+        assert_eq!(config.env["production"].platform, PlatformKind::Cf);
+        assert_eq!(
+            parse("[env.staging]\n").unwrap().env["staging"].platform,
+            PlatformKind::Local
+        );
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! `main` stays small: parse the command line, resolve what it asks for, run it, turn an error
 //! into an exit code.
 
+// What cdflow prints goes through `ui`, which masks secrets and picks the stream and style.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod app;
 mod app_manifest;
 mod bump;
@@ -207,7 +210,7 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
                 &format!("rollback of {} on {}", app.name, args.env),
                 lock::Wait::No,
             )?;
-            let platform = platform::for_env(&state, &env)?;
+            let platform = platform::for_env(&state, &env);
             let deployment = platform.rollback(&exec, &app.name, &env, args.to.as_deref())?;
             ui.note(&format!(
                 "{} now serves {} ({}) at {}",
@@ -220,7 +223,7 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             ui.add_secrets(&app.secret_names());
             let env = app.target(&args.env)?;
             let exec = exec_in(Mode::Real)?;
-            platform::for_env(&state, &env)?.logs(&exec, &app.name, &env, args.follow)
+            platform::for_env(&state, &env).logs(&exec, &app.name, &env, args.follow)
         }
         Command::Status => platform::local::status(&state, ui),
         Command::Down(args) => platform::local::down(&state, ui, args.env.as_deref()),

@@ -264,13 +264,9 @@ fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
                 None
             }
         };
-        match crate::platform::for_env(ctx.state, &target) {
-            Err(err) => problems.push(err.to_string()),
-            Ok(platform) => {
-                if let Some(manifest) = manifest {
-                    problems.extend(platform.preflight(ctx.exec, &app.name, &target, &manifest));
-                }
-            }
+        if let Some(manifest) = manifest {
+            let platform = crate::platform::for_env(ctx.state, &target);
+            problems.extend(platform.preflight(ctx.exec, &app.name, &target, &manifest));
         }
     }
     let secret_names = app.secret_names();

@@ -486,7 +486,7 @@ fn push(ctx: &mut Context, to: &str) -> Result<()> {
     let target = app.target(to)?;
     let manifest = app.manifest_for(&target)?;
     let release = platform_release(app, &manifest, &version);
-    let platform = platform::for_env(ctx.state, &target)?;
+    let platform = platform::for_env(ctx.state, &target);
     let step = format!("push {version} to {to}");
     journal(
         ctx.exec,
@@ -518,7 +518,7 @@ fn deployment_of(ctx: &Context, env: &Target) -> Result<Option<Deployment>> {
         return Ok(Some(deployment.clone()));
     }
     let app = ctx.app()?;
-    platform::for_env(ctx.state, env)?.serving(ctx.exec, &app.name, env)
+    platform::for_env(ctx.state, env).serving(ctx.exec, &app.name, env)
 }
 
 fn e2e(ctx: &mut Context, against: &str) -> Result<()> {
@@ -575,14 +575,14 @@ fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
             target.platform()
         )));
     }
-    let platform = platform::for_env(ctx.state, &target)?;
+    let platform = platform::for_env(ctx.state, &target);
     let serving = deployment_of(ctx, &source)?;
     let verified = releases::verified(ctx.state, &app.name, from)?;
     let candidate = match (serving, ctx.exec.is_dry_run()) {
         (Some(serving), _) => serving,
         (None, true) => Deployment {
             env: from.to_string(),
-            platform: source.platform().to_string(),
+            platform: source.platform().name().to_string(),
             version: version.clone(),
             url: String::new(),
             artifact: "(dry run)".into(),

@@ -2,12 +2,15 @@
 //! a terminal (a spinner per stage), plain timestamped lines for CI logs, or one JSON event per
 //! line for machines.
 
+// The one module that prints.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::secrets::Secrets;
 
@@ -166,7 +169,10 @@ impl Ui {
                 timestamp()
             )),
             Style::Terminal => {
-                let bar = ProgressBar::new_spinner();
+                // On stdout, the terminal the style was chosen for: on stderr (indicatif's
+                // default) a redirected stderr would hide the spinner and every line printed
+                // above it.
+                let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout());
                 bar.set_style(
                     ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
                         .expect("a valid template"),
@@ -237,7 +243,12 @@ impl Ui {
     }
 
     fn out(&self, text: &str) {
-        if let Some(bar) = self.spinner.borrow().as_ref() {
+        if let Some(bar) = self
+            .spinner
+            .borrow()
+            .as_ref()
+            .filter(|bar| !bar.is_hidden())
+        {
             // Printed above the spinner, which is drawn again below.
             bar.println(text);
             return;

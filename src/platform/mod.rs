@@ -10,8 +10,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::app_manifest::Resolved;
-use crate::config::EnvSection;
-use crate::error::user_error;
+use crate::config::{EnvSection, PlatformKind};
 use crate::exec::Exec;
 use crate::state::State;
 
@@ -23,8 +22,8 @@ pub struct Target<'a> {
 }
 
 impl Target<'_> {
-    pub fn platform(&self) -> &str {
-        self.config.platform.as_deref().unwrap_or(local::NAME)
+    pub fn platform(&self) -> PlatformKind {
+        self.config.platform
     }
 }
 
@@ -90,13 +89,9 @@ pub trait Platform {
 }
 
 /// The platform an environment names.
-pub fn for_env(state: &State, env: &Target) -> Result<Box<dyn Platform>> {
+pub fn for_env(state: &State, env: &Target) -> Box<dyn Platform> {
     match env.platform() {
-        cf::NAME => Ok(Box::new(cf::Cf::new(state))),
-        local::NAME => Ok(Box::new(local::Local::new(state))),
-        other => Err(user_error(format!(
-            "[env.{}] platform `{other}` is unknown: use `local` or `cf`",
-            env.name
-        ))),
+        PlatformKind::Cf => Box::new(cf::Cf::new(state)),
+        PlatformKind::Local => Box::new(local::Local::new(state)),
     }
 }

@@ -1389,3 +1389,78 @@ fn promote_after_a_staging_rollback_runs_that_release_with_its_own_manifest() {
         .success()
         .stdout_has("production: pyapp 1.0.0");
 }
+
+/// Starts `cdflow ARGS`, waits until it prints a line holding `marker`, then a moment more, and
+/// SIGKILLs it: the instant a CI runner's cancel would pick.
+fn sigkill_after(local: &Local, args: &[&str], marker: &str, then: Duration) {
+    let mut child = local
+        .command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(marker) {
+            break;
+        }
+    }
+    assert!(
+        seen.contains(marker),
+        "cdflow never printed {marker:?}:\n{seen}"
+    );
+    std::thread::sleep(then);
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+}
+
+/// A SIGKILL of cdflow in the middle of a deploy and of a promote, under load: the previous
+/// version answers every request until a new one is healthy, and the next run goes through.
+#[test]
+fn a_sigkill_during_a_deploy_and_a_promote_drops_no_request() {
+    let local = Local::python(2);
+    local.push("1.0.0");
+    local.promote();
+    let production = Load::start(local.production, 16, 10);
+    let staging = Load::start(local.staging, 16, 10);
+    std::thread::sleep(Duration::from_millis(200));
+
+    // 1.0.1 takes two seconds to start: the kill lands while its instances start.
+    local.release("1.0.1", 20, "    START_DELAY: \"2\"\n");
+    sigkill_after(
+        &local,
+        &["push", "--to", "staging"],
+        "staged pyapp 1.0.1",
+        Duration::from_millis(500),
+    );
+    assert!(
+        get(local.staging, "/").is_ok_and(|(status, _)| status == 200),
+        "staging answers after the kill"
+    );
+    local.cdflow(&["push", "--to", "staging"]).success();
+    assert_eq!(get(local.staging, "/").unwrap().1, "1.0.1\n");
+
+    sigkill_after(
+        &local,
+        &["promote", "--force"],
+        "stage 1/1",
+        Duration::from_millis(800),
+    );
+    assert!(
+        get(local.production, "/").is_ok_and(|(status, _)| status == 200),
+        "production answers after the kill"
+    );
+    local.promote();
+    assert_eq!(get(local.production, "/").unwrap().1, "1.0.1\n");
+
+    std::thread::sleep(Duration::from_millis(200));
+    let (production, _) = production.finish();
+    let (staging, _) = staging.finish();
+    assert_all_answered(&production, "production");
+    assert_all_answered(&staging, "staging");
+}

@@ -291,3 +291,33 @@ fn nothing_in_the_state_folder_is_readable_by_other_users() {
     let mode = std::fs::metadata(&app.state).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
 }
+
+/// On a terminal with stderr redirected (`cdflow test 2>err.log`), what a stage prints is shown,
+/// not swallowed by a spinner drawn on the redirected stderr.
+#[test]
+fn a_terminal_with_stderr_redirected_shows_every_line() {
+    let app = CfApp::new();
+    let cdflow = app.command(&["test"], None);
+    let err_log = app.project.dir.parent().unwrap().join("err.log");
+    // `script` gives the command a pseudo-terminal as stdout; the shell line is the test's own.
+    let line = format!(
+        "'{}' test 2>'{}'",
+        env!("CARGO_BIN_EXE_cdflow"),
+        err_log.display()
+    );
+    let mut terminal = std::process::Command::new("script");
+    terminal
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .current_dir(cdflow.get_current_dir().unwrap())
+        .env("TERM", "xterm");
+    for (key, value) in cdflow.get_envs() {
+        match value {
+            Some(value) => terminal.env(key, value),
+            None => terminal.env_remove(key),
+        };
+    }
+    let run = run_of(terminal.output().unwrap());
+    run.success()
+        .stdout_has("test tier `unit`")
+        .stdout_has("unit tier ran");
+}
