@@ -429,10 +429,9 @@ pub fn bump(exec: &Exec, facts: &VersionFacts, options: &Options) -> Result<Bump
         .collect();
     let message = facts.message(options, &facts.current, &new);
     exec.critical(|| {
-        let saved = if commit && !exec.is_dry_run() {
-            Some(GitState::save(exec)?)
-        } else {
-            None
+        let saved = match commit {
+            true => exec.for_real(|| GitState::save(exec))?,
+            false => None,
         };
         write_all_or_nothing(&changes, |path, old, new| exec.write_file(path, old, new))?;
         let recorded = (|| -> Result<()> {

@@ -41,6 +41,8 @@ pub enum Mode {
 pub struct Output {
     pub lines: Vec<String>,
     pub stdout: Vec<String>,
+    /// Whether the command ran: a dry run runs none, so nothing answered.
+    pub ran: bool,
 }
 
 impl Output {
@@ -96,6 +98,46 @@ impl Exec {
 
     pub fn is_dry_run(&self) -> bool {
         self.mode == Mode::DryRun
+    }
+
+    /// Runs an effect on cdflow's own files and folders (a workspace, a state file, a copy of an
+    /// app) for real; in a dry run nothing happens and `None` comes back. Commands have
+    /// [`Exec::run`], project files [`Exec::write_file`].
+    pub fn for_real<T>(&self, effect: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
+        match self.mode {
+            Mode::Real => effect().map(Some),
+            Mode::DryRun => Ok(None),
+        }
+    }
+
+    /// A folder and its parents, made for real; nothing in a dry run.
+    pub fn create_dir_all(&self, path: &Path) -> Result<()> {
+        self.for_real(|| {
+            std::fs::create_dir_all(path)
+                .with_context(|| format!("could not create {}", path.display()))
+        })?;
+        Ok(())
+    }
+
+    /// One of cdflow's own state files (a run record, a release), replaced atomically for
+    /// real; nothing in a dry run, which records nothing.
+    pub fn save(&self, path: &Path, contents: &[u8]) -> Result<()> {
+        self.for_real(|| {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            atomic_write(path, contents)
+        })?;
+        Ok(())
+    }
+
+    /// What a command answered, or in a dry run (where nothing answers) a placeholder that
+    /// names it, so that the commands printed after it read as a real run's would.
+    pub fn answer(&self, real: &str, placeholder: &str) -> String {
+        match self.mode {
+            Mode::Real => real.to_string(),
+            Mode::DryRun => placeholder.to_string(),
+        }
     }
 
     pub fn ui(&self) -> &Ui {
@@ -283,7 +325,10 @@ impl Exec {
 
     fn wait_for(&self, child: &mut Child, line: &str, live: bool) -> Result<Output> {
         let lines = collect_lines(child);
-        let mut output = Output::default();
+        let mut output = Output {
+            ran: true,
+            ..Output::default()
+        };
         let status = loop {
             if live {
                 while let Ok(received) = lines.try_recv() {

@@ -284,11 +284,7 @@ fn run_bump(dir: &Path, exec: Exec, args: BumpArgs) -> Result<()> {
         .tag
         .map(|tag| format!(", tag {tag}"))
         .unwrap_or_default();
-    let verb = if exec.is_dry_run() {
-        "dry run: would bump"
-    } else {
-        "bumped"
-    };
+    let verb = exec.answer("bumped", "dry run: would bump");
     exec.ui().note(&format!(
         "{verb} {} -> {} in {}{tag}",
         bumped.old,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::exec::Exec;
 use crate::platform::Deployment;
 use crate::process::Process;
 use crate::state::State;
@@ -57,6 +58,9 @@ pub struct RunRecord {
     pub stages: Vec<StageRecord>,
     /// What each environment serves after this run's pushes and promotes.
     pub deployments: Vec<Deployment>,
+    /// What this run's e2e stages verified (in a dry run too, which stores nothing).
+    #[serde(default)]
+    pub verified: Vec<Deployment>,
     /// The stage that was running when the run was interrupted or failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_in: Option<String>,
@@ -128,6 +132,7 @@ impl RunRecord {
             pushed_back: false,
             stages: Vec::new(),
             deployments: Vec::new(),
+            verified: Vec::new(),
             stopped_in: None,
             intent: None,
             journal: Vec::new(),
@@ -175,11 +180,11 @@ impl RunRecord {
         state.runs().join(format!("{}.json", self.id))
     }
 
-    /// Writes the record atomically, so a reader never sees half of one.
-    pub fn save(&self, state: &State) -> Result<()> {
-        std::fs::create_dir_all(state.runs())?;
+    /// Writes the record atomically, so a reader never sees half of one; a dry run records
+    /// nothing.
+    pub fn save(&self, exec: &Exec, state: &State) -> Result<()> {
         let text = serde_json::to_string_pretty(self)?;
-        crate::exec::atomic_write(&self.path(state), text.as_bytes())
+        exec.save(&self.path(state), text.as_bytes())
             .context("could not write the run record")
     }
 }

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::exec::Exec;
 use crate::platform::Deployment;
 use crate::state::State;
 
@@ -49,15 +50,17 @@ pub fn promoting_manifest_path(state: &State, app: &str, env: &str) -> PathBuf {
     folder(state, app).join(format!("promoting-{env}.manifest.yml"))
 }
 
-/// Writes the manifest a promote from `env` deploys, and returns its path.
+/// Writes the manifest a promote from `env` deploys (nothing in a dry run), and returns its
+/// path.
 pub fn write_promoting_manifest(
+    exec: &Exec,
     state: &State,
     app: &str,
     env: &str,
     manifest: &str,
 ) -> Result<PathBuf> {
     let path = promoting_manifest_path(state, app, env);
-    write(&path, manifest.as_bytes())?;
+    exec.save(&path, manifest.as_bytes())?;
     Ok(path)
 }
 
@@ -71,13 +74,14 @@ fn read<T: for<'de> Deserialize<'de>>(path: &std::path::Path) -> Result<Option<T
     }
 }
 
-fn write(path: &std::path::Path, contents: &[u8]) -> Result<()> {
-    std::fs::create_dir_all(path.parent().expect("a release file has a folder"))?;
-    crate::exec::atomic_write(path, contents)
-}
-
 /// Notes that `deployment` now serves its environment, made from `manifest`.
-pub fn deployed(state: &State, app: &str, deployment: &Deployment, manifest: &str) -> Result<()> {
+pub fn deployed(
+    exec: &Exec,
+    state: &State,
+    app: &str,
+    deployment: &Deployment,
+    manifest: &str,
+) -> Result<()> {
     let path = deployed_path(state, app, &deployment.env);
     let mut releases: Vec<Release> = read(&path)?.unwrap_or_default();
     releases.push(Release {
@@ -86,7 +90,7 @@ pub fn deployed(state: &State, app: &str, deployment: &Deployment, manifest: &st
     });
     let extra = releases.len().saturating_sub(KEEP);
     releases.drain(..extra);
-    write(&path, serde_json::to_string_pretty(&releases)?.as_bytes())
+    exec.save(&path, serde_json::to_string_pretty(&releases)?.as_bytes())
 }
 
 /// The latest release that put `artifact` on `env`, if cdflow deployed it there.
@@ -109,9 +113,9 @@ pub fn of(state: &State, app: &str, serving: &Deployment) -> Result<Release> {
 }
 
 /// Records that the release `serving` passed e2e on its environment.
-pub fn verify(state: &State, app: &str, serving: &Deployment) -> Result<()> {
+pub fn verify(exec: &Exec, state: &State, app: &str, serving: &Deployment) -> Result<()> {
     let release = of(state, app, serving)?;
-    write(
+    exec.save(
         &verified_path(state, app, &serving.env),
         serde_json::to_string_pretty(&release)?.as_bytes(),
     )
@@ -136,14 +140,34 @@ mod tests {
         }
     }
 
+    fn exec() -> Exec {
+        let ui = crate::ui::Ui::new(crate::ui::Style::Plain, Default::default());
+        Exec::new(&std::env::temp_dir(), crate::exec::Mode::Real, ui).unwrap()
+    }
+
     #[test]
     fn the_verified_release_keeps_the_manifest_its_artifact_was_deployed_with() {
         let dir = tempfile::tempdir().unwrap();
         let state = State::locate(dir.path());
-        deployed(&state, "web", &deployment("staging", "a1"), "manifest one").unwrap();
-        deployed(&state, "web", &deployment("staging", "a2"), "manifest two").unwrap();
+        let exec = exec();
+        deployed(
+            &exec,
+            &state,
+            "web",
+            &deployment("staging", "a1"),
+            "manifest one",
+        )
+        .unwrap();
+        deployed(
+            &exec,
+            &state,
+            "web",
+            &deployment("staging", "a2"),
+            "manifest two",
+        )
+        .unwrap();
         // Staging rolled back to a1: it is a1's manifest that e2e verifies with it.
-        verify(&state, "web", &deployment("staging", "a1")).unwrap();
+        verify(&exec, &state, "web", &deployment("staging", "a1")).unwrap();
         let verified = verified(&state, "web", "staging").unwrap().unwrap();
         assert_eq!(verified.deployment.artifact, "a1");
         assert_eq!(verified.manifest.as_deref(), Some("manifest one"));
@@ -161,8 +185,16 @@ mod tests {
     fn only_the_last_deployments_are_kept() {
         let dir = tempfile::tempdir().unwrap();
         let state = State::locate(dir.path());
+        let exec = exec();
         for n in 0..KEEP + 5 {
-            deployed(&state, "web", &deployment("staging", &n.to_string()), "m").unwrap();
+            deployed(
+                &exec,
+                &state,
+                "web",
+                &deployment("staging", &n.to_string()),
+                "m",
+            )
+            .unwrap();
         }
         let kept: Vec<Release> = read(&deployed_path(&state, "web", "staging"))
             .unwrap()

@@ -107,10 +107,11 @@ pub fn run(
         let name = stage.name();
         if let (Some(app), false) = (&ctx.app, checked) {
             exec.ui().add_secrets(&app.secret_names());
+            // A dry run changes nothing, so it takes no lock.
             let checks = preflight(&ctx, pipeline).and_then(|()| {
-                if !exec.is_dry_run() {
-                    locks = take_locks(&ctx, pipeline, flags)?;
-                }
+                locks = exec
+                    .for_real(|| take_locks(&ctx, pipeline, flags))?
+                    .unwrap_or_default();
                 Ok(())
             });
             if let Err(err) = checks {
@@ -119,8 +120,8 @@ pub fn run(
                 ctx.record.status = Status::Failed;
                 ctx.record.stopped_in = Some(name.clone());
                 ctx.record.finished = Some(crate::ui::timestamp());
-                if !exec.is_dry_run() && ctx.record.path(state).exists() {
-                    ctx.record.save(state)?;
+                if ctx.record.path(state).exists() {
+                    ctx.record.save(exec, state)?;
                 }
                 return Err(err);
             }
@@ -177,9 +178,7 @@ pub fn run(
             ctx.record.status = status;
             ctx.record.stopped_in = Some(name.clone());
             ctx.record.finished = Some(crate::ui::timestamp());
-            if !exec.is_dry_run() {
-                ctx.record.save(state)?;
-            }
+            ctx.record.save(exec, state)?;
             drop(locks);
             let err = match result {
                 Err(err) => err,
@@ -211,15 +210,11 @@ pub fn run(
                 pipeline.name
             )));
         }
-        if !exec.is_dry_run() {
-            ctx.record.save(state)?;
-        }
+        ctx.record.save(exec, state)?;
     }
     ctx.record.status = Status::Succeeded;
     ctx.record.finished = Some(crate::ui::timestamp());
-    if !exec.is_dry_run() {
-        ctx.record.save(state)?;
-    }
+    ctx.record.save(exec, state)?;
     summary(exec, &ctx.record);
     drop(locks);
     Ok(ctx.record)

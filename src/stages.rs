@@ -140,9 +140,7 @@ fn clone(ctx: &mut Context) -> Result<()> {
         exec.ui()
             .note(&format!("reusing the workspace {}", workspace.display()));
     } else {
-        if !exec.is_dry_run() {
-            std::fs::create_dir_all(ctx.state.workspaces())?;
-        }
+        exec.create_dir_all(&ctx.state.workspaces())?;
         exec.run_with_env(
             cmd!(
                 exec.sh(),
@@ -291,10 +289,7 @@ fn save(ctx: &Context) -> Result<()> {
 }
 
 fn save_record(exec: &Exec, state: &State, record: &RunRecord) -> Result<()> {
-    if exec.is_dry_run() {
-        return Ok(());
-    }
-    record.save(state)
+    record.save(exec, state)
 }
 
 /// Writes in the run's journal that a step that changes something outside cdflow is about to
@@ -344,8 +339,8 @@ fn make_version(ctx: &mut Context, intent: &VersionIntent) -> Result<()> {
 fn reconcile_version(ctx: &mut Context, intent: &VersionIntent) -> Result<()> {
     let exec = ctx.exec;
     let own_workspace = ctx.record.workspace.as_deref() == Some(exec.dir().as_path());
-    if own_workspace && !exec.is_dry_run() {
-        git::remove_stale_locks(exec)?;
+    if own_workspace {
+        exec.for_real(|| git::remove_stale_locks(exec))?;
     }
     let head = git::head(exec)?.unwrap_or_default();
     let mismatch = |what: &str| {
@@ -499,10 +494,8 @@ fn push(ctx: &mut Context, to: &str) -> Result<()> {
         .push(ctx.exec, &release, &target)
         .with_context(|| format!("push to `{to}` failed"))?;
     journal(ctx.exec, ctx.state, &mut ctx.record, &step, StepState::Done)?;
-    if !ctx.exec.is_dry_run() {
-        let template = std::fs::read_to_string(&app.manifest)?;
-        releases::deployed(ctx.state, &app.name, &deployment, &template)?;
-    }
+    let template = std::fs::read_to_string(&app.manifest)?;
+    releases::deployed(ctx.exec, ctx.state, &app.name, &deployment, &template)?;
     ctx.exec.ui().note(&format!(
         "{to} serves {} at {}",
         deployment.version, deployment.url
@@ -556,8 +549,9 @@ fn e2e(ctx: &mut Context, against: &str) -> Result<()> {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     run_words(ctx.exec, &command, &env)
         .with_context(|| format!("the e2e tests against `{against}` failed"))?;
-    if let (Some(deployment), false) = (deployment, ctx.exec.is_dry_run()) {
-        releases::verify(ctx.state, &app.name, &deployment)?;
+    if let Some(deployment) = deployment {
+        releases::verify(ctx.exec, ctx.state, &app.name, &deployment)?;
+        ctx.record.verified.push(deployment);
     }
     Ok(())
 }
@@ -578,25 +572,30 @@ fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
     let platform = platform::for_env(ctx.state, &target);
     let serving = deployment_of(ctx, &source)?;
     let verified = releases::verified(ctx.state, &app.name, from)?;
-    let candidate = match (serving, ctx.exec.is_dry_run()) {
-        (Some(serving), _) => serving,
-        (None, true) => Deployment {
-            env: from.to_string(),
-            platform: source.platform().name().to_string(),
-            version: version.clone(),
-            url: String::new(),
-            artifact: "(dry run)".into(),
-        },
-        (None, false) => {
-            return Err(user_error(format!(
-                "nothing serves `{from}`, so there is nothing to promote: push to it first"
-            )))
+    // In a dry run, nothing was pushed to `from`: the release it would serve stands in.
+    let (candidate, planned) = match serving {
+        Some(serving) => (serving, false),
+        None => {
+            ctx.exec.for_real(|| -> Result<()> {
+                Err(user_error(format!(
+                    "nothing serves `{from}`, so there is nothing to promote: push to it first"
+                )))
+            })?;
+            let planned = Deployment {
+                env: from.to_string(),
+                platform: source.platform().name().to_string(),
+                version: version.clone(),
+                url: String::new(),
+                artifact: "(dry run)".into(),
+            };
+            (planned, true)
         }
     };
-    let passed = verified
-        .as_ref()
-        .is_some_and(|v| v.deployment.artifact == candidate.artifact)
-        || ctx.exec.is_dry_run();
+    let passed = planned
+        || ctx.record.verified.contains(&candidate)
+        || verified
+            .as_ref()
+            .is_some_and(|v| v.deployment.artifact == candidate.artifact);
     if !passed && !ctx.options.force {
         return Err(user_error(format!(
             "`{from}` serves {} ({}), which has not passed e2e there: run `cdflow e2e \
@@ -610,7 +609,7 @@ fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
     let template = match release.manifest {
         Some(template) => template,
         None => {
-            if !ctx.exec.is_dry_run() {
+            if !planned {
                 ctx.exec.ui().warn(&format!(
                     "cdflow has no record of the manifest {} was deployed to `{from}` with: \
                      promoting with the checkout's {}",
@@ -621,16 +620,15 @@ fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
             std::fs::read_to_string(&app.manifest)?
         }
     };
-    let manifest = if ctx.exec.is_dry_run() {
-        // The same file name as a real run, which writes the template there; nothing is
-        // written in a dry run.
-        Resolved {
-            path: releases::promoting_manifest_path(ctx.state, &app.name, from),
+    let path = releases::write_promoting_manifest(ctx.exec, ctx.state, &app.name, from, &template)?;
+    let manifest = match ctx.exec.for_real(|| app.manifest_from(&path, &target))? {
+        Some(manifest) => manifest,
+        // Nothing was written in a dry run: the checkout's manifest, under the file name a
+        // real run gives it.
+        None => Resolved {
+            path,
             ..app.manifest_for(&target)?
-        }
-    } else {
-        let path = releases::write_promoting_manifest(ctx.state, &app.name, from, &template)?;
-        app.manifest_from(&path, &target)?
+        },
     };
     let release = platform_release(app, &manifest, &candidate.version);
     let step = format!("promote {} from {from} to {to}", candidate.version);
@@ -645,9 +643,7 @@ fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
         .promote(ctx.exec, &release, &source, &target, &candidate)
         .with_context(|| format!("promote from `{from}` to `{to}` failed"))?;
     journal(ctx.exec, ctx.state, &mut ctx.record, &step, StepState::Done)?;
-    if !ctx.exec.is_dry_run() {
-        releases::deployed(ctx.state, &app.name, &deployment, &template)?;
-    }
+    releases::deployed(ctx.exec, ctx.state, &app.name, &deployment, &template)?;
     ctx.exec.ui().note(&format!(
         "{to} serves {} at {}",
         deployment.version, deployment.url

@@ -232,7 +232,7 @@ struct Scratch<'p> {
 impl<'p> Scratch<'p> {
     fn new(exec: &Exec, path: &'p Path) -> Scratch<'p> {
         let scratch = Scratch {
-            path: (!exec.is_dry_run()).then_some(path),
+            path: exec.for_real(|| Ok(path)).ok().flatten(),
         };
         scratch.remove();
         scratch

@@ -29,7 +29,7 @@ pub struct Cf {
 }
 
 /// The settings a cf environment needs, as problems for the preflight.
-pub fn check_settings(env: &Target, dry_run: bool) -> Vec<String> {
+pub fn check_settings(env: &Target) -> Vec<String> {
     let mut problems = Vec::new();
     for (key, value) in [
         ("api", &env.config.api),
@@ -49,18 +49,22 @@ pub fn check_settings(env: &Target, dry_run: bool) -> Vec<String> {
             env.name
         ));
     }
-    if !dry_run {
-        for var in ["CF_USERNAME", "CF_PASSWORD"] {
-            if std::env::var_os(var).is_none() {
-                problems.push(format!(
-                    "{var} is not set: `cf auth` reads the credentials for [env.{}] from \
-                     CF_USERNAME and CF_PASSWORD",
-                    env.name
-                ));
-            }
-        }
-    }
     problems
+}
+
+/// The credentials `cf auth` reads from the environment, as problems for the preflight.
+fn check_credentials(env: &Target) -> Vec<String> {
+    ["CF_USERNAME", "CF_PASSWORD"]
+        .into_iter()
+        .filter(|var| std::env::var_os(var).is_none())
+        .map(|var| {
+            format!(
+                "{var} is not set: `cf auth` reads the credentials for [env.{}] from \
+                 CF_USERNAME and CF_PASSWORD",
+                env.name
+            )
+        })
+        .collect()
 }
 
 impl Cf {
@@ -77,9 +81,7 @@ impl Cf {
     /// Runs a cf command in the environment's own CF_HOME.
     fn cf(&self, exec: &Exec, env: &Target, args: &[String]) -> Result<Output> {
         let home = self.home(env);
-        if !exec.is_dry_run() {
-            std::fs::create_dir_all(&home)?;
-        }
+        exec.create_dir_all(&home)?;
         let home = home.display().to_string();
         exec.run_with_env(cmd!(exec.sh(), "cf {args...}"), &[("CF_HOME", &home)])
     }
@@ -103,7 +105,7 @@ impl Cf {
     fn app_guid(&self, exec: &Exec, env: &Target, app: &str) -> Result<String> {
         let output = self.cf(exec, env, &args(&["app", app, "--guid"]))?;
         let guid = output.stdout.last().cloned().unwrap_or_default();
-        Ok(answer(exec, guid.trim(), "APP-GUID"))
+        Ok(exec.answer(guid.trim(), "APP-GUID"))
     }
 
     /// `cf curl` with the JSON answer parsed; a CC error answer is an error.
@@ -111,7 +113,7 @@ impl Cf {
         let mut all = vec!["curl"];
         all.extend_from_slice(words);
         let output = self.cf(exec, env, &args(&all))?;
-        if exec.is_dry_run() {
+        if !output.ran {
             return Ok(Value::Null);
         }
         let text = output.stdout.join("\n");
@@ -129,13 +131,13 @@ impl Cf {
     fn current_droplet(&self, exec: &Exec, env: &Target, guid: &str) -> Result<String> {
         let path = format!("/v3/apps/{guid}/droplets/current");
         let droplet = self.curl(exec, env, &[&path])?;
-        Ok(answer(exec, &text_at(&droplet, &["guid"]), "DROPLET-GUID"))
+        Ok(exec.answer(&text_at(&droplet, &["guid"]), "DROPLET-GUID"))
     }
 
     /// Checks that at least one instance runs, and reads the route from `cf app`.
     fn check_running(&self, exec: &Exec, env: &Target, app: &str) -> Result<String> {
         let output = self.cf(exec, env, &args(&["app", app]))?;
-        if exec.is_dry_run() {
+        if !output.ran {
             return Ok(String::new());
         }
         let running = output.stdout.iter().any(|line| {
@@ -184,12 +186,10 @@ impl Cf {
         path: &str,
         done: impl Fn(&Value) -> Result<bool>,
     ) -> Result<()> {
-        if exec.is_dry_run() {
-            self.curl(exec, env, &[path])?;
-            return Ok(());
-        }
         for _ in 0..POLLS {
-            if done(&self.curl(exec, env, &[path])?)? {
+            let answer = self.curl(exec, env, &[path])?;
+            // Nothing answers in a dry run: one poll shows the command.
+            if answer.is_null() || done(&answer)? {
                 return Ok(());
             }
             if crate::signals::stop_requested() {
@@ -212,7 +212,7 @@ impl Cf {
             format!(r#"{{"relationships":{{"app":{{"data":{{"guid":"{app_guid}"}}}}}}}}"#);
         let copy_path = format!("/v3/droplets?source_guid={droplet}");
         let copy = self.curl(exec, env, &["-X", "POST", &copy_path, "-d", &relationship])?;
-        let copied = answer(exec, &text_at(&copy, &["guid"]), "COPIED-DROPLET-GUID");
+        let copied = exec.answer(&text_at(&copy, &["guid"]), "COPIED-DROPLET-GUID");
         self.wait_for(
             exec,
             env,
@@ -227,7 +227,7 @@ impl Cf {
             r#"{{"droplet":{{"guid":"{copied}"}},"strategy":"rolling","relationships":{{"app":{{"data":{{"guid":"{app_guid}"}}}}}}}}"#
         );
         let deployment = self.curl(exec, env, &["-X", "POST", "/v3/deployments", "-d", &body])?;
-        let id = answer(exec, &text_at(&deployment, &["guid"]), "DEPLOYMENT-GUID");
+        let id = exec.answer(&text_at(&deployment, &["guid"]), "DEPLOYMENT-GUID");
         self.wait_for(exec, env, &format!("/v3/deployments/{id}"), |deployment| {
             let value = text_at(deployment, &["status", "value"]);
             let reason = text_at(deployment, &["status", "reason"]);
@@ -259,7 +259,10 @@ impl Cf {
 
 impl Platform for Cf {
     fn preflight(&self, exec: &Exec, _app: &str, env: &Target, manifest: &Resolved) -> Vec<String> {
-        let mut problems = check_settings(env, exec.is_dry_run());
+        let mut problems = check_settings(env);
+        // A dry run logs in nowhere, so it needs no credentials.
+        let credentials = exec.for_real(|| Ok(check_credentials(env)));
+        problems.extend(credentials.ok().flatten().unwrap_or_default());
         if let Some(why) = crate::tools::missing("cf", &exec.dir()) {
             problems.push(format!("[env.{}] is on cf, but {why}", env.name));
         }
@@ -299,7 +302,7 @@ impl Platform for Cf {
         self.login(exec, from)?;
         let source_guid = self.app_guid(exec, from, release.app)?;
         let droplet = self.current_droplet(exec, from, &source_guid)?;
-        if !exec.is_dry_run() && droplet != verified.artifact {
+        if droplet != exec.answer(&verified.artifact, &droplet) {
             bail!(
                 "`{}` now runs the droplet {droplet}, not {} that passed e2e: run the e2e \
                  tests again before promoting",
@@ -412,15 +415,6 @@ impl Platform for Cf {
         let home = self.home(env).display().to_string();
         exec.run_live(cmd!(exec.sh(), "cf {words...}"), &[("CF_HOME", &home)])?;
         Ok(())
-    }
-}
-
-/// What cf answered, or in a dry run (where nothing answers) a placeholder that names it.
-fn answer(exec: &Exec, real: &str, placeholder: &str) -> String {
-    if exec.is_dry_run() {
-        placeholder.to_string()
-    } else {
-        real.to_string()
     }
 }
 

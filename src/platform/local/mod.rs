@@ -157,16 +157,19 @@ impl Platform for Local {
                 from.name, verified.platform, to.name
             )));
         }
-        if exec.is_dry_run() {
+        // The very bytes that ran on `from`, checked against their digest; nothing is rebuilt.
+        let opened = exec.for_real(|| {
+            artifacts::open(&self.state.local(), &verified.artifact).with_context(|| {
+                format!("cannot promote {} from `{}`", verified.version, from.name)
+            })
+        })?;
+        let Some(artifact) = opened else {
             exec.ui().note(&format!(
                 "would check the artifact {} byte for byte",
                 verified.artifact
             ));
             return Ok(dry_run(exec, to, &verified.version, port, application));
-        }
-        // The very bytes that ran on `from`, checked against their digest; nothing is rebuilt.
-        let artifact = artifacts::open(&self.state.local(), &verified.artifact)
-            .with_context(|| format!("cannot promote {} from `{}`", verified.version, from.name))?;
+        };
         let placement = Placement {
             env: to.name,
             version: &verified.version,
@@ -201,15 +204,17 @@ impl Platform for Local {
             .map_err(|err| user_error(format!("cannot roll back `{}`: {err}", env.name)))?;
         // The route stays where cdflow.toml says it is now.
         target.spec.route_port = route_port(env);
-        if exec.is_dry_run() {
+        let opened = exec.for_real(|| {
+            artifacts::open(&self.state.local(), &target.spec.artifact)
+                .with_context(|| format!("cannot roll back to {}", target.spec.version))
+        })?;
+        if opened.is_none() {
             exec.ui().note(&format!(
                 "would switch `{}` back to {} ({})",
                 env.name, target.spec.version, target.spec.artifact
             ));
             return Ok(target.spec.deployment());
         }
-        artifacts::open(&self.state.local(), &target.spec.artifact)
-            .with_context(|| format!("cannot roll back to {}", target.spec.version))?;
         let mut next = next;
         if let Some(last) = next.history.last_mut() {
             last.spec.route_port = target.spec.route_port;

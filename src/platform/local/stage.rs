@@ -114,11 +114,9 @@ pub fn stage(
     let release = &Release { dir, ..*release };
     let buildpack = buildpack(application, dir)?;
     let local = state.local();
-    let staging = if exec.is_dry_run() {
-        staging_dir_placeholder(&local)
-    } else {
-        artifacts::staging_dir(&local)?
-    };
+    let staging = exec
+        .for_real(|| artifacts::staging_dir(&local))?
+        .unwrap_or_else(|| staging_dir_placeholder(&local));
     let droplet = staging.join("droplet");
     let result = (|| -> Result<(Runtime, String)> {
         match buildpack {
@@ -132,13 +130,13 @@ pub fn stage(
                         application.name
                     ))
                 })?;
-                if !exec.is_dry_run() {
+                exec.for_real(|| {
                     copy_app(
                         dir,
                         &droplet.join("app"),
                         &[state.root(), &release.manifest.path],
-                    )?;
-                }
+                    )
+                })?;
                 Ok((Runtime::Binary, command))
             }
         }
@@ -146,29 +144,32 @@ pub fn stage(
     let (runtime, default_command) = match result {
         Ok(done) => done,
         Err(err) => {
-            if !exec.is_dry_run() {
+            exec.for_real(|| {
+                // Best effort: the error that matters is the staging's own.
                 let _ = std::fs::remove_dir_all(&staging);
-            }
+                Ok(())
+            })?;
             return Err(err);
         }
     };
-    if exec.is_dry_run() {
-        return Ok(None);
-    }
-    let meta = Meta {
-        digest: String::new(),
-        app: application.name.clone(),
-        runtime,
-        default_command,
-        buildpack: buildpack.name().into(),
-        version: release.version.into(),
-        staged_at: super::time::now(),
+    let store = || -> Result<Artifact> {
+        let meta = Meta {
+            digest: String::new(),
+            app: application.name.clone(),
+            runtime,
+            default_command,
+            buildpack: buildpack.name().into(),
+            version: release.version.into(),
+            staged_at: super::time::now(),
+        };
+        let stored = artifacts::store(&local, &staging, meta);
+        if stored.is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        stored
     };
-    let stored = artifacts::store(&local, &staging, meta);
-    if stored.is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    stored.map(Some)
+    // Nothing is stored in a dry run, which only shows the commands.
+    exec.for_real(store)
 }
 
 fn stage_rust(
@@ -204,7 +205,7 @@ fn stage_rust(
             )
         })?;
     }
-    if !exec.is_dry_run() {
+    exec.for_real(|| {
         let built = target.join("release").join(&binary);
         let app = droplet.join("app");
         std::fs::create_dir_all(&app)?;
@@ -213,8 +214,8 @@ fn stage_rust(
                 "cargo built no {}: the manifest's `command` must run the binary `./{binary}`",
                 built.display()
             )
-        })?;
-    }
+        })
+    })?;
     Ok((Runtime::Binary, format!("./{binary}")))
 }
 
@@ -271,9 +272,7 @@ fn stage_python(
     };
     let app = droplet.join("app");
     let venv = droplet.join("venv");
-    if !exec.is_dry_run() {
-        copy_app(dir, &app, &[state.root(), &release.manifest.path])?;
-    }
+    exec.for_real(|| copy_app(dir, &app, &[state.root(), &release.manifest.path]))?;
     let requirements = dir.join("requirements.txt");
     let has_requirements = requirements.is_file();
     let sh = exec.sh();
@@ -305,9 +304,7 @@ fn stage_python(
         )
         .with_context(fail)?;
     }
-    if !exec.is_dry_run() {
-        make_venv_relocatable(&venv)?;
-    }
+    exec.for_real(|| make_venv_relocatable(&venv))?;
     Ok((Runtime::Python, default_command))
 }
 
