@@ -17,7 +17,7 @@ pub struct CfApp {
     pub origin: PathBuf,
     pub state: PathBuf,
     log: PathBuf,
-    marker: PathBuf,
+    pub marker: PathBuf,
 }
 
 /// A loopback HTTP server that answers 200 to anything, standing for the deployed app.

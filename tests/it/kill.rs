@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::cf::CfApp;
-use crate::harness::{pid_alive, wait_for};
+use crate::harness::{pid_alive, run_of, wait_for};
 
 /// A hook that, the first time, writes the pid of its `sleep` to `mark` and sleeps; `filter` is
 /// shell code that exits 0 early when this call is not the instant wanted.
@@ -41,23 +41,35 @@ fn install_hook(app: &CfApp, hook: &str, filter: &str) -> PathBuf {
 fn kill_inside(hook: &str, filter: &str) {
     let app = CfApp::new();
     let mark = install_hook(&app, hook, filter);
+    kill_then_resume(&app, &mark, &format!("the {hook} hook"), &[]);
+}
+
+/// A release of `app` with `env` set, SIGKILLed once the process whose pid `mark` receives
+/// sleeps; then `--resume`, which must finish the one release.
+fn kill_then_resume(app: &CfApp, mark: &Path, what: &str, env: &[(&str, &str)]) {
     let origin = app.origin.to_str().unwrap().to_string();
     let mut release = app
         .command(&["release", "--repo", &origin], None)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(&format!("the {hook} hook to sleep"), || {
-        std::fs::read_to_string(&mark).is_ok_and(|pid| pid.ends_with('\n'))
+    wait_for(&format!("{what} to sleep"), || {
+        std::fs::read_to_string(mark).is_ok_and(|pid| pid.ends_with('\n'))
     });
-    sigkill_and_check(&mut release, &mark, &format!("the {hook} hook"));
+    sigkill_and_check(&mut release, mark, what);
 
     app.cdflow(&["history"], None)
         .success()
         .stdout_has("abandoned")
         .stdout_has("--resume` finishes it");
-    let resumed = app.cdflow(&["release", "--repo", &origin, "--resume"], None);
+    let resumed = run_of(
+        app.command(&["release", "--repo", &origin, "--resume"], None)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap(),
+    );
     resumed.success();
     assert_one_release(&app.origin, "v0.1.1");
     let history = app.cdflow(&["history"], None);
@@ -165,4 +177,51 @@ fn a_killed_test_tier_takes_its_children_with_it() {
         std::fs::read_to_string(&mark).is_ok_and(|pid| pid.ends_with('\n'))
     });
     sigkill_and_check(&mut test, &mark, "the tier");
+}
+
+/// A cf command of the run that hangs until cdflow is killed, at `at` ("HOME arguments").
+fn kill_inside_cf(at: &str) {
+    let app = CfApp::new();
+    let mark = app.project.dir.parent().unwrap().join("cf.sleeping");
+    let mark_text = mark.to_str().unwrap().to_string();
+    let env = [
+        ("CF_STANDIN_SLEEP", at),
+        ("CF_STANDIN_SLEEP_MARK", &mark_text),
+    ];
+    kill_then_resume(&app, &mark, &format!("`cf` at {at}"), &env);
+    assert!(
+        app.calls()
+            .iter()
+            .any(|c| c.starts_with("production: curl /v3/deployments/")),
+        "the resumed run deployed to production: {:#?}",
+        app.calls()
+    );
+}
+
+#[test]
+fn killed_inside_the_push_to_staging() {
+    kill_inside_cf("staging push");
+}
+
+#[test]
+fn killed_inside_the_promote_to_production() {
+    kill_inside_cf("production curl -X POST /v3/deployments");
+}
+
+#[test]
+fn killed_inside_the_e2e_tests() {
+    let app = CfApp::new();
+    let mark = app.project.dir.parent().unwrap().join("e2e.sleeping");
+    let config = app.project.read("cdflow.toml").replace(
+        "command = \"sh -c '",
+        &format!(
+            "command = \"sh -c '[ -e {mark} ] || {{ sleep 60 & echo $! > {mark}; wait; }}; ",
+            mark = mark.display()
+        ),
+    );
+    app.project.write("cdflow.toml", &config);
+    app.project.git_cmd(&["commit", "-qam", "a slow e2e"]);
+    app.project.git_cmd(&["push", "-q", "origin", "main"]);
+    kill_then_resume(&app, &mark, "the e2e tier", &[]);
+    assert!(app.marker.exists(), "the resumed run ran e2e to the end");
 }
