@@ -13,6 +13,7 @@ mod cli;
 mod config;
 mod error;
 mod exec;
+mod facts;
 mod git;
 mod init;
 mod lock;
@@ -25,6 +26,7 @@ mod releases;
 mod repo_url;
 mod runner;
 mod secrets;
+mod settings;
 mod signals;
 mod stages;
 mod state;
@@ -45,9 +47,8 @@ use crate::app::App;
 use crate::cli::{BumpArgs, Cli, Command, RunFlags};
 use crate::exec::{Exec, Mode};
 use crate::pipeline::{Pipeline, Source, Stage};
-use crate::runner::Flags;
 use crate::secrets::Secrets;
-use crate::stages::RunOptions;
+use crate::settings::Settings;
 use crate::state::State;
 use crate::ui::{Style, Ui};
 
@@ -108,18 +109,16 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
         Command::Release(args) => {
             let app_dir = &here;
             let pipeline = pipeline::find(app_dir, &args.pipeline)?;
-            let options = RunOptions {
+            let settings = Settings {
                 repo: args.repo,
                 git_ref: args.git_ref,
                 part: args.part.as_deref().map(str::parse).transpose()?,
                 force: false,
-            };
-            let flags = Flags {
                 resume: args.resume,
                 lock_wait: args.run.lock_wait,
             };
             let exec = exec_in(mode_of(args.run.dry_run))?;
-            runner::run(&exec, &state, &pipeline, &options, flags)?;
+            runner::run(&exec, &state, &pipeline, &settings)?;
             Ok(())
         }
         Command::Test(args) => {
@@ -253,15 +252,12 @@ fn one_stage(
     let name = stage.name();
     let pipeline = Pipeline::from_stages(&name, Source::BuiltIn, vec![stage]);
     let exec = Exec::new(here, mode_of(flags.dry_run), ui.clone())?;
-    let options = RunOptions {
+    let settings = Settings {
         force,
-        ..RunOptions::default()
-    };
-    let flags = Flags {
-        resume: false,
         lock_wait: flags.lock_wait,
+        ..Settings::default()
     };
-    runner::run(&exec, state, &pipeline, &options, flags)?;
+    runner::run(&exec, state, &pipeline, &settings)?;
     Ok(())
 }
 

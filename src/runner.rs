@@ -10,33 +10,28 @@ use crate::app::App;
 use crate::bump;
 use crate::error::{user_error, Interrupted};
 use crate::exec::Exec;
+use crate::facts::Facts;
 use crate::lock::{self, Lock, Wait};
 use crate::pipeline::{Pipeline, Stage};
 use crate::record::{self, CommandRecord, RunRecord, StageRecord, Status};
 use crate::repo_url::RepoUrl;
-use crate::stages::{self, Context, RunOptions};
+use crate::settings::Settings;
+use crate::stages::{self, Context};
 use crate::state::State;
 use crate::ui::Outcome;
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Flags {
-    pub resume: bool,
-    pub lock_wait: bool,
-}
 
 /// Runs `pipeline` and returns its record.
 pub fn run(
     exec: &Exec,
     state: &State,
     pipeline: &Pipeline,
-    options: &RunOptions,
-    flags: Flags,
+    settings: &Settings,
 ) -> Result<RunRecord> {
     let clones = pipeline
         .stages
         .iter()
         .any(|s| matches!(s, Stage::Clone { .. }));
-    let repo = RepoUrl::parse(&match (&options.repo, clones) {
+    let repo = RepoUrl::parse(&match (&settings.repo, clones) {
         (Some(repo), _) => repo.clone(),
         (None, true) => stages::default_repo(exec)?,
         (None, false) => exec.dir().display().to_string(),
@@ -44,10 +39,10 @@ pub fn run(
     // Before anything can print the URL: from here on its credentials are masked, and only
     // the URL without them is given to git or recorded.
     exec.ui().add_secret_values(repo.secrets());
-    stages::check_repo_and_ref(repo.url(), options.git_ref.as_deref())?;
+    stages::check_repo_and_ref(repo.url(), settings.git_ref.as_deref())?;
 
     let mut record = None;
-    if flags.resume {
+    if settings.resume {
         record = record::unfinished(state, &pipeline.name, repo.url())?;
         if let Some(why) = record.as_ref().and_then(|r| r.dead_end.as_ref()) {
             return Err(user_error(format!(
@@ -81,7 +76,7 @@ pub fn run(
         }
     }
     let mut record = record
-        .unwrap_or_else(|| RunRecord::new(&pipeline.name, repo.url(), options.git_ref.as_deref()));
+        .unwrap_or_else(|| RunRecord::new(&pipeline.name, repo.url(), settings.git_ref.as_deref()));
     record.status = Status::Running;
     record.stopped_in = None;
     record.holder = crate::process::Process::current();
@@ -90,14 +85,14 @@ pub fn run(
     let mut ctx = Context {
         exec,
         state,
-        options,
+        settings,
         repo,
-        app: None,
+        facts: None,
         record,
         scratch: None,
     };
     if !clones {
-        ctx.app = Some(App::load(&exec.dir())?);
+        ctx.facts = Some(Facts::gather(&exec.dir())?);
     }
     let mut locks: Vec<Lock> = Vec::new();
     let mut checked = false;
@@ -105,12 +100,13 @@ pub fn run(
     for (index, stage) in pipeline.stages.iter().enumerate() {
         let index = index + 1;
         let name = stage.name();
-        if let (Some(app), false) = (&ctx.app, checked) {
+        if let (Some(facts), false) = (&ctx.facts, checked) {
+            let app = &facts.app;
             exec.ui().add_secrets(&app.secret_names());
             // A dry run changes nothing, so it takes no lock.
             let checks = preflight(&ctx, pipeline).and_then(|()| {
                 locks = exec
-                    .for_real(|| take_locks(&ctx, pipeline, flags))?
+                    .for_real(|| take_locks(&ctx, pipeline))?
                     .unwrap_or_default();
                 Ok(())
             });
@@ -171,8 +167,8 @@ pub fn run(
                 .err()
                 .map(|e| exec.ui().mask(&format!("{e:#}"))),
         });
-        if ctx.app.is_some() && ctx.record.app.is_none() {
-            ctx.record.app = ctx.app.as_ref().map(|a| a.name.clone());
+        if ctx.facts.is_some() && ctx.record.app.is_none() {
+            ctx.record.app = ctx.facts.as_ref().map(|f| f.app.name.clone());
         }
         if status != Status::Succeeded {
             ctx.record.status = status;
@@ -252,16 +248,12 @@ fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
     }
     for env in &used_envs {
         let target = app.target(env)?;
-        let manifest = match app.manifest_for(&target) {
-            Ok(manifest) => Some(manifest),
-            Err(err) => {
-                problems.push(format!("[env.{env}]: {err}"));
-                None
+        match ctx.facts()?.manifest(env) {
+            Ok(manifest) => {
+                let platform = crate::platform::for_env(ctx.state, &target);
+                problems.extend(platform.preflight(ctx.exec, &app.name, &target, manifest));
             }
-        };
-        if let Some(manifest) = manifest {
-            let platform = crate::platform::for_env(ctx.state, &target);
-            problems.extend(platform.preflight(ctx.exec, &app.name, &target, &manifest));
+            Err(err) => problems.push(format!("[env.{env}]: {err}")),
         }
     }
     let secret_names = app.secret_names();
@@ -329,7 +321,7 @@ fn tool_problem(app: &App, written_in: &str, command: &str) -> Option<String> {
 /// behind), early.
 fn bump_problems(ctx: &Context, app: &App, part: Option<&str>) -> Vec<String> {
     let checked = bump::read_version(&app.dir, &app.loaded).and_then(|facts| {
-        let options = stages::bump_options(ctx.options, part)?;
+        let options = stages::bump_options(ctx.settings, part)?;
         bump::check(ctx.exec, &facts, &options)
     });
     match checked {
@@ -344,7 +336,7 @@ pub fn lock_path(state: &State, app: &str, env: &str) -> std::path::PathBuf {
 }
 
 /// One lock per app and environment, so that two runs never deploy to one environment at once.
-fn take_locks(ctx: &Context, pipeline: &Pipeline, flags: Flags) -> Result<Vec<Lock>> {
+fn take_locks(ctx: &Context, pipeline: &Pipeline) -> Result<Vec<Lock>> {
     let app = ctx.app()?;
     let mut envs: Vec<&str> = pipeline
         .stages
@@ -353,7 +345,11 @@ fn take_locks(ctx: &Context, pipeline: &Pipeline, flags: Flags) -> Result<Vec<Lo
         .collect();
     envs.sort();
     envs.dedup();
-    let wait = if flags.lock_wait { Wait::Yes } else { Wait::No };
+    let wait = if ctx.settings.lock_wait {
+        Wait::Yes
+    } else {
+        Wait::No
+    };
     let holder = format!(
         "run {} of `{}` for {}",
         ctx.record.id, pipeline.name, app.name

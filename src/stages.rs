@@ -12,36 +12,27 @@ use crate::app_manifest::Resolved;
 use crate::bump;
 use crate::error::user_error;
 use crate::exec::Exec;
+use crate::facts::Facts;
 use crate::git;
 use crate::pipeline::Stage;
 use crate::platform::{self, Deployment, Release, Target};
 use crate::record::{RunRecord, StepState, VersionIntent};
 use crate::releases;
 use crate::repo_url::RepoUrl;
+use crate::settings::Settings;
 use crate::state::State;
 use crate::version::Bump;
-
-/// What the command line says about a run.
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    /// The repository to clone (a URL or a path); default: the current one.
-    pub repo: Option<String>,
-    pub git_ref: Option<String>,
-    /// Overrides the bump stage's part.
-    pub part: Option<Bump>,
-    /// Promote even a version that has not passed e2e.
-    pub force: bool,
-}
 
 /// What the stages of one run share.
 pub struct Context<'a> {
     pub exec: &'a Exec,
     pub state: &'a State,
-    pub options: &'a RunOptions,
+    pub settings: &'a Settings,
     /// The repository the run clones and pushes the version back to.
     pub repo: RepoUrl,
-    /// The app, once there is a checkout to read it from.
-    pub app: Option<App>,
+    /// What the checkout says, once there is one: gathered after the clone, and again after
+    /// the bump changed it.
+    pub facts: Option<Facts>,
     pub record: RunRecord,
     /// A dry run's throwaway clone, read for facts only and removed at the end.
     pub scratch: Option<Scratch>,
@@ -49,7 +40,11 @@ pub struct Context<'a> {
 
 impl Context<'_> {
     pub fn app(&self) -> Result<&App> {
-        app_of(&self.app)
+        Ok(&facts_of(&self.facts)?.app)
+    }
+
+    pub fn facts(&self) -> Result<&Facts> {
+        facts_of(&self.facts)
     }
 
     /// The version being delivered: the one this run bumped to, else the checkout's.
@@ -57,10 +52,7 @@ impl Context<'_> {
         if let Some(version) = &self.record.version {
             return Ok(version.clone());
         }
-        let app = self.app()?;
-        Ok(bump::read_version(&app.dir, &app.loaded)?
-            .current
-            .to_string())
+        Ok(self.facts()?.version()?.to_string())
     }
 }
 
@@ -165,7 +157,7 @@ fn clone(ctx: &mut Context) -> Result<()> {
     }
     exec.set_dir(&checkout);
     ctx.record.workspace = Some(workspace);
-    ctx.app = Some(App::load(&checkout)?);
+    ctx.facts = Some(Facts::gather(&checkout)?);
     Ok(())
 }
 
@@ -223,8 +215,8 @@ fn run_words(exec: &Exec, command: &str, env: &[(&str, &str)]) -> Result<()> {
 
 /// What a release's bump does: the stage's part unless `--part` says otherwise, committed and
 /// tagged, from a clean tree.
-pub fn bump_options(options: &RunOptions, part: Option<&str>) -> Result<bump::Options> {
-    let part = match (&options.part, part) {
+pub fn bump_options(settings: &Settings, part: Option<&str>) -> Result<bump::Options> {
+    let part = match (&settings.part, part) {
         (Some(part), _) => part.clone(),
         (None, Some(part)) => part.parse()?,
         (None, None) => Bump::Patch,
@@ -253,7 +245,7 @@ fn bump_stage(ctx: &mut Context, part: Option<&str>) -> Result<()> {
             None => {
                 let app = ctx.app()?;
                 let facts = bump::read_version(&app.dir, &app.loaded)?;
-                let options = bump_options(ctx.options, part)?;
+                let options = bump_options(ctx.settings, part)?;
                 let new = bump::check(exec, &facts, &options)?;
                 let intent = VersionIntent {
                     old: facts.current.to_string(),
@@ -272,6 +264,8 @@ fn bump_stage(ctx: &mut Context, part: Option<&str>) -> Result<()> {
         };
         ctx.record.version = Some(intent.new.clone());
         save(ctx)?;
+        // The version is in every file now: what the stages after this one deploy.
+        ctx.facts = Some(Facts::gather(&exec.dir())?);
     }
     if !ctx.record.pushed_back {
         let step = "push the version commit and tag to origin";
@@ -305,9 +299,10 @@ fn journal(
     save_record(exec, state, record)
 }
 
-/// The app of a run, borrowed apart from its record (which the journal writes meanwhile).
-fn app_of(app: &Option<App>) -> Result<&App> {
-    app.as_ref()
+/// The facts of a run, borrowed apart from its record (which the journal writes meanwhile).
+fn facts_of(facts: &Option<Facts>) -> Result<&Facts> {
+    facts
+        .as_ref()
         .context("no checkout to read the app from: the pipeline needs a `clone` stage first")
 }
 
@@ -317,7 +312,7 @@ fn make_version(ctx: &mut Context, intent: &VersionIntent) -> Result<()> {
     let facts = bump::read_version(&app.dir, &app.loaded)?;
     let options = bump::Options {
         bump: Bump::Exact(intent.new.parse()?),
-        ..bump_options(ctx.options, None)?
+        ..bump_options(ctx.settings, None)?
     };
     let step = format!("commit and tag version {}", intent.new);
     journal(
@@ -395,8 +390,8 @@ fn reconcile_version(ctx: &mut Context, intent: &VersionIntent) -> Result<()> {
             ));
         }
         git::reset_hard(exec, &intent.base)?;
-        // The settings were read from the half-bumped files: read them again.
-        ctx.app = Some(App::load(&exec.dir())?);
+        // The facts were read from the half-bumped files: read them again.
+        ctx.facts = Some(Facts::gather(&exec.dir())?);
     }
     exec.ui().note(&format!(
         "the version commit of {} was not made before the run stopped: making it now",
@@ -477,10 +472,11 @@ fn platform_release<'a>(app: &'a App, manifest: &'a Resolved, version: &'a str) 
 
 fn push(ctx: &mut Context, to: &str) -> Result<()> {
     let version = ctx.version()?;
-    let app = app_of(&ctx.app)?;
+    let facts = facts_of(&ctx.facts)?;
+    let app = &facts.app;
     let target = app.target(to)?;
-    let manifest = app.manifest_for(&target)?;
-    let release = platform_release(app, &manifest, &version);
+    let manifest = facts.manifest(to)?;
+    let release = platform_release(app, manifest, &version);
     let platform = platform::for_env(ctx.state, &target);
     let step = format!("push {version} to {to}");
     journal(
@@ -558,7 +554,7 @@ fn e2e(ctx: &mut Context, against: &str) -> Result<()> {
 
 fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
     let version = ctx.version()?;
-    let app = app_of(&ctx.app)?;
+    let app = &facts_of(&ctx.facts)?.app;
     let source = app.target(from)?;
     let target = app.target(to)?;
     if source.platform() != target.platform() {
@@ -596,7 +592,7 @@ fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
         || verified
             .as_ref()
             .is_some_and(|v| v.deployment.artifact == candidate.artifact);
-    if !passed && !ctx.options.force {
+    if !passed && !ctx.settings.force {
         return Err(user_error(format!(
             "`{from}` serves {} ({}), which has not passed e2e there: run `cdflow e2e \
              --against {from}` first, or pass --force",

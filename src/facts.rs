@@ -1,0 +1,66 @@
+//! What a run knows once it has a checkout, gathered in one place: the app, the version the
+//! checkout carries, and each environment's manifest as it would be deployed there. The
+//! preflight judges these facts and the stages borrow them, so that what was checked is what
+//! runs. The bump changes the checkout (the version in every file), so the facts are gathered
+//! again after it.
+
+use std::path::Path;
+
+use anyhow::Result;
+use indexmap::IndexMap;
+
+use crate::app::App;
+use crate::app_manifest::Resolved;
+use crate::bump;
+use crate::error::user_error;
+
+pub struct Facts {
+    pub app: App,
+    /// The version the checkout carries, or why it cannot be read.
+    version: Result<String, String>,
+    /// Each environment's manifest, resolved with its values, or why it cannot be.
+    manifests: IndexMap<String, Result<Resolved, String>>,
+}
+
+impl Facts {
+    pub fn gather(dir: &Path) -> Result<Facts> {
+        let app = App::load(dir)?;
+        let version = bump::read_version(&app.dir, &app.loaded)
+            .map(|facts| facts.current.to_string())
+            .map_err(|err| format!("{err:#}"));
+        let mut manifests = IndexMap::new();
+        for name in app.envs.keys() {
+            let resolved = app
+                .target(name)
+                .and_then(|target| app.manifest_for(&target))
+                .map_err(|err| format!("{err:#}"));
+            manifests.insert(name.clone(), resolved);
+        }
+        Ok(Facts {
+            app,
+            version,
+            manifests,
+        })
+    }
+
+    /// The version the checkout carries.
+    pub fn version(&self) -> Result<&str> {
+        self.version
+            .as_deref()
+            .map_err(|err| user_error(err.to_string()))
+    }
+
+    /// The manifest as it would be deployed to `env`.
+    pub fn manifest(&self, env: &str) -> Result<&Resolved> {
+        match self.manifests.get(env) {
+            Some(Ok(resolved)) => Ok(resolved),
+            Some(Err(err)) => Err(user_error(err.clone())),
+            // The error that lists the environments there are.
+            None => Err(self
+                .app
+                .target(env)
+                .err()
+                .unwrap_or_else(|| user_error(format!("there is no environment `{env}`")))),
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! What a run is asked to do, resolved once before it starts and borrowed by every stage.
+//!
+//! Precedence, highest first:
+//! 1. the command line (`--repo`, `--ref`, `--part`, `--force`, `--resume`, `--lock-wait`,
+//!    `--dry-run`, `-C`);
+//! 2. the environment: `CDFLOW_STATE_DIR` (the state folder), `CARGO_TARGET_DIR` (where Rust
+//!    apps build), `CF_USERNAME`/`CF_PASSWORD` (cf's login), the variables an environment lists
+//!    in `secrets`;
+//! 3. the app's `cdflow.toml`, read from the checkout (the clone, for a release): a pipeline
+//!    stage's `part`, each environment's platform, port, vars and secrets;
+//! 4. defaults: the current repository's `origin`, a patch bump, `staging` on port 8081 and
+//!    `production` on 8082 on the local platform.
+//!
+//! What the checkout itself says (the app, its version, each environment's manifest) is not a
+//! setting but a fact: see `facts`.
+
+use crate::version::Bump;
+
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// The repository to clone (a URL or a path); default: the current one's `origin`.
+    pub repo: Option<String>,
+    /// The branch or tag to clone; default: the repository's default branch.
+    pub git_ref: Option<String>,
+    /// Overrides the bump stage's part.
+    pub part: Option<Bump>,
+    /// Promote even a version that has not passed e2e.
+    pub force: bool,
+    /// Continue the last unfinished run of the pipeline instead of starting one.
+    pub resume: bool,
+    /// Queue behind a run that holds an environment, instead of refusing.
+    pub lock_wait: bool,
+}
