@@ -6,6 +6,7 @@
 //! change, which is undone if it does not finish, so that a refused or failed init leaves
 //! nothing behind.
 
+mod cargo_lock;
 mod name;
 mod template;
 
