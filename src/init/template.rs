@@ -142,6 +142,39 @@ impl Template {
     }
 }
 
+impl Template {
+    /// Why a name that is good in itself cannot name a service of this template: its crate
+    /// would have the name of a crate that the template's Cargo.toml depends on (`serde`), and
+    /// the code's `serde::` paths would then name either, which rustc refuses.
+    pub fn crate_name_clash(&self, names: &Names) -> Result<Option<String>> {
+        let Some(file) = self.dir.files().find(|file| {
+            file.path()
+                .file_name()
+                .is_some_and(|n| n == "Cargo.toml" || n == "Cargo.toml.tmpl")
+        }) else {
+            return Ok(None);
+        };
+        let shown = format!("templates/{}", file.path().display());
+        let manifest: toml_edit::DocumentMut = file
+            .contents_utf8()
+            .with_context(|| format!("{shown} is not UTF-8 text"))?
+            .parse()
+            .with_context(|| format!("{shown} is not valid TOML"))?;
+        let clash = ["dependencies", "dev-dependencies"]
+            .iter()
+            .filter_map(|table| manifest.get(table)?.as_table_like())
+            .flat_map(|table| table.iter().map(|(key, _)| key.replace('-', "_")))
+            .find(|dependency| *dependency == names.crate_name);
+        Ok(clash.map(|dependency| {
+            format!(
+                "`{}` makes the crate `{dependency}`, which the {} template depends on: its \
+                 code could not tell the two apart; choose another name, such as `{}-service`",
+                names.name, self.name, names.name
+            )
+        }))
+    }
+}
+
 fn collect(
     dir: &'static Dir<'static>,
     visit: &mut dyn FnMut(&'static include_dir::File<'static>) -> Result<()>,

@@ -225,8 +225,19 @@ fn an_empty_folder_is_used() {
 #[test]
 fn bad_names_are_refused_and_nothing_is_written() {
     let project = Project::empty();
-    let cases: [(&str, &str, &str); 10] = [
+    let cases: [(&str, &str, &str); 12] = [
         ("Bad Name", "rust-service", "has capital letters"),
+        // Its code's `serde::` paths would name its own crate and the dependency alike.
+        (
+            "serde",
+            "rust-service",
+            "the crate `serde`, which the rust-service template depends on",
+        ),
+        (
+            "serde-json",
+            "rust-service",
+            "the crate `serde_json`, which the rust-service template depends on",
+        ),
         ("-x", "rust-service", "does not start with a letter"),
         ("1abc", "rust-service", "does not start with a letter"),
         ("a/b", "rust-service", "holds `/`"),
