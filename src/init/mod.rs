@@ -6,6 +6,7 @@
 //! change, which is undone if it does not finish, so that a refused or failed init leaves
 //! nothing behind.
 
+mod cargo_lock;
 mod name;
 mod template;
 
@@ -73,8 +74,13 @@ fn plan(exec: &Exec, args: &InitArgs) -> Result<Plan> {
         ));
     }
     let name_problems = name::problems(name, template.as_ref().map(|t| t.meta.language));
-    let name_ok = name_problems.is_empty();
+    let mut name_ok = name_problems.is_empty();
     problems.extend(name_problems);
+    if let (true, Some(template)) = (name_ok, &template) {
+        let clash = template.crate_name_clash(&Names::of(name))?;
+        name_ok = clash.is_none();
+        problems.extend(clash);
+    }
     let relative = args.dir.clone().unwrap_or_else(|| PathBuf::from(name));
     let shown = relative.display().to_string();
     let dir = exec.dir().join(&relative);

@@ -4,7 +4,8 @@
 //! A template is a folder holding the files of a new service and a `template.toml` (read, not
 //! copied). `{{name}}`, `{{crate_name}}` and `{{module}}` are filled in file contents and
 //! paths; a `.tmpl` suffix is dropped, so that files that tools would otherwise pick up in
-//! cdflow's own tree (a template's `Cargo.toml`) are stored under another name.
+//! cdflow's own tree (a template's `Cargo.toml`) are stored under another name. A `Cargo.lock`
+//! is also put in cargo's order for the new package's name.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -12,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use include_dir::{include_dir, Dir};
 use serde::Deserialize;
 
+use super::cargo_lock;
 use super::name::{Language, Names};
 
 static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
@@ -21,6 +23,8 @@ pub const DEFAULT: &str = "rust-service";
 
 const META_FILE: &str = "template.toml";
 const STORED_SUFFIX: &str = ".tmpl";
+/// Rendered by cargo's rules rather than by filling alone (see [`cargo_lock`]).
+const CARGO_LOCK: &str = "Cargo.lock";
 
 /// A template's `template.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -101,7 +105,18 @@ impl Template {
             if let Some(stripped) = path.strip_suffix(STORED_SUFFIX) {
                 path = stripped.to_string();
             }
-            let contents = fill(contents, names);
+            let contents = if Path::new(&path).file_name() == Some(CARGO_LOCK.as_ref()) {
+                cargo_lock::render(contents, |text| fill(text, names)).with_context(|| {
+                    format!(
+                        "templates/{}/{shown} is not a Cargo.lock as cargo writes it: make it \
+                         again with `cargo generate-lockfile` in a service made from the \
+                         template, then put the placeholders back",
+                        self.name
+                    )
+                })?
+            } else {
+                fill(contents, names)
+            };
             for (what, text) in [("path", path.as_str()), ("contents", contents.as_str())] {
                 if let Some(at) = text.find("{{") {
                     let end = text[at..].find("}}").map_or(text.len(), |end| at + end + 2);
@@ -124,6 +139,39 @@ impl Template {
         })?;
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(files)
+    }
+}
+
+impl Template {
+    /// Why a name that is good in itself cannot name a service of this template: its crate
+    /// would have the name of a crate that the template's Cargo.toml depends on (`serde`), and
+    /// the code's `serde::` paths would then name either, which rustc refuses.
+    pub fn crate_name_clash(&self, names: &Names) -> Result<Option<String>> {
+        let Some(file) = self.dir.files().find(|file| {
+            file.path()
+                .file_name()
+                .is_some_and(|n| n == "Cargo.toml" || n == "Cargo.toml.tmpl")
+        }) else {
+            return Ok(None);
+        };
+        let shown = format!("templates/{}", file.path().display());
+        let manifest: toml_edit::DocumentMut = file
+            .contents_utf8()
+            .with_context(|| format!("{shown} is not UTF-8 text"))?
+            .parse()
+            .with_context(|| format!("{shown} is not valid TOML"))?;
+        let clash = ["dependencies", "dev-dependencies"]
+            .iter()
+            .filter_map(|table| manifest.get(table)?.as_table_like())
+            .flat_map(|table| table.iter().map(|(key, _)| key.replace('-', "_")))
+            .find(|dependency| *dependency == names.crate_name);
+        Ok(clash.map(|dependency| {
+            format!(
+                "`{}` makes the crate `{dependency}`, which the {} template depends on: its \
+                 code could not tell the two apart; choose another name, such as `{}-service`",
+                names.name, self.name, names.name
+            )
+        }))
     }
 }
 
@@ -188,6 +236,17 @@ mod tests {
             .find(|f| f.path == Path::new("Cargo.toml"))
             .unwrap();
         assert!(cargo.contents.contains("name = \"orders-api\""));
+        // `orders-api` sorts where the template keeps the package: the rendered lock file is
+        // the stored one, filled, byte for byte.
+        let lock = rust
+            .iter()
+            .find(|f| f.path == Path::new("Cargo.lock"))
+            .unwrap();
+        let stored = TEMPLATES
+            .get_file("rust-service/Cargo.lock.tmpl")
+            .and_then(|file| file.contents_utf8())
+            .unwrap();
+        assert_eq!(lock.contents, fill(stored, &names));
         let python = find("python-falcon")
             .unwrap()
             .unwrap()

@@ -23,22 +23,33 @@ use crate::harness::{run_of, Project, Run};
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The test app: `GET /` answers its version; `/slow?ms=N` after N ms; `/health` fails when
-/// FAIL_HEALTH is set; `/env` shows what the platform gave it; `/say?x` prints x to stdout;
-/// `POST /grow?mb=N` holds N more megabytes; `/echo` with `Upgrade: echo` switches protocols and
-/// sends back every byte it gets.
+/// FAIL_HEALTH is set, and for the next N checks after `POST /sick?checks=N`; `/env` shows what
+/// the platform gave it; `/say?x` prints x to stdout; `POST /grow?mb=N` holds N more megabytes;
+/// `/echo` with `Upgrade: echo` switches protocols and sends back every byte it gets. With
+/// ACCESS_LOG set it logs every request to stdout as gunicorn's access log does (the combined
+/// format: address, time, request line, status, size, referrer, user agent).
 const APP_PY: &str = r#"
 import json, os, signal, sys, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 from urllib.parse import urlparse, parse_qs
 
 VERSION = os.environ.get("VERSION", "?")
+ACCESS_LOG = bool(os.environ.get("ACCESS_LOG"))
 HELD = []
+SICK_FOR = [0]
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args):
         pass
+
+    def log_request(self, code="-", size="-"):
+        if ACCESS_LOG:
+            print('%s - - [%s] "%s" %s %s "%s" "%s"' % (
+                self.client_address[0], self.log_date_time_string(), self.requestline, code,
+                size, self.headers.get("Referer", "-"), self.headers.get("User-Agent", "-")),
+                flush=True)
 
     def answer(self, code, body, kind="text/plain"):
         body = body.encode()
@@ -53,6 +64,9 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/grow":
             HELD.append(b"x" * (int(parse_qs(url.query)["mb"][0]) * 1024 * 1024))
             return self.answer(200, "holding more\n")
+        if url.path == "/sick":
+            SICK_FOR[0] = int(parse_qs(url.query)["checks"][0])
+            return self.answer(200, "sick\n")
         return self.answer(404, "no such thing\n")
 
     def do_GET(self):
@@ -61,6 +75,9 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/health":
             if os.environ.get("FAIL_HEALTH"):
                 return self.answer(500, "down\n")
+            if SICK_FOR[0] > 0:
+                SICK_FOR[0] -= 1
+                return self.answer(500, "sick\n")
             return self.answer(200, json.dumps({"status": "up", "version": VERSION}), "application/json")
         if url.path == "/slow":
             time.sleep(int(query.get("ms", ["300"])[0]) / 1000)
@@ -729,6 +746,136 @@ fn a_hung_instance_with_a_memory_limit_still_fails_its_health_checks_and_is_rest
         .success()
         .stdout_has("[HEALTH/0] check 3 of 3 failed")
         .stdout_has(&format!("stopped unhealthy instance 0 (pid {victim})"));
+}
+
+/// One POST with an empty body, on a connection of its own, through the route (which never
+/// sends a POST twice): its status.
+fn post(port: u16, path: &str) -> u16 {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
+}
+
+/// Waits up to `timeout` until `cdflow logs` shows `text`; returns the log.
+#[track_caller]
+fn wait_for_log(local: &Local, text: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let log = local.cdflow(&["logs", "--env", "staging"]).stdout;
+        if log.contains(text) {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log never showed {text:?}:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A running instance is checked every second. An app that logs every request (as gunicorn
+/// does) would put a line a second per instance into the log for the checks alone, so those
+/// stay out; what the platform logs of its checks is what changes: the first pass, a failure,
+/// a pass after failures, the restart of an instance that fails three in a row.
+#[test]
+fn passing_health_checks_stay_out_of_the_log_and_failures_show_once() {
+    let local = Local::python(2);
+    local.release("1.0.0", 20, "    ACCESS_LOG: \"1\"\n");
+    local.cdflow(&["push", "--to", "staging"]).success();
+    assert_eq!(get(local.staging, "/say?through-the-route").unwrap().0, 200);
+    // Three checks of each instance at least.
+    std::thread::sleep(Duration::from_millis(3500));
+    let log = local.cdflow(&["logs", "--env", "staging"]).stdout;
+    assert!(
+        log.contains("\"GET /say?through-the-route HTTP/1.1\" 200"),
+        "the app's own access lines are kept:\n{log}"
+    );
+    assert_eq!(
+        access_lines_of_checks(&log),
+        Vec::<&str>::new(),
+        "the checks' requests are left out of the log"
+    );
+    assert_eq!(
+        log.matches("] healthy after ").count(),
+        2,
+        "one line per instance, when it became healthy:\n{log}"
+    );
+    assert_health_events_are_changes(&log);
+
+    let pids: Vec<u32> = local.instances("staging").iter().map(|i| i.1).collect();
+    // One failed check, then passes again: logged once each, the instance stays.
+    assert_eq!(post(local.staging, "/sick?checks=1"), 200);
+    let log = wait_for_log(&local, "healthy again", Duration::from_secs(10));
+    let sick = if log.contains("[HEALTH/0] check 1 of 3 failed") {
+        0
+    } else {
+        1
+    };
+    assert_eq!(
+        log.matches(&format!(
+            "[HEALTH/{sick}] check 1 of 3 failed: GET /health answered 500"
+        ))
+        .count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches(&format!(
+            "[HEALTH/{sick}] healthy again after 1 failed check: GET /health answered 200"
+        ))
+        .count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        local
+            .instances("staging")
+            .iter()
+            .map(|i| i.1)
+            .collect::<Vec<_>>(),
+        pids,
+        "no instance was restarted"
+    );
+    // Nothing more while the checks pass, a second and a half later.
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = local.cdflow(&["logs", "--env", "staging"]).stdout;
+    assert_eq!(access_lines_of_checks(&log), Vec::<&str>::new());
+    assert_health_events_are_changes(&log);
+}
+
+/// Every line the platform logs about health checks is a change: a first pass, a failure, a
+/// pass after failures (a slow machine may add a failure, never a line per passing check).
+#[track_caller]
+fn assert_health_events_are_changes(log: &str) {
+    for line in log.lines().filter(|l| l.contains("[HEALTH/")) {
+        let event = line.split_once("] ").map_or("", |(_, event)| event);
+        assert!(
+            ["healthy after ", "check ", "healthy again after "]
+                .iter()
+                .any(|kind| event.starts_with(kind)),
+            "not a change: {line}\n{log}"
+        );
+    }
+}
+
+/// The app's access-log lines of the platform's health checks.
+fn access_lines_of_checks(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("\"GET /health HTTP/1.1\""))
+        .collect()
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! 2026-11-25T20:10:02.123Z [APP/0] OUT listening on 41234
-//! 2026-11-25T20:10:02.180Z [HEALTH/0] healthy: GET /health answered 200
+//! 2026-11-25T20:10:02.180Z [HEALTH/0] healthy after 0.06s: GET /health answered 200 OK
 //! 2026-11-25T20:10:02.181Z [API] route http://127.0.0.1:8081 switched to 1.2.3
 //! ```
 //!

@@ -30,6 +30,11 @@ pub const START_INTERVAL: Duration = Duration::from_millis(50);
 pub const RUN_INTERVAL: Duration = Duration::from_secs(1);
 /// Cloud Foundry's default health-check invocation timeout.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// The User-Agent of an `http` health check. An app that logs every request with its user
+/// agent (gunicorn's access log, any combined-format log) would write a line per check, a
+/// line a second per instance; output lines that carry it are left out of the log (see
+/// [`pump`]). What the checks find is logged by the platform itself, when it changes.
+pub const CHECK_USER_AGENT: &str = "cdflow-health-check";
 pub const UNHEALTHY_AFTER: u32 = 3;
 /// Cloud Foundry's default time between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -382,6 +387,10 @@ async fn run_once(
             result = &mut next_check => {
                 match result {
                     Ok(detail) => {
+                        if failures > 0 {
+                            let checks = if failures == 1 { "check" } else { "checks" };
+                            cell.logs.event(&format!("HEALTH/{index}"), format!("healthy again after {failures} failed {checks}: {detail}"));
+                        }
                         failures = 0;
                         if healthy_since.is_none() {
                             healthy_since = Some(Instant::now());
@@ -562,7 +571,9 @@ pub fn instance_env(spec: &RunSpec, index: u32, port: u16) -> Vec<(String, Strin
 }
 
 /// Copies an instance's output into the log, and into its status's tail until it is healthy
-/// (the tail is what a failed start shows; afterwards, the log is enough).
+/// (the tail is what a failed start shows; afterwards, the log is enough). Lines about the
+/// platform's own health checks, which hold [`CHECK_USER_AGENT`], are left out: the checks'
+/// results are logged as the platform's events instead, once per change.
 async fn pump(
     pipe: impl AsyncRead + Unpin,
     logs: LogSink,
@@ -584,6 +595,9 @@ async fn pump(
         }
         line.truncate(MAX_LINE);
         let text = String::from_utf8_lossy(&line).into_owned();
+        if text.contains(CHECK_USER_AGENT) {
+            continue;
+        }
         if keep_tail {
             let mut status = status.lock().unwrap_or_else(|e| e.into_inner());
             keep_tail = status.phase == Phase::Starting;
@@ -647,7 +661,7 @@ pub async fn check(health: &HealthCheck, port: u16) -> Result<String, String> {
 async fn http_status(port: u16, endpoint: &str) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
     let request = format!(
-        "GET {endpoint} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: cdflow-health-check\r\nConnection: close\r\n\r\n"
+        "GET {endpoint} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: {CHECK_USER_AGENT}\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     let mut reader = BufReader::new(stream);
