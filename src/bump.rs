@@ -12,7 +12,7 @@ use semver::Version;
 
 use crate::config::{self, VersionFile};
 use crate::error::user_error;
-use crate::exec::{atomic_write, Exec};
+use crate::exec::Exec;
 use crate::git;
 use crate::version::{Bump, PARTS};
 use crate::version_commit;
@@ -433,7 +433,9 @@ pub fn bump(exec: &Exec, facts: &VersionFacts, options: &Options) -> Result<Bump
             true => exec.for_real(|| GitState::save(exec))?,
             false => None,
         };
-        write_all_or_nothing(&changes, |path, old, new| exec.write_file(path, old, new))?;
+        write_all_or_nothing(exec, &changes, |path, old, new| {
+            exec.write_file(path, old, new)
+        })?;
         let recorded = (|| -> Result<()> {
             if let Some(version_commit) = &version_commit {
                 version_commit.record(exec, &message)?;
@@ -445,7 +447,7 @@ pub fn bump(exec: &Exec, facts: &VersionFacts, options: &Options) -> Result<Bump
         })();
         if let Err(err) = recorded {
             // Both are attempted whatever the other does; the files first, as they matter most.
-            let files = restore(&changes);
+            let files = restore(exec, &changes);
             let git = saved.map_or(Ok(()), |saved| saved.restore(exec, tag.as_deref()));
             if let Err(restoring) = files.and(git) {
                 return Err(err.context(format!(
@@ -469,12 +471,13 @@ pub fn bump(exec: &Exec, facts: &VersionFacts, options: &Options) -> Result<Bump
 
 /// Writes every change, or, if one write fails, puts back the ones already written.
 fn write_all_or_nothing(
+    exec: &Exec,
     changes: &[Change],
     mut write: impl FnMut(&Path, &str, &str) -> Result<()>,
 ) -> Result<()> {
     for (done, (path, old, new)) in changes.iter().enumerate() {
         if let Err(err) = write(path, old, new) {
-            restore(&changes[..done])?;
+            restore(exec, &changes[..done])?;
             return Err(err.context(format!(
                 "could not write {}; the files already written were put back",
                 path.display()
@@ -484,9 +487,10 @@ fn write_all_or_nothing(
     Ok(())
 }
 
-fn restore(changes: &[Change]) -> Result<()> {
-    for (path, old, _) in changes {
-        atomic_write(path, old.as_bytes())?;
+/// Puts the files of `changes` back as they were.
+fn restore(exec: &Exec, changes: &[Change]) -> Result<()> {
+    for (path, old, new) in changes {
+        exec.write_file(path, new, old)?;
     }
     Ok(())
 }
@@ -520,7 +524,7 @@ impl GitState {
             }
         }
         match &self.index {
-            Some(index) => atomic_write(&self.index_path, index)?,
+            Some(index) => exec.save(&self.index_path, index)?,
             None => {
                 let _ = std::fs::remove_file(&self.index_path);
             }
@@ -547,13 +551,14 @@ mod tests {
                 )
             })
             .collect();
+        let exec = Exec::for_tests(dir.path());
         let mut calls = 0;
-        let err = write_all_or_nothing(&changes, |path, _, new| {
+        let err = write_all_or_nothing(&exec, &changes, |path, old, new| {
             calls += 1;
             if calls == 3 {
                 anyhow::bail!("disk full (injected)");
             }
-            atomic_write(path, new.as_bytes())
+            exec.write_file(path, old, new)
         })
         .unwrap_err();
         assert_eq!(calls, 3, "the fourth file is never written");

@@ -82,6 +82,13 @@ impl Exec {
         })
     }
 
+    /// A real-mode seam that prints plainly, for unit tests.
+    #[cfg(test)]
+    pub fn for_tests(dir: &Path) -> Exec {
+        let ui = Ui::new(crate::ui::Style::Plain, Default::default());
+        Exec::new(dir, Mode::Real, ui).unwrap()
+    }
+
     /// The shell that commands are built from (`cmd!(exec.sh(), "git status")`).
     pub fn sh(&self) -> &Shell {
         &self.sh
@@ -508,7 +515,7 @@ fn stop_group(child: &mut Child) {
 
 /// Replaces `path` with `contents` atomically: a temporary file in the same folder, flushed,
 /// given the old file's permissions, then renamed over it.
-pub fn atomic_write(path: &Path, contents: &[u8]) -> Result<()> {
+fn atomic_write(path: &Path, contents: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = path
         .parent()

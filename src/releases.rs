@@ -140,16 +140,11 @@ mod tests {
         }
     }
 
-    fn exec() -> Exec {
-        let ui = crate::ui::Ui::new(crate::ui::Style::Plain, Default::default());
-        Exec::new(&std::env::temp_dir(), crate::exec::Mode::Real, ui).unwrap()
-    }
-
     #[test]
     fn the_verified_release_keeps_the_manifest_its_artifact_was_deployed_with() {
         let dir = tempfile::tempdir().unwrap();
         let state = State::locate(dir.path());
-        let exec = exec();
+        let exec = Exec::for_tests(dir.path());
         deployed(
             &exec,
             &state,
@@ -185,7 +180,7 @@ mod tests {
     fn only_the_last_deployments_are_kept() {
         let dir = tempfile::tempdir().unwrap();
         let state = State::locate(dir.path());
-        let exec = exec();
+        let exec = Exec::for_tests(dir.path());
         for n in 0..KEEP + 5 {
             deployed(
                 &exec,

@@ -81,6 +81,8 @@ pub fn run(
     record.stopped_in = None;
     record.holder = crate::process::Process::current();
     record.resume_with = Some(exec.ui().mask(&resume_command(pipeline)));
+    // Saved before the first stage, so that a run killed inside it is in `history` too.
+    record.save(exec, state)?;
 
     let mut ctx = Context {
         exec,
@@ -116,9 +118,7 @@ pub fn run(
                 ctx.record.status = Status::Failed;
                 ctx.record.stopped_in = Some(name.clone());
                 ctx.record.finished = Some(crate::ui::timestamp());
-                if ctx.record.path(state).exists() {
-                    ctx.record.save(exec, state)?;
-                }
+                ctx.record.save(exec, state)?;
                 return Err(err);
             }
             checked = true;

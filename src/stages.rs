@@ -127,11 +127,23 @@ fn clone(ctx: &mut Context) -> Result<()> {
         Some(git_ref) => vec!["--branch".into(), git_ref.clone()],
         None => Vec::new(),
     };
-    if workspace.join(".git").is_dir() {
-        // A resumed run goes on in the workspace it had.
+    // A resumed run goes on in the workspace its clone finished; one the run was stopped in
+    // the middle of cloning is made again.
+    let cloned = ctx.record.workspace.as_ref() == Some(&workspace);
+    if cloned && workspace.join(".git").is_dir() {
         exec.ui()
             .note(&format!("reusing the workspace {}", workspace.display()));
     } else {
+        if workspace.exists() {
+            exec.ui().note(&format!(
+                "removing {}, a clone the stopped run did not finish",
+                workspace.display()
+            ));
+            exec.for_real(|| {
+                std::fs::remove_dir_all(&workspace)
+                    .with_context(|| format!("could not remove {}", workspace.display()))
+            })?;
+        }
         exec.create_dir_all(&ctx.state.workspaces())?;
         exec.run_with_env(
             cmd!(

@@ -225,3 +225,12 @@ fn killed_inside_the_e2e_tests() {
     kill_then_resume(&app, &mark, "the e2e tier", &[]);
     assert!(app.marker.exists(), "the resumed run ran e2e to the end");
 }
+
+#[test]
+fn killed_inside_git_clone() {
+    // The branch is written into the new clone before its files are checked out.
+    kill_inside(
+        "reference-transaction",
+        "[ \"$1\" = committed ] || exit 0\ngrep -q ' refs/remotes/origin/' || exit 0",
+    );
+}

@@ -10,6 +10,7 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::exec::Exec;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -130,7 +131,7 @@ pub fn staging_dir(local: &Path) -> Result<PathBuf> {
 
 /// Turns a staging folder (holding `droplet/`) into the artifact of its digest. When that
 /// artifact exists already, intact, the staging folder is thrown away and the existing one kept.
-pub fn store(local: &Path, staging: &Path, mut meta: Meta) -> Result<Artifact> {
+pub fn store(exec: &Exec, local: &Path, staging: &Path, mut meta: Meta) -> Result<Artifact> {
     let digest = digest_tree(&staging.join("droplet"))?;
     meta.digest = digest.clone();
     let dir = artifacts_dir(local).join(&digest[PREFIX.len()..]);
@@ -148,7 +149,7 @@ pub fn store(local: &Path, staging: &Path, mut meta: Meta) -> Result<Artifact> {
             }
         }
     }
-    crate::exec::atomic_write(
+    exec.save(
         &staging.join("artifact.json"),
         serde_json::to_string_pretty(&meta)?.as_bytes(),
     )?;
@@ -216,11 +217,29 @@ mod tests {
     #[test]
     fn same_content_same_artifact_and_changes_are_refused() {
         let local = tempfile::tempdir().unwrap();
-        let first = store(local.path(), &stage(local.path(), "v1"), meta()).unwrap();
-        let again = store(local.path(), &stage(local.path(), "v1"), meta()).unwrap();
+        let first = store(
+            &Exec::for_tests(local.path()),
+            local.path(),
+            &stage(local.path(), "v1"),
+            meta(),
+        )
+        .unwrap();
+        let again = store(
+            &Exec::for_tests(local.path()),
+            local.path(),
+            &stage(local.path(), "v1"),
+            meta(),
+        )
+        .unwrap();
         assert_eq!(first.meta.digest, again.meta.digest);
         assert_eq!(first.dir, again.dir);
-        let other = store(local.path(), &stage(local.path(), "v2"), meta()).unwrap();
+        let other = store(
+            &Exec::for_tests(local.path()),
+            local.path(),
+            &stage(local.path(), "v2"),
+            meta(),
+        )
+        .unwrap();
         assert_ne!(first.meta.digest, other.meta.digest);
         // Only the artifacts remain: no staging folders left behind.
         let names: Vec<_> = std::fs::read_dir(artifacts_dir(local.path()))

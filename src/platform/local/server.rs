@@ -434,9 +434,14 @@ impl Server {
         progress(message);
         // Synced to disk, off the thread that proxies.
         let paths = self.paths.clone();
-        let saved = tokio::task::spawn_blocking(move || env_file.save(&paths))
-            .await
-            .unwrap_or_else(|err| Err(anyhow::anyhow!("{err}")));
+        let saved = tokio::task::spawn_blocking(move || {
+            // The server only ever runs for real; its writes go through the same seam.
+            let ui = crate::ui::Ui::new(crate::ui::Style::Plain, Default::default());
+            let exec = crate::exec::Exec::new(&paths.dir, crate::exec::Mode::Real, ui)?;
+            env_file.save(&exec, &paths)
+        })
+        .await
+        .unwrap_or_else(|err| Err(anyhow::anyhow!("{err}")));
         if let Err(err) = saved {
             let text = format!(
                 "could not record the deployment in {}: {err:#}",

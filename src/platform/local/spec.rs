@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::layout::EnvPaths;
 use crate::app_manifest::Application;
 use crate::error::user_error;
+use crate::exec::Exec;
 use crate::platform::Deployment;
 
 /// How an instance is started from the droplet.
@@ -218,9 +219,8 @@ impl EnvFile {
         }
     }
 
-    pub fn save(&self, paths: &EnvPaths) -> Result<()> {
-        std::fs::create_dir_all(&paths.dir)?;
-        crate::exec::atomic_write(
+    pub fn save(&self, exec: &Exec, paths: &EnvPaths) -> Result<()> {
+        exec.save(
             &paths.env_file(),
             serde_json::to_string_pretty(self)?.as_bytes(),
         )

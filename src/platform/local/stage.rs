@@ -162,7 +162,7 @@ pub fn stage(
             version: release.version.into(),
             staged_at: super::time::now(),
         };
-        let stored = artifacts::store(&local, &staging, meta);
+        let stored = artifacts::store(exec, &local, &staging, meta);
         if stored.is_err() {
             let _ = std::fs::remove_dir_all(&staging);
         }
@@ -304,7 +304,7 @@ fn stage_python(
         )
         .with_context(fail)?;
     }
-    exec.for_real(|| make_venv_relocatable(&venv))?;
+    exec.for_real(|| make_venv_relocatable(exec, &venv))?;
     Ok((Runtime::Python, default_command))
 }
 
@@ -325,7 +325,7 @@ fn procfile_web(dir: &Path) -> Result<Option<String>> {
 /// the venv's `bin` first. `pyvenv.cfg` records the command that made it and the `activate`
 /// scripts hard-code the folder: that line and those scripts go (instances do not use them), so
 /// that the same app stages to the same bytes, and so to the same artifact.
-fn make_venv_relocatable(venv: &Path) -> Result<()> {
+fn make_venv_relocatable(exec: &Exec, venv: &Path) -> Result<()> {
     let bin = venv.join("bin");
     let absolute = format!("{}/", bin.display());
     for entry in std::fs::read_dir(&bin)? {
@@ -348,7 +348,7 @@ fn make_venv_relocatable(venv: &Path) -> Result<()> {
         let fixed = text
             .replacen(&format!("#!{absolute}"), "#!/usr/bin/env ", 1)
             .replace(&format!("'''exec' \"{absolute}"), "'''exec' \"");
-        crate::exec::atomic_write(&path, fixed.as_bytes())?;
+        exec.save(&path, fixed.as_bytes())?;
     }
     // ensurepip compiles pip's modules, and bytecode names the file it came from; instances
     // never write bytecode (PYTHONDONTWRITEBYTECODE), so the caches go.
@@ -369,7 +369,7 @@ fn make_venv_relocatable(venv: &Path) -> Result<()> {
                 })
                 .collect();
             if fixed != text {
-                crate::exec::atomic_write(&record, fixed.as_bytes())?;
+                exec.save(&record, fixed.as_bytes())?;
             }
         }
     }
@@ -380,7 +380,7 @@ fn make_venv_relocatable(venv: &Path) -> Result<()> {
             .filter(|line| !line.starts_with("command ="))
             .map(|line| format!("{line}\n"))
             .collect();
-        crate::exec::atomic_write(&config, kept.as_bytes())?;
+        exec.save(&config, kept.as_bytes())?;
     }
     Ok(())
 }
@@ -656,7 +656,7 @@ mod tests {
             format!("home = /usr/bin\ncommand = /usr/bin/python3 -m venv {abs}\n"),
         )
         .unwrap();
-        make_venv_relocatable(venv.path()).unwrap();
+        make_venv_relocatable(&Exec::for_tests(venv.path()), venv.path()).unwrap();
         assert!(!bin.join("activate").exists());
         assert_eq!(
             std::fs::read_to_string(venv.path().join("pyvenv.cfg")).unwrap(),
