@@ -324,10 +324,23 @@ fn bump_problems(ctx: &Context, app: &App, part: Option<&str>) -> Vec<String> {
         let options = stages::bump_options(ctx.settings, part)?;
         bump::check(ctx.exec, &facts, &options)
     });
-    match checked {
-        Ok(_) => Vec::new(),
-        Err(err) => vec![format!("{err:#}")],
+    let mut problems: Vec<String> = checked
+        .err()
+        .map(|e| format!("{e:#}"))
+        .into_iter()
+        .collect();
+    // The version commit goes back to a branch: a checkout of a tag or a commit has none.
+    let on_branch = ctx
+        .exec
+        .check(xshell::cmd!(ctx.exec.sh(), "git symbolic-ref -q HEAD"));
+    if !on_branch.unwrap_or(false) {
+        problems.push(
+            "the checkout is not on a branch (--ref named a tag or a commit): a release pushes \
+             its version commit to a branch; give --ref a branch"
+                .into(),
+        );
     }
+    problems
 }
 
 /// The lock of an app's environment, held by whatever changes what serves it.

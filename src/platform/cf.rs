@@ -311,6 +311,10 @@ impl Platform for Cf {
             );
         }
         self.login(exec, to)?;
+        // The verified release's manifest, stored as the app's configuration. The Cloud
+        // Controller restarts nothing for it: command, env, memory and disk take effect in the
+        // instances that the rolling deployment below starts (the CLI's `cf scale -m` restarts
+        // by itself; the API does not), and an instance count scales the running droplet.
         let mut words = vec!["apply-manifest".to_string()];
         words.extend(Self::manifest_args(release, to));
         self.cf(exec, to, &words)?;

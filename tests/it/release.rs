@@ -321,3 +321,18 @@ fn a_terminal_with_stderr_redirected_shows_every_line() {
         .stdout_has("test tier `unit`")
         .stdout_has("unit tier ran");
 }
+
+/// A release of a tag has no branch to push its version commit to: refused before anything.
+#[test]
+fn a_release_of_a_tag_is_refused_before_anything_runs() {
+    let app = CfApp::new();
+    app.project.git_cmd(&["tag", "v0.0.9"]);
+    app.project.git_cmd(&["push", "-q", "origin", "v0.0.9"]);
+    let origin = app.origin.to_str().unwrap().to_string();
+    app.cdflow(&["release", "--repo", &origin, "--ref", "v0.0.9"], None)
+        .failure(2)
+        .stderr_has("nothing was changed")
+        .stderr_has("the checkout is not on a branch");
+    assert!(app.calls().is_empty());
+    assert_eq!(app.origin_git(&["tag", "-l"]), "v0.0.9");
+}
