@@ -394,6 +394,32 @@ async fn every_request_is_logged_as_one_json_line() {
 }
 
 #[tokio::test]
+async fn passing_health_checks_are_logged_only_at_debug() {
+    let at_info = default_app();
+    at_info.get("/health").await;
+    at_info.get("/").await;
+    let paths: Vec<String> = at_info
+        .log_lines()
+        .iter()
+        .map(|l| l["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        paths,
+        ["/"],
+        "the platform's health checks stay out of the log"
+    );
+
+    let (logger, log) = Logger::memory(Level::Debug);
+    let router = app(AppState::new(&Config::default(), logger));
+    let _ = router
+        .oneshot(request(Method::GET, "/health", None, ""))
+        .await
+        .unwrap();
+    let text = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    assert!(text.contains(r#""path":"/health""#), "{text}");
+}
+
+#[tokio::test]
 async fn requests_are_not_logged_below_info() {
     let (logger, log) = Logger::memory(Level::Warn);
     let router = app(AppState::new(&Config::default(), logger));
