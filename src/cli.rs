@@ -77,6 +77,12 @@ pub enum Command {
     /// Bring back the last deployed version of every local environment (after a reboot).
     Up,
 
+    /// Print a completion script for a shell (`cdflow completions bash > ...`).
+    Completions(CompletionsArgs),
+
+    /// Print the manual page, or write one per command into a folder with --dir.
+    Man(ManArgs),
+
     /// The background process that serves one local environment (cdflow starts it itself).
     #[command(hide = true)]
     ServeEnv(ServeEnvArgs),
@@ -232,6 +238,20 @@ pub struct DownArgs {
     /// Only this environment (default: all of them).
     #[arg(long)]
     pub env: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write cdflow.1 and one cdflow-COMMAND.1 per command into DIR instead of printing.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -27,6 +27,7 @@ mod repo_url;
 mod runner;
 mod secrets;
 mod settings;
+mod shell;
 mod signals;
 mod stages;
 mod state;
@@ -98,6 +99,8 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
         // The environment's server is given its state folder, secured by the command that
         // started it.
         Command::ServeEnv(_)
+        | Command::Completions(_)
+        | Command::Man(_)
         | Command::Bump(_)
         | Command::Manifest(_)
         | Command::Init(_)
@@ -229,6 +232,24 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
         Command::Up => platform::local::up(&state, ui),
         Command::ServeEnv(args) => platform::local::serve_env(&args.state, &args.env),
         Command::Reap => reaper::serve(),
+        Command::Completions(args) => {
+            ui.raw(&shell::completions(args.shell));
+            Ok(())
+        }
+        Command::Man(args) => match args.dir {
+            None => {
+                ui.raw(&shell::man_page()?);
+                Ok(())
+            }
+            Some(dir) => {
+                let exec = exec_in(Mode::Real)?;
+                exec.create_dir_all(&dir)?;
+                for file in shell::write_man_pages(&exec, &dir)? {
+                    ui.note(&format!("wrote {file}"));
+                }
+                Ok(())
+            }
+        },
     }
 }
 

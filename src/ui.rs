@@ -121,6 +121,13 @@ impl Ui {
         }
     }
 
+    /// Output that is a file in its own right (a completion script, a manual page), written
+    /// to stdout as it is, for a shell to redirect: no style, nothing to mask.
+    pub fn raw(&self, bytes: &[u8]) {
+        // A closed pipe (`cdflow man | head`) is not worth a panic.
+        let _ = std::io::stdout().lock().write_all(bytes);
+    }
+
     /// A warning for the reader, on stderr (stdout may be a plan or JSON), masked.
     pub fn warn(&self, text: &str) {
         let text = self.mask(text);
