@@ -237,7 +237,8 @@ impl Exec {
         let Some((command, line)) = self.announce(cmd, env) else {
             return Ok(Output::default());
         };
-        let result = self.spawn_and_wait(command, &line, false, input);
+        // `-v`: the command's own output is shown as it comes, as `run_live` always does.
+        let result = self.spawn_and_wait(command, &line, self.ui.is_verbose(), input);
         self.records.borrow_mut().push(Record {
             command: line.clone(),
             status: match &result {

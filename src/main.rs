@@ -51,7 +51,7 @@ use crate::pipeline::{Pipeline, Source, Stage};
 use crate::secrets::Secrets;
 use crate::settings::Settings;
 use crate::state::State;
-use crate::ui::{Style, Ui};
+use crate::ui::{Style, Ui, Verbosity};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -62,7 +62,12 @@ fn main() -> ExitCode {
             Err(_) => ExitCode::FAILURE,
         };
     }
-    let ui = Ui::new(Style::detect(cli.json), Secrets::from_env([]));
+    let verbosity = match (cli.quiet, cli.verbose) {
+        (true, _) => Verbosity::Quiet,
+        (_, true) => Verbosity::Verbose,
+        _ => Verbosity::Normal,
+    };
+    let ui = Ui::new(Style::detect(cli.json), Secrets::from_env([])).with_verbosity(verbosity);
     match run(cli, &ui) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -27,6 +27,7 @@ pub fn run(
     pipeline: &Pipeline,
     settings: &Settings,
 ) -> Result<RunRecord> {
+    let _in_run = InRun::start(exec.ui());
     let clones = pipeline
         .stages
         .iter()
@@ -214,6 +215,22 @@ pub fn run(
     summary(exec, &ctx.record);
     drop(locks);
     Ok(ctx.record)
+}
+
+/// Marks the run's stages as running for the Ui (what `-q` silences) until dropped.
+struct InRun<'a>(&'a crate::ui::Ui);
+
+impl<'a> InRun<'a> {
+    fn start(ui: &'a crate::ui::Ui) -> InRun<'a> {
+        ui.set_in_run(true);
+        InRun(ui)
+    }
+}
+
+impl Drop for InRun<'_> {
+    fn drop(&mut self) {
+        self.0.set_in_run(false);
+    }
 }
 
 /// The command that continues a run: cdflow's own arguments, as typed, with `--resume` added

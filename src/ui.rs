@@ -34,10 +34,25 @@ impl Style {
     }
 }
 
+/// How much a run prints besides errors and warnings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Verbosity {
+    /// Errors and warnings only, while stages run (`-q`).
+    Quiet,
+    /// Stages, the commands they run, and notes.
+    #[default]
+    Normal,
+    /// Also each command's own output, live (`-v`).
+    Verbose,
+}
+
 /// Cheap to clone: the exec seam and the pipeline runner print through the same one.
 #[derive(Debug, Clone)]
 pub struct Ui {
     style: Style,
+    verbosity: Verbosity,
+    /// Whether a pipeline's stages are running: what `-q` silences.
+    in_run: Rc<std::cell::Cell<bool>>,
     secrets: Rc<RefCell<Secrets>>,
     /// The spinner of the running stage, on a terminal; lines are printed above it.
     spinner: Rc<RefCell<Option<ProgressBar>>>,
@@ -76,9 +91,31 @@ impl Ui {
     pub fn new(style: Style, secrets: Secrets) -> Ui {
         Ui {
             style,
+            verbosity: Verbosity::Normal,
+            in_run: Rc::new(std::cell::Cell::new(false)),
             secrets: Rc::new(RefCell::new(secrets)),
             spinner: Rc::new(RefCell::new(None)),
         }
+    }
+
+    pub fn with_verbosity(mut self, verbosity: Verbosity) -> Ui {
+        self.verbosity = verbosity;
+        self
+    }
+
+    /// Whether commands' own output is shown as it comes (`-v`).
+    pub fn is_verbose(&self) -> bool {
+        self.verbosity == Verbosity::Verbose
+    }
+
+    /// Marks the start and the end of a pipeline's stages, whose progress `-q` silences.
+    pub fn set_in_run(&self, running: bool) {
+        self.in_run.set(running);
+    }
+
+    /// Whether progress is silenced now: `-q` while stages run, in text styles.
+    fn silenced(&self) -> bool {
+        self.verbosity == Verbosity::Quiet && self.in_run.get() && self.style != Style::Json
     }
 
     /// Adds secrets learnt later (those an app's cdflow.toml names).
@@ -105,6 +142,9 @@ impl Ui {
 
     /// A command that runs (or, in a dry run, would run), as `$ command`.
     pub fn command(&self, line: &str) {
+        if self.silenced() {
+            return;
+        }
         let line = self.mask(line);
         match self.style {
             Style::Json => self.event("command", &[("command", &line)]),
@@ -114,6 +154,9 @@ impl Ui {
 
     /// A line of information for the reader.
     pub fn note(&self, text: &str) {
+        if self.silenced() {
+            return;
+        }
         let text = self.mask(text);
         match self.style {
             Style::Json => self.event("note", &[("message", &text)]),
@@ -157,6 +200,9 @@ impl Ui {
 
     /// A unified diff of a file that a dry run would change.
     pub fn diff(&self, path: &str, diff: &str) {
+        if self.silenced() {
+            return;
+        }
         let diff = self.mask(diff);
         match self.style {
             Style::Json => self.event("diff", &[("path", path), ("diff", &diff)]),
@@ -166,6 +212,9 @@ impl Ui {
 
     /// A stage begins: a spinner with the elapsed time on a terminal, a line elsewhere.
     pub fn stage_started(&self, index: usize, total: usize, name: &str) {
+        if self.silenced() {
+            return;
+        }
         match self.style {
             Style::Json => self.event(
                 "stage_started",
@@ -203,6 +252,9 @@ impl Ui {
         let took_text = format!("{:.1}s", took.as_secs_f64());
         if let Some(bar) = self.spinner.borrow_mut().take() {
             bar.finish_and_clear();
+        }
+        if self.silenced() {
+            return;
         }
         match self.style {
             Style::Json => self.event(

@@ -336,3 +336,29 @@ fn a_release_of_a_tag_is_refused_before_anything_runs() {
     assert!(app.calls().is_empty());
     assert_eq!(app.origin_git(&["tag", "-l"]), "v0.0.9");
 }
+
+/// `-q` prints nothing but errors while stages run; `-v` adds each command's own output.
+#[test]
+fn quiet_and_verbose() {
+    let app = CfApp::new();
+    let quiet = app.cdflow(&["-q", "test"], None);
+    quiet.success();
+    assert_eq!(quiet.stdout, "", "{quiet}");
+    with_lint(&app, "sh -c 'echo lint says no; exit 3'");
+    app.cdflow(&["-q", "test"], None)
+        .failure(1)
+        .stderr_has("exited with code 3")
+        .stderr_has("lint says no");
+
+    let verbose = app.cdflow(&["-v", "test", "--tier", "unit"], None);
+    verbose.success();
+    assert!(
+        verbose.stdout.lines().any(|line| line == "unit tier ran"),
+        "the tier's own line, not only the command: {verbose}"
+    );
+    let normal = app.cdflow(&["test", "--tier", "unit"], None);
+    assert!(
+        !normal.stdout.lines().any(|line| line == "unit tier ran"),
+        "{normal}"
+    );
+}
