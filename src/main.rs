@@ -85,6 +85,19 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
         std::env::set_current_dir(dir)
             .map_err(|err| error::user_error(format!("-C {}: {err}", dir.display())))?;
     }
+    // As cargo finds Cargo.toml: from a subfolder of an app, the app's own folder (and so its
+    // state folder) is the one with the nearest cdflow.toml.
+    if works_on_an_app(&cli.command) {
+        let start = std::env::current_dir()?;
+        if let Some(root) = start
+            .ancestors()
+            .find(|d| d.join(config::FILE_NAME).is_file())
+        {
+            if root != start {
+                std::env::set_current_dir(root)?;
+            }
+        }
+    }
     let here = std::env::current_dir()?;
     let dir = Path::new("");
     let state = State::locate(&here);
@@ -255,6 +268,32 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
                 Ok(())
             }
         },
+    }
+}
+
+/// Whether a command reads an app's cdflow.toml (and state folder), and so looks for it in the
+/// folders above the current one.
+fn works_on_an_app(command: &Command) -> bool {
+    match command {
+        Command::Release(_)
+        | Command::Test(_)
+        | Command::Push(_)
+        | Command::E2e(_)
+        | Command::Promote(_)
+        | Command::History
+        | Command::Manifest(_)
+        | Command::Pipelines
+        | Command::Bump(_)
+        | Command::Rollback(_)
+        | Command::Status
+        | Command::Logs(_)
+        | Command::Down(_)
+        | Command::Up => true,
+        Command::Init(_)
+        | Command::Completions(_)
+        | Command::Man(_)
+        | Command::ServeEnv(_)
+        | Command::Reap => false,
     }
 }
 

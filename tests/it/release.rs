@@ -362,3 +362,20 @@ fn quiet_and_verbose() {
         "{normal}"
     );
 }
+
+/// From a subfolder, cdflow finds the app's cdflow.toml in the folders above, as cargo finds
+/// Cargo.toml, and with it the app's own state folder.
+#[test]
+fn a_subfolder_finds_the_app_and_its_state_folder() {
+    let app = CfApp::new();
+    std::fs::create_dir_all(app.project.path("deep/er")).unwrap();
+    app.project
+        .cdflow(&["-C", "deep/er", "manifest", "--env", "staging"])
+        .success()
+        .stdout_has("- name: filter");
+    let state = app.project.dir.join(".cdflow").join("runs");
+    app.project
+        .cdflow(&["-C", "deep/er", "history"])
+        .success()
+        .stdout_has(&format!("no runs recorded in {}", state.display()));
+}
