@@ -158,7 +158,7 @@ pub struct TestArgs {
 #[derive(Debug, Args)]
 pub struct PushArgs {
     /// The environment to push to.
-    #[arg(long)]
+    #[arg(long = "env", visible_alias = "to", value_name = "ENV")]
     pub to: String,
 
     #[command(flatten)]
@@ -168,7 +168,7 @@ pub struct PushArgs {
 #[derive(Debug, Args)]
 pub struct E2eArgs {
     /// The environment to test.
-    #[arg(long)]
+    #[arg(long = "env", visible_alias = "against", value_name = "ENV")]
     pub against: String,
 
     #[command(flatten)]
@@ -182,7 +182,12 @@ pub struct PromoteArgs {
     pub from: String,
 
     /// The environment to deploy it to.
-    #[arg(long, default_value = "production")]
+    #[arg(
+        long = "env",
+        visible_alias = "to",
+        value_name = "ENV",
+        default_value = "production"
+    )]
     pub to: String,
 
     /// Promote even an artifact that has not passed e2e.
@@ -225,8 +230,9 @@ pub struct RollbackArgs {
     #[arg(long)]
     pub env: String,
 
-    /// The version to go back to (default: the one before the current one).
-    #[arg(long)]
+    /// The version to go back to (default: the one before the current one). `--to` is its
+    /// older name.
+    #[arg(long = "version", alias = "to", value_name = "VERSION")]
     pub to: Option<String>,
 }
 

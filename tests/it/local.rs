@@ -954,7 +954,7 @@ fn rollback_switches_back_to_the_staged_artifact_without_a_build() {
     }
     assert!(tampered);
     local
-        .cdflow(&["rollback", "--env", "staging", "--to", "1.0.0"])
+        .cdflow(&["rollback", "--env", "staging", "--version", "1.0.0"])
         .failure(1)
         .stderr_has("was changed after staging");
     assert_eq!(get(local.staging, "/").unwrap().1, "1.0.1\n");

@@ -379,3 +379,29 @@ fn a_subfolder_finds_the_app_and_its_state_folder() {
         .success()
         .stdout_has(&format!("no runs recorded in {}", state.display()));
 }
+
+/// One word per idea: `--env` names the environment of push, e2e and promote, whose older
+/// names stay as aliases.
+#[test]
+fn env_names_the_environment_in_every_command() {
+    let app = CfApp::new();
+    app.cdflow(&["push", "--env", "staging"], None).success();
+    app.cdflow(&["e2e", "--env", "staging"], None).success();
+    app.cdflow(
+        &["promote", "--from", "staging", "--env", "production"],
+        None,
+    )
+    .success();
+    app.cdflow(&["e2e", "--against", "staging"], None).success();
+    let calls = app.calls();
+    assert!(
+        calls.iter().any(|c| c.starts_with("staging: push filter")),
+        "{calls:#?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("production: apply-manifest")),
+        "{calls:#?}"
+    );
+}
