@@ -9,4 +9,5 @@ mod kill;
 mod local;
 mod quickstart;
 mod release;
+mod surface;
 mod tools;
