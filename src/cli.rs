@@ -113,9 +113,15 @@ pub struct ReleaseArgs {
     #[arg(long)]
     pub repo: Option<String>,
 
-    /// The branch to release (default: the repository's default branch).
+    /// What to release: a branch, a tag, or a full commit id (the commit CI tested)
+    /// (default: the repository's default branch).
     #[arg(long = "ref", value_name = "REF")]
     pub git_ref: Option<String>,
+
+    /// With a commit id as --ref: the branch its version commit goes to, which must not have
+    /// moved past it (default: the repository's default branch).
+    #[arg(long, value_name = "BRANCH")]
+    pub branch: Option<String>,
 
     /// The version part to bump: major, minor, patch, pre, release, or a version.
     #[arg(long)]

@@ -133,6 +133,7 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             let settings = Settings {
                 repo: args.repo,
                 git_ref: args.git_ref,
+                branch: args.branch,
                 part: args.part.as_deref().map(str::parse).transpose()?,
                 force: false,
                 resume: args.resume,

@@ -350,6 +350,14 @@ fn bump_problems(ctx: &Context, app: &App, part: Option<&str>) -> Vec<String> {
     let on_branch = ctx
         .exec
         .check(xshell::cmd!(ctx.exec.sh(), "git symbolic-ref -q HEAD"));
+    if let Some(commit) = ctx
+        .record
+        .git_ref
+        .as_deref()
+        .filter(|r| stages::is_commit_id(r))
+    {
+        problems.extend(branch_moved(ctx, commit));
+    }
     if !on_branch.unwrap_or(false) {
         problems.push(
             "the checkout is not on a branch (--ref named a tag or a commit): a release pushes \
@@ -358,6 +366,44 @@ fn bump_problems(ctx: &Context, app: &App, part: Option<&str>) -> Vec<String> {
         );
     }
     problems
+}
+
+/// With a commit id as --ref, why its version commit could not go to its branch: the branch
+/// moved past the tested commit, or never held it.
+fn branch_moved(ctx: &Context, commit: &str) -> Option<String> {
+    let exec = ctx.exec;
+    let branch = exec
+        .query(xshell::cmd!(exec.sh(), "git symbolic-ref --short HEAD"))
+        .ok()?;
+    let remote = format!("refs/remotes/origin/{branch}");
+    let Ok(head) = exec.query(xshell::cmd!(exec.sh(), "git rev-parse {remote}")) else {
+        return Some(format!(
+            "origin has no branch `{branch}` to push the version of {commit} to: give --branch"
+        ));
+    };
+    if head == commit {
+        return None;
+    }
+    let holds = exec
+        .check(xshell::cmd!(
+            exec.sh(),
+            "git merge-base --is-ancestor {commit} {head}"
+        ))
+        .unwrap_or(false);
+    if !holds {
+        return Some(format!(
+            "the commit {commit} is not on `{branch}` (its head is {head}): release a commit of \
+             that branch, or give --branch"
+        ));
+    }
+    let range = format!("{commit}..{head}");
+    let moved = exec
+        .query(xshell::cmd!(exec.sh(), "git rev-list --count {range}"))
+        .unwrap_or_default();
+    Some(format!(
+        "`{branch}` moved {moved} commit(s) past the commit to release, {commit}, to {head}: its \
+         version commit could not be pushed there; release the branch's head (test it first)"
+    ))
 }
 
 /// The lock of an app's environment, held by whatever changes what serves it.

@@ -1,7 +1,7 @@
 //! What a run is asked to do, resolved once before it starts and borrowed by every stage.
 //!
 //! Precedence, highest first:
-//! 1. the command line (`--repo`, `--ref`, `--part`, `--force`, `--resume`, `--lock-wait`,
+//! 1. the command line (`--repo`, `--ref`, `--branch`, `--part`, `--force`, `--resume`, `--lock-wait`,
 //!    `--dry-run`, `-C`);
 //! 2. the environment: `CDFLOW_STATE_DIR` (the state folder), `CARGO_TARGET_DIR` (where Rust
 //!    apps build), `CF_USERNAME`/`CF_PASSWORD` (cf's login), the variables an environment lists
@@ -20,8 +20,11 @@ use crate::version::Bump;
 pub struct Settings {
     /// The repository to clone (a URL or a path); default: the current one's `origin`.
     pub repo: Option<String>,
-    /// The branch or tag to clone; default: the repository's default branch.
+    /// The branch, tag or full commit id to clone; default: the repository's default branch.
     pub git_ref: Option<String>,
+    /// With a commit id as `git_ref`, the branch its version commit goes to; default: the
+    /// repository's default branch.
+    pub branch: Option<String>,
     /// Overrides the bump stage's part.
     pub part: Option<Bump>,
     /// Promote even a version that has not passed e2e.

@@ -93,11 +93,17 @@ pub fn check_repo_and_ref(repo: &str, git_ref: Option<&str>) -> Result<()> {
     if let Some(git_ref) = git_ref {
         if git_ref.starts_with('-') || git_ref.contains("..") || git_ref.is_empty() {
             return Err(user_error(format!(
-                "the ref `{git_ref}` is refused: give a branch or tag name"
+                "the ref `{git_ref}` is refused: give a branch, a tag or a full commit id"
             )));
         }
     }
     Ok(())
+}
+
+/// Whether a ref is a full commit id (SHA-1 or SHA-256), which a clone cannot take as
+/// `--branch`: it is checked out after the clone, on the branch the version goes to.
+pub fn is_commit_id(git_ref: &str) -> bool {
+    matches!(git_ref.len(), 40 | 64) && git_ref.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The repository a release clones by default: the current one's `origin`, else its folder.
@@ -123,9 +129,10 @@ fn clone(ctx: &mut Context) -> Result<()> {
     let git_ref = ctx.record.git_ref.clone();
     check_repo_and_ref(repo, git_ref.as_deref())?;
     let workspace = ctx.state.workspaces().join(&ctx.record.id);
+    let commit = git_ref.clone().filter(|r| is_commit_id(r));
     let branch_args: &[String] = &match &git_ref {
-        Some(git_ref) => vec!["--branch".into(), git_ref.clone()],
-        None => Vec::new(),
+        Some(git_ref) if commit.is_none() => vec!["--branch".into(), git_ref.clone()],
+        _ => Vec::new(),
     };
     // A resumed run goes on in the workspace its clone finished; one the run was stopped in
     // the middle of cloning is made again.
@@ -168,9 +175,34 @@ fn clone(ctx: &mut Context) -> Result<()> {
         ctx.scratch = Some(Scratch(workspace.clone()));
     }
     exec.set_dir(&checkout);
+    if let (Some(commit), false) = (&commit, cloned) {
+        // The very commit CI tested, on the branch its version commit will go to.
+        let branch = match &ctx.settings.branch {
+            Some(branch) => branch.clone(),
+            None => default_branch(exec)?,
+        };
+        exec.run(cmd!(exec.sh(), "git checkout -q -B {branch} {commit}"))?;
+        if ctx.scratch.is_some() {
+            // A dry run's throwaway clone follows too, so that its facts are the commit's.
+            exec.query(cmd!(exec.sh(), "git checkout -q -B {branch} {commit}"))?;
+        }
+    }
     ctx.record.workspace = Some(workspace);
     ctx.facts = Some(Facts::gather(&checkout)?);
     Ok(())
+}
+
+/// The branch origin's HEAD names: the repository's default branch.
+fn default_branch(exec: &Exec) -> Result<String> {
+    let head = exec
+        .query(cmd!(
+            exec.sh(),
+            "git symbolic-ref --short refs/remotes/origin/HEAD"
+        ))
+        .map_err(|_| {
+            user_error("origin names no default branch: pass --branch with a commit id as --ref")
+        })?;
+    Ok(head.trim_start_matches("origin/").to_string())
 }
 
 /// Environment for the commands that build a Rust app: its shared cargo target folder.

@@ -405,3 +405,47 @@ fn env_names_the_environment_in_every_command() {
         "{calls:#?}"
     );
 }
+
+/// CI releases the commit it tested: a full commit id as --ref. While its branch has moved on,
+/// the release is refused before anything, naming both commits; at the branch's head, it
+/// releases exactly that commit.
+#[test]
+fn a_commit_id_as_ref_releases_exactly_that_commit_or_refuses() {
+    let app = CfApp::new();
+    let origin = app.origin.to_str().unwrap().to_string();
+    let tested = app.project.git_cmd(&["rev-parse", "HEAD"]);
+    app.project
+        .write("later.txt", "a commit CI has not tested\n");
+    app.project.git_cmd(&["add", "later.txt"]);
+    app.project.git_cmd(&["commit", "-qm", "later"]);
+    app.project.git_cmd(&["push", "-q", "origin", "main"]);
+    let head = app.project.git_cmd(&["rev-parse", "HEAD"]);
+
+    app.cdflow(&["release", "--repo", &origin, "--ref", &tested], None)
+        .failure(2)
+        .stderr_has("nothing was changed")
+        .stderr_has(&format!(
+            "`main` moved 1 commit(s) past the commit to release, {tested}, to {head}"
+        ));
+    assert_eq!(app.origin_git(&["tag", "-l"]), "");
+    assert!(app.calls().is_empty());
+
+    app.cdflow(
+        &["release", "--repo", &origin, "--ref", &head, "--dry-run"],
+        None,
+    )
+    .success()
+    .stdout_has(&format!("$ git checkout -q -B main {head}"));
+    assert_eq!(
+        app.origin_git(&["tag", "-l"]),
+        "",
+        "a dry run pushes nothing"
+    );
+    app.cdflow(&["release", "--repo", &origin, "--ref", &head], None)
+        .success();
+    assert_eq!(app.origin_git(&["rev-parse", "v0.1.1^{commit}^"]), head);
+    assert_eq!(
+        app.origin_git(&["rev-parse", "main"]),
+        app.origin_git(&["rev-parse", "v0.1.1^{commit}"])
+    );
+}
