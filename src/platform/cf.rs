@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
+use serde_json::{json, Value};
 use xshell::cmd;
 
 use super::{Deployment, Platform, Release, Target};
@@ -208,8 +208,8 @@ impl Cf {
         app_guid: &str,
         droplet: &str,
     ) -> Result<String> {
-        let relationship =
-            format!(r#"{{"relationships":{{"app":{{"data":{{"guid":"{app_guid}"}}}}}}}}"#);
+        let app = json!({ "app": { "data": { "guid": app_guid } } });
+        let relationship = json!({ "relationships": app }).to_string();
         let copy_path = format!("/v3/droplets?source_guid={droplet}");
         let copy = self.curl(exec, env, &["-X", "POST", &copy_path, "-d", &relationship])?;
         let copied = exec.answer(&text_at(&copy, &["guid"]), "COPIED-DROPLET-GUID");
@@ -223,9 +223,12 @@ impl Cf {
                 _ => Ok(false),
             },
         )?;
-        let body = format!(
-            r#"{{"droplet":{{"guid":"{copied}"}},"strategy":"rolling","relationships":{{"app":{{"data":{{"guid":"{app_guid}"}}}}}}}}"#
-        );
+        let body = json!({
+            "droplet": { "guid": copied },
+            "strategy": "rolling",
+            "relationships": app,
+        })
+        .to_string();
         let deployment = self.curl(exec, env, &["-X", "POST", "/v3/deployments", "-d", &body])?;
         let id = exec.answer(&text_at(&deployment, &["guid"]), "DEPLOYMENT-GUID");
         self.wait_for(exec, env, &format!("/v3/deployments/{id}"), |deployment| {

@@ -244,7 +244,7 @@ fn promote_to_production() -> Vec<String> {
         "production: curl /v3/apps/guid-filter-production/revisions/deployed".to_string(),
         "production: curl -X POST /v3/droplets?source_guid=droplet-staging -d {\"relationships\":{\"app\":{\"data\":{\"guid\":\"guid-filter-production\"}}}}".to_string(),
         "production: curl /v3/droplets/droplet-copy".to_string(),
-        "production: curl -X POST /v3/deployments -d {\"droplet\":{\"guid\":\"droplet-copy\"},\"strategy\":\"rolling\",\"relationships\":{\"app\":{\"data\":{\"guid\":\"guid-filter-production\"}}}}".to_string(),
+        "production: curl -X POST /v3/deployments -d {\"droplet\":{\"guid\":\"droplet-copy\"},\"relationships\":{\"app\":{\"data\":{\"guid\":\"guid-filter-production\"}}},\"strategy\":\"rolling\"}".to_string(),
         "production: curl /v3/deployments/deployment-1".to_string(),
         "production: app filter".to_string(),
     ]);
@@ -648,4 +648,39 @@ fn a_secret_too_short_to_mask_is_refused_before_anything_runs() {
         .stderr_has("the secret FILTER_TOKEN is shorter than 4 characters");
     assert!(app.calls().is_empty());
     assert_eq!(app.origin_git(&["tag", "-l"]), "");
+}
+
+/// Every request body cdflow sends through `cf curl -d` is JSON, whatever the guids it carries
+/// hold (here an app guid with a quote and a backslash, which JSON must escape).
+#[test]
+fn request_bodies_are_json_whatever_the_guids_hold() {
+    let app = CfApp::new();
+    let tail = r#"-q"b\s"#;
+    let run = run_of(
+        app.command(&["promote", "--force"], None)
+            .env("CF_STANDIN_GUID_TAIL", tail)
+            .output()
+            .unwrap(),
+    );
+    run.success();
+    let target = format!("guid-filter-production{tail}");
+    let bodies: Vec<serde_json::Value> = app
+        .calls()
+        .iter()
+        .filter_map(|call| call.split_once(" -d ").map(|(_, body)| body.to_string()))
+        .map(|body| {
+            serde_json::from_str(&body).unwrap_or_else(|err| panic!("not JSON ({err}): {body}"))
+        })
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            serde_json::json!({"relationships": {"app": {"data": {"guid": target}}}}),
+            serde_json::json!({
+                "droplet": {"guid": "droplet-copy"},
+                "strategy": "rolling",
+                "relationships": {"app": {"data": {"guid": target}}},
+            }),
+        ]
+    );
 }
