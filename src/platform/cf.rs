@@ -78,10 +78,11 @@ impl Cf {
         self.state.root().join("cf").join(env.name)
     }
 
-    /// Runs a cf command in the environment's own CF_HOME.
+    /// Runs a cf command in the environment's own CF_HOME, which holds cf's OAuth tokens and
+    /// so is its owner's alone (0700).
     fn cf(&self, exec: &Exec, env: &Target, args: &[String]) -> Result<Output> {
         let home = self.home(env);
-        exec.create_dir_all(&home)?;
+        exec.create_private_dir_all(&home)?;
         let home = home.display().to_string();
         exec.run_with_env(cmd!(exec.sh(), "cf {args...}"), &[("CF_HOME", &home)])
     }

@@ -684,3 +684,25 @@ fn request_bodies_are_json_whatever_the_guids_hold() {
         ]
     );
 }
+
+/// Each environment's CF_HOME holds cf's OAuth tokens: it is its owner's alone, when cdflow
+/// creates it and when an older cdflow left it open.
+#[test]
+fn each_cf_home_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = CfApp::new();
+    let mode = |env: &str| {
+        std::fs::metadata(app.state.join("cf").join(env))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    app.cdflow(&["logs", "--env", "staging"], None).success();
+    assert_eq!(mode("staging"), 0o700);
+    let open = app.state.join("cf/production");
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    app.cdflow(&["logs", "--env", "production"], None).success();
+    assert_eq!(mode("production"), 0o700);
+}
