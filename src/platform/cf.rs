@@ -201,14 +201,16 @@ impl Cf {
         bail!("`cf curl {path}` did not finish in time")
     }
 
-    /// Copies the droplet into the target app and deploys it, rolling.
-    fn deploy_droplet(
+    /// Copies the droplet into the target app and starts a rolling deployment of it; returns
+    /// the copy's guid and the deployment's. Until the deployment's POST answers a guid, the
+    /// app is as it was.
+    fn start_deployment(
         &self,
         exec: &Exec,
         env: &Target,
         app_guid: &str,
         droplet: &str,
-    ) -> Result<String> {
+    ) -> Result<(String, String)> {
         let app = json!({ "app": { "data": { "guid": app_guid } } });
         let relationship = json!({ "relationships": app }).to_string();
         let copy_path = format!("/v3/droplets?source_guid={droplet}");
@@ -232,6 +234,14 @@ impl Cf {
         .to_string();
         let deployment = self.curl(exec, env, &["-X", "POST", "/v3/deployments", "-d", &body])?;
         let id = exec.answer(&text_at(&deployment, &["guid"]), "DEPLOYMENT-GUID");
+        if id.is_empty() {
+            bail!("`cf curl -X POST /v3/deployments` answered no deployment guid: {deployment}");
+        }
+        Ok((copied, id))
+    }
+
+    /// Waits until the deployment `id` has replaced every instance.
+    fn finish_deployment(&self, exec: &Exec, env: &Target, id: &str) -> Result<()> {
         self.wait_for(exec, env, &format!("/v3/deployments/{id}"), |deployment| {
             let value = text_at(deployment, &["status", "value"]);
             let reason = text_at(deployment, &["status", "reason"]);
@@ -240,8 +250,7 @@ impl Cf {
                 ("FINALIZED", _) => bail!("the deployment ended as {reason}"),
                 _ => Ok(false),
             }
-        })?;
-        Ok(copied)
+        })
     }
 
     fn manifest_args(release: &Release, env: &Target) -> Vec<String> {
@@ -324,11 +333,24 @@ impl Platform for Cf {
         self.cf(exec, to, &words)?;
         let target_guid = self.app_guid(exec, to, release.app)?;
         let previous = self.deployed_revision(exec, to, &target_guid)?;
+        let (copied, deployment) = match self.start_deployment(exec, to, &target_guid, &droplet) {
+            Ok(started) => started,
+            // Stopped while cf ran: whether the deployment was created is not known.
+            Err(err) if crate::error::is_interrupted(&err) => return Err(err),
+            // The CC refused, or answered no deployment: nothing was deployed, so nothing is
+            // rolled back (a rollback would restart what serves for nothing).
+            Err(err) => {
+                return Err(err.context(format!(
+                    "no deployment was created in `{}`, which was left as it was",
+                    to.name
+                )))
+            }
+        };
         let deployed = self
-            .deploy_droplet(exec, to, &target_guid, &droplet)
-            .and_then(|copied| Ok((copied, self.check_running(exec, to, release.app)?)));
+            .finish_deployment(exec, to, &deployment)
+            .and_then(|()| self.check_running(exec, to, release.app));
         match deployed {
-            Ok((copied, route)) => Ok(Deployment {
+            Ok(route) => Ok(Deployment {
                 env: to.name.to_string(),
                 platform: NAME.into(),
                 version: verified.version.clone(),

@@ -515,6 +515,27 @@ fn a_failed_production_deployment_rolls_back_and_confirms() {
     );
 }
 
+/// A deployment that was never created (its POST failed) changed nothing: production is not
+/// rolled back, which would restart it for nothing.
+#[test]
+fn a_failed_deployment_post_leaves_production_alone() {
+    let app = CfApp::new();
+    let origin = app.origin.to_str().unwrap().to_string();
+    let run = app.cdflow(
+        &["release", "--repo", &origin],
+        Some("production curl -X POST /v3/deployments"),
+    );
+    run.failure(1)
+        .stderr_has("no deployment was created in `production`, which was left as it was");
+    assert!(!run.stderr.contains("rolled back"), "{run}");
+    let mut expected = push_to_staging();
+    let mut promote = promote_to_production();
+    // Nothing after the failed POST: no poll, no `cf rollback`, no check.
+    promote.truncate(promote.len() - 2);
+    expected.extend(promote);
+    assert_eq!(app.calls(), expected);
+}
+
 #[test]
 fn unknown_environments_and_missing_settings_are_reported_before_anything_runs() {
     let app = CfApp::new();
