@@ -242,9 +242,9 @@ fn promote_to_production() -> Vec<String> {
         "production: apply-manifest -f STATE/releases/filter/promoting-staging.manifest.yml --var instances=2".to_string(),
         "production: app filter --guid".to_string(),
         "production: curl /v3/apps/guid-filter-production/revisions/deployed".to_string(),
-        "production: curl -X POST /v3/droplets?source_guid=droplet-staging -d {\"relationships\":{\"app\":{\"data\":{\"guid\":\"guid-filter-production\"}}}}".to_string(),
-        "production: curl /v3/droplets/droplet-copy".to_string(),
-        "production: curl -X POST /v3/deployments -d {\"droplet\":{\"guid\":\"droplet-copy\"},\"relationships\":{\"app\":{\"data\":{\"guid\":\"guid-filter-production\"}}},\"strategy\":\"rolling\"}".to_string(),
+        "production: curl -X POST /v3/droplets?source_guid=droplet-staging-1 -d {\"relationships\":{\"app\":{\"data\":{\"guid\":\"guid-filter-production\"}}}}".to_string(),
+        "production: curl /v3/droplets/droplet-copy-1".to_string(),
+        "production: curl -X POST /v3/deployments -d {\"droplet\":{\"guid\":\"droplet-copy-1\"},\"relationships\":{\"app\":{\"data\":{\"guid\":\"guid-filter-production\"}}},\"strategy\":\"rolling\"}".to_string(),
         "production: curl /v3/deployments/deployment-1".to_string(),
         "production: app filter".to_string(),
     ]);
@@ -397,8 +397,8 @@ fn dry_run_prints_the_commands_a_real_run_records_and_changes_nothing() {
         .map(|line| {
             line.replace("guid-filter-staging", "APP-GUID")
                 .replace("guid-filter-production", "APP-GUID")
-                .replace("droplet-staging", "DROPLET-GUID")
-                .replace("droplet-copy", "COPIED-DROPLET-GUID")
+                .replace("droplet-staging-1", "DROPLET-GUID")
+                .replace("droplet-copy-1", "COPIED-DROPLET-GUID")
                 .replace("deployment-1", "DEPLOYMENT-GUID")
         })
         .collect();
@@ -698,7 +698,7 @@ fn request_bodies_are_json_whatever_the_guids_hold() {
         [
             serde_json::json!({"relationships": {"app": {"data": {"guid": target}}}}),
             serde_json::json!({
-                "droplet": {"guid": "droplet-copy"},
+                "droplet": {"guid": "droplet-copy-1"},
                 "strategy": "rolling",
                 "relationships": {"app": {"data": {"guid": target}}},
             }),
