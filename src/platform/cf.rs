@@ -15,6 +15,7 @@ use xshell::cmd;
 
 use super::{Deployment, Platform, Release, Target};
 use crate::app_manifest::Resolved;
+use crate::error::user_error;
 use crate::exec::{Exec, Output};
 use crate::state::State;
 
@@ -178,6 +179,47 @@ impl Cf {
             .get("resources")
             .and_then(Value::as_array)
             .and_then(|all| all.iter().filter_map(|r| r.get("version")?.as_u64()).max()))
+    }
+
+    /// The revision that deployed `release`: the newest of the app's revisions that runs its
+    /// droplet (cf's `--version` is a revision number, not a release's version).
+    fn revision_of(
+        &self,
+        exec: &Exec,
+        env: &Target,
+        app: &str,
+        guid: &str,
+        release: &Deployment,
+    ) -> Result<String> {
+        // The Cloud Controller's largest page: an app keeps 100 revisions unless told otherwise.
+        let path = format!("/v3/apps/{guid}/revisions?per_page=5000");
+        let revisions = self.curl(exec, env, &[&path])?;
+        if revisions.is_null() {
+            return Ok(exec.answer("", "REVISION"));
+        }
+        let found = revisions
+            .get("resources")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|revision| text_at(revision, &["droplet", "guid"]) == release.artifact)
+            .filter_map(|revision| Some((revision.get("version")?.as_u64()?, revision)))
+            .max_by_key(|(number, _)| *number);
+        let Some((number, revision)) = found else {
+            return Err(user_error(format!(
+                "no revision of `{app}` in `{}` runs the droplet {} that deployed {}: cf keeps \
+                 only an app's latest revisions (`cf revisions {app}` lists them)",
+                env.name, release.artifact, release.version
+            )));
+        };
+        if revision.get("deployable") == Some(&Value::Bool(false)) {
+            return Err(user_error(format!(
+                "revision {number} of `{app}` in `{}` ({}) can no longer be deployed: its \
+                 droplet {} is gone",
+                env.name, release.version, release.artifact
+            )));
+        }
+        Ok(number.to_string())
     }
 
     fn wait_for(
@@ -392,18 +434,10 @@ impl Platform for Cf {
     ) -> Result<Deployment> {
         self.login(exec, env)?;
         let guid = self.app_guid(exec, env, app)?;
-        let revision = match version {
-            Some(revision) => revision.to_string(),
-            None => {
-                let current = self
-                    .deployed_revision(exec, env, &guid)?
-                    .context("cf shows no deployed revision to go back from")?;
-                if current < 2 {
-                    bail!("`{app}` in `{}` has no earlier revision", env.name);
-                }
-                (current - 1).to_string()
-            }
-        };
+        let serving = self.current_droplet(exec, env, &guid)?;
+        let history = crate::releases::history(&self.state, app, env.name)?;
+        let target = crate::releases::rollback_target(&history, env.name, &serving, version)?;
+        let revision = self.revision_of(exec, env, app, &guid, &target.deployment)?;
         self.cf(
             exec,
             env,
@@ -411,10 +445,19 @@ impl Platform for Cf {
         )?;
         let route = self.check_running(exec, env, app)?;
         let droplet = self.current_droplet(exec, env, &guid)?;
+        let wanted = exec.answer(&target.deployment.artifact, &droplet);
+        if droplet != wanted {
+            bail!(
+                "`cf rollback {app} --version {revision}` ran, but `{}` runs the droplet \
+                 {droplet}, not {wanted} of {}",
+                env.name,
+                target.deployment.version
+            );
+        }
         Ok(Deployment {
             env: env.name.to_string(),
             platform: NAME.into(),
-            version: format!("revision {revision}"),
+            version: target.deployment.version,
             url: self.url(env, &route),
             artifact: droplet,
         })

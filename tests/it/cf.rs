@@ -727,3 +727,94 @@ fn each_cf_home_is_private() {
     app.cdflow(&["logs", "--env", "production"], None).success();
     assert_eq!(mode("production"), 0o700);
 }
+
+/// Releases the next `count` patch versions (0.1.1, 0.1.2, ...) to staging and production.
+fn release_times(app: &CfApp, count: usize) {
+    let origin = app.origin.to_str().unwrap().to_string();
+    for _ in 0..count {
+        app.cdflow(&["release", "--repo", &origin], None).success();
+    }
+}
+
+/// The cf calls made since the first `before` of them.
+fn calls_since(app: &CfApp, before: usize) -> Vec<String> {
+    app.calls()[before..].to_vec()
+}
+
+/// The cf calls of a rollback of production to `revision`.
+fn rollback_to_revision(revision: u32) -> Vec<String> {
+    let mut calls: Vec<String> = LOGIN_PRODUCTION.iter().map(|s| s.to_string()).collect();
+    calls.extend([
+        "production: app filter --guid".to_string(),
+        "production: curl /v3/apps/guid-filter-production/droplets/current".to_string(),
+        "production: curl /v3/apps/guid-filter-production/revisions?per_page=5000".to_string(),
+        format!("production: rollback filter --version {revision} -f"),
+        "production: app filter".to_string(),
+        "production: curl /v3/apps/guid-filter-production/droplets/current".to_string(),
+    ]);
+    calls
+}
+
+/// `--to VERSION` is a release's version; cf's `--version` is the revision that deployed it.
+#[test]
+fn rollback_to_a_version_runs_cf_rollback_with_the_revision_that_deployed_it() {
+    let app = CfApp::new();
+    // Production starts at revision 3; the releases deploy revisions 4 (0.1.1) and 5 (0.1.2).
+    release_times(&app, 2);
+    let before = app.calls().len();
+    let run = app.cdflow(&["rollback", "--env", "production", "--to", "0.1.1"], None);
+    run.success()
+        .stdout_has("production now serves 0.1.1 (droplet-copy-1)");
+    assert_eq!(calls_since(&app, before), rollback_to_revision(4));
+    // A version cdflow never deployed there is refused, naming the ones it did.
+    let before = app.calls().len();
+    app.cdflow(&["rollback", "--env", "production", "--to", "1.0.1"], None)
+        .failure(2)
+        .stderr_has("1.0.1 was never deployed to `production` by cdflow")
+        .stderr_has("0.1.1, 0.1.2");
+    assert!(
+        !calls_since(&app, before)
+            .iter()
+            .any(|c| c.contains("rollback")),
+        "{:#?}",
+        app.calls()
+    );
+}
+
+/// A rollback without `--to` goes to the release before the one that serves, by cdflow's own
+/// history, and `cf rollback`'s own new revision does not count: twice goes two releases back,
+/// and a third finds nothing older.
+#[test]
+fn bare_rollbacks_go_back_release_by_release_and_never_oscillate() {
+    let app = CfApp::new();
+    // Revisions 4, 5 and 6 in production: 0.1.1, 0.1.2, 0.1.3.
+    release_times(&app, 3);
+    let before = app.calls().len();
+    app.cdflow(&["rollback", "--env", "production"], None)
+        .success()
+        .stdout_has("production now serves 0.1.2 (droplet-copy-2)");
+    assert_eq!(calls_since(&app, before), rollback_to_revision(5));
+    // That rollback deployed revision 7; the one before 0.1.2 is 0.1.1, revision 4.
+    let before = app.calls().len();
+    app.cdflow(&["rollback", "--env", "production"], None)
+        .success()
+        .stdout_has("production now serves 0.1.1 (droplet-copy-1)");
+    assert_eq!(calls_since(&app, before), rollback_to_revision(4));
+    let before = app.calls().len();
+    app.cdflow(&["rollback", "--env", "production"], None)
+        .failure(2)
+        .stderr_has(
+            "`production` serves 0.1.1, the oldest release cdflow remembers deploying there",
+        )
+        .stderr_has("--to VERSION");
+    assert!(
+        !calls_since(&app, before)
+            .iter()
+            .any(|c| c.contains("rollback")),
+        "{:#?}",
+        app.calls()
+    );
+    // Two `cf rollback`s in all: the refused third ran none.
+    let log = std::fs::read_to_string(&app.log).unwrap();
+    assert_eq!(log.matches("\trollback filter").count(), 2);
+}
