@@ -379,11 +379,13 @@ impl Platform for Cf {
             Ok(started) => started,
             // Stopped while cf ran: whether the deployment was created is not known.
             Err(err) if crate::error::is_interrupted(&err) => return Err(err),
-            // The CC refused, or answered no deployment: nothing was deployed, so nothing is
-            // rolled back (a rollback would restart what serves for nothing).
+            // The CC refused, or answered no deployment: no instance was replaced, so nothing
+            // is rolled back (a rollback would restart what serves for nothing).
             Err(err) => {
                 return Err(err.context(format!(
-                    "no deployment was created in `{}`, which was left as it was",
+                    "no deployment was created in `{}`, so nothing was rolled back: the \
+                     droplet that served there still serves (the manifest applied before is \
+                     stored for its next deployment)",
                     to.name
                 )))
             }
