@@ -46,9 +46,14 @@ impl fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
+/// Whether the run was stopped by a signal somewhere under `err`.
+pub fn is_interrupted(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.is::<Interrupted>())
+}
+
 /// The exit code for an error: the most specific marker found in its chain wins.
 pub fn exit_code(err: &anyhow::Error) -> ExitCode {
-    if err.chain().any(|e| e.is::<Interrupted>()) {
+    if is_interrupted(err) {
         ExitCode::from(code::INTERRUPTED)
     } else if err.chain().any(|e| e.is::<UserError>()) {
         ExitCode::from(code::CONFIG)

@@ -126,6 +126,26 @@ impl Exec {
         Ok(())
     }
 
+    /// A folder only its owner may enter (0700), with any parents it needs made so too, for
+    /// real; an existing one that others could enter is made 0700. Nothing in a dry run.
+    pub fn create_private_dir_all(&self, path: &Path) -> Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        self.for_real(|| {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .with_context(|| format!("could not create {}", path.display()))?;
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+                    .with_context(|| format!("could not make {} private", path.display()))?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
     /// One of cdflow's own state files (a run record, a release), replaced atomically for
     /// real; nothing in a dry run, which records nothing.
     pub fn save(&self, path: &Path, contents: &[u8]) -> Result<()> {
@@ -640,6 +660,24 @@ mod tests {
         );
         assert_eq!(output.stdout, ["started"]);
         assert_eq!(output.lines.len(), 2);
+    }
+
+    #[test]
+    fn private_folders_are_0700_for_real_and_absent_in_a_dry_run() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cf/staging");
+        exec(Mode::DryRun, "unused")
+            .create_private_dir_all(&path)
+            .unwrap();
+        assert!(!dir.path().join("cf").exists(), "a dry run makes nothing");
+        let real = exec(Mode::Real, "unused");
+        real.create_private_dir_all(&path).unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o700);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        real.create_private_dir_all(&path).unwrap();
+        assert_eq!(mode(&path), 0o700, "an open one is made private");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::error::user_error;
 use crate::exec::Exec;
 use crate::platform::Deployment;
 use crate::state::State;
@@ -95,11 +96,85 @@ pub fn deployed(
 
 /// The latest release that put `artifact` on `env`, if cdflow deployed it there.
 pub fn find(state: &State, app: &str, env: &str, artifact: &str) -> Result<Option<Release>> {
-    let releases: Vec<Release> = read(&deployed_path(state, app, env))?.unwrap_or_default();
-    Ok(releases
+    Ok(history(state, app, env)?
         .into_iter()
         .rev()
         .find(|r| r.deployment.artifact == artifact))
+}
+
+/// The releases cdflow deployed to `env`, oldest first (the last [`KEEP`]).
+pub fn history(state: &State, app: &str, env: &str) -> Result<Vec<Release>> {
+    Ok(read(&deployed_path(state, app, env))?.unwrap_or_default())
+}
+
+/// The release a rollback of `env` goes to, from `history` (oldest first) and the artifact
+/// that serves now: the newest release of `version`; without one, the release before the one
+/// that serves, in the order cdflow deployed them. A rollback adds nothing to that history, so
+/// a second rollback goes one release further back, never back to where the first started.
+pub fn rollback_target(
+    history: &[Release],
+    env: &str,
+    serving: &str,
+    version: Option<&str>,
+) -> Result<Release> {
+    let mut versions: Vec<&str> = Vec::new();
+    for release in history {
+        if !versions.contains(&release.deployment.version.as_str()) {
+            versions.push(&release.deployment.version);
+        }
+    }
+    let remembered = if versions.is_empty() {
+        format!("cdflow remembers no deployment to `{env}`")
+    } else {
+        format!(
+            "the releases cdflow remembers deploying there: {}",
+            versions.join(", ")
+        )
+    };
+    match version {
+        Some(version) => {
+            let Some(found) = history
+                .iter()
+                .rev()
+                .find(|r| r.deployment.version == version)
+            else {
+                return Err(user_error(format!(
+                    "version {version} was never deployed to `{env}` by cdflow; {remembered}"
+                )));
+            };
+            if found.deployment.artifact == serving {
+                return Err(user_error(format!(
+                    "`{env}` already serves {version} ({serving}): there is nothing to roll back"
+                )));
+            }
+            Ok(found.clone())
+        }
+        None => {
+            let Some(at) = history
+                .iter()
+                .rposition(|r| r.deployment.artifact == serving)
+            else {
+                return Err(user_error(format!(
+                    "`{env}` runs {serving}, which cdflow did not deploy there or no longer \
+                     remembers, so it cannot tell which release came before: name one with \
+                     --to VERSION ({remembered})"
+                )));
+            };
+            let current = &history[at].deployment.version;
+            history[..at]
+                .iter()
+                .rev()
+                .find(|r| r.deployment.version != *current && r.deployment.artifact != serving)
+                .cloned()
+                .ok_or_else(|| {
+                    user_error(format!(
+                        "`{env}` serves {current}, the oldest release cdflow remembers deploying \
+                         there: there is nothing older to roll back to (--to VERSION goes to a \
+                         later one; {remembered})"
+                    ))
+                })
+        }
+    }
 }
 
 /// The release that `serving` (what serves its environment now) was deployed as: with its
@@ -173,6 +248,72 @@ mod tests {
                 .unwrap()
                 .manifest,
             None
+        );
+    }
+
+    fn release(version: &str, artifact: &str) -> Release {
+        let mut deployment = deployment("production", artifact);
+        deployment.version = version.into();
+        Release {
+            deployment,
+            manifest: None,
+        }
+    }
+
+    #[test]
+    fn a_bare_rollback_goes_to_the_release_before_the_one_serving() {
+        let history = [
+            release("1.0.0", "d0"),
+            release("1.0.1", "d1"),
+            release("1.0.1", "d1b"),
+            release("1.0.2", "d2"),
+        ];
+        let target = |serving: &str| {
+            rollback_target(&history, "production", serving, None)
+                .map(|r| r.deployment.artifact)
+                .map_err(|err| err.to_string())
+        };
+        assert_eq!(target("d2").unwrap(), "d1b");
+        // Another deployment of the version that serves is not a release before it.
+        assert_eq!(target("d1b").unwrap(), "d0");
+        assert_eq!(target("d1").unwrap(), "d0");
+        let oldest = target("d0").unwrap_err();
+        assert!(
+            oldest.contains("`production` serves 1.0.0, the oldest"),
+            "{oldest}"
+        );
+        let unknown = target("zz").unwrap_err();
+        assert!(unknown.contains("--to VERSION"), "{unknown}");
+        assert!(unknown.contains("1.0.0, 1.0.1, 1.0.2"), "{unknown}");
+    }
+
+    #[test]
+    fn a_rollback_to_a_version_finds_its_newest_deployment() {
+        let history = [
+            release("1.0.0", "d0"),
+            release("1.0.1", "d1"),
+            release("1.0.1", "d1b"),
+            release("1.0.2", "d2"),
+        ];
+        let target = |version: &str| {
+            rollback_target(&history, "production", "d2", Some(version))
+                .map(|r| r.deployment.artifact)
+                .map_err(|err| err.to_string())
+        };
+        assert_eq!(target("1.0.1").unwrap(), "d1b");
+        assert_eq!(target("1.0.0").unwrap(), "d0");
+        assert!(target("1.0.2")
+            .unwrap_err()
+            .contains("already serves 1.0.2"));
+        let never = target("9.9.9").unwrap_err();
+        assert!(
+            never.contains("9.9.9 was never deployed to `production` by cdflow"),
+            "{never}"
+        );
+        let empty = rollback_target(&[], "production", "d2", Some("1.0.0")).unwrap_err();
+        assert!(
+            empty.to_string().contains("remembers no deployment"),
+            "{empty}"
         );
     }
 

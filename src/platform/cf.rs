@@ -10,11 +10,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
+use serde_json::{json, Value};
 use xshell::cmd;
 
 use super::{Deployment, Platform, Release, Target};
 use crate::app_manifest::Resolved;
+use crate::error::user_error;
 use crate::exec::{Exec, Output};
 use crate::state::State;
 
@@ -78,10 +79,11 @@ impl Cf {
         self.state.root().join("cf").join(env.name)
     }
 
-    /// Runs a cf command in the environment's own CF_HOME.
+    /// Runs a cf command in the environment's own CF_HOME, which holds cf's OAuth tokens and
+    /// so is its owner's alone (0700).
     fn cf(&self, exec: &Exec, env: &Target, args: &[String]) -> Result<Output> {
         let home = self.home(env);
-        exec.create_dir_all(&home)?;
+        exec.create_private_dir_all(&home)?;
         let home = home.display().to_string();
         exec.run_with_env(cmd!(exec.sh(), "cf {args...}"), &[("CF_HOME", &home)])
     }
@@ -179,6 +181,47 @@ impl Cf {
             .and_then(|all| all.iter().filter_map(|r| r.get("version")?.as_u64()).max()))
     }
 
+    /// The revision that deployed `release`: the newest of the app's revisions that runs its
+    /// droplet (cf's `--version` is a revision number, not a release's version).
+    fn revision_of(
+        &self,
+        exec: &Exec,
+        env: &Target,
+        app: &str,
+        guid: &str,
+        release: &Deployment,
+    ) -> Result<String> {
+        // The Cloud Controller's largest page: an app keeps 100 revisions unless told otherwise.
+        let path = format!("/v3/apps/{guid}/revisions?per_page=5000");
+        let revisions = self.curl(exec, env, &[&path])?;
+        if revisions.is_null() {
+            return Ok(exec.answer("", "REVISION"));
+        }
+        let found = revisions
+            .get("resources")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|revision| text_at(revision, &["droplet", "guid"]) == release.artifact)
+            .filter_map(|revision| Some((revision.get("version")?.as_u64()?, revision)))
+            .max_by_key(|(number, _)| *number);
+        let Some((number, revision)) = found else {
+            return Err(user_error(format!(
+                "no revision of `{app}` in `{}` runs the droplet {} that deployed {}: cf keeps \
+                 only an app's latest revisions (`cf revisions {app}` lists them)",
+                env.name, release.artifact, release.version
+            )));
+        };
+        if revision.get("deployable") == Some(&Value::Bool(false)) {
+            return Err(user_error(format!(
+                "revision {number} of `{app}` in `{}` ({}) can no longer be deployed: its \
+                 droplet {} is gone",
+                env.name, release.version, release.artifact
+            )));
+        }
+        Ok(number.to_string())
+    }
+
     fn wait_for(
         &self,
         exec: &Exec,
@@ -200,16 +243,18 @@ impl Cf {
         bail!("`cf curl {path}` did not finish in time")
     }
 
-    /// Copies the droplet into the target app and deploys it, rolling.
-    fn deploy_droplet(
+    /// Copies the droplet into the target app and starts a rolling deployment of it; returns
+    /// the copy's guid and the deployment's. Until the deployment's POST answers a guid, the
+    /// app is as it was.
+    fn start_deployment(
         &self,
         exec: &Exec,
         env: &Target,
         app_guid: &str,
         droplet: &str,
-    ) -> Result<String> {
-        let relationship =
-            format!(r#"{{"relationships":{{"app":{{"data":{{"guid":"{app_guid}"}}}}}}}}"#);
+    ) -> Result<(String, String)> {
+        let app = json!({ "app": { "data": { "guid": app_guid } } });
+        let relationship = json!({ "relationships": app }).to_string();
         let copy_path = format!("/v3/droplets?source_guid={droplet}");
         let copy = self.curl(exec, env, &["-X", "POST", &copy_path, "-d", &relationship])?;
         let copied = exec.answer(&text_at(&copy, &["guid"]), "COPIED-DROPLET-GUID");
@@ -223,11 +268,22 @@ impl Cf {
                 _ => Ok(false),
             },
         )?;
-        let body = format!(
-            r#"{{"droplet":{{"guid":"{copied}"}},"strategy":"rolling","relationships":{{"app":{{"data":{{"guid":"{app_guid}"}}}}}}}}"#
-        );
+        let body = json!({
+            "droplet": { "guid": copied },
+            "strategy": "rolling",
+            "relationships": app,
+        })
+        .to_string();
         let deployment = self.curl(exec, env, &["-X", "POST", "/v3/deployments", "-d", &body])?;
         let id = exec.answer(&text_at(&deployment, &["guid"]), "DEPLOYMENT-GUID");
+        if id.is_empty() {
+            bail!("`cf curl -X POST /v3/deployments` answered no deployment guid: {deployment}");
+        }
+        Ok((copied, id))
+    }
+
+    /// Waits until the deployment `id` has replaced every instance.
+    fn finish_deployment(&self, exec: &Exec, env: &Target, id: &str) -> Result<()> {
         self.wait_for(exec, env, &format!("/v3/deployments/{id}"), |deployment| {
             let value = text_at(deployment, &["status", "value"]);
             let reason = text_at(deployment, &["status", "reason"]);
@@ -236,8 +292,7 @@ impl Cf {
                 ("FINALIZED", _) => bail!("the deployment ended as {reason}"),
                 _ => Ok(false),
             }
-        })?;
-        Ok(copied)
+        })
     }
 
     fn manifest_args(release: &Release, env: &Target) -> Vec<String> {
@@ -320,11 +375,26 @@ impl Platform for Cf {
         self.cf(exec, to, &words)?;
         let target_guid = self.app_guid(exec, to, release.app)?;
         let previous = self.deployed_revision(exec, to, &target_guid)?;
+        let (copied, deployment) = match self.start_deployment(exec, to, &target_guid, &droplet) {
+            Ok(started) => started,
+            // Stopped while cf ran: whether the deployment was created is not known.
+            Err(err) if crate::error::is_interrupted(&err) => return Err(err),
+            // The CC refused, or answered no deployment: no instance was replaced, so nothing
+            // is rolled back (a rollback would restart what serves for nothing).
+            Err(err) => {
+                return Err(err.context(format!(
+                    "no deployment was created in `{}`, so nothing was rolled back: the \
+                     droplet that served there still serves (the manifest applied before is \
+                     stored for its next deployment)",
+                    to.name
+                )))
+            }
+        };
         let deployed = self
-            .deploy_droplet(exec, to, &target_guid, &droplet)
-            .and_then(|copied| Ok((copied, self.check_running(exec, to, release.app)?)));
+            .finish_deployment(exec, to, &deployment)
+            .and_then(|()| self.check_running(exec, to, release.app));
         match deployed {
-            Ok((copied, route)) => Ok(Deployment {
+            Ok(route) => Ok(Deployment {
                 env: to.name.to_string(),
                 platform: NAME.into(),
                 version: verified.version.clone(),
@@ -366,18 +436,10 @@ impl Platform for Cf {
     ) -> Result<Deployment> {
         self.login(exec, env)?;
         let guid = self.app_guid(exec, env, app)?;
-        let revision = match version {
-            Some(revision) => revision.to_string(),
-            None => {
-                let current = self
-                    .deployed_revision(exec, env, &guid)?
-                    .context("cf shows no deployed revision to go back from")?;
-                if current < 2 {
-                    bail!("`{app}` in `{}` has no earlier revision", env.name);
-                }
-                (current - 1).to_string()
-            }
-        };
+        let serving = self.current_droplet(exec, env, &guid)?;
+        let history = crate::releases::history(&self.state, app, env.name)?;
+        let target = crate::releases::rollback_target(&history, env.name, &serving, version)?;
+        let revision = self.revision_of(exec, env, app, &guid, &target.deployment)?;
         self.cf(
             exec,
             env,
@@ -385,10 +447,19 @@ impl Platform for Cf {
         )?;
         let route = self.check_running(exec, env, app)?;
         let droplet = self.current_droplet(exec, env, &guid)?;
+        let wanted = exec.answer(&target.deployment.artifact, &droplet);
+        if droplet != wanted {
+            bail!(
+                "`cf rollback {app} --version {revision}` ran, but `{}` runs the droplet \
+                 {droplet}, not {wanted} of {}",
+                env.name,
+                target.deployment.version
+            );
+        }
         Ok(Deployment {
             env: env.name.to_string(),
             platform: NAME.into(),
-            version: format!("revision {revision}"),
+            version: target.deployment.version,
             url: self.url(env, &route),
             artifact: droplet,
         })

@@ -242,9 +242,9 @@ fn promote_to_production() -> Vec<String> {
         "production: apply-manifest -f STATE/releases/filter/promoting-staging.manifest.yml --var instances=2".to_string(),
         "production: app filter --guid".to_string(),
         "production: curl /v3/apps/guid-filter-production/revisions/deployed".to_string(),
-        "production: curl -X POST /v3/droplets?source_guid=droplet-staging -d {\"relationships\":{\"app\":{\"data\":{\"guid\":\"guid-filter-production\"}}}}".to_string(),
-        "production: curl /v3/droplets/droplet-copy".to_string(),
-        "production: curl -X POST /v3/deployments -d {\"droplet\":{\"guid\":\"droplet-copy\"},\"strategy\":\"rolling\",\"relationships\":{\"app\":{\"data\":{\"guid\":\"guid-filter-production\"}}}}".to_string(),
+        "production: curl -X POST /v3/droplets?source_guid=droplet-staging-1 -d {\"relationships\":{\"app\":{\"data\":{\"guid\":\"guid-filter-production\"}}}}".to_string(),
+        "production: curl /v3/droplets/droplet-copy-1".to_string(),
+        "production: curl -X POST /v3/deployments -d {\"droplet\":{\"guid\":\"droplet-copy-1\"},\"relationships\":{\"app\":{\"data\":{\"guid\":\"guid-filter-production\"}}},\"strategy\":\"rolling\"}".to_string(),
         "production: curl /v3/deployments/deployment-1".to_string(),
         "production: app filter".to_string(),
     ]);
@@ -397,8 +397,8 @@ fn dry_run_prints_the_commands_a_real_run_records_and_changes_nothing() {
         .map(|line| {
             line.replace("guid-filter-staging", "APP-GUID")
                 .replace("guid-filter-production", "APP-GUID")
-                .replace("droplet-staging", "DROPLET-GUID")
-                .replace("droplet-copy", "COPIED-DROPLET-GUID")
+                .replace("droplet-staging-1", "DROPLET-GUID")
+                .replace("droplet-copy-1", "COPIED-DROPLET-GUID")
                 .replace("deployment-1", "DEPLOYMENT-GUID")
         })
         .collect();
@@ -513,6 +513,28 @@ fn a_failed_production_deployment_rolls_back_and_confirms() {
             "production: app filter"
         ]
     );
+}
+
+/// A deployment that was never created (its POST failed) changed nothing: production is not
+/// rolled back, which would restart it for nothing.
+#[test]
+fn a_failed_deployment_post_leaves_production_alone() {
+    let app = CfApp::new();
+    let origin = app.origin.to_str().unwrap().to_string();
+    let run = app.cdflow(
+        &["release", "--repo", &origin],
+        Some("production curl -X POST /v3/deployments"),
+    );
+    run.failure(1)
+        .stderr_has("no deployment was created in `production`, so nothing was rolled back")
+        .stderr_has("the droplet that served there still serves");
+    assert!(!run.stderr.contains("rolled back to revision"), "{run}");
+    let mut expected = push_to_staging();
+    let mut promote = promote_to_production();
+    // Nothing after the failed POST: no poll, no `cf rollback`, no check.
+    promote.truncate(promote.len() - 2);
+    expected.extend(promote);
+    assert_eq!(app.calls(), expected);
 }
 
 #[test]
@@ -648,4 +670,152 @@ fn a_secret_too_short_to_mask_is_refused_before_anything_runs() {
         .stderr_has("the secret FILTER_TOKEN is shorter than 4 characters");
     assert!(app.calls().is_empty());
     assert_eq!(app.origin_git(&["tag", "-l"]), "");
+}
+
+/// Every request body cdflow sends through `cf curl -d` is JSON, whatever the guids it carries
+/// hold (here an app guid with a quote and a backslash, which JSON must escape).
+#[test]
+fn request_bodies_are_json_whatever_the_guids_hold() {
+    let app = CfApp::new();
+    let tail = r#"-q"b\s"#;
+    let run = run_of(
+        app.command(&["promote", "--force"], None)
+            .env("CF_STANDIN_GUID_TAIL", tail)
+            .output()
+            .unwrap(),
+    );
+    run.success();
+    let target = format!("guid-filter-production{tail}");
+    let bodies: Vec<serde_json::Value> = app
+        .calls()
+        .iter()
+        .filter_map(|call| call.split_once(" -d ").map(|(_, body)| body.to_string()))
+        .map(|body| {
+            serde_json::from_str(&body).unwrap_or_else(|err| panic!("not JSON ({err}): {body}"))
+        })
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            serde_json::json!({"relationships": {"app": {"data": {"guid": target}}}}),
+            serde_json::json!({
+                "droplet": {"guid": "droplet-copy-1"},
+                "strategy": "rolling",
+                "relationships": {"app": {"data": {"guid": target}}},
+            }),
+        ]
+    );
+}
+
+/// Each environment's CF_HOME holds cf's OAuth tokens: it is its owner's alone, when cdflow
+/// creates it and when an older cdflow left it open.
+#[test]
+fn each_cf_home_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = CfApp::new();
+    let mode = |env: &str| {
+        std::fs::metadata(app.state.join("cf").join(env))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    app.cdflow(&["logs", "--env", "staging"], None).success();
+    assert_eq!(mode("staging"), 0o700);
+    let open = app.state.join("cf/production");
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    app.cdflow(&["logs", "--env", "production"], None).success();
+    assert_eq!(mode("production"), 0o700);
+}
+
+/// Releases the next `count` patch versions (0.1.1, 0.1.2, ...) to staging and production.
+fn release_times(app: &CfApp, count: usize) {
+    let origin = app.origin.to_str().unwrap().to_string();
+    for _ in 0..count {
+        app.cdflow(&["release", "--repo", &origin], None).success();
+    }
+}
+
+/// The cf calls made since the first `before` of them.
+fn calls_since(app: &CfApp, before: usize) -> Vec<String> {
+    app.calls()[before..].to_vec()
+}
+
+/// The cf calls of a rollback of production to `revision`.
+fn rollback_to_revision(revision: u32) -> Vec<String> {
+    let mut calls: Vec<String> = LOGIN_PRODUCTION.iter().map(|s| s.to_string()).collect();
+    calls.extend([
+        "production: app filter --guid".to_string(),
+        "production: curl /v3/apps/guid-filter-production/droplets/current".to_string(),
+        "production: curl /v3/apps/guid-filter-production/revisions?per_page=5000".to_string(),
+        format!("production: rollback filter --version {revision} -f"),
+        "production: app filter".to_string(),
+        "production: curl /v3/apps/guid-filter-production/droplets/current".to_string(),
+    ]);
+    calls
+}
+
+/// `--to VERSION` is a release's version; cf's `--version` is the revision that deployed it.
+#[test]
+fn rollback_to_a_version_runs_cf_rollback_with_the_revision_that_deployed_it() {
+    let app = CfApp::new();
+    // Production starts at revision 3; the releases deploy revisions 4 (0.1.1) and 5 (0.1.2).
+    release_times(&app, 2);
+    let before = app.calls().len();
+    let run = app.cdflow(&["rollback", "--env", "production", "--to", "0.1.1"], None);
+    run.success()
+        .stdout_has("production now serves 0.1.1 (droplet-copy-1)");
+    assert_eq!(calls_since(&app, before), rollback_to_revision(4));
+    // A version cdflow never deployed there is refused, naming the ones it did.
+    let before = app.calls().len();
+    app.cdflow(&["rollback", "--env", "production", "--to", "1.0.1"], None)
+        .failure(2)
+        .stderr_has("1.0.1 was never deployed to `production` by cdflow")
+        .stderr_has("0.1.1, 0.1.2");
+    assert!(
+        !calls_since(&app, before)
+            .iter()
+            .any(|c| c.contains("rollback")),
+        "{:#?}",
+        app.calls()
+    );
+}
+
+/// A rollback without `--to` goes to the release before the one that serves, by cdflow's own
+/// history, and `cf rollback`'s own new revision does not count: twice goes two releases back,
+/// and a third finds nothing older.
+#[test]
+fn bare_rollbacks_go_back_release_by_release_and_never_oscillate() {
+    let app = CfApp::new();
+    // Revisions 4, 5 and 6 in production: 0.1.1, 0.1.2, 0.1.3.
+    release_times(&app, 3);
+    let before = app.calls().len();
+    app.cdflow(&["rollback", "--env", "production"], None)
+        .success()
+        .stdout_has("production now serves 0.1.2 (droplet-copy-2)");
+    assert_eq!(calls_since(&app, before), rollback_to_revision(5));
+    // That rollback deployed revision 7; the one before 0.1.2 is 0.1.1, revision 4.
+    let before = app.calls().len();
+    app.cdflow(&["rollback", "--env", "production"], None)
+        .success()
+        .stdout_has("production now serves 0.1.1 (droplet-copy-1)");
+    assert_eq!(calls_since(&app, before), rollback_to_revision(4));
+    let before = app.calls().len();
+    app.cdflow(&["rollback", "--env", "production"], None)
+        .failure(2)
+        .stderr_has(
+            "`production` serves 0.1.1, the oldest release cdflow remembers deploying there",
+        )
+        .stderr_has("--to VERSION");
+    assert!(
+        !calls_since(&app, before)
+            .iter()
+            .any(|c| c.contains("rollback")),
+        "{:#?}",
+        app.calls()
+    );
+    // Two `cf rollback`s in all: the refused third ran none.
+    let log = std::fs::read_to_string(&app.log).unwrap();
+    assert_eq!(log.matches("\trollback filter").count(), 2);
 }
