@@ -67,6 +67,8 @@ pub struct Exec {
     /// must be all or nothing is being made, so that it can finish or roll back.
     critical: std::cell::Cell<bool>,
     records: RefCell<Vec<Record>>,
+    /// Where each command's whole output is kept, during a run: the run's own folder.
+    logs: RefCell<Option<PathBuf>>,
 }
 
 impl Exec {
@@ -79,6 +81,7 @@ impl Exec {
             ui,
             critical: std::cell::Cell::new(false),
             records: RefCell::new(Vec::new()),
+            logs: RefCell::new(None),
         })
     }
 
@@ -87,6 +90,12 @@ impl Exec {
     pub fn for_tests(dir: &Path) -> Exec {
         let ui = Ui::new(crate::ui::Style::Plain, Default::default());
         Exec::new(dir, Mode::Real, ui).unwrap()
+    }
+
+    /// Keeps the whole output of every command from now on in `dir`, one file each, so that a
+    /// failure can show its last lines and point at the rest.
+    pub fn keep_logs_in(&self, dir: &Path) {
+        *self.logs.borrow_mut() = Some(dir.to_path_buf());
     }
 
     /// The shell that commands are built from (`cmd!(exec.sh(), "git status")`).
@@ -381,6 +390,7 @@ impl Exec {
         // SAFETY: kill(2) on the command's own process group; it touches no memory.
         unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGTERM) };
         let output = self.masked_output(lines, output, live);
+        let log = self.keep_log(line, &status, &output);
         if status.success() {
             Ok(output)
         } else {
@@ -388,8 +398,34 @@ impl Exec {
                 command: line.to_string(),
                 code: status.code(),
                 tail: output.tail(TAIL_LINES),
+                log,
             }))
         }
+    }
+
+    /// Writes a finished command's whole output (masked, as everything is) into the run's
+    /// folder, and returns the file; `None` outside a run, or if it cannot be written (a full
+    /// disk must not turn a passing command into a failure).
+    fn keep_log(
+        &self,
+        line: &str,
+        status: &std::process::ExitStatus,
+        output: &Output,
+    ) -> Option<PathBuf> {
+        let dir = self.logs.borrow().clone()?;
+        let number = self.records.borrow().len() + 1;
+        let program: String = line
+            .split_whitespace()
+            .find(|word| !word.contains('='))
+            .and_then(|word| word.rsplit('/').next())
+            .unwrap_or("command")
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+            .collect();
+        let path = dir.join(format!("{number:03}-{program}.log"));
+        let text = format!("$ {line}\n{}\n({status})\n", output.lines.join("\n"));
+        self.save(&path, text.as_bytes()).ok()?;
+        Some(path)
     }
 
     /// The lines read until both pipes close, or for a few seconds more when a process that
@@ -450,6 +486,8 @@ pub struct CommandFailed {
     pub command: String,
     pub code: Option<i32>,
     pub tail: String,
+    /// The file that holds the whole output, when the command ran in a run.
+    pub log: Option<PathBuf>,
 }
 
 impl std::fmt::Display for CommandFailed {
@@ -461,6 +499,9 @@ impl std::fmt::Display for CommandFailed {
         write!(f, "`{}` {how}", self.command)?;
         if !self.tail.is_empty() {
             write!(f, "; the end of its output:\n{}", self.tail)?;
+        }
+        if let Some(log) = &self.log {
+            write!(f, "\n(all of its output: {})", log.display())?;
         }
         Ok(())
     }

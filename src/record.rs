@@ -176,6 +176,11 @@ impl RunRecord {
         self.deployments.push(deployment);
     }
 
+    /// The folder of the run's command logs.
+    pub fn logs(&self, state: &State) -> PathBuf {
+        state.runs().join(&self.id)
+    }
+
     pub fn path(&self, state: &State) -> PathBuf {
         state.runs().join(format!("{}.json", self.id))
     }
@@ -208,6 +213,24 @@ pub fn all(state: &State) -> Result<Vec<RunRecord>> {
 fn read(path: &Path) -> Result<RunRecord> {
     let text = std::fs::read_to_string(path)?;
     serde_json::from_str(&text).with_context(|| format!("{} is not a run record", path.display()))
+}
+
+/// Removes the workspaces and command logs of all but the latest `keep` runs (their records
+/// stay, for `history`), so that the state folder does not grow for ever.
+pub fn prune(exec: &Exec, state: &State, keep: usize) -> Result<()> {
+    let records = all(state)?;
+    let old = records.len().saturating_sub(keep);
+    for record in &records[..old] {
+        for folder in [state.workspaces().join(&record.id), record.logs(state)] {
+            if folder.exists() {
+                exec.for_real(|| {
+                    std::fs::remove_dir_all(&folder)
+                        .with_context(|| format!("could not remove {}", folder.display()))
+                })?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The latest run of `pipeline` from `repo`, if it did not finish: the one to resume.

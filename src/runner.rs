@@ -84,6 +84,8 @@ pub fn run(
     record.resume_with = Some(exec.ui().mask(&resume_command(pipeline)));
     // Saved before the first stage, so that a run killed inside it is in `history` too.
     record.save(exec, state)?;
+    record::prune(exec, state, settings.runs_kept())?;
+    exec.keep_logs_in(&record.logs(state));
 
     let mut ctx = Context {
         exec,

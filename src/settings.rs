@@ -3,7 +3,8 @@
 //! Precedence, highest first:
 //! 1. the command line (`--repo`, `--ref`, `--branch`, `--part`, `--force`, `--resume`, `--lock-wait`,
 //!    `--dry-run`, `-C`);
-//! 2. the environment: `CDFLOW_STATE_DIR` (the state folder), `CARGO_TARGET_DIR` (where Rust
+//! 2. the environment: `CDFLOW_STATE_DIR` (the state folder), `CDFLOW_KEEP_RUNS` (how many runs
+//!    keep their workspace and logs), `CARGO_TARGET_DIR` (where Rust
 //!    apps build), `CF_USERNAME`/`CF_PASSWORD` (cf's login), the variables an environment lists
 //!    in `secrets`;
 //! 3. the app's `cdflow.toml`, read from the checkout (the clone, for a release): a pipeline
@@ -33,4 +34,19 @@ pub struct Settings {
     pub resume: bool,
     /// Queue behind a run that holds an environment, instead of refusing.
     pub lock_wait: bool,
+}
+
+/// How many runs keep their workspace and command logs when none is set.
+pub const DEFAULT_RUNS_KEPT: usize = 20;
+
+impl Settings {
+    /// How many of the latest runs keep their workspace and command logs (their records are
+    /// always kept): `CDFLOW_KEEP_RUNS`, else [`DEFAULT_RUNS_KEPT`]; at least 1, the run itself.
+    pub fn runs_kept(&self) -> usize {
+        std::env::var("CDFLOW_KEEP_RUNS")
+            .ok()
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(DEFAULT_RUNS_KEPT)
+            .max(1)
+    }
 }

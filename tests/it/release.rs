@@ -449,3 +449,47 @@ fn a_commit_id_as_ref_releases_exactly_that_commit_or_refuses() {
         app.origin_git(&["rev-parse", "v0.1.1^{commit}"])
     );
 }
+
+/// A failed command shows its last lines and the file that holds all of them, masked; only the
+/// latest runs keep their logs (CDFLOW_KEEP_RUNS), while every record stays.
+#[test]
+fn a_failure_points_at_the_whole_output_and_old_logs_are_pruned() {
+    let app = CfApp::new();
+    with_lint(
+        &app,
+        "sh -c 'for i in $(seq 1 100); do echo lint line $i; done; echo token=$FILTER_TOKEN; exit 7'",
+    );
+    let run = app.cdflow(&["test"], None);
+    run.failure(1).stderr_has("lint line 100");
+    assert!(
+        !run.stderr.contains("lint line 1\n"),
+        "only the last lines: {run}"
+    );
+    let log = run
+        .stderr
+        .split("(all of its output: ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no log path in {run}"));
+    let whole = std::fs::read_to_string(log).unwrap();
+    assert!(
+        whole.contains("lint line 1\n") && whole.contains("lint line 100\n"),
+        "{whole}"
+    );
+    assert!(whole.contains("token=****"), "masked: {whole}");
+
+    for _ in 0..3 {
+        let output = app
+            .command(&["test", "--tier", "unit"], None)
+            .env("CDFLOW_KEEP_RUNS", "2")
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+    }
+    let runs = std::fs::read_dir(app.state.join("runs")).unwrap();
+    let (folders, records): (Vec<_>, Vec<_>) = runs
+        .map(|entry| entry.unwrap().path())
+        .partition(|path| path.is_dir());
+    assert_eq!(folders.len(), 2, "logs of the latest two runs: {folders:?}");
+    assert_eq!(records.len(), 4, "every record stays: {records:?}");
+}
