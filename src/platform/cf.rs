@@ -55,18 +55,44 @@ pub fn check_settings(env: &Target) -> Vec<String> {
 
 /// The credentials `cf auth` reads from the environment, as problems for the preflight.
 fn check_credentials(env: &Target) -> Vec<String> {
-    ["CF_USERNAME", "CF_PASSWORD"]
-        .into_iter()
-        .filter(|var| std::env::var_os(var).is_none())
-        .map(|var| {
-            format!(
-                "{var} is not set: `cf auth` reads the credentials for [env.{}] from \
-                 CF_USERNAME and CF_PASSWORD",
-                env.name
-            )
-        })
-        .collect()
+    if Credentials::from_env().is_some() {
+        return Vec::new();
+    }
+    vec![format!(
+        "no credentials for [env.{}]: set CF_USERNAME and CF_PASSWORD (a user), or \
+         CF_CLIENT_ID and CF_CLIENT_SECRET (a client, as CI systems use); `cf auth` reads them \
+         from the environment",
+        env.name
+    )]
 }
+
+/// How `cf auth` logs in, from the environment: never on a command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Credentials {
+    /// CF_USERNAME and CF_PASSWORD, which `cf auth` reads itself.
+    User,
+    /// CF_CLIENT_ID and CF_CLIENT_SECRET, handed to `cf auth --client-credentials` as the
+    /// CF_USERNAME and CF_PASSWORD of that one command.
+    Client,
+}
+
+impl Credentials {
+    fn from_env() -> Option<Credentials> {
+        let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
+        if set("CF_CLIENT_ID") && set("CF_CLIENT_SECRET") {
+            Some(Credentials::Client)
+        } else if set("CF_USERNAME") && set("CF_PASSWORD") {
+            Some(Credentials::User)
+        } else {
+            None
+        }
+    }
+}
+
+/// The environments this process has logged in to: one login per environment and run, not
+/// one per stage. Each environment has its own CF_HOME, where cf keeps (and refreshes) its
+/// token.
+static LOGGED_IN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 impl Cf {
     pub fn new(state: &State) -> Cf {
@@ -98,9 +124,31 @@ impl Cf {
         let api = setting(&env.config.api, "api")?;
         let org = setting(&env.config.org, "org")?;
         let space = setting(&env.config.space, "space")?;
+        let home = self.home(env).display().to_string();
+        let mut logged_in = LOGGED_IN.lock().unwrap_or_else(|e| e.into_inner());
+        if logged_in.contains(&home) {
+            return Ok(());
+        }
         self.cf(exec, env, &args(&["api", &api]))?;
-        self.cf(exec, env, &args(&["auth"]))?;
+        match Credentials::from_env() {
+            Some(Credentials::Client) => {
+                let id = std::env::var("CF_CLIENT_ID").unwrap_or_default();
+                let secret = std::env::var("CF_CLIENT_SECRET").unwrap_or_default();
+                exec.run_with_env(
+                    cmd!(exec.sh(), "cf auth --client-credentials"),
+                    &[
+                        ("CF_HOME", &home),
+                        ("CF_USERNAME", &id),
+                        ("CF_PASSWORD", &secret),
+                    ],
+                )?;
+            }
+            Some(Credentials::User) | None => {
+                self.cf(exec, env, &args(&["auth"]))?;
+            }
+        }
         self.cf(exec, env, &args(&["target", "-o", &org, "-s", &space]))?;
+        logged_in.push(home);
         Ok(())
     }
 

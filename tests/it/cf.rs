@@ -227,8 +227,10 @@ fn push_to_staging() -> Vec<String> {
     calls
 }
 
+/// The promote's calls after a push to staging in the same run, which logged in to staging
+/// already: one login per environment and run.
 fn promote_to_production() -> Vec<String> {
-    let mut calls: Vec<String> = LOGIN_STAGING.iter().map(|s| s.to_string()).collect();
+    let mut calls: Vec<String> = Vec::new();
     calls.extend(
         [
             "staging: app filter --guid",
@@ -818,4 +820,40 @@ fn bare_rollbacks_go_back_release_by_release_and_never_oscillate() {
     // Two `cf rollback`s in all: the refused third ran none.
     let log = std::fs::read_to_string(&app.log).unwrap();
     assert_eq!(log.matches("\trollback filter").count(), 2);
+}
+
+/// CI systems log in with a client: CF_CLIENT_ID and CF_CLIENT_SECRET become the one `cf auth
+/// --client-credentials` call's credentials, never on its command line, and each environment
+/// is logged in to once per run.
+#[test]
+fn client_credentials_log_in_once_per_environment() {
+    let app = CfApp::new();
+    let origin = app.origin.to_str().unwrap().to_string();
+    let secret = "client-secret-never-shown";
+    let output = app
+        .command(&["release", "--repo", &origin], None)
+        .env_remove("CF_USERNAME")
+        .env_remove("CF_PASSWORD")
+        .env("CF_CLIENT_ID", "ci-client")
+        .env("CF_CLIENT_SECRET", secret)
+        .output()
+        .unwrap();
+    let run = run_of(output);
+    run.success()
+        .stdout_has("CF_USERNAME=ci-client CF_PASSWORD=**** cf auth --client-credentials");
+    assert!(!run.stdout.contains(secret) && !run.stderr.contains(secret));
+    let calls = app.calls();
+    let auths: Vec<&String> = calls.iter().filter(|c| c.contains(": auth")).collect();
+    assert_eq!(
+        auths,
+        [
+            "staging: auth --client-credentials",
+            "production: auth --client-credentials"
+        ],
+        "{calls:#?}"
+    );
+    assert!(
+        !app.state_text().contains(secret),
+        "no secret in the state folder"
+    );
 }
