@@ -776,6 +776,42 @@ fn one_of_two_instances_crashing_fails_no_get_under_64_clients() {
     assert_all_answered(&tally, "staging");
 }
 
+/// With `health-check-type: process` an instance is healthy as soon as it runs, before it
+/// listens: the route takes it out at its first refused connection, the next passing check puts
+/// it back, and a GET sent meanwhile waits for it instead of failing.
+#[test]
+fn an_instance_that_refuses_connections_is_taken_out_until_its_next_passing_check() {
+    let local = Local::python(1);
+    local.release("1.0.0", 20, "");
+    let manifest = local
+        .project
+        .read("manifest.yml")
+        .replace("health-check-type: http", "health-check-type: process")
+        .replace("  health-check-http-endpoint: /health\n", "")
+        .replace("    VERSION:", "    START_DELAY: \"1.5\"\n    VERSION:");
+    local.project.write("manifest.yml", &manifest);
+    local
+        .project
+        .git_cmd(&["commit", "-q", "-am", "process health check"]);
+    local.cdflow(&["push", "--to", "staging"]).success();
+
+    let started = Instant::now();
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+    let waited = started.elapsed();
+    eprintln!("the GET waited {waited:.2?} for the instance to listen");
+    let log = wait_for_log(
+        &local,
+        "[HEALTH/0] back in the route: the process runs",
+        Duration::from_secs(5),
+    );
+    assert!(
+        log.contains("[RTR/0] instance 0 (port ")
+            && log.contains("out of the route until it passes a health check"),
+        "{log}"
+    );
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+}
+
 #[test]
 fn an_instance_over_its_memory_limit_is_killed_and_restarted() {
     let local = Local::python(1);
