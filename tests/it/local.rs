@@ -27,9 +27,12 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// the platform gave it; `/say?x` prints x to stdout; `POST /grow?mb=N` holds N more megabytes;
 /// `/echo` with `Upgrade: echo` switches protocols and sends back every byte it gets. With
 /// ACCESS_LOG set it logs every request to stdout as gunicorn's access log does (the combined
-/// format: address, time, request line, status, size, referrer, user agent).
+/// format: address, time, request line, status, size, referrer, user agent). With CRASH_AFTER=S
+/// the instance whose index is CRASH_INSTANCE (default 0) kills itself with SIGKILL S seconds
+/// after it starts listening, whatever it is doing; with CRASH_LINGER=L as well, it first
+/// closes its port and closes each kept-alive connection after its answer, for L seconds.
 const APP_PY: &str = r#"
-import json, os, signal, sys, time
+import json, os, signal, socket, sys, threading, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 from urllib.parse import urlparse, parse_qs
 
@@ -37,6 +40,7 @@ VERSION = os.environ.get("VERSION", "?")
 ACCESS_LOG = bool(os.environ.get("ACCESS_LOG"))
 HELD = []
 SICK_FOR = [0]
+CRASHING = []
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -56,6 +60,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
+        if CRASHING:
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(body)
 
@@ -111,6 +118,15 @@ time.sleep(float(os.environ.get("START_DELAY", "0")))
 ThreadingHTTPServer.daemon_threads = True
 ThreadingHTTPServer.request_queue_size = 256
 server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+if os.environ.get("CRASH_AFTER") and os.environ.get("CF_INSTANCE_INDEX") == os.environ.get("CRASH_INSTANCE", "0"):
+    def crash():
+        time.sleep(float(os.environ["CRASH_AFTER"]))
+        if float(os.environ.get("CRASH_LINGER", "0")) > 0:
+            CRASHING.append(True)
+            server.socket.shutdown(socket.SHUT_RDWR)
+            time.sleep(float(os.environ["CRASH_LINGER"]))
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(target=crash, daemon=True).start()
 print("listening on", os.environ["PORT"], "as instance", os.environ.get("CF_INSTANCE_INDEX"), flush=True)
 server.serve_forever()
 "#;
@@ -695,6 +711,105 @@ fn an_instance_killed_with_sigkill_is_restarted_and_the_route_keeps_answering() 
             "[CELL/0] instance 0 (pid {victim}) was killed by signal 9"
         ))
         .stdout_has("[CELL/0] instance 0 exited; restarting in 0s");
+}
+
+/// 64 clients send GETs for `seconds` while instance 0 of `instances` crashes three seconds
+/// after each of its starts (SIGKILL, in the middle of whatever it serves), its port closed
+/// `linger` before (as an app whose crash takes a moment: it refuses new connections and closes
+/// each kept-alive one after its answer). Returns what the clients saw and the log.
+fn load_while_instance_0_crashes(instances: u32, linger: &str, seconds: u64) -> (Tally, String) {
+    let local = Local::python(instances);
+    local.release(
+        "1.0.0",
+        20,
+        &format!("    CRASH_AFTER: \"3\"\n    CRASH_LINGER: \"{linger}\"\n"),
+    );
+    local.cdflow(&["push", "--to", "staging"]).success();
+    let load = Load::start(local.staging, 64, 10);
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (tally, took) = load.finish();
+    let log = local.cdflow(&["logs", "--env", "staging"]).stdout;
+    let crashes = log
+        .lines()
+        .filter(|l| l.contains("[CELL/0] instance 0 (pid ") && l.contains("killed by signal 9"))
+        .count();
+    eprintln!(
+        "{instances} instances, port closed {linger}s before each crash: {} requests in {:.1}s \
+         ({} slow), {crashes} crashes of instance 0, {} failed",
+        tally.sent,
+        took.as_secs_f64(),
+        tally.slow,
+        tally.failures.len()
+    );
+    assert!(crashes >= 3, "instance 0 crashed {crashes} times:\n{log}");
+    assert!(
+        !log.contains("[CELL/1] instance 1 (pid "),
+        "only instance 0 crashed:\n{log}"
+    );
+    assert!(tally.sent > 1000, "only {} requests", tally.sent);
+    (tally, log)
+}
+
+/// The only instance crashes every few seconds: the route takes its closed port out at the
+/// first refused connection and has each GET wait for the restarted instance, instead of
+/// sending it to the dead port again until the supervisor notices.
+#[test]
+fn a_crashing_single_instance_fails_no_get_the_route_waits_for_its_restart() {
+    let (tally, log) = load_while_instance_0_crashes(1, "0.5", 15);
+    assert_all_answered(&tally, "staging");
+    let taken_out = log
+        .lines()
+        .find(|l| l.contains("[RTR/0] instance 0 (port "))
+        .unwrap_or_else(|| panic!("the route never took instance 0 out:\n{log}"));
+    assert!(
+        taken_out.contains("Connection refused")
+            && taken_out.ends_with("out of the route until it passes a health check"),
+        "{taken_out}"
+    );
+}
+
+/// One of two instances crashes every few seconds: a GET that finds it dead is sent to the
+/// other one.
+#[test]
+fn one_of_two_instances_crashing_fails_no_get_under_64_clients() {
+    let (tally, _) = load_while_instance_0_crashes(2, "0", 15);
+    assert_all_answered(&tally, "staging");
+}
+
+/// With `health-check-type: process` an instance is healthy as soon as it runs, before it
+/// listens: the route takes it out at its first refused connection, the next passing check puts
+/// it back, and a GET sent meanwhile waits for it instead of failing.
+#[test]
+fn an_instance_that_refuses_connections_is_taken_out_until_its_next_passing_check() {
+    let local = Local::python(1);
+    local.release("1.0.0", 20, "");
+    let manifest = local
+        .project
+        .read("manifest.yml")
+        .replace("health-check-type: http", "health-check-type: process")
+        .replace("  health-check-http-endpoint: /health\n", "")
+        .replace("    VERSION:", "    START_DELAY: \"1.5\"\n    VERSION:");
+    local.project.write("manifest.yml", &manifest);
+    local
+        .project
+        .git_cmd(&["commit", "-q", "-am", "process health check"]);
+    local.cdflow(&["push", "--to", "staging"]).success();
+
+    let started = Instant::now();
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+    let waited = started.elapsed();
+    eprintln!("the GET waited {waited:.2?} for the instance to listen");
+    let log = wait_for_log(
+        &local,
+        "[HEALTH/0] back in the route: the process runs",
+        Duration::from_secs(5),
+    );
+    assert!(
+        log.contains("[RTR/0] instance 0 (port ")
+            && log.contains("out of the route until it passes a health check"),
+        "{log}"
+    );
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
 }
 
 #[test]

@@ -15,7 +15,12 @@
 //!
 //! Requests whose bodies are small (or absent) are buffered so that they can be sent again: to
 //! another instance when an instance refuses the connection (the request never reached it), and
-//! for idempotent methods also when an instance fails before answering (it was killed).
+//! for idempotent methods also when an instance fails before answering (it was killed). A
+//! refused connection also takes that instance's process out of the route at once
+//! ([`Backend::down`]): a crashed instance refuses connections for a moment before its
+//! supervisor sees it exit, and without the mark every request of that moment would be sent
+//! there again. With no other instance to go to, a request waits, as for a restart, for one
+//! that is healthy and not marked; the instance's next passing health check lifts the mark.
 //!
 //! A request to switch protocols (`Connection: upgrade`, such as a WebSocket handshake) is
 //! passed on with its `Upgrade` header; when the instance answers 101, the two connections are
@@ -42,13 +47,19 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+use super::logs::LogSink;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type UpstreamBody = Either<Full<Bytes>, Incoming>;
 
 /// Request bodies up to this size are buffered, so that the request can be retried.
 const BUFFER_LIMIT: u64 = 1024 * 1024;
-/// How many instances one request may be tried on.
-const ATTEMPTS: usize = 3;
+/// How many times one request may be tried, refused connections included (each one marks its
+/// instance down, so they cannot go round in a loop).
+const ATTEMPTS: usize = 8;
+/// How many times an idempotent request may be sent and fail before an answer: an instance
+/// that breaks the connection on one request, alive, would break it again.
+const SENT_ATTEMPTS: usize = 3;
 /// How long a request waits for a healthy instance when there is none (an instance restarting,
 /// the first deployment starting) before it is answered 503.
 const WAIT_FOR_INSTANCE: Duration = Duration::from_secs(10);
@@ -76,17 +87,31 @@ impl Slot {
     }
 }
 
+/// One process of an instance: where it listens.
 #[derive(Debug)]
 pub struct Backend {
     pub port: u16,
     authority: Authority,
+    /// Set by the route when a connection to the port was refused: the process is dead or
+    /// dying, whatever its supervisor knows yet. Never picked while set; a passing health check
+    /// clears it (see [`Backend::back_up`]), and a restart brings a new backend anyway.
+    down: AtomicBool,
 }
 
 impl Backend {
     pub fn new(port: u16) -> Backend {
         let authority = Authority::try_from(format!("127.0.0.1:{port}").as_str())
             .expect("an IPv4 address and a port make an authority");
-        Backend { port, authority }
+        Backend {
+            port,
+            authority,
+            down: AtomicBool::new(false),
+        }
+    }
+
+    /// Puts the backend back into the route after the route marked it down; true if it was.
+    pub fn back_up(&self) -> bool {
+        self.down.swap(false, Ordering::AcqRel)
     }
 }
 
@@ -105,10 +130,12 @@ pub struct Proxy {
     client: Client<HttpConnector, UpstreamBody>,
     /// Woken when the route switches or an instance's health changes.
     changed: Notify,
+    /// For the route's own events: an instance it took out.
+    logs: LogSink,
 }
 
 impl Proxy {
-    pub fn new() -> Proxy {
+    pub fn new(logs: LogSink) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -124,6 +151,7 @@ impl Proxy {
             next: AtomicUsize::new(0),
             client,
             changed: Notify::new(),
+            logs,
         }
     }
 
@@ -231,6 +259,7 @@ impl Proxy {
 
         let started = Instant::now();
         let mut tried: [Option<u32>; ATTEMPTS] = [None; ATTEMPTS];
+        let mut sent_and_failed = 0;
         let mut last_error = String::new();
         for attempt in 0..ATTEMPTS {
             let Some((slot, backend, guard)) = self.pick(&tried, started).await else {
@@ -303,7 +332,22 @@ impl Proxy {
                         backend.port,
                         error_chain(&err)
                     );
-                    let retry = can_retry && (err.is_connect() || idempotent);
+                    let retry = if err.is_connect() {
+                        // Nothing listens there (or nothing answers): no request of this
+                        // route goes there again until it passes a health check.
+                        if !backend.down.swap(true, Ordering::AcqRel) {
+                            self.logs.event(
+                                &format!("RTR/{}", slot.index),
+                                format!(
+                                    "{last_error}; out of the route until it passes a health check"
+                                ),
+                            );
+                        }
+                        can_retry
+                    } else {
+                        sent_and_failed += 1;
+                        can_retry && idempotent && sent_and_failed < SENT_ATTEMPTS
+                    };
                     if !retry {
                         break;
                     }
@@ -348,8 +392,8 @@ impl Proxy {
         }
     }
 
-    /// Round robin over the healthy slots not yet tried; when every slot was tried, any healthy
-    /// one (a retry on the same instance beats a 502).
+    /// Round robin over the healthy slots not yet tried whose process is not marked down; when
+    /// there is none, any such slot already tried (a retry on the same instance beats a 502).
     fn try_pick(&self, tried: &[Option<u32>]) -> Option<(Arc<Slot>, Arc<Backend>, InFlight)> {
         let route = self.route.load();
         let n = route.len();
@@ -357,21 +401,28 @@ impl Proxy {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let untried = |slot: &Slot| !tried.contains(&Some(slot.index));
-        let any_untried = route.iter().any(|slot| untried(slot));
-        for k in 0..n {
-            let slot = &route[(start + k) % n];
-            if (any_untried && !untried(slot)) || !slot.healthy.load(Ordering::Acquire) {
-                continue;
-            }
-            slot.in_flight.fetch_add(1, Ordering::SeqCst);
-            let guard = InFlight(Arc::clone(slot));
-            if slot.retired.load(Ordering::SeqCst) {
-                // Switched away since the route was loaded; the caller looks again.
-                continue;
-            }
-            if let Some(backend) = slot.backend.load_full() {
-                return Some((Arc::clone(slot), backend, guard));
+        // A first attempt has tried nothing: one pass.
+        let passes = if tried[0].is_some() { 2 } else { 1 };
+        for pass in 0..passes {
+            let want_tried = pass == 1;
+            for k in 0..n {
+                let slot = &route[(start + k) % n];
+                if (passes == 2 && tried.contains(&Some(slot.index)) != want_tried)
+                    || !slot.healthy.load(Ordering::Acquire)
+                {
+                    continue;
+                }
+                slot.in_flight.fetch_add(1, Ordering::SeqCst);
+                let guard = InFlight(Arc::clone(slot));
+                if slot.retired.load(Ordering::SeqCst) {
+                    // Switched away since the route was loaded; the caller looks again.
+                    continue;
+                }
+                if let Some(backend) = slot.backend.load_full() {
+                    if !backend.down.load(Ordering::Acquire) {
+                        return Some((Arc::clone(slot), backend, guard));
+                    }
+                }
             }
         }
         None

@@ -182,7 +182,7 @@ async fn serve(paths: EnvPaths) -> Result<()> {
         cell: Cell {
             logs: logs.clone(),
             registry: Arc::clone(&registry),
-            proxy: Arc::new(Proxy::new()),
+            proxy: Arc::new(Proxy::new(logs.clone())),
         },
         paths: paths.clone(),
         deploying: tokio::sync::Mutex::new(()),

@@ -319,7 +319,8 @@ async fn run_once(
             Arc::clone(status),
         ));
     }
-    slot.backend.store(Some(Arc::new(Backend::new(port))));
+    let backend = Arc::new(Backend::new(port));
+    slot.backend.store(Some(Arc::clone(&backend)));
     cell.logs.event(
         &source,
         format!(
@@ -392,6 +393,11 @@ async fn run_once(
                             cell.logs.event(&format!("HEALTH/{index}"), format!("healthy again after {failures} failed {checks}: {detail}"));
                         }
                         failures = 0;
+                        if backend.back_up() {
+                            // The route took it out on a refused connection; it answers again.
+                            cell.proxy.notify();
+                            cell.logs.event(&format!("HEALTH/{index}"), format!("back in the route: {detail}"));
+                        }
                         if healthy_since.is_none() {
                             healthy_since = Some(Instant::now());
                             slot.healthy.store(true, Ordering::SeqCst);
