@@ -316,10 +316,12 @@ impl Cf {
                 _ => Ok(false),
             },
         )?;
+        // Keys in sorted order: the same text whether serde_json keeps insertion order (a
+        // feature another crate may turn on) or sorts, so the printed command is stable.
         let body = json!({
             "droplet": { "guid": copied },
-            "strategy": "rolling",
             "relationships": app,
+            "strategy": "rolling",
         })
         .to_string();
         let deployment = self.curl(exec, env, &["-X", "POST", "/v3/deployments", "-d", &body])?;

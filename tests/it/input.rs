@@ -228,10 +228,19 @@ fn credentials_in_the_repository_url_are_masked_and_never_written() {
         "git authenticated with the URL's credentials"
     );
     let state = project.path(".cdflow");
-    let records: Vec<_> = std::fs::read_dir(state.join("runs")).unwrap().collect();
+    let (records, logs): (Vec<_>, Vec<_>) = std::fs::read_dir(state.join("runs"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .partition(|path| path.extension().is_some_and(|e| e == "json"));
     assert_eq!(records.len(), 1);
-    let record = std::fs::read_to_string(records[0].as_ref().unwrap().path()).unwrap();
+    let record = std::fs::read_to_string(&records[0]).unwrap();
     never_shown(&record, "the run record");
+    for folder in logs {
+        for log in std::fs::read_dir(folder).unwrap() {
+            let text = std::fs::read_to_string(log.unwrap().path()).unwrap();
+            never_shown(&text, "a command's log");
+        }
+    }
     assert!(
         record.contains(&format!("\"repo\": \"{plain}\"")),
         "{record}"
