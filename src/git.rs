@@ -217,6 +217,24 @@ pub fn remove_stale_locks(exec: &Exec) -> Result<()> {
     Ok(())
 }
 
+/// How many commits HEAD has that its upstream (else origin's branch of the same name) lacks,
+/// as of the last fetch; `None` when there is neither.
+pub fn ahead_of_upstream(exec: &Exec) -> Result<Option<u32>> {
+    let mut upstream = "@{upstream}".to_string();
+    if !exec.check(cmd!(exec.sh(), "git rev-parse -q --verify {upstream}"))? {
+        let Ok(branch) = exec.query(cmd!(exec.sh(), "git symbolic-ref -q --short HEAD")) else {
+            return Ok(None);
+        };
+        upstream = format!("refs/remotes/origin/{branch}");
+        if !exec.check(cmd!(exec.sh(), "git rev-parse -q --verify {upstream}"))? {
+            return Ok(None);
+        }
+    }
+    let range = format!("{upstream}..HEAD");
+    let count = exec.query(cmd!(exec.sh(), "git rev-list --count {range}"))?;
+    Ok(count.parse().ok())
+}
+
 pub fn is_ignored(exec: &Exec, path: &str) -> Result<bool> {
     exec.check(cmd!(exec.sh(), "git check-ignore -q -- {path}"))
 }

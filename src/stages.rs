@@ -115,6 +115,15 @@ pub fn default_repo(exec: &Exec) -> Result<String> {
         )));
     }
     if let Ok(url) = exec.query(cmd!(exec.sh(), "git remote get-url origin")) {
+        // The release clones origin: commits only this checkout has would silently not be
+        // released.
+        if let Some(ahead) = git::ahead_of_upstream(exec)?.filter(|&n| n > 0) {
+            return Err(user_error(format!(
+                "this checkout has {ahead} commit(s) that origin does not: a release clones \
+                 origin, so they would not be released; push them first (git push), or pass \
+                 --repo to say what to release"
+            )));
+        }
         return Ok(url);
     }
     exec.query(cmd!(exec.sh(), "git rev-parse --show-toplevel"))

@@ -493,3 +493,21 @@ fn a_failure_points_at_the_whole_output_and_old_logs_are_pruned() {
     assert_eq!(folders.len(), 2, "logs of the latest two runs: {folders:?}");
     assert_eq!(records.len(), 4, "every record stays: {records:?}");
 }
+
+/// A release from the checkout clones origin: commits the checkout has and origin lacks would
+/// silently not be released, so the release refuses and says to push them.
+#[test]
+fn unpushed_commits_are_refused_not_ignored() {
+    let app = CfApp::new();
+    app.project.git_cmd(&["fetch", "-q", "origin"]);
+    app.project.write("local.txt", "only here\n");
+    app.project.git_cmd(&["add", "local.txt"]);
+    app.project.git_cmd(&["commit", "-qm", "not pushed"]);
+    app.cdflow(&["release"], None)
+        .failure(2)
+        .stderr_has("this checkout has 1 commit(s) that origin does not")
+        .stderr_has("git push");
+    app.project.git_cmd(&["push", "-q", "origin", "main"]);
+    app.project.git_cmd(&["fetch", "-q", "origin"]);
+    app.cdflow(&["release", "--dry-run"], None).success();
+}
