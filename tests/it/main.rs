@@ -2,6 +2,7 @@
 
 mod bump;
 mod cf;
+mod ci_examples;
 mod harness;
 mod init;
 mod input;
