@@ -387,8 +387,7 @@ impl Exec {
         };
         // What the command left running in its group (a server started with `&`, say) is
         // stopped with it: it would hold the pipes open, and nothing would ever stop it.
-        // SAFETY: kill(2) on the command's own process group; it touches no memory.
-        unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGTERM) };
+        stop_leftovers(child.id() as libc::pid_t);
         let output = self.masked_output(lines, output, live);
         let log = self.keep_log(line, &status, &output);
         if status.success() {
@@ -413,7 +412,8 @@ impl Exec {
         output: &Output,
     ) -> Option<PathBuf> {
         let dir = self.logs.borrow().clone()?;
-        let number = self.records.borrow().len() + 1;
+        // Numbered after the files already there: a resumed run adds to its first attempt's.
+        let number = std::fs::read_dir(&dir).map_or(0, |d| d.count()) + 1;
         let program: String = line
             .split_whitespace()
             .find(|word| !word.contains('='))
@@ -555,6 +555,28 @@ fn feed(child: &mut Child, input: Vec<u8>) {
         std::thread::spawn(move || {
             let _ = stdin.write_all(&input);
         });
+    }
+}
+
+/// How long what a finished command left in its group gets after SIGTERM, before SIGKILL.
+const LEFTOVER_GRACE: Duration = Duration::from_millis(200);
+
+/// SIGTERM to what is left in a finished command's group, then SIGKILL to what ignores it.
+fn stop_leftovers(group: libc::pid_t) {
+    // SAFETY: kill(2) on the command's own process group; signal 0 only asks whether it has a
+    // member left. It touches no memory.
+    let any_left = || unsafe { libc::kill(-group, 0) } == 0;
+    if !any_left() {
+        return;
+    }
+    unsafe { libc::kill(-group, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + LEFTOVER_GRACE;
+    while any_left() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if any_left() {
+        // SAFETY: as above.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
     }
 }
 

@@ -217,10 +217,14 @@ fn read(path: &Path) -> Result<RunRecord> {
 
 /// Removes the workspaces and command logs of all but the latest `keep` runs (their records
 /// stay, for `history`), so that the state folder does not grow for ever.
-pub fn prune(exec: &Exec, state: &State, keep: usize) -> Result<()> {
+/// Only finished runs are pruned: a failed, interrupted or abandoned run may be resumed, and
+/// needs its workspace.
+pub fn prune(exec: &Exec, state: &State, keep: usize, current: &str) -> Result<()> {
     let records = all(state)?;
     let old = records.len().saturating_sub(keep);
-    for record in &records[..old] {
+    let done =
+        |r: &&RunRecord| r.id != current && (r.status == Status::Succeeded || r.dead_end.is_some());
+    for record in records[..old].iter().filter(done) {
         for folder in [state.workspaces().join(&record.id), record.logs(state)] {
             if folder.exists() {
                 exec.for_real(|| {

@@ -34,7 +34,7 @@ pub fn run(
         .any(|s| matches!(s, Stage::Clone { .. }));
     let repo = RepoUrl::parse(&match (&settings.repo, clones) {
         (Some(repo), _) => repo.clone(),
-        (None, true) => stages::default_repo(exec)?,
+        (None, true) => stages::default_repo(exec, settings.git_ref.is_none() && !settings.resume)?,
         (None, false) => exec.dir().display().to_string(),
     });
     // Before anything can print the URL: from here on its credentials are masked, and only
@@ -84,7 +84,7 @@ pub fn run(
     record.resume_with = Some(exec.ui().mask(&resume_command(pipeline)));
     // Saved before the first stage, so that a run killed inside it is in `history` too.
     record.save(exec, state)?;
-    record::prune(exec, state, settings.runs_kept())?;
+    record::prune(exec, state, settings.runs_kept(), &record.id)?;
     exec.keep_logs_in(&record.logs(state));
 
     let mut ctx = Context {

@@ -107,7 +107,7 @@ pub fn is_commit_id(git_ref: &str) -> bool {
 }
 
 /// The repository a release clones by default: the current one's `origin`, else its folder.
-pub fn default_repo(exec: &Exec) -> Result<String> {
+pub fn default_repo(exec: &Exec, releases_checkout: bool) -> Result<String> {
     if !git::is_repository(exec)? {
         return Err(user_error(format!(
             "{} is not in a git repository: pass --repo URL to say what to release",
@@ -116,8 +116,12 @@ pub fn default_repo(exec: &Exec) -> Result<String> {
     }
     if let Ok(url) = exec.query(cmd!(exec.sh(), "git remote get-url origin")) {
         // The release clones origin: commits only this checkout has would silently not be
-        // released.
-        if let Some(ahead) = git::ahead_of_upstream(exec)?.filter(|&n| n > 0) {
+        // released. (Not a question when --ref names what to release, or on a resume.)
+        let ahead = match releases_checkout {
+            true => git::ahead_of_upstream(exec)?,
+            false => None,
+        };
+        if let Some(ahead) = ahead.filter(|&n| n > 0) {
             return Err(user_error(format!(
                 "this checkout has {ahead} commit(s) that origin does not: a release clones \
                  origin, so they would not be released; push them first (git push), or pass \
@@ -145,8 +149,18 @@ fn clone(ctx: &mut Context) -> Result<()> {
     };
     // A resumed run goes on in the workspace its clone finished; one the run was stopped in
     // the middle of cloning is made again.
-    let cloned = ctx.record.workspace.as_ref() == Some(&workspace);
-    if cloned && workspace.join(".git").is_dir() {
+    let reusing =
+        ctx.record.workspace.as_ref() == Some(&workspace) && workspace.join(".git").is_dir();
+    if ctx.record.intent.is_some() && !reusing {
+        // A fresh clone would not hold the version step's commit and tag.
+        return Err(user_error(format!(
+            "the workspace {} of run {}, which made its version commit, is gone: the release \
+             cannot be finished safely; start a new one (without --resume)",
+            workspace.display(),
+            ctx.record.id
+        )));
+    }
+    if reusing {
         exec.ui()
             .note(&format!("reusing the workspace {}", workspace.display()));
     } else {
@@ -184,13 +198,18 @@ fn clone(ctx: &mut Context) -> Result<()> {
         ctx.scratch = Some(Scratch(workspace.clone()));
     }
     exec.set_dir(&checkout);
-    if let (Some(commit), false) = (&commit, cloned) {
-        // The very commit CI tested, on the branch its version commit will go to.
+    if let (Some(commit), false) = (&commit, reusing) {
+        // The very commit CI tested, on the branch its version commit will go to, with its
+        // own submodules.
         let branch = match &ctx.settings.branch {
             Some(branch) => branch.clone(),
             None => default_branch(exec)?,
         };
         exec.run(cmd!(exec.sh(), "git checkout -q -B {branch} {commit}"))?;
+        exec.run(cmd!(
+            exec.sh(),
+            "git submodule update -q --init --recursive"
+        ))?;
         if ctx.scratch.is_some() {
             // A dry run's throwaway clone follows too, so that its facts are the commit's.
             exec.query(cmd!(exec.sh(), "git checkout -q -B {branch} {commit}"))?;
@@ -419,7 +438,8 @@ fn reconcile_version(ctx: &mut Context, intent: &VersionIntent) -> Result<()> {
     }
     if head != intent.base {
         let is_version_commit = git::parent(exec, &head)?.as_deref() == Some(intent.base.as_str())
-            && git::message(exec, &head)?.trim() == intent.message.trim();
+            // The subject line: a commit-msg hook may add trailers (a Change-Id, say).
+            && git::message(exec, &head)?.lines().next() == intent.message.lines().next();
         if !is_version_commit {
             return Err(mismatch(
                 "HEAD is neither the release's base nor its version commit",
@@ -491,16 +511,24 @@ fn push_back(ctx: &mut Context) -> Result<()> {
         return Ok(());
     }
     let head = format!("HEAD:refs/heads/{branch}");
+    let auth_words = &auth;
     let pushed = exec.run_with_env(
         cmd!(
             exec.sh(),
-            "git {auth...} push --quiet --atomic origin {head} {tag}"
+            "git {auth_words...} push --quiet --atomic origin {head} {tag}"
         ),
         &auth_env,
     );
     if let Err(err) = pushed {
         if err.chain().any(|c| c.is::<crate::error::Interrupted>()) {
             return Err(err);
+        }
+        // The connection may have dropped after origin took the refs: then they are there.
+        if local_tag.is_some() && remote_tag().ok() == Some(local_tag.clone()) {
+            exec.ui().note(&format!(
+                "origin has the tag {tag_name} of this run although `git push` failed: adopted"
+            ));
+            return Ok(());
         }
         let why = format!(
             "origin refused the version commit and tag of {version} (its branch `{branch}` \

@@ -333,9 +333,10 @@ impl Proxy {
                         error_chain(&err)
                     );
                     let retry = if err.is_connect() {
-                        // Nothing listens there (or nothing answers): no request of this
-                        // route goes there again until it passes a health check.
-                        if !backend.down.swap(true, Ordering::AcqRel) {
+                        // Nothing listens there: no request of this route goes there again
+                        // until it passes a health check. A connect that timed out may be a
+                        // full backlog under a burst, not a dead instance: retried, not marked.
+                        if refused(&err) && !backend.down.swap(true, Ordering::AcqRel) {
                             self.logs.event(
                                 &format!("RTR/{}", slot.index),
                                 format!(
@@ -537,4 +538,16 @@ impl Body for ProxyBody {
             ProxyBody::Local(full) => full.size_hint(),
         }
     }
+}
+
+/// Whether a connect failed because nothing listens on the port (as opposed to timing out).
+fn refused(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = error.source();
+    }
+    false
 }
