@@ -47,6 +47,8 @@ pub struct Application {
     pub health_check_http_endpoint: Option<String>,
     /// Seconds to wait for the app to start, as cf's `timeout`.
     pub timeout: Option<u64>,
+    /// An app with no route: nothing to run e2e tests against.
+    pub no_route: Option<bool>,
 }
 
 impl Application {

@@ -301,12 +301,17 @@ fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
                     ));
                 }
             }
-            Stage::E2e { .. } => match &config.e2e {
-                None => problems.push("cdflow.toml has no [e2e] command".into()),
-                Some(e2e) => {
-                    problems.extend(tool_problem(app, "cdflow.toml [e2e] command", &e2e.command))
+            Stage::E2e { against, .. } => {
+                match &config.e2e {
+                    None => problems.push("cdflow.toml has no [e2e] command".into()),
+                    Some(e2e) => problems.extend(tool_problem(
+                        app,
+                        "cdflow.toml [e2e] command",
+                        &e2e.command,
+                    )),
                 }
-            },
+                problems.extend(e2e_url_problem(ctx, app, against));
+            }
             Stage::Bump { part, .. } => {
                 // A resumed version step is reconciled with what it left, not checked afresh.
                 if ctx.record.intent.is_none() {
@@ -328,6 +333,28 @@ fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
         "the run cannot start; nothing was changed:\n- {}",
         problems.join("\n- ")
     )))
+}
+
+/// Why the e2e tests against `env` would have no URL to run against: the local platform always
+/// gives one, cf gives the app's route unless the manifest says `no-route` and cdflow.toml no
+/// `url`.
+fn e2e_url_problem(ctx: &Context, app: &App, env: &str) -> Option<String> {
+    let target = app.target(env).ok()?;
+    if target.platform() != crate::config::PlatformKind::Cf || target.config.url.is_some() {
+        return None;
+    }
+    let manifest = ctx.facts().ok()?.manifest(env).ok()?;
+    let routeless = manifest
+        .applications
+        .iter()
+        .find(|a| a.name == app.name)
+        .is_some_and(|a| a.no_route == Some(true));
+    routeless.then(|| {
+        format!(
+            "the e2e tests against `{env}` have no URL: its manifest says `no-route`; set `url` \
+             in [env.{env}] of cdflow.toml"
+        )
+    })
 }
 
 /// A command whose program cannot be started, named by where it is written, with the fix.

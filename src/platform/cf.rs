@@ -66,6 +66,22 @@ fn check_credentials(env: &Target) -> Vec<String> {
     )]
 }
 
+/// The oldest cf CLI cdflow drives: v7 brought `--strategy rolling` and v3 manifests.
+const OLDEST_CLI: u64 = 7;
+
+/// A cf CLI too old for what cdflow runs, as a problem for the preflight.
+fn check_cli_version(exec: &Exec) -> Option<String> {
+    let answer = exec.query(cmd!(exec.sh(), "cf version")).ok()?;
+    let version = answer.split_whitespace().nth(2)?;
+    let major: u64 = version.split('.').next()?.parse().ok()?;
+    (major < OLDEST_CLI).then(|| {
+        format!(
+            "the cf CLI is {version}: cdflow needs v{OLDEST_CLI} or later (rolling \
+             deployments, v3 manifests); install the cf CLI v8"
+        )
+    })
+}
+
 /// How `cf auth` logs in, from the environment: never on a command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Credentials {
@@ -368,8 +384,9 @@ impl Platform for Cf {
         // A dry run logs in nowhere, so it needs no credentials.
         let credentials = exec.for_real(|| Ok(check_credentials(env)));
         problems.extend(credentials.ok().flatten().unwrap_or_default());
-        if let Some(why) = crate::tools::missing("cf", &exec.dir()) {
-            problems.push(format!("[env.{}] is on cf, but {why}", env.name));
+        match crate::tools::missing("cf", &exec.dir()) {
+            Some(why) => problems.push(format!("[env.{}] is on cf, but {why}", env.name)),
+            None => problems.extend(check_cli_version(exec)),
         }
         for application in &manifest.applications {
             problems.extend(application.problems());

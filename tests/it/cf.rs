@@ -141,10 +141,12 @@ vars = {{ instances = "2" }}
         command
     }
 
-    /// The recorded cf calls, as "home: arguments", with the state folder shown as STATE.
+    /// The recorded cf calls, as "home: arguments", with the state folder shown as STATE;
+    /// `cf version`, the preflight's look at the CLI, which changes nothing, left out.
     pub fn calls(&self) -> Vec<String> {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         log.lines()
+            .filter(|line| line.split('\t').nth(1) != Some("version"))
             .map(|line| {
                 let mut fields = line.split('\t');
                 let home = fields.next().unwrap_or("");
@@ -327,9 +329,13 @@ fn release_runs_the_exact_cf_sequence_and_records_it() {
     let mut expected = push_to_staging();
     expected.extend(promote_to_production());
     assert_eq!(app.calls(), expected);
-    // Every cf call saw the credentials and its own CF_HOME, by name only.
+    // Every cf call saw the credentials and its own CF_HOME, by name only (`cf version`, which
+    // reads nothing of an environment's, needs neither).
     let log = std::fs::read_to_string(&app.log).unwrap();
-    for line in log.lines() {
+    for line in log
+        .lines()
+        .filter(|l| l.split('\t').nth(1) != Some("version"))
+    {
         assert!(line.ends_with("CF_HOME,CF_PASSWORD,CF_USERNAME"), "{line}");
     }
     assert!(app.marker.exists(), "the e2e command ran");
@@ -856,4 +862,40 @@ fn client_credentials_log_in_once_per_environment() {
         !app.state_text().contains(secret),
         "no secret in the state folder"
     );
+}
+
+/// A cf CLI older than v7, and e2e tests that would have no URL (a `no-route` app with no `url`
+/// in cdflow.toml), are refused before anything runs.
+#[test]
+fn an_old_cf_cli_and_an_e2e_without_a_url_are_refused_before_anything_runs() {
+    let app = CfApp::new();
+    let origin = app.origin.to_str().unwrap().to_string();
+    let old_cli = app
+        .command(&["release", "--repo", &origin], None)
+        .env("CF_STANDIN_VERSION", "6.53.0+8e2b70a.2020-10-01")
+        .output()
+        .unwrap();
+    run_of(old_cli)
+        .failure(2)
+        .stderr_has("the cf CLI is 6.53.0+8e2b70a.2020-10-01: cdflow needs v7 or later");
+
+    let config = app.project.read("cdflow.toml");
+    let config: String = config
+        .lines()
+        .filter(|line| !line.starts_with("url = "))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    app.project.write("cdflow.toml", &config);
+    let manifest = app
+        .project
+        .read("manifest.yml")
+        .replace("  memory: 64M\n", "  memory: 64M\n  no-route: true\n");
+    app.project.write("manifest.yml", &manifest);
+    app.project.git_cmd(&["commit", "-qam", "no route"]);
+    app.project.git_cmd(&["push", "-q", "origin", "main"]);
+    app.cdflow(&["release", "--repo", &origin], None)
+        .failure(2)
+        .stderr_has("the e2e tests against `staging` have no URL");
+    assert!(app.calls().is_empty());
+    assert_eq!(app.origin_git(&["tag", "-l"]), "");
 }
