@@ -246,7 +246,23 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             let exec = exec_in(Mode::Real)?;
             platform::for_env(&state, &env).logs(&exec, &app.name, &env, args.follow)
         }
-        Command::Status => platform::local::status(&state, ui),
+        Command::Status => {
+            platform::local::status(&state, ui)?;
+            // Environments on cf, when there is an app to read them from: cf knows what runs.
+            let Ok(app) = App::load(&here) else {
+                return Ok(());
+            };
+            ui.add_secrets(&app.secret_names());
+            let exec = exec_in(Mode::Real)?;
+            for name in app.envs.keys() {
+                let env = app.target(name)?;
+                if env.platform() == config::PlatformKind::Cf {
+                    let line = platform::for_env(&state, &env).status(&exec, &app.name, &env)?;
+                    ui.note(&line);
+                }
+            }
+            Ok(())
+        }
         Command::Down(args) => platform::local::down(&state, ui, args.env.as_deref()),
         Command::Up => platform::local::up(&state, ui),
         Command::ServeEnv(args) => platform::local::serve_env(&args.state, &args.env),

@@ -548,6 +548,36 @@ impl Platform for Cf {
         }))
     }
 
+    fn status(&self, exec: &Exec, app: &str, env: &Target) -> Result<String> {
+        let Some(serving) = self.serving(exec, app, env)? else {
+            return Ok(format!("{}: nothing serves {app} on cf", env.name));
+        };
+        let guid = self.app_guid(exec, env, app)?;
+        let path = format!("/v3/apps/{guid}/processes/web/stats");
+        let stats = self.curl(exec, env, &[&path])?;
+        let states: Vec<&str> = stats
+            .get("resources")
+            .and_then(Value::as_array)
+            .map(|all| {
+                all.iter()
+                    .filter_map(|i| i.get("state")?.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let running = states.iter().filter(|s| **s == "RUNNING").count();
+        let url = match serving.url.as_str() {
+            "" => String::new(),
+            url => format!(" at {url}"),
+        };
+        Ok(format!(
+            "{}: {app} {} ({}){url} on cf, {running} of {} instance(s) running",
+            env.name,
+            serving.version,
+            serving.artifact,
+            states.len()
+        ))
+    }
+
     fn logs(&self, exec: &Exec, app: &str, env: &Target, follow: bool) -> Result<()> {
         self.login(exec, env)?;
         let mut words = args(&["logs", app]);

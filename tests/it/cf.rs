@@ -899,3 +899,25 @@ fn an_old_cf_cli_and_an_e2e_without_a_url_are_refused_before_anything_runs() {
     assert!(app.calls().is_empty());
     assert_eq!(app.origin_git(&["tag", "-l"]), "");
 }
+
+/// `cdflow status` shows the cf environments too: the version cdflow deployed there, the
+/// droplet, and how many instances run, from the Cloud Controller's stats.
+#[test]
+fn status_shows_the_cf_environments() {
+    let app = CfApp::new();
+    let origin = app.origin.to_str().unwrap().to_string();
+    app.cdflow(&["release", "--repo", &origin], None).success();
+    let status = app.cdflow(&["status"], None);
+    status
+        .success()
+        .stdout_has("staging: filter 0.1.1 (droplet-staging-1)")
+        .stdout_has("on cf, 1 of 1 instance(s) running")
+        .stdout_has("production: filter 0.1.1 (droplet-copy-1) on cf, 2 of 2 instance(s) running");
+    assert!(
+        app.calls()
+            .iter()
+            .any(|c| c == "production: curl /v3/apps/guid-filter-production/processes/web/stats"),
+        "{:#?}",
+        app.calls()
+    );
+}
