@@ -200,31 +200,45 @@ impl Cf {
         Ok(exec.answer(&text_at(&droplet, &["guid"]), "DROPLET-GUID"))
     }
 
-    /// Checks that at least one instance runs, and reads the route from `cf app`.
-    fn check_running(&self, exec: &Exec, env: &Target, app: &str) -> Result<String> {
-        let output = self.cf(exec, env, &args(&["app", app]))?;
-        if !output.ran {
+    /// Checks that at least one instance of the app's web process runs, and returns its first
+    /// route: both from the Cloud Controller's v3 API as JSON, not from the text `cf app`
+    /// prints for people.
+    fn check_running(&self, exec: &Exec, env: &Target, app: &str, guid: &str) -> Result<String> {
+        let stats = self.curl(
+            exec,
+            env,
+            &[&format!("/v3/apps/{guid}/processes/web/stats")],
+        )?;
+        let routes = self.curl(exec, env, &[&format!("/v3/apps/{guid}/routes")])?;
+        if stats.is_null() {
+            // A dry run: nothing answered.
             return Ok(String::new());
         }
-        let running = output.stdout.iter().any(|line| {
-            let line = line.trim_start();
-            line.starts_with('#') && line.split_whitespace().nth(1) == Some("running")
-        });
-        if !running {
+        let states: Vec<&str> = stats
+            .get("resources")
+            .and_then(Value::as_array)
+            .map(|all| {
+                all.iter()
+                    .filter_map(|i| i.get("state")?.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !states.contains(&"RUNNING") {
             bail!(
-                "`cf app {app}` shows no running instance in `{}`:\n{}",
+                "no instance of {app} runs in `{}`: the web process's instances are {}",
                 env.name,
-                output.tail(crate::exec::TAIL_LINES)
+                match states.is_empty() {
+                    true => "none".to_string(),
+                    false => states.join(", "),
+                }
             );
         }
-        let route = output
-            .stdout
-            .iter()
-            .find_map(|line| line.trim_start().strip_prefix("routes:"))
-            .and_then(|routes| routes.split(',').next())
-            .map(|route| route.trim().to_string())
-            .unwrap_or_default();
-        Ok(route)
+        Ok(routes
+            .get("resources")
+            .and_then(Value::as_array)
+            .and_then(|all| all.first())
+            .map(|route| text_at(route, &["url"]))
+            .unwrap_or_default())
     }
 
     fn url(&self, env: &Target, route: &str) -> String {
@@ -400,8 +414,8 @@ impl Platform for Cf {
         words.extend(Self::manifest_args(release, env));
         words.extend(args(&["--strategy", "rolling"]));
         self.cf(exec, env, &words)?;
-        let route = self.check_running(exec, env, release.app)?;
         let guid = self.app_guid(exec, env, release.app)?;
+        let route = self.check_running(exec, env, release.app, &guid)?;
         let droplet = self.current_droplet(exec, env, &guid)?;
         Ok(Deployment {
             env: env.name.to_string(),
@@ -459,7 +473,7 @@ impl Platform for Cf {
         };
         let deployed = self
             .finish_deployment(exec, to, &deployment)
-            .and_then(|()| self.check_running(exec, to, release.app));
+            .and_then(|()| self.check_running(exec, to, release.app, &target_guid));
         match deployed {
             Ok(route) => Ok(Deployment {
                 env: to.name.to_string(),
@@ -483,7 +497,7 @@ impl Platform for Cf {
                     &args(&["rollback", release.app, "--version", &revision, "-f"]),
                 )
                 .context("rolling back after a failed deployment also failed")?;
-                self.check_running(exec, to, release.app)
+                self.check_running(exec, to, release.app, &target_guid)
                     .context("the rollback ran, but the app does not run")?;
                 Err(err.context(format!(
                     "the deployment to `{}` failed; it was rolled back to revision {revision}, \
@@ -512,7 +526,7 @@ impl Platform for Cf {
             env,
             &args(&["rollback", app, "--version", &revision, "-f"]),
         )?;
-        let route = self.check_running(exec, env, app)?;
+        let route = self.check_running(exec, env, app, &guid)?;
         let droplet = self.current_droplet(exec, env, &guid)?;
         let wanted = exec.answer(&target.deployment.artifact, &droplet);
         if droplet != wanted {

@@ -220,8 +220,10 @@ fn push_to_staging() -> Vec<String> {
     calls.extend(
         [
             "staging: push filter -f WORKSPACE/manifest.yml --var instances=1 --strategy rolling",
-            "staging: app filter",
             "staging: app filter --guid",
+            // Whether it runs, and where, from the v3 API as JSON.
+            "staging: curl /v3/apps/guid-filter-staging/processes/web/stats",
+            "staging: curl /v3/apps/guid-filter-staging/routes",
             "staging: curl /v3/apps/guid-filter-staging/droplets/current",
         ]
         .map(String::from),
@@ -250,7 +252,8 @@ fn promote_to_production() -> Vec<String> {
         "production: curl /v3/droplets/droplet-copy-1".to_string(),
         "production: curl -X POST /v3/deployments -d {\"droplet\":{\"guid\":\"droplet-copy-1\"},\"relationships\":{\"app\":{\"data\":{\"guid\":\"guid-filter-production\"}}},\"strategy\":\"rolling\"}".to_string(),
         "production: curl /v3/deployments/deployment-1".to_string(),
-        "production: app filter".to_string(),
+        "production: curl /v3/apps/guid-filter-production/processes/web/stats".to_string(),
+        "production: curl /v3/apps/guid-filter-production/routes".to_string(),
     ]);
     calls
 }
@@ -510,7 +513,7 @@ fn a_failed_production_deployment_rolls_back_and_confirms() {
     let tail: Vec<&str> = calls
         .iter()
         .rev()
-        .take(2)
+        .take(3)
         .rev()
         .map(String::as_str)
         .collect();
@@ -518,7 +521,8 @@ fn a_failed_production_deployment_rolls_back_and_confirms() {
         tail,
         [
             "production: rollback filter --version 3 -f",
-            "production: app filter"
+            "production: curl /v3/apps/guid-filter-production/processes/web/stats",
+            "production: curl /v3/apps/guid-filter-production/routes",
         ]
     );
 }
@@ -540,7 +544,11 @@ fn a_failed_deployment_post_leaves_production_alone() {
     let mut expected = push_to_staging();
     let mut promote = promote_to_production();
     // Nothing after the failed POST: no poll, no `cf rollback`, no check.
-    promote.truncate(promote.len() - 2);
+    let post = promote
+        .iter()
+        .position(|c| c.starts_with("production: curl -X POST /v3/deployments"))
+        .unwrap();
+    promote.truncate(post + 1);
     expected.extend(promote);
     assert_eq!(app.calls(), expected);
 }
@@ -758,7 +766,8 @@ fn rollback_to_revision(revision: u32) -> Vec<String> {
         "production: curl /v3/apps/guid-filter-production/droplets/current".to_string(),
         "production: curl /v3/apps/guid-filter-production/revisions?per_page=5000".to_string(),
         format!("production: rollback filter --version {revision} -f"),
-        "production: app filter".to_string(),
+        "production: curl /v3/apps/guid-filter-production/processes/web/stats".to_string(),
+        "production: curl /v3/apps/guid-filter-production/routes".to_string(),
         "production: curl /v3/apps/guid-filter-production/droplets/current".to_string(),
     ]);
     calls
