@@ -257,7 +257,7 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             for name in app.envs.keys() {
                 let env = app.target(name)?;
                 if env.platform() == config::PlatformKind::Cf {
-                    let line = platform::for_env(&state, &env).status(&exec, &app.name, &env)?;
+                    let line = platform::cf::Cf::new(&state).status(&exec, &app.name, &env)?;
                     ui.note(&line);
                 }
             }

@@ -326,6 +326,9 @@ fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
             Stage::Clone { .. } | Stage::Push { .. } | Stage::Promote { .. } => {}
         }
     }
+    // Environments that share a problem (the same CLI, the same secret) report it once.
+    let mut seen = std::collections::HashSet::new();
+    problems.retain(|problem| seen.insert(problem.clone()));
     if problems.is_empty() {
         return Ok(());
     }

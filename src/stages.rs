@@ -341,9 +341,13 @@ fn bump_stage(ctx: &mut Context, part: Option<&str>) -> Result<()> {
     }
     if !ctx.record.pushed_back {
         let step = "push the version commit and tag to origin";
-        journal(exec, ctx.state, &mut ctx.record, step, StepState::Intended)?;
+        // push_back also writes the record (a refusal ends the run for good): the journal's
+        // two lines are written around it by hand.
+        ctx.record.journal(step, StepState::Intended);
+        save(ctx)?;
         push_back(ctx)?;
-        journal(exec, ctx.state, &mut ctx.record, step, StepState::Done)?;
+        ctx.record.journal(step, StepState::Done);
+        save(ctx)?;
         ctx.record.pushed_back = true;
     }
     Ok(())
@@ -358,17 +362,22 @@ fn save_record(exec: &Exec, state: &State, record: &RunRecord) -> Result<()> {
     record.save(exec, state)
 }
 
-/// Writes in the run's journal that a step that changes something outside cdflow is about to
-/// start (`Intended`) or is done, before going on.
-fn journal(
+/// Runs `body`, a step that changes something outside cdflow, with the run's journal saying
+/// before it starts that it is about to happen and after it that it did. The record is passed
+/// apart from the context so that `body` can borrow the rest of it.
+fn journaled<T>(
     exec: &Exec,
     state: &State,
     record: &mut RunRecord,
     step: &str,
-    at: StepState,
-) -> Result<()> {
-    record.journal(step, at);
-    save_record(exec, state, record)
+    body: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    record.journal(step, StepState::Intended);
+    save_record(exec, state, record)?;
+    let value = body()?;
+    record.journal(step, StepState::Done);
+    save_record(exec, state, record)?;
+    Ok(value)
 }
 
 /// The facts of a run, borrowed apart from its record (which the journal writes meanwhile).
@@ -387,15 +396,10 @@ fn make_version(ctx: &mut Context, intent: &VersionIntent) -> Result<()> {
         ..bump_options(ctx.settings, None)?
     };
     let step = format!("commit and tag version {}", intent.new);
-    journal(
-        ctx.exec,
-        ctx.state,
-        &mut ctx.record,
-        &step,
-        StepState::Intended,
-    )?;
-    bump::bump(ctx.exec, &facts, &options)?;
-    journal(ctx.exec, ctx.state, &mut ctx.record, &step, StepState::Done)?;
+    let exec = ctx.exec;
+    journaled(exec, ctx.state, &mut ctx.record, &step, || {
+        bump::bump(exec, &facts, &options)
+    })?;
     Ok(())
 }
 
@@ -450,9 +454,9 @@ fn reconcile_version(ctx: &mut Context, intent: &VersionIntent) -> Result<()> {
             intent.new
         ));
         let step = format!("tag version {}", intent.new);
-        journal(exec, ctx.state, &mut ctx.record, &step, StepState::Intended)?;
-        git::tag_annotated(exec, &intent.tag, &intent.message)?;
-        return journal(exec, ctx.state, &mut ctx.record, &step, StepState::Done);
+        return journaled(exec, ctx.state, &mut ctx.record, &step, || {
+            git::tag_annotated(exec, &intent.tag, &intent.message)
+        });
     }
     // The commit never happened. What the stopped bump wrote is put back first; only the
     // run's own clone is reset, a checkout of the user's is left for the user to look at.
@@ -560,17 +564,12 @@ fn push(ctx: &mut Context, to: &str) -> Result<()> {
     let release = platform_release(app, manifest, &version);
     let platform = platform::for_env(ctx.state, &target);
     let step = format!("push {version} to {to}");
-    journal(
-        ctx.exec,
-        ctx.state,
-        &mut ctx.record,
-        &step,
-        StepState::Intended,
-    )?;
-    let deployment = platform
-        .push(ctx.exec, &release, &target)
-        .with_context(|| format!("push to `{to}` failed"))?;
-    journal(ctx.exec, ctx.state, &mut ctx.record, &step, StepState::Done)?;
+    let exec = ctx.exec;
+    let deployment = journaled(exec, ctx.state, &mut ctx.record, &step, || {
+        platform
+            .push(exec, &release, &target)
+            .with_context(|| format!("push to `{to}` failed"))
+    })?;
     let template = std::fs::read_to_string(&app.manifest)?;
     releases::deployed(ctx.exec, ctx.state, &app.name, &deployment, &template)?;
     ctx.exec.ui().note(&format!(
@@ -709,17 +708,12 @@ fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
     };
     let release = platform_release(app, &manifest, &candidate.version);
     let step = format!("promote {} from {from} to {to}", candidate.version);
-    journal(
-        ctx.exec,
-        ctx.state,
-        &mut ctx.record,
-        &step,
-        StepState::Intended,
-    )?;
-    let deployment = platform
-        .promote(ctx.exec, &release, &source, &target, &candidate)
-        .with_context(|| format!("promote from `{from}` to `{to}` failed"))?;
-    journal(ctx.exec, ctx.state, &mut ctx.record, &step, StepState::Done)?;
+    let exec = ctx.exec;
+    let deployment = journaled(exec, ctx.state, &mut ctx.record, &step, || {
+        platform
+            .promote(exec, &release, &source, &target, &candidate)
+            .with_context(|| format!("promote from `{from}` to `{to}` failed"))
+    })?;
     releases::deployed(ctx.exec, ctx.state, &app.name, &deployment, &template)?;
     ctx.exec.ui().note(&format!(
         "{to} serves {} at {}",

@@ -69,8 +69,14 @@ fn check_credentials(env: &Target) -> Vec<String> {
 /// The oldest cf CLI cdflow drives: v7 brought `--strategy rolling` and v3 manifests.
 const OLDEST_CLI: u64 = 7;
 
-/// A cf CLI too old for what cdflow runs, as a problem for the preflight.
+/// A cf CLI too old for what cdflow runs, as a problem for the preflight. Asked once per
+/// process: every cf environment of a run uses the same CLI.
 fn check_cli_version(exec: &Exec) -> Option<String> {
+    static CHECKED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    CHECKED.get_or_init(|| ask_cli_version(exec)).clone()
+}
+
+fn ask_cli_version(exec: &Exec) -> Option<String> {
     let answer = exec.query(cmd!(exec.sh(), "cf version")).ok()?;
     let version = answer.split_whitespace().nth(2)?;
     let major: u64 = version.split('.').next()?.parse().ok()?;
@@ -204,26 +210,13 @@ impl Cf {
     /// route: both from the Cloud Controller's v3 API as JSON, not from the text `cf app`
     /// prints for people.
     fn check_running(&self, exec: &Exec, env: &Target, app: &str, guid: &str) -> Result<String> {
-        let stats = self.curl(
-            exec,
-            env,
-            &[&format!("/v3/apps/{guid}/processes/web/stats")],
-        )?;
+        let stats = self.instance_states(exec, env, guid)?;
         let routes = self.curl(exec, env, &[&format!("/v3/apps/{guid}/routes")])?;
-        if stats.is_null() {
+        let Some(states) = stats else {
             // A dry run: nothing answered.
             return Ok(String::new());
-        }
-        let states: Vec<&str> = stats
-            .get("resources")
-            .and_then(Value::as_array)
-            .map(|all| {
-                all.iter()
-                    .filter_map(|i| i.get("state")?.as_str())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !states.contains(&"RUNNING") {
+        };
+        if !states.iter().any(|s| s == "RUNNING") {
             bail!(
                 "no instance of {app} runs in `{}`: the web process's instances are {}",
                 env.name,
@@ -239,6 +232,72 @@ impl Cf {
             .and_then(|all| all.first())
             .map(|route| text_at(route, &["url"]))
             .unwrap_or_default())
+    }
+
+    /// The states of the web process's instances (`RUNNING`, `CRASHED`, ...), from the Cloud
+    /// Controller's stats; `None` in a dry run, where nothing answers.
+    fn instance_states(
+        &self,
+        exec: &Exec,
+        env: &Target,
+        guid: &str,
+    ) -> Result<Option<Vec<String>>> {
+        let path = format!("/v3/apps/{guid}/processes/web/stats");
+        let stats = self.curl(exec, env, &[&path])?;
+        if stats.is_null() {
+            return Ok(None);
+        }
+        let instances = stats.get("resources").and_then(Value::as_array);
+        Ok(Some(
+            instances
+                .into_iter()
+                .flatten()
+                .map(|instance| text_at(instance, &["state"]))
+                .collect(),
+        ))
+    }
+
+    /// One line on what serves `env`, for `cdflow status`: the version cdflow deployed with the
+    /// droplet that runs, the route, and how many instances run.
+    pub fn status(&self, exec: &Exec, app: &str, env: &Target) -> Result<String> {
+        self.login(exec, env)?;
+        let guid = self.app_guid(exec, env, app)?;
+        let serving = self.deployment_of(exec, app, env, &guid)?;
+        let states = self.instance_states(exec, env, &guid)?.unwrap_or_default();
+        let running = states.iter().filter(|s| *s == "RUNNING").count();
+        let url = match serving.url.as_str() {
+            "" => String::new(),
+            url => format!(" at {url}"),
+        };
+        Ok(format!(
+            "{}: {app} {} ({}){url} on cf, {running} of {} instance(s) running",
+            env.name,
+            serving.version,
+            serving.artifact,
+            states.len()
+        ))
+    }
+
+    /// What the app of `guid` runs in `env`: its droplet, and the version cdflow deployed with
+    /// it, if cdflow did.
+    fn deployment_of(
+        &self,
+        exec: &Exec,
+        app: &str,
+        env: &Target,
+        guid: &str,
+    ) -> Result<Deployment> {
+        let droplet = self.current_droplet(exec, env, guid)?;
+        let known = crate::releases::find(&self.state, app, env.name, &droplet)?;
+        Ok(Deployment {
+            env: env.name.to_string(),
+            platform: NAME.into(),
+            version: known
+                .map(|release| release.deployment.version)
+                .unwrap_or_else(|| "unknown".into()),
+            url: env.config.url.clone().unwrap_or_default(),
+            artifact: droplet,
+        })
     }
 
     fn url(&self, env: &Target, route: &str) -> String {
@@ -549,47 +608,7 @@ impl Platform for Cf {
     fn serving(&self, exec: &Exec, app: &str, env: &Target) -> Result<Option<Deployment>> {
         self.login(exec, env)?;
         let guid = self.app_guid(exec, env, app)?;
-        let droplet = self.current_droplet(exec, env, &guid)?;
-        let known = crate::releases::find(&self.state, app, env.name, &droplet)?;
-        Ok(Some(Deployment {
-            env: env.name.to_string(),
-            platform: NAME.into(),
-            version: known
-                .map(|release| release.deployment.version)
-                .unwrap_or_else(|| "unknown".into()),
-            url: env.config.url.clone().unwrap_or_default(),
-            artifact: droplet,
-        }))
-    }
-
-    fn status(&self, exec: &Exec, app: &str, env: &Target) -> Result<String> {
-        let Some(serving) = self.serving(exec, app, env)? else {
-            return Ok(format!("{}: nothing serves {app} on cf", env.name));
-        };
-        let guid = self.app_guid(exec, env, app)?;
-        let path = format!("/v3/apps/{guid}/processes/web/stats");
-        let stats = self.curl(exec, env, &[&path])?;
-        let states: Vec<&str> = stats
-            .get("resources")
-            .and_then(Value::as_array)
-            .map(|all| {
-                all.iter()
-                    .filter_map(|i| i.get("state")?.as_str())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let running = states.iter().filter(|s| **s == "RUNNING").count();
-        let url = match serving.url.as_str() {
-            "" => String::new(),
-            url => format!(" at {url}"),
-        };
-        Ok(format!(
-            "{}: {app} {} ({}){url} on cf, {running} of {} instance(s) running",
-            env.name,
-            serving.version,
-            serving.artifact,
-            states.len()
-        ))
+        self.deployment_of(exec, app, env, &guid).map(Some)
     }
 
     fn logs(&self, exec: &Exec, app: &str, env: &Target, follow: bool) -> Result<()> {

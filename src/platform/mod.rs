@@ -84,18 +84,6 @@ pub trait Platform {
     /// What serves `env` now, if anything.
     fn serving(&self, exec: &Exec, app: &str, env: &Target) -> Result<Option<Deployment>>;
 
-    /// One line on what serves `env`, for `cdflow status`: version, artifact, route,
-    /// instances. (The local platform shows its own environments in more detail.)
-    fn status(&self, exec: &Exec, app: &str, env: &Target) -> Result<String> {
-        Ok(match self.serving(exec, app, env)? {
-            Some(d) => format!(
-                "{}: {app} {} ({}) at {}",
-                env.name, d.version, d.artifact, d.url
-            ),
-            None => format!("{}: nothing serves {app}", env.name),
-        })
-    }
-
     /// Prints the recent logs of `env` (and follows them with `follow`).
     fn logs(&self, exec: &Exec, app: &str, env: &Target, follow: bool) -> Result<()>;
 }

@@ -156,6 +156,13 @@ vars = {{ instances = "2" }}
             .collect()
     }
 
+    /// Asserts that nothing irreversible happened: no cf call, and no version tag in origin.
+    #[track_caller]
+    pub fn assert_nothing_released(&self) {
+        assert_eq!(self.calls(), Vec::<String>::new(), "no cf call");
+        assert_eq!(self.origin_git(&["tag", "-l"]), "", "no version in origin");
+    }
+
     pub fn origin_git(&self, args: &[&str]) -> String {
         let output = std::process::Command::new("git")
             .arg("-C")
@@ -628,8 +635,7 @@ fn bad_memory_and_a_missing_cf_are_refused_before_the_version_is_pushed() {
             .stderr_has("the manifest's memory `512` of `filter` is not a size cf reads")
             .stderr_has("[env.staging] is on cf, but `cf` is not on PATH");
     }
-    assert_eq!(app.origin_git(&["tag", "-l"]), "", "no version was pushed");
-    assert!(app.calls().is_empty());
+    app.assert_nothing_released();
 }
 
 /// A later `cdflow promote` applies the manifest that was verified on staging (the released
@@ -684,8 +690,7 @@ fn a_secret_too_short_to_mask_is_refused_before_anything_runs() {
     );
     run.failure(2)
         .stderr_has("the secret FILTER_TOKEN is shorter than 4 characters");
-    assert!(app.calls().is_empty());
-    assert_eq!(app.origin_git(&["tag", "-l"]), "");
+    app.assert_nothing_released();
 }
 
 /// Every request body cdflow sends through `cf curl -d` is JSON, whatever the guids it carries
@@ -905,8 +910,7 @@ fn an_old_cf_cli_and_an_e2e_without_a_url_are_refused_before_anything_runs() {
     app.cdflow(&["release", "--repo", &origin], None)
         .failure(2)
         .stderr_has("the e2e tests against `staging` have no URL");
-    assert!(app.calls().is_empty());
-    assert_eq!(app.origin_git(&["tag", "-l"]), "");
+    app.assert_nothing_released();
 }
 
 /// `cdflow status` shows the cf environments too: the version cdflow deployed there, the

@@ -136,8 +136,7 @@ fn a_failing_tier_shows_its_command_exit_code_and_last_lines() {
         !run.stderr.contains("lint line 60\n"),
         "only the last 40 lines:\n{run}"
     );
-    assert!(app.calls().is_empty(), "nothing deployed");
-    assert_eq!(app.origin_git(&["tag", "-l"]), "", "nothing bumped");
+    app.assert_nothing_released();
 }
 
 #[test]
@@ -427,8 +426,7 @@ fn a_commit_id_as_ref_releases_exactly_that_commit_or_refuses() {
         .stderr_has(&format!(
             "`main` moved 1 commit(s) past the commit to release, {tested}, to {head}"
         ));
-    assert_eq!(app.origin_git(&["tag", "-l"]), "");
-    assert!(app.calls().is_empty());
+    app.assert_nothing_released();
 
     app.cdflow(
         &["release", "--repo", &origin, "--ref", &head, "--dry-run"],
