@@ -15,6 +15,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use ignore::Match;
 use xshell::cmd;
 
 use super::artifacts::{self, Artifact, Meta};
@@ -417,26 +419,29 @@ fn glob_dirs(dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// Names that are never part of a droplet: what the cf CLI leaves out (version control, its own
-/// files; the manifest is also left out by its path), and caches of tools.
-const ALWAYS_LEFT_OUT: [&str; 11] = [
+/// What the cf CLI leaves out of every upload (its `DefaultIgnoreLines`). As with the cf CLI,
+/// they are read after the app's `.cfignore`, so that no `!` line brings them back.
+const CF_DEFAULT_IGNORES: [&str; 9] = [
+    ".cfignore",
+    ".DS_Store",
     ".git",
     ".gitignore",
     ".hg",
     ".svn",
     "_darcs",
+    "manifest.yaml",
     "manifest.yml",
-    ".cdflow",
-    ".DS_Store",
-    "__pycache__",
-    ".venv",
-    ".tox",
 ];
 
-/// Copies the app's files into `to`, leaving out what `.cfignore` lists and the paths in
-/// `skip` (the state folder, when it lies inside the app).
+/// What cdflow leaves out besides: its own state folder, and caches of tools, which staging
+/// makes anew (a venv, bytecode).
+const CDFLOW_IGNORES: [&str; 4] = [".cdflow", "__pycache__", ".venv", ".tox"];
+
+/// Copies the app's files into `to`, leaving out what `.cfignore` lists (and what the cf CLI
+/// and cdflow always leave out), and the paths in `skip` (the state folder, when it lies inside
+/// the app, and the manifest).
 pub fn copy_app(from: &Path, to: &Path, skip: &[&Path]) -> Result<()> {
-    let ignore = CfIgnore::read(from);
+    let ignore = CfIgnore::read(from)?;
     std::fs::create_dir_all(to)?;
     copy_tree(from, to, Path::new(""), &ignore, skip)
         .with_context(|| format!("could not copy {} into the droplet", from.display()))
@@ -451,20 +456,28 @@ fn copy_tree(
 ) -> Result<()> {
     for entry in std::fs::read_dir(root.join(relative))? {
         let entry = entry?;
-        let name = entry.file_name();
-        let rel = relative.join(&name);
+        let rel = relative.join(entry.file_name());
         let source = root.join(&rel);
         let file_type = entry.file_type()?;
-        if ALWAYS_LEFT_OUT.iter().any(|n| name == *n)
-            || ignore.ignores(&rel, file_type.is_dir())
-            || skip.iter().any(|s| same_path(s, &source))
-        {
+        if skip.iter().any(|s| same_path(s, &source)) {
             continue;
         }
+        let is_dir = file_type.is_dir();
         let target = to.join(&rel);
+        if ignore.ignores(&rel, is_dir) {
+            // As with the cf CLI, which asks about every path, a `!` line can bring back a
+            // file inside a folder that an earlier line left out.
+            if is_dir && !ignore.prunes(&rel) {
+                copy_tree(root, to, &rel, ignore, skip)?;
+            }
+            continue;
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
         if file_type.is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(&source)?, &target)?;
-        } else if file_type.is_dir() {
+        } else if is_dir {
             std::fs::create_dir_all(&target)?;
             copy_tree(root, to, &rel, ignore, skip)?;
         } else {
@@ -481,66 +494,116 @@ fn same_path(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// The patterns of a `.cfignore`, read roughly as gitignore: `*`, `?` and `**`; a leading `/`
-/// anchors at the app's root, a trailing `/` matches folders only, and a pattern without `/`
-/// matches a name at any depth.
-#[derive(Debug, Default)]
+/// The app's `.cfignore` as the cf CLI reads it: gitignore patterns (the `ignore` crate's, as
+/// git reads them), `!` lines included, followed by the defaults that are always left out.
+///
+/// The cf CLI (go-gitignore) asks about every path, and the last pattern that matches the path
+/// or any folder above it decides; git instead never looks inside a folder it left out. Each
+/// path is therefore matched on its own and on each of its folders here, and the pattern that
+/// comes last in the file decides.
+#[derive(Debug)]
 struct CfIgnore {
-    patterns: Vec<(String, bool, bool)>,
+    matcher: Gitignore,
+    /// The position of each pattern, by its text (a repeated line is the same pattern, and its
+    /// last position is the one that counts).
+    order: std::collections::HashMap<String, usize>,
+    /// Patterns from this position on are the defaults.
+    defaults_from: usize,
 }
 
 impl CfIgnore {
-    fn read(dir: &Path) -> CfIgnore {
-        let text = std::fs::read_to_string(dir.join(".cfignore")).unwrap_or_default();
-        CfIgnore::parse(&text)
+    fn read(dir: &Path) -> Result<CfIgnore> {
+        let path = dir.join(".cfignore");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(err) => {
+                return Err(err).with_context(|| format!("could not read {}", path.display()))
+            }
+        };
+        CfIgnore::parse(dir, &text)
     }
 
-    fn parse(text: &str) -> CfIgnore {
-        let mut patterns = vec![(".cfignore".to_string(), false, false)];
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+    fn parse(dir: &Path, text: &str) -> Result<CfIgnore> {
+        let file = dir.join(".cfignore");
+        let mut builder = GitignoreBuilder::new(dir);
+        let mut order = std::collections::HashMap::new();
+        let written = text
+            .lines()
+            .enumerate()
+            .map(|(i, line)| (line, Some(i + 1)));
+        let defaults = CF_DEFAULT_IGNORES
+            .iter()
+            .chain(&CDFLOW_IGNORES)
+            .map(|line| (*line, None));
+        let mut defaults_from = None;
+        let mut count = 0;
+        for (line, number) in written.chain(defaults) {
+            if number.is_none() && defaults_from.is_none() {
+                defaults_from = Some(count);
+            }
+            // go-gitignore trims spaces on both sides of a line.
+            let line = line.trim_end_matches('\r').trim_matches(' ');
+            if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let dir_only = line.ends_with('/');
-            let line = line.trim_end_matches('/');
-            let anchored = line.starts_with('/') || line.contains('/');
-            patterns.push((line.trim_start_matches('/').to_string(), dir_only, anchored));
+            builder.add_line(Some(file.clone()), line).map_err(|err| {
+                user_error(format!(
+                    "{}:{}: `{line}` is not a pattern cdflow can read ({err}): fix or remove \
+                     the line",
+                    file.display(),
+                    number.unwrap_or_default()
+                ))
+            })?;
+            order.insert(line.to_string(), count);
+            count += 1;
         }
-        CfIgnore { patterns }
+        let matcher = builder
+            .build()
+            .map_err(|err| user_error(format!("{}: {err}", file.display())))?;
+        Ok(CfIgnore {
+            matcher,
+            order,
+            defaults_from: defaults_from.unwrap_or_default(),
+        })
+    }
+
+    /// The pattern that decides about `relative` (its position, and whether it leaves it out):
+    /// the last one in the file that matches the path or a folder above it.
+    fn decision(&self, relative: &Path, is_dir: bool) -> Option<(usize, bool)> {
+        let mut best: Option<(usize, bool)> = None;
+        let mut path = Some(relative);
+        let mut dir = is_dir;
+        while let Some(current) = path.filter(|p| !p.as_os_str().is_empty()) {
+            let found = match self.matcher.matched(current, dir) {
+                Match::None => None,
+                Match::Ignore(glob) => Some((glob.original(), true)),
+                Match::Whitelist(glob) => Some((glob.original(), false)),
+            };
+            if let Some((original, ignored)) = found {
+                let at = self.order.get(original).copied().unwrap_or_default();
+                if best.is_none_or(|(best_at, _)| at > best_at) {
+                    best = Some((at, ignored));
+                }
+            }
+            path = current.parent();
+            dir = true;
+        }
+        best
     }
 
     fn ignores(&self, relative: &Path, is_dir: bool) -> bool {
-        let path = relative.to_string_lossy();
-        let name = relative
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default();
-        self.patterns.iter().any(|(pattern, dir_only, anchored)| {
-            (!dir_only || is_dir)
-                && if *anchored {
-                    glob(pattern.as_bytes(), path.as_bytes())
-                } else {
-                    glob(pattern.as_bytes(), name.as_bytes())
-                }
-        })
+        self.decision(relative, is_dir)
+            .is_some_and(|(_, ignored)| ignored)
     }
-}
 
-/// Glob matching: `*` any run without `/`, `**` any run, `?` one character but `/`.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern {
-        [] => text.is_empty(),
-        [b'*', b'*', rest @ ..] => {
-            let rest = rest.strip_prefix(b"/").unwrap_or(rest);
-            (0..=text.len()).any(|i| glob(rest, &text[i..]))
-        }
-        [b'*', rest @ ..] => {
-            let limit = text.iter().position(|&b| b == b'/').unwrap_or(text.len());
-            (0..=limit).any(|i| glob(rest, &text[i..]))
-        }
-        [b'?', rest @ ..] => matches!(text, [c, tail @ ..] if *c != b'/' && glob(rest, tail)),
-        [p, rest @ ..] => matches!(text, [c, tail @ ..] if c == p && glob(rest, tail)),
+    /// Whether nothing inside the folder `relative` can be brought back: a default left it out
+    /// (nothing comes after the defaults), or no line of the file starts with `!`.
+    fn prunes(&self, relative: &Path) -> bool {
+        self.matcher.num_whitelists() == 0
+            || self
+                .decision(relative, true)
+                .is_some_and(|(at, ignored)| ignored && at >= self.defaults_from)
     }
 }
 
@@ -628,14 +691,83 @@ mod tests {
         }
     }
 
+    /// What `copy_app` copies of `files` with this `.cfignore`, sorted.
+    fn copied(files: &[&str], cfignore: &str) -> Vec<String> {
+        let from = tempfile::tempdir().unwrap();
+        let to = tempfile::tempdir().unwrap();
+        for path in files {
+            let path = from.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "x").unwrap();
+        }
+        std::fs::write(from.path().join(".cfignore"), cfignore).unwrap();
+        copy_app(from.path(), to.path(), &[]).unwrap();
+        let mut copied = Vec::new();
+        collect(to.path(), to.path(), &mut copied);
+        copied.sort();
+        copied
+    }
+
     #[test]
-    fn globs() {
-        assert!(glob(b"*.log", b"a.log"));
-        assert!(!glob(b"*.log", b"d/a.log"));
-        assert!(glob(b"**/a.log", b"d/e/a.log"));
-        assert!(glob(b"d/**", b"d/e/a.log"));
-        assert!(glob(b"a?c", b"abc"));
-        assert!(!glob(b"a?c", b"a/c"));
+    fn cfignore_negation_brings_files_back() {
+        let files = ["a.log", "keep.log", "logs/x.log", "logs/keep.log", "app.py"];
+        assert_eq!(
+            copied(&files, "*.log\n!keep.log\n"),
+            ["app.py", "keep.log", "logs/keep.log"]
+        );
+        // A later line wins over an earlier `!`, as in git.
+        assert_eq!(copied(&files, "!keep.log\n*.log\n"), ["app.py"]);
+        // A file inside a folder left out comes back when a later line names it, as with the
+        // cf CLI, which asks about every path.
+        assert_eq!(
+            copied(
+                &["build/out.bin", "build/tmp/t", "src/main.py"],
+                "build/\n!build/out.bin\n"
+            ),
+            ["build/out.bin", "src/main.py"]
+        );
+        // No `!` line brings back what the cf CLI always leaves out.
+        assert_eq!(
+            copied(
+                &[".git/HEAD", "sub/manifest.yml", "app.py"],
+                "!HEAD\n!manifest.yml\n"
+            ),
+            ["app.py"]
+        );
+    }
+
+    #[test]
+    fn cfignore_folders_anchors_and_double_stars() {
+        let files = [
+            "docs/a.md",
+            "src/docs/b.md",
+            "tests/t.py",
+            "src/tests",
+            "a/b/c/deep.tmp",
+            "top.tmp",
+            "x/cache/1",
+            "x/y/cache/2",
+            "keep.txt",
+        ];
+        // `/docs` only at the root; `tests/` only folders (src/tests is a file); `**` any depth.
+        assert_eq!(
+            copied(&files, "/docs\ntests/\na/**/*.tmp\n**/cache\n"),
+            ["keep.txt", "src/docs/b.md", "src/tests", "top.tmp"]
+        );
+        // A pattern with a slash in the middle is anchored at the app's root.
+        assert_eq!(
+            copied(&["docs/a.md", "src/docs/a.md"], "docs/a.md\n"),
+            ["src/docs/a.md"]
+        );
+    }
+
+    #[test]
+    fn a_cfignore_line_that_is_no_pattern_is_an_error_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = CfIgnore::parse(dir.path(), "ok\n[z-a]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(".cfignore:2: `[z-a]`"), "{err}");
     }
 
     #[test]
