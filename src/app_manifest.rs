@@ -49,6 +49,26 @@ pub struct Application {
     pub timeout: Option<u64>,
     /// An app with no route: nothing to run e2e tests against.
     pub no_route: Option<bool>,
+    /// The app's folder (or archive), relative to the manifest's folder.
+    pub path: Option<String>,
+    /// The processes of a v3 manifest; the `web` one is folded into the fields above by
+    /// [`resolve`], as the settings of the app's web process.
+    #[serde(default)]
+    pub processes: Vec<Process>,
+}
+
+/// A process of a v3 manifest's `processes`: the settings cdflow acts on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Process {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub command: Option<String>,
+    pub memory: Option<String>,
+    pub instances: Option<u32>,
+    pub health_check_type: Option<String>,
+    pub health_check_http_endpoint: Option<String>,
+    pub timeout: Option<u64>,
 }
 
 impl Application {
@@ -63,34 +83,42 @@ impl Application {
         all
     }
 
+    /// The application with its `web` process's settings in the app-level fields, where the
+    /// platforms read them: on Cloud Foundry both describe the one web process. (A setting
+    /// given in both places is refused by the local platform; see `platform::local::keys`.)
+    pub fn with_web_process(mut self) -> Application {
+        let Some(web) = self.processes.iter().find(|p| p.kind == "web").cloned() else {
+            return self;
+        };
+        self.command = web.command.or(self.command);
+        self.memory = web.memory.or(self.memory);
+        self.instances = web.instances.or(self.instances);
+        self.health_check_type = web.health_check_type.or(self.health_check_type);
+        self.health_check_http_endpoint = web
+            .health_check_http_endpoint
+            .or(self.health_check_http_endpoint);
+        self.timeout = web.timeout.or(self.timeout);
+        self
+    }
+
     /// What Cloud Foundry would refuse in this application's settings, each with its fix, so
     /// that a release is refused before its version is pushed rather than at the deploy.
     pub fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        let name = &self.name;
-        if let Some(memory) = &self.memory {
-            if parse_bytes(memory).is_none_or(|bytes| bytes < MEGABYTE) {
-                problems.push(format!(
-                    "the manifest's memory `{memory}` of `{name}` is not a size cf reads: write \
-                     a whole number of megabytes or more with a unit (B, K, KB, M, MB, G, GB, T \
-                     or TB), such as 256M or 1G"
-                ));
-            }
-        }
-        match self.health_check_type.as_deref() {
-            None | Some("port" | "http" | "process" | "none") => {}
-            Some(other) => problems.push(format!(
-                "the manifest's health-check-type `{other}` of `{name}` is unknown: use `http`, \
-                 `port` or `process`"
-            )),
-        }
-        if let Some(endpoint) = &self.health_check_http_endpoint {
-            if !endpoint.starts_with('/') {
-                problems.push(format!(
-                    "the manifest's health-check-http-endpoint `{endpoint}` of `{name}` must \
-                     start with `/`"
-                ));
-            }
+        // The web process's settings are the app's (folded in, when `resolve` has not yet).
+        let app = self.clone().with_web_process();
+        let mut problems = settings_problems(
+            &format!("`{}`", app.name),
+            app.memory.as_deref(),
+            app.health_check_type.as_deref(),
+            app.health_check_http_endpoint.as_deref(),
+        );
+        for process in self.processes.iter().filter(|p| p.kind != "web") {
+            problems.extend(settings_problems(
+                &format!("the `{}` process of `{}`", process.kind, self.name),
+                process.memory.as_deref(),
+                process.health_check_type.as_deref(),
+                process.health_check_http_endpoint.as_deref(),
+            ));
         }
         problems
     }
@@ -111,6 +139,41 @@ impl Application {
             })
             .collect()
     }
+}
+
+/// What Cloud Foundry would refuse in the settings of an app or process called `name`.
+fn settings_problems(
+    name: &str,
+    memory: Option<&str>,
+    health_check_type: Option<&str>,
+    health_check_http_endpoint: Option<&str>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(memory) = memory {
+        if parse_bytes(memory).is_none_or(|bytes| bytes < MEGABYTE) {
+            problems.push(format!(
+                "the manifest's memory `{memory}` of {name} is not a size cf reads: write a \
+                 whole number of megabytes or more with a unit (B, K, KB, M, MB, G, GB, T or \
+                 TB), such as 256M or 1G"
+            ));
+        }
+    }
+    match health_check_type {
+        None | Some("port" | "http" | "process" | "none") => {}
+        Some(other) => problems.push(format!(
+            "the manifest's health-check-type `{other}` of {name} is unknown: use `http`, \
+             `port` or `process`"
+        )),
+    }
+    if let Some(endpoint) = health_check_http_endpoint {
+        if !endpoint.starts_with('/') {
+            problems.push(format!(
+                "the manifest's health-check-http-endpoint `{endpoint}` of {name} must start \
+                 with `/`"
+            ));
+        }
+    }
+    problems
 }
 
 const MEGABYTE: u64 = 1024 * 1024;
@@ -267,7 +330,11 @@ pub fn resolve(path: &Path, vars: &Vars) -> Result<Resolved> {
     Ok(Resolved {
         path: path.to_path_buf(),
         text,
-        applications: manifest.applications,
+        applications: manifest
+            .applications
+            .into_iter()
+            .map(Application::with_web_process)
+            .collect(),
     })
 }
 

@@ -338,12 +338,11 @@ fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
     )))
 }
 
-/// Why the e2e tests against `env` would have no URL to run against: the local platform always
-/// gives one, cf gives the app's route unless the manifest says `no-route` and cdflow.toml no
-/// `url`.
+/// Why the e2e tests against `env` would have no URL to run against: both platforms give the
+/// app's route, unless the manifest says `no-route` and cdflow.toml gives no `url`.
 fn e2e_url_problem(ctx: &Context, app: &App, env: &str) -> Option<String> {
     let target = app.target(env).ok()?;
-    if target.platform() != crate::config::PlatformKind::Cf || target.config.url.is_some() {
+    if target.config.url.is_some() {
         return None;
     }
     let manifest = ctx.facts().ok()?.manifest(env).ok()?;

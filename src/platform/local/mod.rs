@@ -13,6 +13,7 @@
 
 mod artifacts;
 mod control;
+mod keys;
 mod layout;
 mod logs;
 mod memory;
@@ -86,8 +87,13 @@ impl Platform for Local {
             return vec![err.to_string()];
         }
         let mut problems = Vec::new();
+        let mut no_route = false;
         match manifest_application(manifest, app) {
-            Ok(application) => problems.extend(application.problems()),
+            Ok(application) => {
+                problems.extend(application.problems());
+                problems.extend(keys::review(manifest, &application.name).refused);
+                no_route = application.no_route == Some(true);
+            }
             Err(err) => problems.push(err.to_string()),
         }
         let paths = EnvPaths::new(&self.state, env.name);
@@ -104,7 +110,8 @@ impl Platform for Local {
         let ours = control::status(&paths).is_some_and(|status| status.route_port == Some(port));
         let in_use =
             ports::try_bind(port).is_err_and(|err| err.kind() == std::io::ErrorKind::AddrInUse);
-        if !ours && in_use {
+        // An app with `no-route` leaves the route's port alone.
+        if !ours && in_use && !no_route {
             problems.push(format!(
                 "the route of `{}`, port {port} on 127.0.0.1, is in use by another program: \
                  stop it, or set another `port` in [env.{}] of cdflow.toml",
@@ -117,6 +124,7 @@ impl Platform for Local {
     fn push(&self, exec: &Exec, release: &Release, env: &Target) -> Result<Deployment> {
         check_env_name(env.name)?;
         let application = application(release)?;
+        review_keys(exec, release)?;
         let port = route_port(env);
         let Some(artifact) = stage::stage(exec, &self.state, release, application)? else {
             return Ok(dry_run(exec, env, release.version, port, application));
@@ -150,6 +158,7 @@ impl Platform for Local {
     ) -> Result<Deployment> {
         check_env_name(to.name)?;
         let application = application(release)?;
+        review_keys(exec, release)?;
         let port = route_port(to);
         if verified.platform != NAME {
             return Err(user_error(format!(
@@ -248,6 +257,23 @@ impl Platform for Local {
 /// The application of the manifest that is being released.
 fn application<'a>(release: &'a Release) -> Result<&'a Application> {
     manifest_application(release.manifest, release.app)
+}
+
+/// Refuses what the local platform cannot do with the manifest, and says what applies on cf
+/// only, before anything is staged or started.
+fn review_keys(exec: &Exec, release: &Release) -> Result<()> {
+    let review = keys::review(release.manifest, release.app);
+    if !review.refused.is_empty() {
+        return Err(user_error(format!(
+            "{} cannot run on the local platform:\n- {}",
+            release.manifest.path.display(),
+            review.refused.join("\n- ")
+        )));
+    }
+    for note in review.notes {
+        exec.ui().note(&note);
+    }
+    Ok(())
 }
 
 /// The application named `app` in `manifest`, else its first.

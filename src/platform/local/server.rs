@@ -379,7 +379,10 @@ impl Server {
         let logs = &self.cell.logs;
         let started = Instant::now();
         // Until the switch, the route stays where it is, even when its port changes.
-        let new_route = self.bind_route(spec.route_port).await?;
+        let new_route = match spec.no_route {
+            true => None,
+            false => self.bind_route(spec.route_port).await?,
+        };
         let what = format!("{} {} ({})", spec.app, spec.version, short(&spec.artifact));
         let message = format!(
             "starting {} instance(s) of {what}, health check {}",
@@ -415,6 +418,9 @@ impl Server {
         self.cell.proxy.switch(generation.slots());
         if let Some(listener) = new_route {
             self.open_route(generation.spec.route_port, listener);
+        } else if generation.spec.no_route {
+            // An app with `no-route` has no route: a route it had before closes.
+            self.inner().route = None;
         }
         let old = {
             let mut inner = self.inner();
@@ -425,11 +431,16 @@ impl Server {
             }
             old
         };
-        let url = format!("http://127.0.0.1:{}", generation.spec.route_port);
-        let message = format!(
-            "route {url} switched to {what} in {:.2}s",
-            started.elapsed().as_secs_f64()
-        );
+        let message = match generation.spec.route_url() {
+            Some(url) => format!(
+                "route {url} switched to {what} in {:.2}s",
+                started.elapsed().as_secs_f64()
+            ),
+            None => format!(
+                "{what} runs, with no route (no-route), after {:.2}s",
+                started.elapsed().as_secs_f64()
+            ),
+        };
         logs.event("API", message.clone());
         progress(message);
         // Synced to disk, off the thread that proxies.

@@ -72,6 +72,9 @@ pub struct RunSpec {
     pub start_timeout_secs: u64,
     /// The port of the environment's route on 127.0.0.1.
     pub route_port: u16,
+    /// The manifest's `no-route`: the route's port is not bound, and nothing is proxied.
+    #[serde(default)]
+    pub no_route: bool,
 }
 
 impl RunSpec {
@@ -130,11 +133,19 @@ impl RunSpec {
                 .unwrap_or(DEFAULT_START_TIMEOUT_SECS)
                 .max(1),
             route_port: placement.route_port,
+            no_route: application.no_route == Some(true),
         })
     }
 
+    /// Where the route answers; none with `no-route`.
+    pub fn route_url(&self) -> Option<String> {
+        (!self.no_route).then(|| format!("http://127.0.0.1:{}", self.route_port))
+    }
+
+    /// The route as shown to people.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.route_port)
+        self.route_url()
+            .unwrap_or_else(|| "no route (no-route)".into())
     }
 
     pub fn deployment(&self) -> Deployment {
@@ -142,7 +153,8 @@ impl RunSpec {
             env: self.env.clone(),
             platform: super::NAME.into(),
             version: self.version.clone(),
-            url: self.url(),
+            // Empty with `no-route`: e2e tests then need the environment's `url`.
+            url: self.route_url().unwrap_or_default(),
             artifact: self.artifact.clone(),
         }
     }
@@ -334,6 +346,7 @@ mod tests {
                 health_check: HealthCheck::Port,
                 start_timeout_secs: 60,
                 route_port: 8081,
+                no_route: false,
             },
         }
     }

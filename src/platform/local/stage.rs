@@ -112,6 +112,12 @@ pub fn stage(
         true => Path::new("."),
         false => release.dir,
     };
+    // The manifest's `path`, as the cf CLI reads it: the app's folder, relative to the
+    // manifest's (`keys::review` refused one that is no folder).
+    let dir = match &application.path {
+        Some(path) => super::keys::app_folder(&release.manifest.path, path),
+        None => dir.to_path_buf(),
+    };
     let dir = &std::path::absolute(dir)?;
     let release = &Release { dir, ..*release };
     let buildpack = buildpack(application, dir)?;

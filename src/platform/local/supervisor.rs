@@ -707,6 +707,7 @@ mod tests {
             health_check: HealthCheck::Port,
             start_timeout_secs: 60,
             route_port: 8081,
+            no_route: false,
         };
         let env: std::collections::HashMap<_, _> =
             instance_env(&spec, 1, 41000).into_iter().collect();
