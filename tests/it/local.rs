@@ -1726,3 +1726,116 @@ fn a_sigkill_during_a_deploy_and_a_promote_drops_no_request() {
     assert_all_answered(&production, "production");
     assert_all_answered(&staging, "staging");
 }
+
+/// The files of the droplet of the only artifact in the state folder, sorted.
+fn droplet_app_files(local: &Local) -> Vec<String> {
+    let artifacts = local.state.path().join("local/artifacts");
+    let artifact = std::fs::read_dir(&artifacts)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| !path.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .expect("an artifact");
+    let app = artifact.join("droplet/app");
+    let mut files = Vec::new();
+    let mut dirs = vec![app.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                let relative = path.strip_prefix(&app).unwrap();
+                files.push(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A v3 manifest: the `web` process's instances, memory, command and health check are the
+/// app's; `path` stages from that folder, relative to the manifest, with its `.cfignore` (`!`
+/// lines included); a `worker` process and `stack` are said to apply on cf only.
+#[test]
+fn a_v3_web_process_runs_its_instances_with_its_memory_from_the_manifests_path() {
+    let local = Local::python(1);
+    local.project.write("service/app.py", APP_PY);
+    local.project.write("service/notes.txt", "left out");
+    local.project.write("service/keep.txt", "brought back");
+    local
+        .project
+        .write("service/.cfignore", "*.txt\n!keep.txt\n");
+    local.project.write(
+        "manifest.yml",
+        "version: 1\napplications:\n- name: pyapp\n  path: service\n  buildpacks: \
+         [python_buildpack]\n  stack: cflinuxfs4\n  env:\n    VERSION: \"1.0.0\"\n  processes:\n  \
+         - type: web\n    command: python app.py\n    instances: 2\n    memory: 64M\n    \
+         health-check-type: http\n    health-check-http-endpoint: /health\n    timeout: 20\n  \
+         - type: worker\n    command: python worker.py\n",
+    );
+    local.project.git_cmd(&["add", "-A"]);
+    local.project.git_cmd(&["commit", "-q", "-m", "v3"]);
+    local
+        .cdflow(&["push", "--to", "staging"])
+        .success()
+        .stdout_has("`stack` of `pyapp` applies on cf only")
+        .stdout_has("the `worker` process of `pyapp` runs on cf only")
+        .stdout_has("starting 2 instance(s)")
+        .stdout_has("health check http /health");
+    let status = local.cdflow(&["status"]);
+    status.success();
+    let limited: Vec<&str> = status
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("  instance") && line.contains(" of 64M ("))
+        .collect();
+    assert_eq!(limited.len(), 2, "{status}");
+    assert_eq!(local.instances("staging").len(), 2, "{status}");
+    assert_eq!(get(local.staging, "/").unwrap().1, "1.0.0\n");
+    // The folder `path` names, not the checkout (whose cdflow.toml and manifest stay out).
+    // `.cfignore` itself stays out, as with the cf CLI.
+    assert_eq!(droplet_app_files(&local), ["app.py", "keep.txt"]);
+}
+
+/// `docker` is refused by name before anything is staged; a `no-route` app runs without its
+/// route, and e2e tests against it with no `url` are refused before they run.
+#[test]
+fn docker_is_refused_and_a_no_route_app_runs_without_its_route() {
+    let local = Local::python(1);
+    let base = manifest("1.0.0", 1, 20, "");
+    local.project.write(
+        "manifest.yml",
+        &format!("{base}  docker:\n    image: nginx:latest\n"),
+    );
+    local.project.git_cmd(&["commit", "-q", "-am", "docker"]);
+    local
+        .cdflow(&["push", "--to", "staging"])
+        .failure(2)
+        .stderr_has("`docker` of `pyapp`: the local platform cannot run a Docker image")
+        .stderr_has("push this app to a cf environment");
+    assert_eq!(local.artifacts(), 0);
+
+    let routeless = base.replace("health-check-type: http", "health-check-type: process")
+        + "  no-route: true\n";
+    local.project.write("manifest.yml", &routeless);
+    local.project.write(
+        "cdflow.toml",
+        &(cdflow_toml("1.0.0", local.staging, local.production) + "\n[e2e]\ncommand = \"true\"\n"),
+    );
+    local.project.git_cmd(&["commit", "-q", "-am", "no route"]);
+    local
+        .cdflow(&["push", "--to", "staging"])
+        .success()
+        .stdout_has("runs, with no route (no-route)");
+    assert_eq!(local.instances("staging").len(), 1);
+    local
+        .cdflow(&["status"])
+        .success()
+        .stdout_has("at no route (no-route)");
+    let refused = TcpStream::connect(("127.0.0.1", local.staging)).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    local
+        .cdflow(&["e2e", "--against", "staging"])
+        .failure(2)
+        .stderr_has("the e2e tests against `staging` have no URL: its manifest says `no-route`");
+}
