@@ -1827,11 +1827,20 @@ fn docker_is_refused_and_a_no_route_app_runs_without_its_route() {
         .cdflow(&["push", "--to", "staging"])
         .success()
         .stdout_has("runs, with no route (no-route)");
-    assert_eq!(local.instances("staging").len(), 1);
+    let instances = local.instances("staging");
+    assert_eq!(instances.len(), 1);
     local
         .cdflow(&["status"])
         .success()
         .stdout_has("at no route (no-route)");
+    // The instance itself listens on its port (once started: a `process` check does not wait
+    // for that); it is told it has no URIs, as on cf.
+    let port = instances[0].2;
+    crate::harness::wait_for("the instance to listen", || get(port, "/env").is_ok());
+    let env: serde_json::Value = serde_json::from_str(&get(port, "/env").unwrap().1).unwrap();
+    let application: serde_json::Value =
+        serde_json::from_str(env["VCAP_APPLICATION"].as_str().unwrap()).unwrap();
+    assert_eq!(application["uris"], serde_json::json!([]), "{application}");
     let refused = TcpStream::connect(("127.0.0.1", local.staging)).unwrap_err();
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     local

@@ -544,16 +544,21 @@ pub fn instance_env(spec: &RunSpec, index: u32, port: u16) -> Vec<(String, Strin
     for (key, value) in &spec.env_vars {
         set(key, value.clone());
     }
-    let uri = format!("127.0.0.1:{}", spec.route_port);
+    // An app with `no-route` has no URIs, as on Cloud Foundry.
+    let uris: Vec<String> = spec
+        .route_url()
+        .map(|_| format!("127.0.0.1:{}", spec.route_port))
+        .into_iter()
+        .collect();
     let vcap_application = serde_json::json!({
         "application_id": format!("{}-{}", spec.app, spec.env),
         "application_name": spec.app,
-        "application_uris": [uri],
+        "application_uris": uris,
         "application_version": spec.version,
         "instance_id": format!("{}-{}-{index}", spec.app, spec.env),
         "instance_index": index,
         "name": spec.app,
-        "uris": [uri],
+        "uris": uris,
         "version": spec.version,
         "space_name": spec.env,
         "host": "0.0.0.0",
