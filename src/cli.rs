@@ -218,7 +218,11 @@ pub struct InitArgs {
     #[arg(long)]
     pub dir: Option<PathBuf>,
 
-    /// List the templates, with a line on each.
+    /// An option of the template, such as `redis` for python-falcon (see `--list`); repeatable.
+    #[arg(long = "with", value_name = "OPTION")]
+    pub with: Vec<String>,
+
+    /// List the templates and their options, with a line on each.
     #[arg(long)]
     pub list: bool,
 }

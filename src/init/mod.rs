@@ -44,6 +44,10 @@ fn list(exec: &Exec) -> Result<()> {
             "{:<14} {}{default}",
             template.name, template.meta.description
         ));
+        for (option, what) in &template.meta.options {
+            exec.ui()
+                .note(&format!("{:<14}   --with {option}: {what}", ""));
+        }
     }
     Ok(())
 }
@@ -76,6 +80,9 @@ fn plan(exec: &Exec, args: &InitArgs) -> Result<Plan> {
     let name_problems = name::problems(name, template.as_ref().map(|t| t.meta.language));
     let mut name_ok = name_problems.is_empty();
     problems.extend(name_problems);
+    if let Some(template) = &template {
+        problems.extend(template.unknown_options(&args.with));
+    }
     if let (true, Some(template)) = (name_ok, &template) {
         let clash = template.crate_name_clash(&Names::of(name))?;
         name_ok = clash.is_none();
@@ -103,7 +110,7 @@ fn plan(exec: &Exec, args: &InitArgs) -> Result<Plan> {
     }
     let template = template.expect("checked above");
     let names = Names::of(name);
-    let files = template.render(&names)?;
+    let files = template.render(&names, &args.with)?;
     Ok(Plan {
         template,
         names,

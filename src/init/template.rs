@@ -6,11 +6,16 @@
 //! paths; a `.tmpl` suffix is dropped, so that files that tools would otherwise pick up in
 //! cdflow's own tree (a template's `Cargo.toml`) are stored under another name. A `Cargo.lock`
 //! is also put in cargo's order for the new package's name.
+//!
+//! A template may offer options (`[options]` in its `template.toml`, chosen with `cdflow init
+//! --with NAME`). Lines between a line `{{#NAME}}` and a line `{{/NAME}}` are kept only when
+//! the option is chosen; the two marker lines are never written.
 
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use include_dir::{include_dir, Dir};
+use indexmap::IndexMap;
 use serde::Deserialize;
 
 use super::cargo_lock;
@@ -37,6 +42,9 @@ pub struct Meta {
     /// The command `cdflow init` suggests running first in the new folder.
     #[serde(rename = "try")]
     pub try_command: String,
+    /// What each option adds, by name, for `cdflow init --list`.
+    #[serde(default)]
+    pub options: IndexMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -82,9 +90,31 @@ pub fn find(name: &str) -> Result<Option<Template>> {
 }
 
 impl Template {
-    /// Every file of the new service, placeholders filled. A placeholder that is left (a
-    /// misspelt one in the template) is an error, so that nothing half-made is written.
-    pub fn render(&self, names: &Names) -> Result<Vec<File>> {
+    /// The options in `chosen` that this template does not offer, each with why.
+    pub fn unknown_options(&self, chosen: &[String]) -> Vec<String> {
+        let offered = if self.meta.options.is_empty() {
+            "it offers none".to_string()
+        } else {
+            let names: Vec<String> = self.meta.options.keys().map(|k| format!("`{k}`")).collect();
+            format!("it offers {}", names.join(", "))
+        };
+        chosen
+            .iter()
+            .filter(|option| !self.meta.options.contains_key(*option))
+            .map(|option| {
+                format!(
+                    "the {} template has no option `{option}`: {offered} (see `cdflow init \
+                     --list`)",
+                    self.name
+                )
+            })
+            .collect()
+    }
+
+    /// Every file of the new service, with the sections of the `chosen` options, placeholders
+    /// filled. A placeholder that is left (a misspelt one in the template) is an error, so that
+    /// nothing half-made is written.
+    pub fn render(&self, names: &Names, chosen: &[String]) -> Result<Vec<File>> {
         let mut files = Vec::new();
         collect(self.dir, &mut |file| {
             let relative = file
@@ -101,6 +131,8 @@ impl Template {
             let contents = file
                 .contents_utf8()
                 .with_context(|| format!("templates/{}/{shown} is not UTF-8 text", self.name))?;
+            let contents = &sections(contents, &self.meta.options, chosen)
+                .map_err(|why| anyhow::anyhow!("templates/{}/{shown}: {why}", self.name))?;
             let mut path = fill(stored, names);
             if let Some(stripped) = path.strip_suffix(STORED_SUFFIX) {
                 path = stripped.to_string();
@@ -188,6 +220,63 @@ fn collect(
     Ok(())
 }
 
+/// `text` with the lines of the sections of `chosen` options, without the other sections and
+/// without the marker lines.
+fn sections(
+    text: &str,
+    options: &IndexMap<String, String>,
+    chosen: &[String],
+) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    // The option whose section the line is in, and the line number that opened it.
+    let mut open: Option<(&str, usize)> = None;
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let number = index + 1;
+        let marker = line.trim();
+        let start = marker
+            .strip_prefix("{{#")
+            .and_then(|rest| rest.strip_suffix("}}"));
+        let end = marker
+            .strip_prefix("{{/")
+            .and_then(|rest| rest.strip_suffix("}}"));
+        match (start, end, open) {
+            (Some(option), _, None) => {
+                if !options.contains_key(option) {
+                    return Err(format!(
+                        "line {number} opens a section for `{option}`, which template.toml's \
+                         [options] does not name"
+                    ));
+                }
+                open = Some((option, number));
+            }
+            (Some(_), _, Some((outer, at))) => {
+                return Err(format!(
+                    "line {number} opens a section inside the section `{outer}` of line {at}: \
+                     sections do not nest"
+                ))
+            }
+            (_, Some(option), Some((outer, _))) if option == outer => open = None,
+            (_, Some(option), _) => {
+                return Err(format!(
+                    "line {number} closes the section `{option}`, which is not open"
+                ))
+            }
+            (None, None, Some((option, _))) => {
+                if chosen.iter().any(|c| c == option) {
+                    out.push_str(line);
+                }
+            }
+            (None, None, None) => out.push_str(line),
+        }
+    }
+    match open {
+        Some((option, at)) => Err(format!(
+            "the section `{option}` of line {at} is never closed with `{{{{/{option}}}}}`"
+        )),
+        None => Ok(out),
+    }
+}
+
 fn fill(text: &str, names: &Names) -> String {
     names
         .placeholders()
@@ -210,7 +299,7 @@ mod tests {
         let names = Names::of("orders-api");
         for template in &templates {
             assert!(!template.meta.description.contains('\n'));
-            let files = template.render(&names).unwrap();
+            let files = template.render(&names, &[]).unwrap();
             let paths: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
             for expected in ["manifest.yml", "cdflow.toml", ".cfignore", ".gitignore"] {
                 assert!(
@@ -229,7 +318,7 @@ mod tests {
         let rust = find("rust-service")
             .unwrap()
             .unwrap()
-            .render(&names)
+            .render(&names, &[])
             .unwrap();
         let cargo = rust
             .iter()
@@ -250,11 +339,57 @@ mod tests {
         let python = find("python-falcon")
             .unwrap()
             .unwrap()
-            .render(&names)
+            .render(&names, &[])
             .unwrap();
         assert!(python
             .iter()
             .any(|f| f.path == Path::new("orders_api/app.py")));
+    }
+
+    #[test]
+    fn sections_are_kept_only_for_chosen_options() {
+        let options: IndexMap<String, String> = [("redis".to_string(), "a cache".to_string())]
+            .into_iter()
+            .collect();
+        let text = "a\n{{#redis}}\nb\n  {{/redis}}\nc\n";
+        assert_eq!(sections(text, &options, &[]).unwrap(), "a\nc\n");
+        assert_eq!(
+            sections(text, &options, &["redis".into()]).unwrap(),
+            "a\nb\nc\n"
+        );
+        let err = sections("{{#redis}}\nb\n", &options, &[]).unwrap_err();
+        assert!(
+            err.contains("line 1") && err.contains("{{/redis}}"),
+            "{err}"
+        );
+        let err = sections("{{#cache}}\n{{/cache}}\n", &options, &[]).unwrap_err();
+        assert!(
+            err.contains("`cache`") && err.contains("[options]"),
+            "{err}"
+        );
+        let err = sections("{{/redis}}\n", &options, &[]).unwrap_err();
+        assert!(err.contains("line 1") && err.contains("not open"), "{err}");
+        let err = sections("{{#redis}}\n{{#redis}}\n", &options, &[]).unwrap_err();
+        assert!(err.contains("line 2") && err.contains("nest"), "{err}");
+    }
+
+    #[test]
+    fn every_option_of_every_template_renders() {
+        let names = Names::of("orders-api");
+        for template in all().unwrap() {
+            let chosen: Vec<String> = template.meta.options.keys().cloned().collect();
+            let plain = template.render(&names, &[]).unwrap();
+            let with = template.render(&names, &chosen).unwrap();
+            for file in plain.iter().chain(&with) {
+                assert!(!file.contents.contains("{{"), "{}", file.path.display());
+            }
+            if !chosen.is_empty() {
+                assert_ne!(plain, with, "{}: the options change nothing", template.name);
+            }
+            let unknown = template.unknown_options(&["nope".into()]);
+            assert_eq!(unknown.len(), 1);
+            assert!(unknown[0].contains("`nope`"), "{unknown:?}");
+        }
     }
 
     #[test]

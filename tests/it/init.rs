@@ -79,15 +79,26 @@ fn init(project: &Project, name: &str, template: &str) -> Run {
     project.cdflow(&["init", name, "--template", template])
 }
 
+/// `init` with the template's options `with`.
+fn init_with(project: &Project, name: &str, template: &str, with: &[&str]) -> Run {
+    let mut args = vec!["init", name, "--template", template];
+    for option in with {
+        args.extend(["--with", option]);
+    }
+    project.cdflow(&args)
+}
+
 #[test]
-fn list_shows_every_template_with_a_line() {
+fn list_shows_every_template_with_a_line_and_its_options() {
     let project = Project::empty();
     let run = project.cdflow(&["init", "--list"]);
     run.success()
         .stdout_has("rust-service   a small axum service")
         .stdout_has("(default)")
-        .stdout_has("python-falcon  the talk's Falcon app");
-    assert_eq!(run.stdout.lines().count(), TEMPLATES.len(), "{run}");
+        .stdout_has("python-falcon  the talk's Falcon app")
+        .stdout_has("--with redis: bind a Redis service");
+    let templates = run.stdout.lines().filter(|l| !l.starts_with(' ')).count();
+    assert_eq!(templates, TEMPLATES.len(), "{run}");
     assert!(files_under(&project.dir).is_empty());
 }
 
@@ -212,6 +223,19 @@ fn the_python_package_and_the_rust_binary_follow_the_name() {
     assert!(manifest.contains("command: ./ledger\n"), "{manifest}");
     let main = std::fs::read_to_string(project.path("ledger/src/main.rs")).unwrap();
     assert!(main.contains("use ledger::config::Config;"), "{main}");
+}
+
+#[test]
+fn an_option_the_template_lacks_is_refused_and_nothing_is_written() {
+    let project = Project::empty();
+    init_with(&project, "orders-api", "rust-service", &["redis"])
+        .failure(2)
+        .stderr_has("the rust-service template has no option `redis`")
+        .stderr_has("cdflow init --list");
+    init_with(&project, "orders-api", "python-falcon", &["redsi"])
+        .failure(2)
+        .stderr_has("has no option `redsi`: it offers `redis`");
+    assert!(files_under(&project.dir).is_empty());
 }
 
 #[test]
@@ -420,36 +444,30 @@ fn the_rust_service_passes_its_own_tests() {
     assert_eq!(git_in(&project, "mime", &["status", "--porcelain"]), "");
 }
 
+/// Both ways: plain, and with its Redis binding, whose service tier starts a real redis-server.
 #[test]
 fn the_python_service_passes_its_own_tests() {
     let project = Project::empty();
     init(&project, "orders-api", "python-falcon").success();
+    init_with(&project, "visits-api", "python-falcon", &["redis"]).success();
     let path = tools::path_with_tox();
     let tox = which::which_in("tox", Some(&path), "/").unwrap();
-    let output = in_service(&project, "orders-api", tox)
-        .env("PATH", &path)
-        .args(["-e", "unit,service"])
-        .output()
-        .unwrap();
-    let run = run_of(output);
-    run.success()
-        .stdout_has("unit: OK")
-        .stdout_has("service: OK");
-    assert_eq!(
-        git_in(&project, "orders-api", &["status", "--porcelain"]),
-        ""
-    );
-}
-
-/// Stops the local environments a test started, whatever happens to the test.
-struct Down<'a> {
-    project: &'a Project,
-    name: &'a str,
-}
-
-impl Drop for Down<'_> {
-    fn drop(&mut self) {
-        let _ = cdflow_in(self.project, self.name, &["down"]);
+    for name in ["orders-api", "visits-api"] {
+        let output = in_service(&project, name, &tox)
+            .env("PATH", &path)
+            .args(["-e", "unit,service"])
+            .output()
+            .unwrap();
+        let run = run_of(output);
+        run.success()
+            .stdout_has("unit: OK")
+            .stdout_has("service: OK");
+        let counted = run
+            .stdout
+            .contains("test_visits_are_counted_in_the_bound_redis PASSED")
+            || run.stdout.contains("service_tests/test_service.py ......");
+        assert_eq!(counted, name == "visits-api", "{run}");
+        assert_eq!(git_in(&project, name, &["status", "--porcelain"]), "");
     }
 }
 
@@ -478,9 +496,9 @@ fn http(port: u16, method: &str, path: &str, content_type: &str, body: &str) -> 
 
 /// `cdflow init`, then `cdflow release` on the local platform: both environments answer the
 /// talk's POST case and report the bumped version.
-fn release_on_local(template: &str, name: &str) {
+fn release_on_local(template: &str, name: &str, with: &[&str]) -> ReleasedOnLocal {
     let project = Project::empty();
-    init(&project, name, template).success();
+    init_with(&project, name, template, with).success();
     // The one change: free ports instead of 8081 and 8082, so that tests run side by side.
     let (staging, production) = (free_port(), free_port());
     let config_path = project.path(&format!("{name}/cdflow.toml"));
@@ -496,11 +514,15 @@ fn release_on_local(template: &str, name: &str) {
         &["commit", "-qam", "Free ports for the test"],
     );
 
-    let _down = Down {
-        project: &project,
-        name,
+    // Stops the environments when the test ends, whatever happens.
+    let released = ReleasedOnLocal {
+        project,
+        name: name.to_string(),
+        staging,
+        production,
     };
-    let mut release = in_service(&project, name, env!("CARGO_BIN_EXE_cdflow"));
+    let project = &released.project;
+    let mut release = in_service(project, name, env!("CARGO_BIN_EXE_cdflow"));
     release.arg("release");
     if template == "python-falcon" {
         // The template's tiers run tox, which the tests provision when the machine lacks it.
@@ -524,22 +546,60 @@ fn release_on_local(template: &str, name: &str) {
         assert_eq!(health["version"], "0.1.1", "{template} on {port}: {body}");
     }
     // The version commit and tag came back to the new repository, work tree included.
-    assert_eq!(git_in(&project, name, &["tag", "-l"]), "v0.1.1");
-    assert_eq!(git_in(&project, name, &["status", "--porcelain"]), "");
+    assert_eq!(git_in(project, name, &["tag", "-l"]), "v0.1.1");
+    assert_eq!(git_in(project, name, &["status", "--porcelain"]), "");
     let manifest = std::fs::read_to_string(project.path(&format!("{name}/manifest.yml"))).unwrap();
     assert!(manifest.contains("VERSION: \"0.1.1\""), "{manifest}");
+    released
+}
+
+/// A service that `release_on_local` released; its environments stop when it is dropped.
+struct ReleasedOnLocal {
+    project: Project,
+    name: String,
+    staging: u16,
+    production: u16,
+}
+
+impl Drop for ReleasedOnLocal {
+    fn drop(&mut self) {
+        let _ = cdflow_in(&self.project, &self.name, &["down"]);
+    }
 }
 
 /// `demo` sorts elsewhere in the lock file than the template's own name: the release's test
 /// tiers must leave the tree clean for the bump.
 #[test]
 fn a_new_rust_service_releases_on_the_local_platform() {
-    release_on_local("rust-service", "demo");
+    release_on_local("rust-service", "demo", &[]);
 }
 
 #[test]
 fn a_new_python_service_releases_on_the_local_platform() {
-    release_on_local("python-falcon", "orders-api");
+    release_on_local("python-falcon", "orders-api", &[]);
+}
+
+/// The talk's layout with its Redis binding: each environment counts in a real redis-server
+/// of its own, which the local platform started.
+#[test]
+fn a_new_python_service_with_redis_releases_on_the_local_platform() {
+    let released = release_on_local("python-falcon", "counter-api", &["redis"]);
+    let visits = |port| {
+        let (status, body) = http(port, "GET", "/visits", "text/plain", "");
+        assert_eq!(status, 200, "{port}: {body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        body["visits"].as_u64().unwrap()
+    };
+    let staging = visits(released.staging);
+    // The e2e tier counted in staging's Redis.
+    assert!(staging >= 3, "{staging}");
+    let production = visits(released.production);
+    assert_eq!(visits(released.production), production + 1);
+    assert_eq!(
+        visits(released.staging),
+        staging + 1,
+        "production's visits were counted apart"
+    );
 }
 
 /// Without tox, `cdflow test` on a new python-falcon service refuses before any tier runs and

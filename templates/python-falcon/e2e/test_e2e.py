@@ -47,6 +47,15 @@ def test_is_healthy(app_url):
     status, body = request(f"{app_url}/health")
     assert status == 200
     assert json.loads(body)["status"] == "up"
+{{#redis}}
+
+
+def test_visits_are_counted_in_the_bound_redis(app_url):
+    status, body = request(f"{app_url}/visits")
+    assert status == 200, body
+    first = json.loads(body)["visits"]
+    assert json.loads(request(f"{app_url}/visits")[1])["visits"] > first
+{{/redis}}
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@ port, over real HTTP."""
 
 import json
 import os
+{{#redis}}
+import shutil
+{{/redis}}
 import signal
 import socket
 import subprocess
@@ -34,13 +37,14 @@ def request(url, data=None, content_type=None):
         return error.code, error.read().decode()
 
 
-def start(version):
-    """gunicorn serving the app, as the manifest's command starts it; waits for /health."""
+def start(version, **environ):
+    """gunicorn serving the app, as the manifest's command starts it, with `environ` added to
+    its environment; waits for /health."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "{{module}}.app:app"],
         cwd=ROOT,
-        env=dict(os.environ, VERSION=version),
+        env=dict(os.environ, VERSION=version, **environ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -100,3 +104,43 @@ def test_sigterm_stops_it_gracefully():
     assert process.returncode == 0, output
     # The request's access line went to stdout, where the platform collects logs.
     assert '"GET / HTTP/1.1" 200' in output, output
+{{#redis}}
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    """A real redis-server on a free loopback port, with a password, as a bound service has."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.fail("redis-server is not installed (`apt-get install redis-server`): the app binds a Redis service")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", ""]
+    process = subprocess.Popen(
+        [server, *args, "--requirepass", "s3cret"], stdout=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+    yield f"redis://:s3cret@127.0.0.1:{port}"
+    process.kill()
+    process.wait()
+
+
+def test_visits_are_counted_in_the_bound_redis(redis_url):
+    binding = {"name": "cache", "label": "redis", "tags": ["redis"], "credentials": {"uri": redis_url}}
+    process, url = start("1.0.0", VCAP_SERVICES=json.dumps({"redis": [binding]}))
+    try:
+        counts = [json.loads(request(f"{url}/visits")[1])["visits"] for _ in range(3)]
+    finally:
+        process.kill()
+        process.wait()
+    assert counts == [counts[0], counts[0] + 1, counts[0] + 2]
+{{/redis}}

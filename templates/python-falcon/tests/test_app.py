@@ -1,9 +1,16 @@
 """The unit tier: requests sent to the app in process with Falcon's test client."""
 
+{{#redis}}
+import json
+
+{{/redis}}
 import pytest
 from falcon import testing
 
 from {{module}}.app import create_app
+{{#redis}}
+from {{module}}.app import bound_redis_url
+{{/redis}}
 
 
 @pytest.fixture
@@ -52,3 +59,25 @@ def test_health_reports_the_version(client):
     result = client.simulate_get("/health")
     assert result.status_code == 200
     assert result.json == {"status": "up", "version": "1.2.3"}
+{{#redis}}
+
+
+def test_visits_without_a_bound_redis_are_a_503():
+    result = testing.TestClient(create_app(version="1", environ={})).simulate_get("/visits")
+    assert result.status_code == 503
+    assert "services" in result.json["description"]
+
+
+def test_the_bound_redis_is_read_from_vcap_services():
+    other = {"label": "user-provided", "tags": [], "credentials": {"uri": "https://x"}}
+    by_parts = {"credentials": {"host": "10.0.0.5", "port": 6390, "password": "pw"}}
+    by_uri = {"credentials": {"uri": "redis://:s3cret@127.0.0.1:7000"}}
+    for shape in ({"label": "redis"}, {"label": "p-redis"}, {"label": "x", "tags": ["redis"]}):
+        vcap = {"user-provided": [other], shape["label"]: [dict(shape, **by_parts)]}
+        assert bound_redis_url(json.dumps(vcap)) == "redis://:pw@10.0.0.5:6390"
+    assert bound_redis_url(json.dumps({"redis": [dict(by_uri, label="redis")]})) == (
+        "redis://:s3cret@127.0.0.1:7000"
+    )
+    assert bound_redis_url(json.dumps({"user-provided": [other]})) is None
+    assert bound_redis_url(None) is None
+{{/redis}}

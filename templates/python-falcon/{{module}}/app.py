@@ -2,12 +2,21 @@
 
 GET / says hello; POST / answers a JSON object with only the keys that start with "a" or "A";
 any other media type gets 415. GET /health reports the version for the platform's health check.
+{{#redis}}
+GET /visits counts its own requests in the Redis service bound to the app (VCAP_SERVICES).
+{{/redis}}
 gunicorn serves it: `gunicorn --bind 0.0.0.0:$PORT {{module}}.app:app`.
 """
 
+{{#redis}}
+import json
+{{/redis}}
 import os
 
 import falcon
+{{#redis}}
+import redis
+{{/redis}}
 
 
 class SampleResource:
@@ -42,11 +51,49 @@ class HealthResource:
         resp.media = {"status": "up", "version": self.version}
 
 
-def create_app(version=None):
+{{#redis}}
+def bound_redis_url(vcap_services):
+    """The URL of the first Redis service bound to the app, from the JSON that Cloud Foundry
+    (and cdflow's local platform) put in VCAP_SERVICES; None when none is bound."""
+    for instances in json.loads(vcap_services or "{}").values():
+        for service in instances:
+            if "redis" not in service.get("tags", []) and "redis" not in service.get("label", ""):
+                continue
+            credentials = service.get("credentials", {})
+            if credentials.get("uri"):
+                return credentials["uri"]
+            password = credentials.get("password", "")
+            return f"redis://:{password}@{credentials['host']}:{credentials['port']}"
+    return None
+
+
+class VisitsResource:
+    """GET /visits: how many times it was asked, counted in Redis, so the count outlives
+    restarts, deploys and rollbacks, and each environment has its own."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def on_get(self, req, resp):
+        if self.client is None:
+            raise falcon.HTTPServiceUnavailable(
+                description="no Redis service is bound: list it under the manifest's services"
+            )
+        resp.media = {"visits": self.client.incr("{{name}}:visits")}
+
+
+{{/redis}}
+def create_app(version=None, environ=None):
     """The app; the version defaults to $VERSION, which the manifest sets."""
+    environ = os.environ if environ is None else environ
     app = falcon.App()
     app.add_route("/", SampleResource())
-    app.add_route("/health", HealthResource(version or os.environ.get("VERSION", "unknown")))
+    app.add_route("/health", HealthResource(version or environ.get("VERSION", "unknown")))
+{{#redis}}
+    # Connects on first use: the app starts, and answers /health, while Redis is away.
+    url = bound_redis_url(environ.get("VCAP_SERVICES"))
+    app.add_route("/visits", VisitsResource(redis.Redis.from_url(url) if url else None))
+{{/redis}}
     return app
 
 
