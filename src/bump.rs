@@ -12,6 +12,7 @@ use semver::Version;
 
 use crate::config::{self, VersionFile};
 use crate::error::user_error;
+use crate::events::{BumpPart, Event};
 use crate::exec::Exec;
 use crate::git;
 use crate::version::{Bump, PARTS};
@@ -323,6 +324,21 @@ fn validate(path: &Path, content: &str) -> Result<()> {
 pub fn show(exec: &Exec, facts: &VersionFacts) {
     let ui = exec.ui();
     let source = &facts.source;
+    if ui.is_json() {
+        ui.emit(Event::BumpPlan {
+            current: facts.current.to_string(),
+            source: exec.display_path(&source.path),
+            line: source.line as u32,
+            next: PARTS
+                .iter()
+                .map(|part| BumpPart {
+                    part: part.to_string(),
+                    version: part.apply(&facts.current).ok().map(|v| v.to_string()),
+                })
+                .collect(),
+        });
+        return;
+    }
     ui.note(&format!(
         "current version: {} ({}:{} {})",
         facts.current,

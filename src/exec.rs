@@ -325,7 +325,7 @@ impl Exec {
         let mut command = Command::from(cmd);
         command.envs(env.iter().copied());
         let line = self.ui.mask(&command_line(&command, env));
-        self.ui.command(&line);
+        self.ui.command(&line, self.is_dry_run());
         (!self.is_dry_run()).then_some((command, line))
     }
 
@@ -355,12 +355,19 @@ impl Exec {
             feed(&mut child, input.to_vec());
         }
         crate::reaper::watch(child.id());
-        let result = self.wait_for(&mut child, line, live);
+        let started = std::time::Instant::now();
+        let result = self.wait_for(&mut child, line, live, started);
         crate::reaper::forget(child.id());
         result
     }
 
-    fn wait_for(&self, child: &mut Child, line: &str, live: bool) -> Result<Output> {
+    fn wait_for(
+        &self,
+        child: &mut Child,
+        line: &str,
+        live: bool,
+        started: std::time::Instant,
+    ) -> Result<Output> {
         let lines = collect_lines(child);
         let mut output = Output {
             ran: true,
@@ -377,6 +384,8 @@ impl Exec {
             }
             if crate::signals::stop_requested() && !self.critical.get() {
                 stop_group(child);
+                self.ui
+                    .command_finished(line, None, started.elapsed(), None);
                 let output = self.masked_output(lines, output, live);
                 return Err(anyhow::Error::new(Interrupted).context(format!(
                     "`{line}` was stopped; its last output:\n{}",
@@ -390,6 +399,8 @@ impl Exec {
         stop_leftovers(child.id() as libc::pid_t);
         let output = self.masked_output(lines, output, live);
         let log = self.keep_log(line, &status, &output);
+        self.ui
+            .command_finished(line, status.code(), started.elapsed(), log.as_deref());
         if status.success() {
             Ok(output)
         } else {

@@ -12,6 +12,7 @@ mod bump;
 mod cli;
 mod config;
 mod error;
+mod events;
 mod exec;
 mod facts;
 mod git;
@@ -195,6 +196,12 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             let mut broken = Vec::new();
             for (name, pipeline) in pipeline::all(&here) {
                 match pipeline {
+                    Ok(pipeline) if ui.is_json() => ui.emit(events::Event::Pipeline {
+                        name: pipeline.name.clone(),
+                        description: pipeline.description.clone(),
+                        source: pipeline.source.to_string(),
+                        stages: pipeline.stages.iter().map(pipeline::Stage::name).collect(),
+                    }),
                     Ok(pipeline) => ui.note(&format!(
                         "{:<10} {}  ({})",
                         pipeline.name, pipeline.description, pipeline.source

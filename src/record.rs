@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::events::RunStatus;
 use crate::exec::Exec;
 use crate::platform::Deployment;
 use crate::process::Process;
@@ -145,10 +146,21 @@ impl RunRecord {
     /// How `history` shows the run: a run still marked running whose process is gone is
     /// `abandoned`.
     pub fn shown_status(&self) -> String {
-        if self.status == Status::Running && !self.holder.is_some_and(|h| h.alive()) {
-            return "abandoned".into();
+        serde_json::to_value(self.run_status())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// How the run ended, or that its process died without ending it.
+    pub fn run_status(&self) -> RunStatus {
+        match self.status {
+            Status::Running if !self.holder.is_some_and(|h| h.alive()) => RunStatus::Abandoned,
+            Status::Running => RunStatus::Running,
+            Status::Succeeded => RunStatus::Succeeded,
+            Status::Failed => RunStatus::Failed,
+            Status::Interrupted => RunStatus::Interrupted,
         }
-        format!("{:?}", self.status).to_lowercase()
     }
 
     /// Notes that `step` is about to start (`Intended`) or has finished (`Done`).

@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result};
 use crate::app::App;
 use crate::bump;
 use crate::error::{user_error, Interrupted};
+use crate::events::{self, Event};
 use crate::exec::Exec;
 use crate::facts::Facts;
 use crate::lock::{self, Lock, Wait};
@@ -86,6 +87,14 @@ pub fn run(
     record.save(exec, state)?;
     record::prune(exec, state, settings.runs_kept(), &record.id)?;
     exec.keep_logs_in(&record.logs(state));
+    exec.ui().set_run(&record.id);
+    if exec.ui().is_json() {
+        exec.ui().emit(Event::RunStarted {
+            pipeline: pipeline.name.clone(),
+            app: record.app.clone(),
+            dry_run: exec.is_dry_run(),
+        });
+    }
 
     let mut ctx = Context {
         exec,
@@ -477,20 +486,29 @@ fn summary(exec: &Exec, record: &RunRecord) {
         return;
     }
     if ui.is_json() {
-        let mut fields = serde_json::Map::new();
-        fields.insert("pipeline".into(), record.pipeline.clone().into());
-        fields.insert("version".into(), record.version.clone().into());
-        fields.insert(
-            "deployments".into(),
-            serde_json::to_value(&record.deployments).unwrap_or_default(),
-        );
-        let stages = record
-            .stages
-            .iter()
-            .map(|s| serde_json::json!({"stage": s.name, "seconds": s.seconds}))
-            .collect();
-        fields.insert("stages".into(), serde_json::Value::Array(stages));
-        ui.event_object("summary", fields);
+        ui.emit(Event::Summary {
+            pipeline: record.pipeline.clone(),
+            version: record.version.clone(),
+            deployments: record
+                .deployments
+                .iter()
+                .map(|d| events::Deployment {
+                    env: d.env.clone(),
+                    platform: d.platform.clone(),
+                    version: d.version.clone(),
+                    url: d.url.clone(),
+                    artifact: d.artifact.clone(),
+                })
+                .collect(),
+            stages: record
+                .stages
+                .iter()
+                .map(|s| events::StageTime {
+                    stage: s.name.clone(),
+                    seconds: s.seconds,
+                })
+                .collect(),
+        });
         return;
     }
     let version = record.version.as_deref().unwrap_or("(unchanged)");
@@ -519,6 +537,20 @@ pub fn history(exec: &Exec, state: &State) -> Result<()> {
     }
     for r in records {
         let seconds: f64 = r.stages.iter().map(|s| s.seconds).sum();
+        if exec.ui().is_json() {
+            exec.ui().emit(Event::HistoryRow {
+                id: r.id.clone(),
+                started: r.started.clone(),
+                pipeline: r.pipeline.clone(),
+                app: r.app.clone(),
+                version: r.version.clone(),
+                status: r.run_status(),
+                seconds,
+                stopped_in: r.stopped_in.clone(),
+                resume_with: r.resume_with.clone(),
+            });
+            continue;
+        }
         exec.ui().note(&format!(
             "{}  {}  {:<10} {:<14} {:<12} {:<11} {:>7.1}s{}",
             r.id,

@@ -7,11 +7,13 @@
 
 use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
+use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::events::{Envelope, Event, SCHEMA_VERSION};
 use crate::secrets::Secrets;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,16 +58,11 @@ pub struct Ui {
     secrets: Rc<RefCell<Secrets>>,
     /// The spinner of the running stage, on a terminal; lines are printed above it.
     spinner: Rc<RefCell<Option<ProgressBar>>>,
+    /// The id of the run whose events are printed, once there is one.
+    run: Rc<RefCell<Option<String>>>,
 }
 
-/// How a stage ended, for its closing line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Passed,
-    Failed,
-    Skipped,
-    Interrupted,
-}
+pub use crate::events::Outcome;
 
 impl Outcome {
     fn mark(self) -> &'static str {
@@ -95,6 +92,7 @@ impl Ui {
             in_run: Rc::new(std::cell::Cell::new(false)),
             secrets: Rc::new(RefCell::new(secrets)),
             spinner: Rc::new(RefCell::new(None)),
+            run: Rc::new(RefCell::new(None)),
         }
     }
 
@@ -140,16 +138,43 @@ impl Ui {
         self.secrets.borrow().mask(text)
     }
 
+    /// From now on, events belong to the run `id`.
+    pub fn set_run(&self, id: &str) {
+        *self.run.borrow_mut() = Some(id.to_string());
+    }
+
     /// A command that runs (or, in a dry run, would run), as `$ command`.
-    pub fn command(&self, line: &str) {
+    pub fn command(&self, line: &str, dry_run: bool) {
         if self.silenced() {
             return;
         }
         let line = self.mask(line);
         match self.style {
-            Style::Json => self.event("command", &[("command", &line)]),
+            Style::Json => self.emit(Event::CommandStarted {
+                command: line,
+                dry_run,
+            }),
             _ => self.out(&format!("$ {line}")),
         }
+    }
+
+    /// A command has ended (JSON only: in text the stage's line or the error says it).
+    pub fn command_finished(
+        &self,
+        line: &str,
+        exit_code: Option<i32>,
+        took: Duration,
+        log: Option<&Path>,
+    ) {
+        if self.style != Style::Json || self.silenced() {
+            return;
+        }
+        self.emit(Event::CommandFinished {
+            command: self.mask(line),
+            exit_code,
+            seconds: took.as_secs_f64(),
+            log: log.map(|path| path.display().to_string()),
+        });
     }
 
     /// A line of information for the reader.
@@ -159,7 +184,7 @@ impl Ui {
         }
         let text = self.mask(text);
         match self.style {
-            Style::Json => self.event("note", &[("message", &text)]),
+            Style::Json => self.emit(Event::Note { message: text }),
             _ => self.out(&text),
         }
     }
@@ -175,7 +200,7 @@ impl Ui {
     pub fn warn(&self, text: &str) {
         let text = self.mask(text);
         match self.style {
-            Style::Json => self.event("warning", &[("message", &text)]),
+            Style::Json => self.emit(Event::Warning { message: text }),
             _ => {
                 if let Some(bar) = self.spinner.borrow().as_ref() {
                     bar.suspend(|| eprintln!("{text}"));
@@ -193,7 +218,7 @@ impl Ui {
             bar.finish_and_clear();
         }
         match self.style {
-            Style::Json => self.event("error", &[("message", &text)]),
+            Style::Json => self.emit(Event::Error { message: text }),
             _ => eprintln!("error: {text}"),
         }
     }
@@ -205,7 +230,10 @@ impl Ui {
         }
         let diff = self.mask(diff);
         match self.style {
-            Style::Json => self.event("diff", &[("path", path), ("diff", &diff)]),
+            Style::Json => self.emit(Event::Diff {
+                path: self.mask(path),
+                diff,
+            }),
             _ => self.out(diff.trim_end_matches('\n')),
         }
     }
@@ -216,10 +244,11 @@ impl Ui {
             return;
         }
         match self.style {
-            Style::Json => self.event(
-                "stage_started",
-                &[("stage", name), ("index", &index.to_string())],
-            ),
+            Style::Json => self.emit(Event::StageStarted {
+                stage: name.to_string(),
+                index: index as u32,
+                total: total as u32,
+            }),
             Style::Plain => self.out(&format!(
                 "[{}] ▶ stage {index}/{total}: {name}",
                 timestamp()
@@ -257,14 +286,13 @@ impl Ui {
             return;
         }
         match self.style {
-            Style::Json => self.event(
-                "stage_finished",
-                &[
-                    ("stage", name),
-                    ("outcome", outcome.word()),
-                    ("seconds", &format!("{:.3}", took.as_secs_f64())),
-                ],
-            ),
+            Style::Json => self.emit(Event::StageFinished {
+                stage: name.to_string(),
+                index: index as u32,
+                total: total as u32,
+                outcome,
+                seconds: took.as_secs_f64(),
+            }),
             Style::Plain => self.out(&format!(
                 "[{}] {} stage {index}/{total}: {name} {} in {took_text}",
                 timestamp(),
@@ -282,23 +310,17 @@ impl Ui {
         self.style == Style::Json
     }
 
-    /// An event with structured fields, as one masked JSON line.
-    pub fn event_object(&self, kind: &str, mut fields: serde_json::Map<String, serde_json::Value>) {
-        fields.insert("event".into(), kind.into());
-        fields.insert("time".into(), timestamp().into());
-        let line = serde_json::Value::Object(fields).to_string();
+    /// A typed event, as one masked JSON line, whatever the style: for what only `--json`
+    /// prints (callers check [`Ui::is_json`]) and for results that have no text form.
+    pub fn emit(&self, event: Event) {
+        let envelope = Envelope {
+            schema: SCHEMA_VERSION,
+            time: timestamp(),
+            run: self.run.borrow().clone(),
+            event,
+        };
+        let line = serde_json::to_string(&envelope).expect("events serialize");
         self.out(&self.mask(&line));
-    }
-
-    /// One JSON object per line; the values are masked.
-    pub fn event(&self, kind: &str, fields: &[(&str, &str)]) {
-        let mut object = serde_json::Map::new();
-        object.insert("event".into(), kind.into());
-        object.insert("time".into(), timestamp().into());
-        for (key, value) in fields {
-            object.insert((*key).into(), self.mask(value).into());
-        }
-        self.out(&serde_json::Value::Object(object).to_string());
     }
 
     fn out(&self, text: &str) {

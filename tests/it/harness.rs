@@ -194,10 +194,34 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<(PathBuf, Vec<u8>)>) {
 }
 
 pub fn run_of(output: Output) -> Run {
-    Run {
+    let run = Run {
         code: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    check_events(&run.stdout);
+    run
+}
+
+/// Every `--json` event any test sees must be valid against the published schema
+/// (`docs/json.schema.json`): the first one that is not fails the test that printed it.
+pub fn check_events(stdout: &str) {
+    static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let validator = VALIDATOR.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/json.schema.json");
+        let schema = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        jsonschema::validator_for(&schema).expect("docs/json.schema.json is a valid schema")
+    });
+    for line in stdout.lines().filter(|line| line.starts_with('{')) {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if event.get("event").is_none() {
+            continue;
+        }
+        if let Err(error) = validator.validate(&event) {
+            panic!("an event does not match docs/json.schema.json: {error}\n{line}");
+        }
     }
 }
 

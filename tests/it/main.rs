@@ -6,6 +6,7 @@ mod ci_examples;
 mod harness;
 mod init;
 mod input;
+mod json;
 mod kill;
 mod local;
 mod quickstart;

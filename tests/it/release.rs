@@ -206,7 +206,7 @@ fn a_rejected_version_push_fails_the_run_before_anything_is_deployed() {
 }
 
 #[test]
-fn json_prints_one_event_per_line() {
+fn json_prints_one_typed_event_per_line() {
     let app = CfApp::new();
     let run = app.cdflow(&["--json", "test", "--tier", "unit"], None);
     run.success();
@@ -222,16 +222,39 @@ fn json_prints_one_event_per_line() {
     assert_eq!(
         kinds,
         [
+            "run_started",
             "stage_started",
             "note",
-            "command",
+            "command_started",
+            "command_finished",
             "stage_finished",
             "summary"
         ]
     );
-    assert_eq!(events[2]["command"], "sh -c 'echo unit tier ran'");
-    assert_eq!(events[3]["outcome"], "passed");
-    assert_eq!(events[4]["stages"][0]["stage"], "test");
+    // Every event carries the schema's version and the run's id; numbers are numbers.
+    let run_id = events[0]["run"].as_str().unwrap();
+    assert!(!run_id.is_empty());
+    for event in &events {
+        assert_eq!(event["schema"], 1, "{event}");
+        assert_eq!(event["run"], run_id, "{event}");
+    }
+    assert_eq!(events[1]["index"], 1);
+    assert_eq!(events[3]["command"], "sh -c 'echo unit tier ran'");
+    assert_eq!(events[4]["exit_code"], 0);
+    assert!(events[4]["seconds"].as_f64().unwrap() >= 0.0);
+    assert!(events[4]["log"].as_str().unwrap().contains(run_id));
+    assert_eq!(events[5]["outcome"], "passed");
+    assert!(events[5]["seconds"].is_f64());
+    assert_eq!(events[6]["stages"][0]["stage"], "test");
+    // The read commands answer with typed rows, not prose.
+    let history = app.cdflow(&["--json", "history"], None);
+    history.success();
+    let row: serde_json::Value =
+        serde_json::from_str(history.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(row["event"], "history_row");
+    assert_eq!(row["id"], run_id);
+    assert_eq!(row["status"], "succeeded");
+    assert!(row["seconds"].is_f64());
 }
 
 /// The hint after a failed one-stage command is that command, never a pipeline that does not

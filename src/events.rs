@@ -1,0 +1,267 @@
+//! What `--json` prints: one event per line, each a JSON object of a type named here.
+//!
+//! These types are a public contract, apart from the types the code works with: a field renamed
+//! inside cdflow must not rename it for the scripts that read it. The JSON Schema generated from
+//! them is published as `docs/json.schema.json` (a test keeps the file equal to what the types
+//! generate) and described in `docs/json.md`. A change that breaks a reader (a field removed or
+//! retyped, an event renamed) raises [`SCHEMA_VERSION`].
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+/// The version of the event schema, in every event's `schema` field.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One line of `--json` output.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+// `unevaluatedProperties`: a field that the schema does not name is an error, so that an event
+// cannot grow a field that the published schema does not describe.
+#[schemars(
+    title = "cdflow event",
+    extend("$id" = "https://cdflow.dev/schema/events-v1.json", "unevaluatedProperties" = false)
+)]
+pub struct Envelope {
+    /// The version of this schema: 1.
+    #[schemars(range(min = 1, max = 1))]
+    pub schema: u32,
+    /// When the event happened: RFC 3339, UTC, to the second.
+    pub time: String,
+    /// The id of the run the event belongs to (`cdflow history` lists them), for events of a
+    /// command that records a run; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// What happened; `event` names the kind.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A pipeline run begins.
+    RunStarted {
+        pipeline: String,
+        /// The app's name, when cdflow.toml or the manifest gives it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        app: Option<String>,
+        /// Whether nothing is changed (`--dry-run`): commands are printed, not run.
+        dry_run: bool,
+    },
+    /// A stage of the pipeline begins.
+    StageStarted {
+        stage: String,
+        /// 1-based position of the stage in the pipeline.
+        index: u32,
+        total: u32,
+    },
+    /// A stage ends.
+    StageFinished {
+        stage: String,
+        index: u32,
+        total: u32,
+        outcome: Outcome,
+        seconds: f64,
+    },
+    /// An external command starts (in a dry run: would start), as a shell would show it,
+    /// secrets masked.
+    CommandStarted {
+        command: String,
+        /// True in a dry run: the command is printed, not run, and no `command_finished` follows.
+        dry_run: bool,
+    },
+    /// An external command ended.
+    CommandFinished {
+        command: String,
+        /// The exit code; absent when a signal ended it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        seconds: f64,
+        /// The file that keeps the command's whole output, inside the run's folder.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        log: Option<String>,
+    },
+    /// A line of information for a person.
+    Note { message: String },
+    /// Something worth attention that did not stop the command.
+    Warning { message: String },
+    /// Why the command failed; it exits non-zero after this.
+    Error { message: String },
+    /// The change a dry run would make to a file, as a unified diff.
+    Diff { path: String, diff: String },
+    /// A run's result, last.
+    Summary {
+        pipeline: String,
+        /// The version the run released or tested; absent when it did not get that far.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+        deployments: Vec<Deployment>,
+        stages: Vec<StageTime>,
+    },
+    /// `cdflow history`: one run.
+    HistoryRow {
+        id: String,
+        /// When the run started: RFC 3339, UTC.
+        started: String,
+        pipeline: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        app: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+        status: RunStatus,
+        /// The time its stages took, in all.
+        seconds: f64,
+        /// The stage that was running when it stopped, for a run that did not succeed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stopped_in: Option<String>,
+        /// The command that finishes an abandoned run.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resume_with: Option<String>,
+    },
+    /// `cdflow pipelines`: one usable pipeline.
+    Pipeline {
+        name: String,
+        description: String,
+        /// `built-in`, or the file it was read from.
+        source: String,
+        /// Its stages' names, in order.
+        stages: Vec<String>,
+    },
+    /// `cdflow bump --show`: the current version and what each part would make of it.
+    BumpPlan {
+        current: String,
+        /// The file and line the current version was read from.
+        source: String,
+        line: u32,
+        /// Each part (`major`, `minor`, `patch`, ...) and the version it would make; absent
+        /// where the part cannot apply.
+        next: Vec<BumpPart>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Passed,
+    Failed,
+    Skipped,
+    Interrupted,
+}
+
+/// How a recorded run ended, as `cdflow history` shows it.
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Interrupted,
+    /// Its process died without finishing it: `--resume` finishes it.
+    Abandoned,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Deployment {
+    pub env: String,
+    /// `local` or `cf`.
+    pub platform: String,
+    pub version: String,
+    /// Where the environment answers.
+    pub url: String,
+    /// What was deployed: `sha256:...` of a local artifact, or a cf droplet.
+    pub artifact: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct StageTime {
+    pub stage: String,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct BumpPart {
+    pub part: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// The published schema, as JSON text.
+#[cfg(test)]
+fn schema_text() -> String {
+    let schema = schemars::schema_for!(Envelope);
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema is JSON");
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The published file is what the types generate: `CDFLOW_WRITE_SCHEMA=1 cargo test
+    /// events` writes it again after a change to the types.
+    #[test]
+    fn the_published_schema_is_the_generated_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/json.schema.json");
+        let generated = schema_text();
+        if std::env::var_os("CDFLOW_WRITE_SCHEMA").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let published = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            published == generated,
+            "docs/json.schema.json is not what the event types generate: run \
+             `CDFLOW_WRITE_SCHEMA=1 cargo test events` and commit the file (and raise \
+             SCHEMA_VERSION if the change breaks readers)"
+        );
+    }
+
+    /// docs/json.md describes every kind of event the schema has.
+    #[test]
+    fn the_docs_name_every_event() {
+        let docs = include_str!("../docs/json.md");
+        let schema: serde_json::Value = serde_json::from_str(&schema_text()).unwrap();
+        let kinds: Vec<String> = schema["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|variant| {
+                variant["properties"]["event"]["const"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert!(kinds.len() >= 13, "{kinds:?}");
+        for kind in kinds {
+            assert!(
+                docs.contains(&format!("| `{kind}` |")),
+                "docs/json.md lacks `{kind}`"
+            );
+        }
+    }
+
+    #[test]
+    fn events_are_flat_objects_tagged_by_kind() {
+        let envelope = Envelope {
+            schema: SCHEMA_VERSION,
+            time: "2026-11-27T15:00:00Z".into(),
+            run: Some("20261127-150000-1".into()),
+            event: Event::StageFinished {
+                stage: "test".into(),
+                index: 2,
+                total: 7,
+                outcome: Outcome::Passed,
+                seconds: 1.5,
+            },
+        };
+        let value = serde_json::to_value(&envelope).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "schema": 1, "time": "2026-11-27T15:00:00Z", "run": "20261127-150000-1",
+                "event": "stage_finished", "stage": "test", "index": 2, "total": 7,
+                "outcome": "passed", "seconds": 1.5
+            })
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! `--json`: typed events, valid against the published schema (which `run_of` checks for every
+//! test), and a typed answer from each read command.
+
+use crate::cf::CfApp;
+use crate::harness::{check_events, Project, Run};
+
+/// Each stdout line of a `--json` run, parsed.
+fn events(run: &Run) -> Vec<serde_json::Value> {
+    run.stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")))
+        .collect()
+}
+
+fn kinds(events: &[serde_json::Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect()
+}
+
+/// The check that every test relies on does catch what the schema forbids.
+#[test]
+fn the_schema_check_catches_a_field_it_does_not_name_and_a_number_as_text() {
+    let good = r#"{"schema":1,"time":"2026-11-27T15:00:00Z","event":"note","message":"hi"}"#;
+    check_events(good);
+    for bad in [
+        r#"{"schema":1,"time":"2026-11-27T15:00:00Z","event":"note","message":"hi","extra":1}"#,
+        r#"{"schema":1,"time":"t","event":"stage_started","stage":"test","index":"1","total":2}"#,
+        r#"{"schema":2,"time":"t","event":"note","message":"hi"}"#,
+        r#"{"schema":1,"time":"t","event":"no_such_event"}"#,
+    ] {
+        let caught = std::panic::catch_unwind(|| check_events(bad));
+        assert!(caught.is_err(), "not caught: {bad}");
+    }
+}
+
+#[test]
+fn pipelines_and_bump_show_answer_with_typed_rows() {
+    let app = CfApp::new();
+    let run = app.cdflow(&["--json", "pipelines"], None);
+    run.success();
+    let pipelines = events(&run);
+    assert!(pipelines.iter().all(|e| e["event"] == "pipeline"), "{run}");
+    let release = pipelines.iter().find(|e| e["name"] == "release").unwrap();
+    assert_eq!(release["source"], "built in");
+    assert_eq!(release["stages"][0], "clone");
+
+    let project = Project::git(&[(
+        "Cargo.toml",
+        "[package]\nname = \"plain\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )]);
+    let run = project.cdflow(&["--json", "bump", "--show"]);
+    run.success();
+    let plan = events(&run);
+    assert_eq!(kinds(&plan), ["bump_plan"], "{run}");
+    assert_eq!(plan[0]["current"], "0.1.0");
+    assert_eq!(plan[0]["source"], "Cargo.toml");
+    assert_eq!(plan[0]["line"], 3);
+    let part = |name: &str| {
+        plan[0]["next"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["part"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(part("minor")["version"], "0.2.0");
+    // A part that cannot apply has no version, rather than a "-" to parse.
+    assert!(part("release").get("version").is_none());
+}
+
+/// A dry run's plan, as events: the commands it would run, marked as not run, and no
+/// `command_finished`.
+#[test]
+fn a_dry_run_lists_the_commands_it_would_run() {
+    let app = CfApp::new();
+    let run = app.cdflow(&["--json", "push", "--dry-run", "--env", "staging"], None);
+    run.success();
+    let events = events(&run);
+    let commands: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "command_started")
+        .collect();
+    assert!(!commands.is_empty(), "{run}");
+    assert!(commands.iter().all(|e| e["dry_run"] == true), "{run}");
+    assert!(commands
+        .iter()
+        .any(|e| e["command"].as_str().unwrap().contains("cf push ")));
+    assert!(!kinds(&events).contains(&"command_finished"), "{run}");
+    assert_eq!(events[0]["event"], "run_started");
+    assert_eq!(events[0]["dry_run"], true);
+}
+
+/// A failure ends with an `error` event on stdout, typed like the others.
+#[test]
+fn a_failure_is_an_error_event() {
+    let app = CfApp::new();
+    let run = app.cdflow(&["--json", "push", "--env", "nowhere"], None);
+    run.failure(2);
+    let events = events(&run);
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "error", "{run}");
+    assert!(
+        last["message"].as_str().unwrap().contains("nowhere"),
+        "{run}"
+    );
+}
