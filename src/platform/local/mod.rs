@@ -20,6 +20,7 @@ mod pids;
 mod ports;
 mod proxy;
 mod server;
+mod services;
 mod spec;
 mod stage;
 mod supervisor;
@@ -80,6 +81,27 @@ impl Local {
     }
 }
 
+impl Local {
+    /// The services `app`'s manifest binds on `env`, and their generated passwords added to
+    /// what cdflow masks.
+    fn bind(
+        &self,
+        exec: &Exec,
+        app: &str,
+        env: &Target,
+        manifest_services: &[serde_yaml::Value],
+    ) -> Result<Vec<services::Binding>> {
+        let bindings = services::bind(exec, &self.state.local(), app, env, manifest_services)?;
+        self.mask_passwords(exec, app, env.name);
+        Ok(bindings)
+    }
+
+    fn mask_passwords(&self, exec: &Exec, app: &str, env: &str) {
+        exec.ui()
+            .add_secret_values(&services::passwords(&self.state.local(), app, env));
+    }
+}
+
 impl Platform for Local {
     fn preflight(&self, _exec: &Exec, app: &str, env: &Target, manifest: &Resolved) -> Vec<String> {
         if let Err(err) = check_env_name(env.name) {
@@ -87,7 +109,10 @@ impl Platform for Local {
         }
         let mut problems = Vec::new();
         match manifest_application(manifest, app) {
-            Ok(application) => problems.extend(application.problems()),
+            Ok(application) => {
+                problems.extend(application.problems());
+                problems.extend(services::problems(env, &application.services));
+            }
             Err(err) => problems.push(err.to_string()),
         }
         let paths = EnvPaths::new(&self.state, env.name);
@@ -136,7 +161,9 @@ impl Platform for Local {
             runtime: artifact.meta.runtime,
             route_port: port,
         };
-        let spec = RunSpec::from_manifest(application, placement, &artifact.meta.default_command)?;
+        let mut spec =
+            RunSpec::from_manifest(application, placement, &artifact.meta.default_command)?;
+        spec.bindings = self.bind(exec, &spec.app, env, &application.services)?;
         self.deploy(exec, spec, "push")
     }
 
@@ -178,7 +205,9 @@ impl Platform for Local {
             runtime: artifact.meta.runtime,
             route_port: port,
         };
-        let spec = RunSpec::from_manifest(application, placement, &artifact.meta.default_command)?;
+        let mut spec =
+            RunSpec::from_manifest(application, placement, &artifact.meta.default_command)?;
+        spec.bindings = self.bind(exec, &spec.app, to, &application.services)?;
         self.deploy(exec, spec, &format!("promote from {}", from.name))
     }
 
@@ -199,6 +228,7 @@ impl Platform for Local {
         )?;
         let file = EnvFile::load(&paths)?;
         check_same_app(&file, env.name, app)?;
+        self.mask_passwords(exec, app, env.name);
         let (next, mut target) = file
             .rolled_back(version, &time::now())
             .map_err(|err| user_error(format!("cannot roll back `{}`: {err}", env.name)))?;
@@ -231,7 +261,7 @@ impl Platform for Local {
             .map(|spec| spec.deployment()))
     }
 
-    fn logs(&self, exec: &Exec, _app: &str, env: &Target, follow: bool) -> Result<()> {
+    fn logs(&self, exec: &Exec, app: &str, env: &Target, follow: bool) -> Result<()> {
         check_env_name(env.name)?;
         let paths = EnvPaths::new(&self.state, env.name);
         if !paths.log().exists() {
@@ -241,6 +271,7 @@ impl Platform for Local {
                 self.state.root().display()
             )));
         }
+        self.mask_passwords(exec, app, env.name);
         logs::show(exec.ui(), &paths, follow)
     }
 }
@@ -369,6 +400,13 @@ pub fn status(state: &State, ui: &Ui) -> Result<()> {
     }
     for paths in all {
         let file = EnvFile::load(&paths).unwrap_or_default();
+        // Its services (kind, port, running or not, data folder), under what serves it.
+        let service_lines = services::status_lines(&state.local(), &paths.env);
+        let show_services = || {
+            for line in &service_lines {
+                ui.note(line);
+            }
+        };
         match control::status(&paths) {
             Some(status) => {
                 match &status.serving {
@@ -425,6 +463,7 @@ pub fn status(state: &State, ui: &Ui) -> Result<()> {
                          `cdflow down --env {}` stops them, `cdflow up` replaces them",
                         paths.env, paths.env
                     ));
+                    show_services();
                     continue;
                 }
                 match file.current() {
@@ -443,6 +482,7 @@ pub fn status(state: &State, ui: &Ui) -> Result<()> {
                 }
             }
         }
+        show_services();
     }
     Ok(())
 }
@@ -561,7 +601,12 @@ mod tests {
             ..EnvSection::default()
         };
         let none = EnvSection::default();
-        let target = |name, config| Target { name, config };
+        let services = Default::default();
+        let target = |name, config| Target {
+            name,
+            config,
+            services: &services,
+        };
         assert_eq!(route_port(&target("staging", &config)), 9000);
         assert_eq!(route_port(&target("staging", &none)), 8081);
         assert_eq!(route_port(&target("production", &none)), 8082);
