@@ -10,5 +10,6 @@ mod kill;
 mod local;
 mod quickstart;
 mod release;
+mod services;
 mod surface;
 mod tools;
