@@ -26,6 +26,7 @@ from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 from urllib.parse import urlparse, parse_qs
 
 SERVICES = json.loads(os.environ["VCAP_SERVICES"])
+print("bound to", os.environ["VCAP_SERVICES"], flush=True)
 
 def redis(*args):
     c = SERVICES["p-redis"][0]["credentials"]
@@ -407,7 +408,13 @@ fn service_data_survives_pushes_promote_rollback_down_and_up_apart_per_environme
         svc.service_dir("staging", "cache").join("data").display()
     ));
     status.stdout_has("  service api: user-provided");
-    for run in [&first, &third, &status] {
+    // The instances printed their VCAP_SERVICES: the logs show it masked.
+    let logs = svc.cdflow(&["logs", "--env", "staging"]);
+    logs.success()
+        .stdout_has("bound to")
+        .stdout_has(r#""password":"****""#)
+        .stdout_has(r#""token":"****""#);
+    for run in [&first, &third, &status, &logs] {
         assert!(
             !run.stdout.contains(TOKEN) && !run.stderr.contains(TOKEN),
             "{run}"

@@ -936,6 +936,63 @@ mod tests {
     }
 
     #[test]
+    fn problems_and_bindings_come_from_the_declared_services() {
+        let config = crate::config::parse(
+            "[services.cache]\nkind = \"redis\"\n\n[services.api]\nkind = \"user-provided\"\n\
+             credentials = { plain = \"x\", path = { env = \"PATH\" } }\n\n\
+             [services.bad]\nkind = \"user-provided\"\n\
+             credentials = { token = { env = \"CDFLOW_TEST_SURELY_UNSET\" } }\n",
+        )
+        .unwrap();
+        let env_config = crate::config::EnvSection::default();
+        let env = Target {
+            name: "staging",
+            config: &env_config,
+            services: &config.services,
+        };
+        let manifest: Vec<serde_yaml::Value> = serde_yaml::from_str("[api, bad, nosuch]").unwrap();
+        let problems = problems(&env, &manifest);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].contains("variable CDFLOW_TEST_SURELY_UNSET, which is not set"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].contains("binds the service `nosuch`, which cdflow.toml does not declare"),
+            "{problems:?}"
+        );
+
+        let state = tempfile::tempdir().unwrap();
+        let exec = Exec::for_tests(state.path());
+        let api: Vec<serde_yaml::Value> = serde_yaml::from_str("[api]").unwrap();
+        let bindings = bind(&exec, state.path(), "app", &env, &api).unwrap();
+        let folder = dir(state.path(), "app", "staging", "api");
+        assert_eq!(
+            bindings,
+            [Binding {
+                name: "api".into(),
+                kind: ServiceKind::UserProvided,
+                dir: folder.clone(),
+            }]
+        );
+        assert_eq!(read_kind(&folder), Some(ServiceKind::UserProvided));
+        let vcap = vcap_services(&bindings).unwrap();
+        let credentials = &vcap["user-provided"][0]["credentials"];
+        assert_eq!(credentials["plain"], "x");
+        assert_eq!(credentials["path"], std::env::var("PATH").unwrap());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(folder.join("credentials.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let err = bind(&exec, state.path(), "app", &env, &manifest[2..])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`nosuch`"), "{err}");
+    }
+
+    #[test]
     fn manifest_services_are_named_either_way() {
         let services: Vec<serde_yaml::Value> =
             serde_yaml::from_str("[cache, {name: db, parameters: {a: 1}}]").unwrap();
