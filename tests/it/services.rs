@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::harness::{free_port, run_of, Project, Run};
+use crate::harness::{free_port, run_of, wait_for, Project, Run};
 
 /// Each test starts servers of its own on a small machine: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -155,12 +155,18 @@ impl Svc {
 
     #[track_caller]
     fn push(&self, version: &str) -> Run {
+        self.push_binding(version, &self.services)
+    }
+
+    /// Pushes `version` with `services` as the manifest's `services:`.
+    #[track_caller]
+    fn push_binding(&self, version: &str, services: &str) -> Run {
         self.project.write(
             "cdflow.toml",
             &cdflow_toml(version, self.staging, self.production),
         );
         self.project
-            .write("manifest.yml", &manifest(version, &self.services));
+            .write("manifest.yml", &manifest(version, services));
         self.project
             .git_cmd(&["commit", "-q", "--allow-empty", "-am", version]);
         let run = self.cdflow(&["push", "--to", "staging"]);
@@ -396,6 +402,27 @@ fn service_data_survives_pushes_promote_rollback_down_and_up_apart_per_environme
     );
 
     svc.cdflow(&["rollback", "--env", "staging"]).success();
+    assert_get(svc.staging, "/get", "redis=staging1 pg=staging1");
+
+    // A service that dies is started again, on its port, with its data.
+    let (port, pid) = svc.status_of("staging", "cache");
+    // SAFETY: kill(2) touches no memory; the pid is redis's, as status shows it.
+    unsafe { libc::kill(pid.unwrap() as i32, libc::SIGKILL) };
+    wait_for("redis to be restarted", || {
+        let now = svc.status_of("staging", "cache");
+        now.1.is_some() && now.1 != pid
+    });
+    assert_eq!(svc.status_of("staging", "cache").0, port);
+    assert_get(svc.staging, "/get", "redis=staging1 pg=staging1");
+
+    // A version that no longer binds a service stops it; a rollback to one that does starts
+    // it again, with its data.
+    svc.push_binding("1.0.3", "db, api")
+        .stdout_has("service `cache` stopped");
+    assert_eq!(svc.status_of("staging", "cache"), (port, None));
+    svc.cdflow(&["rollback", "--env", "staging"])
+        .success()
+        .stdout_has("service `cache` (redis) runs on port");
     assert_get(svc.staging, "/get", "redis=staging1 pg=staging1");
 
     // Status: each environment's services, running; the secrets masked in the logs.

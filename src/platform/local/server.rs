@@ -228,6 +228,7 @@ async fn serve(paths: EnvPaths) -> Result<()> {
             _ = int.recv() => break "SIGINT",
             _ = server.exit.notified() => break "a stop request",
             _ = idle_check.tick() => {
+                server.watch_services();
                 let idle = server.inner().idle_since.is_some_and(|since| since.elapsed() > IDLE_EXIT);
                 if idle {
                     break "having nothing to serve";
@@ -478,7 +479,55 @@ impl Server {
             self.forget(&old);
             progress(format!("{old_what} stopped"));
         }
+        // Services that the manifest no longer binds; their data stays, for a rollback.
+        let running = Arc::clone(&self.services);
+        let registry = Arc::clone(&self.cell.registry);
+        let bindings = generation.spec.bindings.clone();
+        let stopped = tokio::task::spawn_blocking(move || {
+            let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
+            running.stop_unbound(&bindings, &registry)
+        })
+        .await
+        .unwrap_or_default();
+        for text in stopped {
+            logs.event("API", text.clone());
+            progress(text);
+        }
         Ok(())
+    }
+
+    /// Starts again, in the background, a service of what serves that stopped by itself. Not
+    /// during a deploy, which starts what it binds itself.
+    fn watch_services(self: &Arc<Self>) {
+        let Some(current) = self.inner().current.clone() else {
+            return;
+        };
+        if current.spec.bindings.is_empty() {
+            return;
+        }
+        let server = Arc::clone(self);
+        tokio::spawn(async move {
+            let Ok(_no_deploy) = server.deploying.try_lock() else {
+                return;
+            };
+            let running = Arc::clone(&server.services);
+            let registry = Arc::clone(&server.cell.registry);
+            let bindings = current.spec.bindings.clone();
+            let revived = tokio::task::spawn_blocking(move || {
+                let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
+                running.revive(&bindings, &registry)
+            })
+            .await
+            .unwrap_or_else(|err| Err(err.to_string()));
+            match revived {
+                Ok(texts) => {
+                    for text in texts {
+                        server.cell.logs.event("API", format!("restarted: {text}"));
+                    }
+                }
+                Err(text) => server.cell.logs.event("API", text),
+            }
+        });
     }
 
     /// Starts the services `spec` binds that do not run yet (a first deploy, or after a

@@ -443,7 +443,15 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Default)]
 pub struct Running {
     children: BTreeMap<PathBuf, (String, Child)>,
+    /// When [`Running::revive`] last failed to start one, so that a service that cannot start
+    /// is tried again only every [`REVIVE_BACKOFF`].
+    revive_failed: Option<Instant>,
+    /// Set once the server stops them all: nothing starts after that.
+    closed: bool,
 }
+
+/// How long a service that could not be started again is left before the next try.
+const REVIVE_BACKOFF: Duration = Duration::from_secs(30);
 
 impl Running {
     /// Starts the services of `bindings` that do not run; returns what it did, to report.
@@ -452,6 +460,9 @@ impl Running {
         bindings: &[Binding],
         registry: &Registry,
     ) -> Result<Vec<String>, String> {
+        if self.closed {
+            return Err("the environment's server is stopping".into());
+        }
         let mut done = Vec::new();
         for binding in bindings {
             if binding.kind == ServiceKind::UserProvided {
@@ -466,6 +477,7 @@ impl Running {
                     registry.remove(child.id());
                 }
             }
+            let port_before = read_port(&binding.dir);
             let (child, port) = start(binding).map_err(|err| {
                 format!(
                     "the service `{}` ({}) did not start: {err:#}\nthe end of {}:\n{}",
@@ -476,8 +488,12 @@ impl Running {
                 )
             })?;
             registry.add(child.id());
+            let moved = match port_before {
+                Some(before) if before != port => format!(" (port {before} was taken)"),
+                _ => String::new(),
+            };
             done.push(format!(
-                "service `{}` ({}) runs on port {port}, data in {}",
+                "service `{}` ({}) runs on port {port}{moved}, data in {}",
                 binding.name,
                 binding.kind.name(),
                 binding.dir.join("data").display()
@@ -488,45 +504,84 @@ impl Running {
         Ok(done)
     }
 
-    /// Stops every service (redis saves, PostgreSQL shuts down cleanly), killing one that does
-    /// not stop in time; returns what it did, to report.
-    pub fn stop_all(&mut self, registry: &Registry) -> Vec<String> {
-        let children = std::mem::take(&mut self.children);
-        for (dir, (_, child)) in &children {
-            let signal = match read_kind(dir) {
-                // PostgreSQL's fast shutdown: SIGTERM would wait for clients to leave.
-                Some(ServiceKind::Postgres) => libc::SIGINT,
-                _ => libc::SIGTERM,
-            };
-            super::pids::signal(child.id() as i32, signal);
+    /// Starts again the services of `bindings` (what serves) that stopped by themselves
+    /// (crashed, killed), as a broker keeps its instances up. One comes back on its port when
+    /// that is free, with its data; else the instances learn its new port at the next deploy.
+    pub fn revive(
+        &mut self,
+        bindings: &[Binding],
+        registry: &Registry,
+    ) -> Result<Vec<String>, String> {
+        let resting = self
+            .revive_failed
+            .is_some_and(|at| at.elapsed() < REVIVE_BACKOFF);
+        if self.closed || resting {
+            return Ok(Vec::new());
         }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        let mut done = Vec::new();
-        for (dir, (name, mut child)) in children {
-            let exited = loop {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break true,
-                    Ok(None) if Instant::now() > deadline => break false,
-                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            };
-            if !exited {
-                super::pids::signal(-(child.id() as i32), libc::SIGKILL);
-                let _ = child.wait();
-            }
-            registry.remove(child.id());
-            let _ = std::fs::remove_file(dir.join("pid"));
-            done.push(if exited {
-                format!("service `{name}` stopped")
-            } else {
-                format!(
-                    "service `{name}` did not stop within {}s and was killed",
-                    STOP_TIMEOUT.as_secs()
-                )
-            });
-        }
-        done
+        let result = self.ensure(bindings, registry);
+        self.revive_failed = result.is_err().then(Instant::now);
+        result
     }
+
+    /// Stops the services that `bindings` (what serves now) no longer bind.
+    pub fn stop_unbound(&mut self, bindings: &[Binding], registry: &Registry) -> Vec<String> {
+        let unbound: Vec<PathBuf> = self
+            .children
+            .keys()
+            .filter(|dir| !bindings.iter().any(|b| &b.dir == *dir))
+            .cloned()
+            .collect();
+        let children = unbound
+            .into_iter()
+            .filter_map(|dir| self.children.remove_entry(&dir))
+            .collect();
+        stop(children, registry)
+    }
+
+    /// Stops every service; returns what it did, to report.
+    pub fn stop_all(&mut self, registry: &Registry) -> Vec<String> {
+        self.closed = true;
+        stop(std::mem::take(&mut self.children), registry)
+    }
+}
+
+/// Stops `children` (redis saves, PostgreSQL shuts down cleanly), killing one that does not
+/// stop in time; returns what it did, to report.
+fn stop(children: BTreeMap<PathBuf, (String, Child)>, registry: &Registry) -> Vec<String> {
+    for (dir, (_, child)) in &children {
+        let signal = match read_kind(dir) {
+            // PostgreSQL's fast shutdown: SIGTERM would wait for clients to leave.
+            Some(ServiceKind::Postgres) => libc::SIGINT,
+            _ => libc::SIGTERM,
+        };
+        super::pids::signal(child.id() as i32, signal);
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    let mut done = Vec::new();
+    for (dir, (name, mut child)) in children {
+        let exited = loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break true,
+                Ok(None) if Instant::now() > deadline => break false,
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        if !exited {
+            super::pids::signal(-(child.id() as i32), libc::SIGKILL);
+            let _ = child.wait();
+        }
+        registry.remove(child.id());
+        let _ = std::fs::remove_file(dir.join("pid"));
+        done.push(if exited {
+            format!("service `{name}` stopped")
+        } else {
+            format!(
+                "service `{name}` did not stop within {}s and was killed",
+                STOP_TIMEOUT.as_secs()
+            )
+        });
+    }
+    done
 }
 
 /// Starts the server of `binding` and waits until it answers; returns it and its port.
