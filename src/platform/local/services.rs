@@ -689,7 +689,7 @@ fn start_redis(folder: &Path, port: u16, password: &str, log: &std::fs::File) ->
         .context("redis-server is not installed (Debian: apt-get install redis-server)")?;
     let mut command = service_command(program, log)?;
     command.arg(&config_path).current_dir(&data);
-    Ok(command.spawn()?)
+    command.spawn().context("could not start redis-server")
 }
 
 /// A string in redis.conf's double quotes.
@@ -816,7 +816,9 @@ fn start_postgres(
     };
     command.args(["-c", &format!("unix_socket_directories={sockets}")]);
     command.current_dir(folder);
-    Ok(command.spawn()?)
+    command
+        .spawn()
+        .with_context(|| format!("could not start {}", bin.join("postgres").display()))
 }
 
 /// A new cluster in `data`, with the app's user and database: made in a folder beside it and
@@ -848,7 +850,7 @@ fn create_cluster(
         ])
         .current_dir(folder)
         .status()
-        .context("could not run initdb")?;
+        .with_context(|| format!("could not run {}", bin.join("initdb").display()))?;
     if !status.success() {
         anyhow::bail!("initdb failed ({status})");
     }
