@@ -43,9 +43,15 @@ use crate::exec::Exec;
 use crate::platform::Target;
 use crate::process::Process;
 
-/// The folder of one service instance. The one place that knows where service data lives.
+/// The folder of one service instance. With [`apps_dir`], the one place that knows where
+/// service data lives.
 pub fn dir(local: &Path, app: &str, env: &str, service: &str) -> PathBuf {
-    local.join("services").join(app).join(env).join(service)
+    apps_dir(local).join(app).join(env).join(service)
+}
+
+/// The folder of every app's services.
+fn apps_dir(local: &Path) -> PathBuf {
+    local.join("services")
 }
 
 /// A service that a deployment binds to, as its spec records it: a rollback or an `up` binds
@@ -183,11 +189,7 @@ pub fn bind(
 
 /// The generated passwords of `app`'s services on `env`, to be masked in what cdflow prints.
 pub fn passwords(local: &Path, app: &str, env: &str) -> Vec<String> {
-    let envs = dir(local, app, env, "x");
-    let Some(services) = envs.parent() else {
-        return Vec::new();
-    };
-    std::fs::read_dir(services)
+    std::fs::read_dir(apps_dir(local).join(app).join(env))
         .into_iter()
         .flatten()
         .flatten()
@@ -201,8 +203,7 @@ pub fn passwords(local: &Path, app: &str, env: &str) -> Vec<String> {
 /// there): one line each, with its kind, port, whether it runs, and its data folder.
 pub fn status_lines(local: &Path, env: &str) -> Vec<String> {
     let mut lines = Vec::new();
-    let apps = local.join("services");
-    let mut folders: Vec<PathBuf> = std::fs::read_dir(&apps)
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(apps_dir(local))
         .into_iter()
         .flatten()
         .flatten()
