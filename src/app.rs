@@ -63,7 +63,11 @@ impl App {
     /// The environment called `name`, or an error listing the known ones.
     pub fn target<'a>(&'a self, name: &'a str) -> Result<Target<'a>> {
         match self.envs.get(name) {
-            Some(config) => Ok(Target { name, config }),
+            Some(config) => Ok(Target {
+                name,
+                config,
+                services: &self.loaded.config.services,
+            }),
             None => Err(user_error(format!(
                 "there is no environment `{name}`: the known ones are {}; add [env.{name}] to \
                  cdflow.toml",
@@ -76,12 +80,15 @@ impl App {
         }
     }
 
-    /// The names of the variables that any environment declares secret: all of them are masked
+    /// The names of the variables that any environment declares secret, and those that
+    /// user-provided services read their credentials from: all of them are masked
     /// in whatever cdflow prints or records about the app, whichever environment it works on.
     pub fn secret_names(&self) -> Vec<String> {
+        let services = self.loaded.config.services.values();
         self.envs
             .values()
             .flat_map(|env| env.secrets.iter().cloned())
+            .chain(services.flat_map(|s| s.secret_names().map(str::to_string)))
             .collect()
     }
 

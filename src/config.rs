@@ -27,6 +27,9 @@ pub struct Config {
     /// Environments, in the order they are written.
     #[serde(default)]
     pub env: IndexMap<String, EnvSection>,
+    /// Service instances that the manifest's `services:` bind to, by name.
+    #[serde(default)]
+    pub services: IndexMap<String, ServiceSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +135,97 @@ fn route_port<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Optio
         })
 }
 
+/// A service instance an app binds to (`[services.NAME]`). The local platform runs one of each
+/// per app and environment; on cf, the foundation provides them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    /// What it is; its span gives later errors about the service their line.
+    pub kind: Spanned<ServiceKind>,
+    /// user-provided only: the credentials an app finds in `VCAP_SERVICES`.
+    pub credentials: Option<Spanned<IndexMap<String, Credential>>>,
+}
+
+impl ServiceSection {
+    /// The environment variables its credentials are read from: secrets, masked everywhere.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        self.credentials
+            .iter()
+            .flat_map(|credentials| credentials.get_ref().values())
+            .filter_map(|value| match value {
+                Credential::Env(name) => Some(name.as_str()),
+                Credential::Value(_) => None,
+            })
+    }
+}
+
+/// The kinds of service the local platform provides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceKind {
+    /// A `redis-server` of its own.
+    Redis,
+    /// A PostgreSQL server of its own, with a database and a user for the app.
+    Postgres,
+    /// Credentials written in cdflow.toml, as `cf create-user-provided-service` gives them.
+    UserProvided,
+}
+
+impl ServiceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceKind::Redis => "redis",
+            ServiceKind::Postgres => "postgres",
+            ServiceKind::UserProvided => "user-provided",
+        }
+    }
+}
+
+/// One value of a user-provided service's credentials: written as it is, or `{ env = "NAME" }`,
+/// read from the environment variable NAME when cdflow deploys and masked as a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    Value(String),
+    Env(String),
+}
+
+impl<'de> Deserialize<'de> for Credential {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Credential;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a string, or { env = \"NAME\" } to read a secret from the environment \
+                     variable NAME",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Credential, E> {
+                Ok(Credential::Value(value.to_string()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Credential, A::Error> {
+                use serde::de::Error;
+                let mut env = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key != "env" {
+                        return Err(A::Error::unknown_field(&key, &["env"]));
+                    }
+                    env = Some(map.next_value::<String>()?);
+                }
+                env.map(Credential::Env)
+                    .ok_or_else(|| A::Error::missing_field("env"))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// The platforms cdflow drives.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -217,7 +311,41 @@ pub fn load(dir: &Path) -> Result<Loaded> {
 
 /// Parses the text of a `cdflow.toml`; the error names the line, the column and the key.
 pub fn parse(text: &str) -> std::result::Result<Config, String> {
-    toml_edit::de::from_str(text).map_err(|err| err.to_string())
+    let config: Config = toml_edit::de::from_str(text).map_err(|err| err.to_string())?;
+    check_services(text, &config)?;
+    Ok(config)
+}
+
+/// What the types cannot say about `[services.NAME]`: names that can be folder names, and
+/// credentials only where cdflow does not make them.
+fn check_services(text: &str, config: &Config) -> std::result::Result<(), String> {
+    let line = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    for (name, service) in &config.services {
+        let safe = !name.is_empty()
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !safe {
+            return Err(format!(
+                "line {}: the service name `{name}` cannot be used: use letters, digits, `-`, \
+                 `_` and `.` in [services.NAME]",
+                line(service.kind.span().start)
+            ));
+        }
+        let kind = *service.kind.get_ref();
+        if let (Some(credentials), ServiceKind::Redis | ServiceKind::Postgres) =
+            (&service.credentials, kind)
+        {
+            return Err(format!(
+                "line {}: [services.{name}] is a {} service, whose credentials cdflow makes \
+                 itself: remove `credentials`, or make it kind = \"user-provided\"",
+                line(credentials.span().start),
+                kind.name()
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -295,6 +423,67 @@ space = "production"
             parse("[env.staging]\n").unwrap().env["staging"].platform,
             PlatformKind::Local
         );
+    }
+
+    #[test]
+    fn services_are_parsed_strictly_at_their_line() {
+        let config = parse(
+            "[services.cache]\nkind = \"redis\"\n\n[services.db]\nkind = \"postgres\"\n\n\
+             [services.api]\nkind = \"user-provided\"\n\
+             credentials = { url = \"https://api.example.com\", token = { env = \"API_TOKEN\" } }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.services.keys().collect::<Vec<_>>(),
+            ["cache", "db", "api"]
+        );
+        assert_eq!(*config.services["db"].kind.get_ref(), ServiceKind::Postgres);
+        let api = &config.services["api"];
+        let credentials = api.credentials.as_ref().unwrap().get_ref();
+        assert_eq!(
+            credentials["url"],
+            Credential::Value("https://api.example.com".into())
+        );
+        assert_eq!(credentials["token"], Credential::Env("API_TOKEN".into()));
+        assert_eq!(api.secret_names().collect::<Vec<_>>(), ["API_TOKEN"]);
+
+        for (text, line, words) in [
+            (
+                "[services.x]\nkind = \"mysql\"\n",
+                2,
+                vec!["mysql", "`redis`"],
+            ),
+            (
+                "[services.x]\nkind = \"redis\"\nport = 1\n",
+                3,
+                vec!["port"],
+            ),
+            ("[services.x]\n", 1, vec!["kind"]),
+            (
+                "[services.x]\nkind = \"redis\"\ncredentials = { a = \"b\" }\n",
+                3,
+                vec!["remove `credentials`"],
+            ),
+            (
+                "[services.x]\nkind = \"user-provided\"\ncredentials = { a = 1 }\n",
+                3,
+                vec!["{ env = \"NAME\" }"],
+            ),
+            (
+                "[services.x]\nkind = \"user-provided\"\ncredentials = { a = { var = \"X\" } }\n",
+                3,
+                vec!["var"],
+            ),
+            ("[services.\"a b\"]\nkind = \"redis\"\n", 2, vec!["`a b`"]),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(&format!("line {line}")), "{text}: {err}");
+            for word in words {
+                assert!(err.contains(word), "{text}: {err}");
+            }
+        }
+        let empty = parse("[services.x]\nkind = \"user-provided\"\n").unwrap();
+        assert!(empty.services["x"].credentials.is_none());
     }
 
     #[test]

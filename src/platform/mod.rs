@@ -10,7 +10,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::app_manifest::Resolved;
-use crate::config::{EnvSection, PlatformKind};
+use crate::config::{EnvSection, PlatformKind, ServiceSection};
 use crate::exec::Exec;
 use crate::state::State;
 
@@ -19,6 +19,8 @@ use crate::state::State;
 pub struct Target<'a> {
     pub name: &'a str,
     pub config: &'a EnvSection,
+    /// The service instances cdflow.toml declares (`[services.NAME]`), for every environment.
+    pub services: &'a indexmap::IndexMap<String, ServiceSection>,
 }
 
 impl Target<'_> {

@@ -325,7 +325,8 @@ fn alive(pid: u32) -> bool {
 fn cdflow_toml(version: &str, staging: u16, production: u16) -> String {
     format!(
         "[app]\nname = \"pyapp\"\n\n[version]\ncurrent = \"{version}\"\n\n\
-         [env.staging]\nport = {staging}\n\n[env.production]\nport = {production}\n"
+         [env.staging]\nport = {staging}\n\n[env.production]\nport = {production}\n\n\
+         [services.db]\nkind = \"user-provided\"\n"
     )
 }
 

@@ -11,5 +11,6 @@ mod kill;
 mod local;
 mod quickstart;
 mod release;
+mod services;
 mod surface;
 mod tools;

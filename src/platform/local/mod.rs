@@ -21,6 +21,7 @@ mod pids;
 mod ports;
 mod proxy;
 mod server;
+mod services;
 mod spec;
 mod stage;
 mod supervisor;
@@ -81,6 +82,27 @@ impl Local {
     }
 }
 
+impl Local {
+    /// The services `app`'s manifest binds on `env`, and their generated passwords added to
+    /// what cdflow masks.
+    fn bind(
+        &self,
+        exec: &Exec,
+        app: &str,
+        env: &Target,
+        manifest_services: &[serde_yaml::Value],
+    ) -> Result<Vec<services::Binding>> {
+        let bindings = services::bind(exec, &self.state.local(), app, env, manifest_services)?;
+        self.mask_passwords(exec, app, env.name);
+        Ok(bindings)
+    }
+
+    fn mask_passwords(&self, exec: &Exec, app: &str, env: &str) {
+        exec.ui()
+            .add_secret_values(&services::passwords(&self.state.local(), app, env));
+    }
+}
+
 impl Platform for Local {
     fn preflight(&self, _exec: &Exec, app: &str, env: &Target, manifest: &Resolved) -> Vec<String> {
         if let Err(err) = check_env_name(env.name) {
@@ -93,6 +115,7 @@ impl Platform for Local {
                 problems.extend(application.problems());
                 problems.extend(keys::review(manifest, &application.name).refused);
                 no_route = application.no_route == Some(true);
+                problems.extend(services::problems(env, &application.services));
             }
             Err(err) => problems.push(err.to_string()),
         }
@@ -144,7 +167,9 @@ impl Platform for Local {
             runtime: artifact.meta.runtime,
             route_port: port,
         };
-        let spec = RunSpec::from_manifest(application, placement, &artifact.meta.default_command)?;
+        let mut spec =
+            RunSpec::from_manifest(application, placement, &artifact.meta.default_command)?;
+        spec.bindings = self.bind(exec, &spec.app, env, &application.services)?;
         self.deploy(exec, spec, "push")
     }
 
@@ -187,7 +212,9 @@ impl Platform for Local {
             runtime: artifact.meta.runtime,
             route_port: port,
         };
-        let spec = RunSpec::from_manifest(application, placement, &artifact.meta.default_command)?;
+        let mut spec =
+            RunSpec::from_manifest(application, placement, &artifact.meta.default_command)?;
+        spec.bindings = self.bind(exec, &spec.app, to, &application.services)?;
         self.deploy(exec, spec, &format!("promote from {}", from.name))
     }
 
@@ -208,6 +235,7 @@ impl Platform for Local {
         )?;
         let file = EnvFile::load(&paths)?;
         check_same_app(&file, env.name, app)?;
+        self.mask_passwords(exec, app, env.name);
         let (next, mut target) = file
             .rolled_back(version, &time::now())
             .map_err(|err| user_error(format!("cannot roll back `{}`: {err}", env.name)))?;
@@ -240,7 +268,7 @@ impl Platform for Local {
             .map(|spec| spec.deployment()))
     }
 
-    fn logs(&self, exec: &Exec, _app: &str, env: &Target, follow: bool) -> Result<()> {
+    fn logs(&self, exec: &Exec, app: &str, env: &Target, follow: bool) -> Result<()> {
         check_env_name(env.name)?;
         let paths = EnvPaths::new(&self.state, env.name);
         if !paths.log().exists() {
@@ -250,6 +278,7 @@ impl Platform for Local {
                 self.state.root().display()
             )));
         }
+        self.mask_passwords(exec, app, env.name);
         logs::show(exec.ui(), &paths, follow)
     }
 }
@@ -395,6 +424,13 @@ pub fn status(state: &State, ui: &Ui) -> Result<()> {
     }
     for paths in all {
         let file = EnvFile::load(&paths).unwrap_or_default();
+        // Its services (kind, port, running or not, data folder), under what serves it.
+        let service_lines = services::status_lines(&state.local(), &paths.env);
+        let show_services = || {
+            for line in &service_lines {
+                ui.note(line);
+            }
+        };
         match control::status(&paths) {
             Some(status) => {
                 match &status.serving {
@@ -451,6 +487,7 @@ pub fn status(state: &State, ui: &Ui) -> Result<()> {
                          `cdflow down --env {}` stops them, `cdflow up` replaces them",
                         paths.env, paths.env
                     ));
+                    show_services();
                     continue;
                 }
                 match file.current() {
@@ -469,6 +506,7 @@ pub fn status(state: &State, ui: &Ui) -> Result<()> {
                 }
             }
         }
+        show_services();
     }
     Ok(())
 }
@@ -587,7 +625,12 @@ mod tests {
             ..EnvSection::default()
         };
         let none = EnvSection::default();
-        let target = |name, config| Target { name, config };
+        let services = Default::default();
+        let target = |name, config| Target {
+            name,
+            config,
+            services: &services,
+        };
         assert_eq!(route_port(&target("staging", &config)), 9000);
         assert_eq!(route_port(&target("staging", &none)), 8081);
         assert_eq!(route_port(&target("production", &none)), 8082);

@@ -34,6 +34,7 @@ use super::layout::{local_dir, EnvPaths};
 use super::logs::LogSink;
 use super::pids::Registry;
 use super::proxy::Proxy;
+use super::services;
 use super::spec::{EnvFile, RunSpec};
 use super::supervisor::{Cell, Instance, Phase, STOP_GRACE};
 
@@ -82,6 +83,9 @@ fn take_server_lock(paths: &EnvPaths) -> Result<std::fs::File> {
 struct Server {
     paths: EnvPaths,
     cell: Cell,
+    /// The backing services this server started: started before the instances that bind
+    /// them, stopped after every instance (see [`services`] for why the server owns them).
+    services: Arc<Mutex<services::Running>>,
     /// One deploy at a time.
     deploying: tokio::sync::Mutex<()>,
     inner: Mutex<Inner>,
@@ -185,6 +189,7 @@ async fn serve(paths: EnvPaths) -> Result<()> {
             proxy: Arc::new(Proxy::new(logs.clone())),
         },
         paths: paths.clone(),
+        services: Arc::default(),
         deploying: tokio::sync::Mutex::new(()),
         inner: Mutex::new(Inner {
             idle_since: Some(Instant::now()),
@@ -223,6 +228,7 @@ async fn serve(paths: EnvPaths) -> Result<()> {
             _ = int.recv() => break "SIGINT",
             _ = server.exit.notified() => break "a stop request",
             _ = idle_check.tick() => {
+                server.watch_services();
                 let idle = server.inner().idle_since.is_some_and(|since| since.elapsed() > IDLE_EXIT);
                 if idle {
                     break "having nothing to serve";
@@ -390,6 +396,7 @@ impl Server {
         );
         logs.event("API", message.clone());
         progress(message);
+        let spec = self.start_services(spec, progress).await?;
         let timeout = Duration::from_secs(spec.start_timeout_secs);
         let generation = Arc::new(Generation::start(&self.cell, spec));
         self.inner().others.push(Arc::clone(&generation));
@@ -483,7 +490,84 @@ impl Server {
             self.forget(&old);
             progress(format!("{old_what} stopped"));
         }
+        // Services that the manifest no longer binds; their data stays, for a rollback.
+        let running = Arc::clone(&self.services);
+        let registry = Arc::clone(&self.cell.registry);
+        let bindings = generation.spec.bindings.clone();
+        let stopped = tokio::task::spawn_blocking(move || {
+            let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
+            running.stop_unbound(&bindings, &registry)
+        })
+        .await
+        .unwrap_or_default();
+        for text in stopped {
+            logs.event("API", text.clone());
+            progress(text);
+        }
         Ok(())
+    }
+
+    /// Starts again, in the background, a service of what serves that stopped by itself. Not
+    /// during a deploy, which starts what it binds itself.
+    fn watch_services(self: &Arc<Self>) {
+        let Some(current) = self.inner().current.clone() else {
+            return;
+        };
+        if current.spec.bindings.is_empty() {
+            return;
+        }
+        let server = Arc::clone(self);
+        tokio::spawn(async move {
+            let Ok(_no_deploy) = server.deploying.try_lock() else {
+                return;
+            };
+            let running = Arc::clone(&server.services);
+            let registry = Arc::clone(&server.cell.registry);
+            let bindings = current.spec.bindings.clone();
+            let revived = tokio::task::spawn_blocking(move || {
+                let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
+                running.revive(&bindings, &registry)
+            })
+            .await
+            .unwrap_or_else(|err| Err(err.to_string()));
+            match revived {
+                Ok(texts) => {
+                    for text in texts {
+                        server.cell.logs.event("API", format!("restarted: {text}"));
+                    }
+                }
+                Err(text) => server.cell.logs.event("API", text),
+            }
+        });
+    }
+
+    /// Starts the services `spec` binds that do not run yet (a first deploy, or after a
+    /// `down`), and gives its instances their `VCAP_SERVICES`.
+    async fn start_services(
+        &self,
+        mut spec: RunSpec,
+        progress: &impl Fn(String),
+    ) -> Result<RunSpec, String> {
+        if spec.bindings.is_empty() {
+            return Ok(spec);
+        }
+        let running = Arc::clone(&self.services);
+        let registry = Arc::clone(&self.cell.registry);
+        let bindings = spec.bindings.clone();
+        // Blocking: a first PostgreSQL start creates its cluster, which takes seconds.
+        let (started, vcap) = tokio::task::spawn_blocking(move || {
+            let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
+            let started = running.ensure(&bindings, &registry)?;
+            Ok::<_, String>((started, services::vcap_services(&bindings)?))
+        })
+        .await
+        .map_err(|err| err.to_string())??;
+        for text in started {
+            self.cell.logs.event("API", text.clone());
+            progress(text);
+        }
+        spec.services = vcap;
+        Ok(spec)
     }
 
     fn forget(&self, generation: &Arc<Generation>) {
@@ -571,6 +655,17 @@ impl Server {
         }
         for generation in &all {
             generation.stop(STOP_GRACE).await;
+        }
+        let running = Arc::clone(&self.services);
+        let registry = Arc::clone(&self.cell.registry);
+        let stopped = tokio::task::spawn_blocking(move || {
+            let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
+            running.stop_all(&registry)
+        })
+        .await
+        .unwrap_or_default();
+        for text in stopped {
+            self.cell.logs.event("API", text);
         }
     }
 }

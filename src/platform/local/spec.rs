@@ -66,8 +66,12 @@ pub struct RunSpec {
     pub memory: Option<String>,
     /// The manifest's `env`, in its order.
     pub env_vars: Vec<(String, String)>,
-    /// `VCAP_SERVICES`, as JSON.
+    /// `VCAP_SERVICES`, as JSON: filled in by the environment's server from `bindings` once it
+    /// has started them (their ports and passwords are known only then).
     pub services: serde_json::Value,
+    /// The service instances the manifest's `services` bind to.
+    #[serde(default)]
+    pub bindings: Vec<super::services::Binding>,
     pub health_check: HealthCheck,
     pub start_timeout_secs: u64,
     /// The port of the environment's route on 127.0.0.1.
@@ -126,7 +130,8 @@ impl RunSpec {
             instances: application.instances(),
             memory: application.memory.clone(),
             env_vars: application.env_strings(),
-            services: vcap_services(&application.services),
+            services: serde_json::json!({}),
+            bindings: Vec::new(),
             health_check,
             start_timeout_secs: application
                 .timeout
@@ -169,35 +174,6 @@ pub struct Placement<'a> {
     pub droplet: &'a Path,
     pub runtime: super::spec::Runtime,
     pub route_port: u16,
-}
-
-/// `VCAP_SERVICES` for the manifest's `services`. No broker runs here, so each bound service
-/// appears as a user-provided one with empty credentials, under its name.
-fn vcap_services(services: &[serde_yaml::Value]) -> serde_json::Value {
-    let provided: Vec<serde_json::Value> = services
-        .iter()
-        .filter_map(|service| match service {
-            serde_yaml::Value::String(name) => Some(name.clone()),
-            other => other
-                .get("name")
-                .and_then(|name| name.as_str())
-                .map(str::to_string),
-        })
-        .map(|name| {
-            serde_json::json!({
-                "name": name,
-                "instance_name": name,
-                "label": "user-provided",
-                "tags": [],
-                "credentials": {},
-            })
-        })
-        .collect();
-    if provided.is_empty() {
-        serde_json::json!({})
-    } else {
-        serde_json::json!({ "user-provided": provided })
-    }
 }
 
 /// One switch of an environment's route.
@@ -343,6 +319,7 @@ mod tests {
                 memory: None,
                 env_vars: vec![],
                 services: serde_json::json!({}),
+                bindings: vec![],
                 health_check: HealthCheck::Port,
                 start_timeout_secs: 60,
                 route_port: 8081,
@@ -412,7 +389,6 @@ mod tests {
                 endpoint: "/health".into()
             }
         );
-        assert_eq!(spec.services["user-provided"][1]["name"], "cache");
         assert_eq!(
             spec.env_vars,
             [("VERSION".to_string(), "1.0.0".to_string())]

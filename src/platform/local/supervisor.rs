@@ -709,6 +709,7 @@ mod tests {
                 ("VERSION".into(), "1.2.3".into()),
             ],
             services: serde_json::json!({}),
+            bindings: vec![],
             health_check: HealthCheck::Port,
             start_timeout_secs: 60,
             route_port: 8081,
