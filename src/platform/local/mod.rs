@@ -19,6 +19,7 @@ mod memory;
 mod pids;
 mod ports;
 mod proxy;
+mod python;
 mod server;
 mod spec;
 mod stage;
@@ -81,13 +82,20 @@ impl Local {
 }
 
 impl Platform for Local {
-    fn preflight(&self, _exec: &Exec, app: &str, env: &Target, manifest: &Resolved) -> Vec<String> {
+    fn preflight(&self, exec: &Exec, app: &str, env: &Target, manifest: &Resolved) -> Vec<String> {
         if let Err(err) = check_env_name(env.name) {
             return vec![err.to_string()];
         }
         let mut problems = Vec::new();
         match manifest_application(manifest, app) {
-            Ok(application) => problems.extend(application.problems()),
+            Ok(application) => {
+                problems.extend(application.problems());
+                // What Python staging would refuse, found before anything is bumped or pushed.
+                let dir = exec.dir();
+                if let Ok(stage::Buildpack::Python) = stage::buildpack(application, &dir) {
+                    problems.extend(python::problems(exec, &dir));
+                }
+            }
             Err(err) => problems.push(err.to_string()),
         }
         let paths = EnvPaths::new(&self.state, env.name);
