@@ -502,16 +502,20 @@ fn without_index_urls(text: &str) -> String {
         .collect()
 }
 
-/// An editable install (`-e .`) names the staged copy of the app, which is not where it runs:
-/// the artifact's folder is named after its digest. The app and the venv stay side by side in
-/// the droplet, so the paths become relative to site-packages (which `.pth` files allow), the
-/// finder of a PEP 660 install computes them from its own place, and `direct_url.json`, a
-/// record of where the install came from that names the staging folder (and so would change the
-/// digest of every staging), goes.
-pub fn relocate_editable_installs(exec: &Exec, site: &Path, app: &Path) -> Result<()> {
+/// Installs can name the staged copy of the app, which is not where it runs: the artifact's
+/// folder is named after its digest, and a path to the staging folder would change the digest
+/// of every staging. An editable install (`-e .`) links to the app: the app and the venv stay
+/// side by side in the droplet, so the links become relative to site-packages (which `.pth`
+/// files allow), and the finder of a PEP 660 install computes its paths from its own place.
+/// `direct_url.json`, a record of the folder or file an install came from (`-e .`,
+/// `./vendor/x.whl`), goes. The `RECORD`s keep those files' names without the old hashes.
+pub fn relocate_app_paths(exec: &Exec, site: &Path, app: &Path) -> Result<()> {
     let app_text = app.display().to_string();
     // site-packages is venv/lib/python3.X/site-packages, beside droplet/app.
     let relative = "../../../../app";
+    let mut changed: Vec<String> = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    let mut records: Vec<PathBuf> = Vec::new();
     for entry in std::fs::read_dir(site)? {
         let path = entry?.path();
         let name = path
@@ -520,11 +524,13 @@ pub fn relocate_editable_installs(exec: &Exec, site: &Path, app: &Path) -> Resul
             .to_string_lossy()
             .into_owned();
         if path.is_dir() && name.ends_with(".dist-info") {
+            records.push(path.join("RECORD"));
             let direct_url = path.join("direct_url.json");
             let names_app = std::fs::read_to_string(&direct_url)
                 .is_ok_and(|text| text.contains(&format!("file://{app_text}")));
             if names_app {
                 std::fs::remove_file(&direct_url)?;
+                removed.push(format!("{name}/direct_url.json"));
             }
             continue;
         }
@@ -552,6 +558,31 @@ pub fn relocate_editable_installs(exec: &Exec, site: &Path, app: &Path) -> Resul
             relocate_finder(&text, &app_text, relative)
         };
         exec.save(&path, fixed.as_bytes())?;
+        changed.push(name);
+    }
+    if changed.is_empty() && removed.is_empty() {
+        return Ok(());
+    }
+    for record in records {
+        let Ok(text) = std::fs::read_to_string(&record) else {
+            continue;
+        };
+        let fixed: String = text
+            .lines()
+            .filter_map(|line| {
+                let path = line.split(',').next().unwrap_or_default();
+                if removed.iter().any(|r| r == path) {
+                    None
+                } else if changed.iter().any(|c| c == path) {
+                    Some(format!("{path},,\n"))
+                } else {
+                    Some(format!("{line}\n"))
+                }
+            })
+            .collect();
+        if fixed != text {
+            exec.save(&record, fixed.as_bytes())?;
+        }
     }
     Ok(())
 }
@@ -738,16 +769,26 @@ mod tests {
         )
         .unwrap();
         std::fs::write(
+            site.join("a-0.1.dist-info/RECORD"),
+            "__editable___a_0_1_finder.py,sha256=x,9\na-0.1.dist-info/direct_url.json,sha256=y,7\n\
+             a-0.1.dist-info/METADATA,sha256=z,5\n",
+        )
+        .unwrap();
+        std::fs::write(
             site.join("__editable___a_0_1_finder.py"),
             format!("import sys\nMAPPING = {{'greet': '{a}/greet'}}\nNAMESPACES = {{}}\n"),
         )
         .unwrap();
-        relocate_editable_installs(&Exec::for_tests(root.path()), &site, &app).unwrap();
+        relocate_app_paths(&Exec::for_tests(root.path()), &site, &app).unwrap();
         assert_eq!(
             std::fs::read_to_string(site.join("easy-install.pth")).unwrap(),
             "../../../../app\n../../../../app/src\n/elsewhere\n"
         );
         assert!(!site.join("a-0.1.dist-info/direct_url.json").exists());
+        assert_eq!(
+            std::fs::read_to_string(site.join("a-0.1.dist-info/RECORD")).unwrap(),
+            "__editable___a_0_1_finder.py,,\na-0.1.dist-info/METADATA,sha256=z,5\n"
+        );
         let finder = std::fs::read_to_string(site.join("__editable___a_0_1_finder.py")).unwrap();
         assert!(!finder.contains(&a.to_string()), "{finder}");
         // The finder, run from where it is, finds the app's module where the app is.

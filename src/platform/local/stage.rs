@@ -372,7 +372,7 @@ fn make_venv_relocatable(exec: &Exec, venv: &Path, app: &Path) -> Result<()> {
     // Installed packages list the scripts they wrote with their hashes, which are the hashes
     // of the scripts before the rewrite above; the paths alone are kept (the format allows it).
     for site in glob_dirs(&venv.join("lib"), "site-packages")? {
-        python::relocate_editable_installs(exec, &site, app)?;
+        python::relocate_app_paths(exec, &site, app)?;
         for entry in std::fs::read_dir(&site)? {
             let record = entry?.path().join("RECORD");
             let Ok(text) = std::fs::read_to_string(&record) else {
