@@ -270,8 +270,12 @@ fn version_of(exec: &Exec, program: &str) -> Result<Version, String> {
     let sh = exec.sh();
     let code = "import sys; print('%d.%d.%d' % sys.version_info[:3])";
     let answer = exec.query(cmd!(sh, "{program} -c {code}")).map_err(|err| {
+        // What it said, not the command line, which is no news to the reader.
         let text = format!("{err:#}");
-        text.lines().next().unwrap_or_default().to_string()
+        let said = text
+            .split_once("): ")
+            .map_or(text.as_str(), |(_, said)| said);
+        said.lines().next().unwrap_or_default().to_string()
     })?;
     Version::parse(answer.trim()).map_err(|_| format!("`{program}` answered `{answer}`"))
 }
@@ -302,8 +306,10 @@ pub fn select(exec: &Exec, wanted: Option<&Wanted>) -> Result<Python> {
         .filter_map(|name| Some((name.strip_prefix("python3.")?.parse().ok()?, name.clone())))
         .collect();
     others.sort_by(|a, b| b.cmp(a));
-    candidates.extend(others.into_iter().map(|(_, name)| name));
-    candidates.dedup();
+    // Any python3.X may do when the spec names no minor version.
+    if wanted.minor.is_none() {
+        candidates.extend(others.into_iter().map(|(_, name)| name));
+    }
     let mut tried = Vec::new();
     for program in &candidates {
         if !on_path.contains(program) {
