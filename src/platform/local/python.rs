@@ -13,7 +13,8 @@
 //! version comes from `runtime.txt` (`python-3.11.x`, `python-3.11.7`), else from
 //! `Pipfile.lock`'s `_meta.requires.python_version`. It reads neither `pyproject.toml` nor
 //! `.python-version`: an app that has only those would get no dependencies on Cloud Foundry, so
-//! it is refused here, before anything is bumped or pushed.
+//! it is refused here, before anything is bumped or pushed. An `environment.yml` (which the
+//! buildpack installs with conda, instead of everything else) is refused too.
 //!
 //! Where the buildpack installs the Python a version names, the local platform finds it on
 //! PATH: `python3.X`, else `python3` when its version matches.
@@ -371,6 +372,14 @@ impl Plan {
     pub fn new(exec: &Exec, dir: &Path) -> Result<Plan> {
         let source = Source::detect(dir);
         let has = |name: &str| dir.join(name).is_file();
+        if has("environment.yml") {
+            return Err(user_error(format!(
+                "{}: Cloud Foundry's python buildpack installs an environment.yml with conda, and \
+                 then reads no requirements.txt, Pipfile or setup.py; the local platform does not \
+                 run conda: list the dependencies in requirements.txt and remove environment.yml",
+                dir.join("environment.yml").display()
+            )));
+        }
         if source == Source::Nothing && has("pyproject.toml") {
             return Err(user_error(format!(
                 "{} is the only list of the app's dependencies, and Cloud Foundry's python \
@@ -735,6 +744,11 @@ mod tests {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("pyproject.toml"), "{problems:?}");
         assert!(problems[0].contains("requirements.txt"), "{problems:?}");
+
+        std::fs::write(d.join("environment.yml"), "dependencies: [flask]\n").unwrap();
+        let problems = super::problems(&exec, d);
+        assert!(problems[0].contains("environment.yml") && problems[0].contains("conda"));
+        std::fs::remove_file(d.join("environment.yml")).unwrap();
 
         std::fs::write(d.join("requirements.txt"), "").unwrap();
         std::fs::write(d.join("runtime.txt"), "python-3.4.x").unwrap();
