@@ -443,7 +443,7 @@ pub fn warnings(dir: &Path) -> Vec<String> {
     let mut warnings = Vec::new();
     if dir.join(".python-version").is_file() {
         warnings.push(format!(
-            "warning: {} is ignored: Cloud Foundry's python buildpack reads the Python version \
+            "{} is ignored: Cloud Foundry's python buildpack reads the Python version \
              from runtime.txt (e.g. `python-3.11.x`); write it there",
             dir.join(".python-version").display()
         ));

@@ -54,7 +54,15 @@ pub fn buildpack(application: &Application, dir: &Path) -> Result<Buildpack> {
     let has_cargo = dir.join("Cargo.toml").is_file();
     match named.as_slice() {
         [] => {
-            let python_files = ["requirements.txt", "pyproject.toml", "setup.py", "Pipfile"];
+            // What the python buildpack detects, and pyproject.toml, which it does not read,
+            // so that staging can say so.
+            let python_files = [
+                "requirements.txt",
+                "pyproject.toml",
+                "setup.py",
+                "Pipfile",
+                "environment.yml",
+            ];
             if has_cargo {
                 Ok(Buildpack::Rust)
             } else if python_files.iter().any(|f| dir.join(f).is_file()) {
