@@ -1436,8 +1436,9 @@ fn a_pipfile_lock_app_stages_from_its_lock_with_the_python_it_names() {
     assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
 }
 
-/// A setup.py app is installed as `-e .` (its install_requires from `vendor/`), and its own
-/// console script still imports it from the app's folder once the droplet is in the store.
+/// A setup.py app is installed as `-e .` (its install_requires from `vendor/`) with the Python
+/// its runtime.txt names, and its own console script still imports it from the app's folder
+/// once the droplet is in the store.
 #[test]
 fn a_setup_py_app_stages_as_an_editable_install_that_survives_the_move_into_the_store() {
     let local = Local::python(1);
@@ -1452,6 +1453,10 @@ fn a_setup_py_app_stages_as_an_editable_install_that_survives_the_move_into_the_
         "greet.py",
         "import hello_srv\n\ndef main():\n    hello_srv.main()\n",
     );
+    let minor = host_python_minor();
+    local
+        .project
+        .write("runtime.txt", &format!("python-{minor}.x\n"));
     commit_python_app(&local, "greet-srv", "setup.py");
     // No network here for pip to fetch setuptools and wheel into an isolated build: the venv's
     // setuptools builds the editable install (`setup.py develop`).
@@ -1467,6 +1472,7 @@ fn a_setup_py_app_stages_as_an_editable_install_that_survives_the_move_into_the_
     let run = push();
     run.success()
         .stdout_has("installing from setup.py (-e .)")
+        .stdout_has(&format!("runtime.txt asks (`python-{minor}.x`)"))
         .stdout_has("--no-build-isolation");
     assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
     let staged = |run: &Run| {
