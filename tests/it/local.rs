@@ -1434,6 +1434,15 @@ fn a_pipfile_lock_app_stages_from_its_lock_with_the_python_it_names() {
         run.stdout
     );
     assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+    // The requirements written from the lock were for pip alone.
+    for artifact in std::fs::read_dir(local.state.path().join("local/artifacts")).unwrap() {
+        let artifact = artifact.unwrap().path();
+        assert!(!artifact.join("requirements.txt").exists(), "{artifact:?}");
+        assert!(
+            artifact.join("droplet/app/Pipfile.lock").exists(),
+            "{artifact:?}"
+        );
+    }
 }
 
 /// A setup.py app is installed as `-e .` (its install_requires from `vendor/`) with the Python

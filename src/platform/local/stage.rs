@@ -327,6 +327,10 @@ fn stage_python(
             &[("PIP_CACHE_DIR", &cache)],
         )
         .with_context(fail)?;
+        // Requirements written from Pipfile.lock or setup.py are no part of the artifact.
+        if requirements.starts_with(scratch) && !requirements.starts_with(droplet) {
+            exec.for_real(|| Ok(std::fs::remove_file(&requirements)?))?;
+        }
     }
     exec.for_real(|| make_venv_relocatable(exec, &venv, &app))?;
     Ok((Runtime::Python, default_command))
