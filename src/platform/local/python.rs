@@ -604,21 +604,22 @@ pub fn relocate_app_paths(exec: &Exec, site: &Path, app: &Path) -> Result<()> {
 
 /// setuptools' editable finder maps module names to absolute paths in `MAPPING` (and
 /// `NAMESPACES`); they are written relative, and made absolute again from the finder's own
-/// folder when it is imported.
+/// folder at the end of its import, before the `.pth` that imports it installs it.
 fn relocate_finder(text: &str, app: &str, relative: &str) -> String {
-    let mut out = String::new();
-    for line in text.lines() {
-        out.push_str(&line.replace(&format!("'{app}"), &format!("'{relative}")));
+    let mut out = text.replace(&format!("'{app}"), &format!("'{relative}"));
+    if !out.ends_with('\n') {
         out.push('\n');
-        if line.starts_with("NAMESPACES") {
-            out.push_str(
-                "def _here(path, _os=__import__('os')):\n    \
-                 return _os.path.normpath(_os.path.join(_os.path.dirname(__file__), path))\n\
-                 MAPPING = {k: _here(v) for k, v in MAPPING.items()}\n\
-                 NAMESPACES = {k: [_here(p) for p in v] for k, v in NAMESPACES.items()}\n",
-            );
-        }
     }
+    out.push_str(&format!(
+        "\n# cdflow: the app is beside the venv, wherever the droplet is.\n\
+         def _cdflow_here(path, _os=__import__('os')):\n    \
+         if not isinstance(path, str) or not path.startswith('{relative}'):\n        \
+         return path\n    \
+         return _os.path.normpath(_os.path.join(_os.path.dirname(__file__), path))\n\
+         MAPPING = {{k: _cdflow_here(v) for k, v in MAPPING.items()}}\n\
+         if isinstance(globals().get('NAMESPACES'), dict):\n    \
+         NAMESPACES = {{k: [_cdflow_here(p) for p in v] for k, v in NAMESPACES.items()}}\n"
+    ));
     out
 }
 
@@ -796,7 +797,10 @@ mod tests {
         .unwrap();
         std::fs::write(
             site.join("__editable___a_0_1_finder.py"),
-            format!("import sys\nMAPPING = {{'greet': '{a}/greet'}}\nNAMESPACES = {{}}\n"),
+            format!(
+                "import sys\nMAPPING = {{'greet': '{a}/greet'}}\n\
+                 NAMESPACES = {{'ns': ['{a}/ns'], 'empty': []}}\n"
+            ),
         )
         .unwrap();
         relocate_app_paths(&Exec::for_tests(root.path()), &site, &app).unwrap();
@@ -815,14 +819,15 @@ mod tests {
         let out = std::process::Command::new("python3")
             .arg("-c")
             .arg(format!(
-                "import runpy; m = runpy.run_path('{}'); print(m['MAPPING']['greet'])",
+                "import runpy; m = runpy.run_path('{}'); \
+                 print(m['MAPPING']['greet'], m['NAMESPACES']['ns'][0], m['NAMESPACES']['empty'])",
                 site.join("__editable___a_0_1_finder.py").display()
             ))
             .output()
             .unwrap();
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
-            format!("{a}/greet"),
+            format!("{a}/greet {a}/ns []"),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
