@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::Result;
 use semver::{Version, VersionReq};
@@ -266,8 +267,25 @@ fn pythons_on_path() -> Vec<String> {
 }
 
 /// The version a Python on PATH reports, or why it reports none (a pyenv shim of a version that
-/// is not selected fails, for one).
+/// is not selected fails, for one). Asked once per run and folder (a shim answers for the
+/// folder's `.python-version`): a shim takes a good part of a second, and both the preflight
+/// and staging ask.
 fn version_of(exec: &Exec, program: &str) -> Result<Version, String> {
+    type Answers = BTreeMap<(PathBuf, String), Result<Version, String>>;
+    static ANSWERS: Mutex<Answers> = Mutex::new(BTreeMap::new());
+    let key = (exec.dir(), program.to_string());
+    if let Some(known) = ANSWERS.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return known.clone();
+    }
+    let answer = ask_version(exec, program);
+    ANSWERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, answer.clone());
+    answer
+}
+
+fn ask_version(exec: &Exec, program: &str) -> Result<Version, String> {
     let sh = exec.sh();
     let code = "import sys; print('%d.%d.%d' % sys.version_info[:3])";
     let answer = exec.query(cmd!(sh, "{program} -c {code}")).map_err(|err| {
