@@ -764,6 +764,22 @@ mod tests {
         assert!(problems[0].contains("pyproject.toml"), "{problems:?}");
         assert!(problems[0].contains("requirements.txt"), "{problems:?}");
 
+        std::fs::remove_file(d.join("pyproject.toml")).unwrap();
+        std::fs::write(d.join("Pipfile.lock"), "{}").unwrap();
+        let problems = super::problems(&exec, d);
+        assert!(
+            problems[0].contains("commit the Pipfile too"),
+            "{problems:?}"
+        );
+        std::fs::remove_file(d.join("Pipfile.lock")).unwrap();
+        if which::which("pipenv").is_err() {
+            std::fs::write(d.join("Pipfile"), "[packages]\n").unwrap();
+            let problems = super::problems(&exec, d);
+            assert!(problems[0].contains("pipenv lock"), "{problems:?}");
+            assert!(problems[0].contains("install pipenv"), "{problems:?}");
+            std::fs::remove_file(d.join("Pipfile")).unwrap();
+        }
+
         std::fs::write(d.join("environment.yml"), "dependencies: [flask]\n").unwrap();
         let problems = super::problems(&exec, d);
         assert!(problems[0].contains("environment.yml") && problems[0].contains("conda"));
