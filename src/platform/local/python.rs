@@ -388,41 +388,8 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(exec: &Exec, dir: &Path) -> Result<Plan> {
-        let source = Source::detect(dir);
-        let has = |name: &str| dir.join(name).is_file();
-        if has("environment.yml") {
-            return Err(user_error(format!(
-                "{}: Cloud Foundry's python buildpack installs an environment.yml with conda, and \
-                 then reads no requirements.txt, Pipfile or setup.py; the local platform does not \
-                 run conda: list the dependencies in requirements.txt and remove environment.yml",
-                dir.join("environment.yml").display()
-            )));
-        }
-        if source == Source::Nothing && has("pyproject.toml") {
-            return Err(user_error(format!(
-                "{} is the only list of the app's dependencies, and Cloud Foundry's python \
-                 buildpack does not read pyproject.toml: the app would start without them. Add a \
-                 requirements.txt (`pip freeze > requirements.txt` in the app's environment, or \
-                 list the dependencies one a line)",
-                dir.join("pyproject.toml").display()
-            )));
-        }
-        if source == Source::Nothing && has("Pipfile.lock") {
-            return Err(user_error(format!(
-                "{} has no Pipfile beside it, and Cloud Foundry's python buildpack reads the lock \
-                 only with its Pipfile: commit the Pipfile too",
-                dir.join("Pipfile.lock").display()
-            )));
-        }
-        if source == Source::Pipfile && which::which("pipenv").is_err() {
-            return Err(user_error(format!(
-                "{} has no Pipfile.lock, and locking it needs pipenv, which is not on PATH: run \
-                 `pipenv lock` and commit Pipfile.lock, or install pipenv (`pip install pipenv`)",
-                dir.join("Pipfile").display()
-            )));
-        }
-        let wanted = wanted(dir)?;
-        let python = select(exec, wanted.as_ref())?;
+        let source = checked_source(dir)?;
+        let (wanted, python) = checked_python(exec, dir)?;
         Ok(Plan {
             source,
             python,
@@ -447,12 +414,58 @@ impl Plan {
     }
 }
 
-/// Problems the preflight reports for a Python app in `dir`: what [`Plan::new`] refuses.
+/// Where the dependencies come from, or why the buildpack would not install them.
+fn checked_source(dir: &Path) -> Result<Source> {
+    let source = Source::detect(dir);
+    let has = |name: &str| dir.join(name).is_file();
+    if has("environment.yml") {
+        return Err(user_error(format!(
+            "{}: Cloud Foundry's python buildpack installs an environment.yml with conda, and \
+             then reads no requirements.txt, Pipfile or setup.py; the local platform does not \
+             run conda: list the dependencies in requirements.txt and remove environment.yml",
+            dir.join("environment.yml").display()
+        )));
+    }
+    if source == Source::Nothing && has("pyproject.toml") {
+        return Err(user_error(format!(
+            "{} is the only list of the app's dependencies, and Cloud Foundry's python \
+             buildpack does not read pyproject.toml: the app would start without them. Add a \
+             requirements.txt (`pip freeze > requirements.txt` in the app's environment, or \
+             list the dependencies one a line)",
+            dir.join("pyproject.toml").display()
+        )));
+    }
+    if source == Source::Nothing && has("Pipfile.lock") {
+        return Err(user_error(format!(
+            "{} has no Pipfile beside it, and Cloud Foundry's python buildpack reads the lock \
+             only with its Pipfile: commit the Pipfile too",
+            dir.join("Pipfile.lock").display()
+        )));
+    }
+    if source == Source::Pipfile && which::which("pipenv").is_err() {
+        return Err(user_error(format!(
+            "{} has no Pipfile.lock, and locking it needs pipenv, which is not on PATH: run \
+             `pipenv lock` and commit Pipfile.lock, or install pipenv (`pip install pipenv`)",
+            dir.join("Pipfile").display()
+        )));
+    }
+    Ok(source)
+}
+
+/// The Python version asked for, and the Python on PATH that has it.
+fn checked_python(exec: &Exec, dir: &Path) -> Result<(Option<Wanted>, Python)> {
+    let wanted = wanted(dir)?;
+    let python = select(exec, wanted.as_ref())?;
+    Ok((wanted, python))
+}
+
+/// Problems the preflight reports for a Python app in `dir`: what [`Plan::new`] refuses, all
+/// of it at once.
 pub fn problems(exec: &Exec, dir: &Path) -> Vec<String> {
-    Plan::new(exec, dir)
-        .err()
-        .map(|err| format!("{err:#}"))
+    [checked_source(dir).err(), checked_python(exec, dir).err()]
         .into_iter()
+        .flatten()
+        .map(|err| format!("{err:#}"))
         .collect()
 }
 
@@ -792,6 +805,13 @@ mod tests {
         assert!(problems[0].contains("python-3.4.x"), "{problems:?}");
         assert!(problems[0].contains("install Python 3.4"), "{problems:?}");
         assert!(problems[0].contains("change runtime.txt"), "{problems:?}");
+
+        // Both at once, as the preflight reports everything it finds.
+        std::fs::remove_file(d.join("requirements.txt")).unwrap();
+        std::fs::write(d.join("pyproject.toml"), "[project]\nname = \"a\"\n").unwrap();
+        let problems = super::problems(&exec, d);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(Plan::new(&exec, d).is_err());
     }
 
     #[test]
