@@ -1370,6 +1370,182 @@ fn a_python_app_runs_with_its_requirements_from_a_relocated_virtual_environment(
     assert_eq!(local.artifacts(), 1);
 }
 
+/// `3.11` of the `python3` on PATH: what the tests' apps ask for, so that it is there.
+fn host_python_minor() -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Commits the app as it is, with `command` as its start command.
+fn commit_python_app(local: &Local, command: &str, message: &str) {
+    let manifest = manifest("1.0.0", 1, 20, "")
+        .replace("command: python app.py", &format!("command: {command}"));
+    local.project.write("manifest.yml", &manifest);
+    local.project.git_cmd(&["add", "-A"]);
+    local.project.git_cmd(&["commit", "-q", "-m", message]);
+}
+
+/// A Pipfile app: the lock's `default` section is installed, from `vendor/` alone (the lock's
+/// index is left out, as the buildpack does for a vendored app), with the Python that the lock
+/// names; `.python-version`, which the buildpack does not read, is warned about.
+#[test]
+fn a_pipfile_lock_app_stages_from_its_lock_with_the_python_it_names() {
+    let local = Local::python(1);
+    let minor = host_python_minor();
+    write_console_script_wheel(&local.project.path("vendor"));
+    local.project.write(
+        "Pipfile",
+        &format!("[packages]\nhello-srv = \"==1.0\"\n\n[requires]\npython_version = \"{minor}\"\n"),
+    );
+    local.project.write(
+        "Pipfile.lock",
+        &format!(
+            r#"{{
+    "_meta": {{
+        "pipfile-spec": 6,
+        "requires": {{"python_version": "{minor}"}},
+        "sources": [{{"name": "pypi", "url": "https://pypi.org/simple", "verify_ssl": true}}]
+    }},
+    "default": {{"hello-srv": {{"hashes": [], "version": "==1.0"}}}},
+    "develop": {{"no-such-test-tool": {{"version": "==9.9"}}}}
+}}
+"#
+        ),
+    );
+    local.project.write(".python-version", "3.4.10\n");
+    commit_python_app(&local, "hello-srv", "pipenv");
+    let run = local.cdflow(&["push", "--to", "staging"]);
+    run.success()
+        .stdout_has("installing from Pipfile.lock")
+        .stdout_has(&format!(
+            "Pipfile.lock's python_version asks (`python-{minor}.x`)"
+        ))
+        .stdout_has("-m venv ")
+        .stdout_has("--no-index")
+        .stderr_has(".python-version is ignored")
+        .stderr_has("runtime.txt");
+    assert!(
+        run.stdout.contains(&format!("$ python{minor} -m venv"))
+            || run.stdout.contains("$ python3 -m venv"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+    // The requirements written from the lock were for pip alone.
+    for artifact in std::fs::read_dir(local.state.path().join("local/artifacts")).unwrap() {
+        let artifact = artifact.unwrap().path();
+        assert!(!artifact.join("requirements.txt").exists(), "{artifact:?}");
+        assert!(
+            artifact.join("droplet/app/Pipfile.lock").exists(),
+            "{artifact:?}"
+        );
+    }
+}
+
+/// A setup.py app is installed as `-e .` (its install_requires from `vendor/`) with the Python
+/// its runtime.txt names, and its own console script still imports it from the app's folder
+/// once the droplet is in the store.
+#[test]
+fn a_setup_py_app_stages_as_an_editable_install_that_survives_the_move_into_the_store() {
+    let local = Local::python(1);
+    write_console_script_wheel(&local.project.path("vendor"));
+    local.project.write(
+        "setup.py",
+        "from setuptools import setup\nsetup(name='greetapp', version='0.1', \
+         py_modules=['greet'], install_requires=['hello-srv'], \
+         entry_points={'console_scripts': ['greet-srv = greet:main']})\n",
+    );
+    local.project.write(
+        "greet.py",
+        "import hello_srv\n\ndef main():\n    hello_srv.main()\n",
+    );
+    let minor = host_python_minor();
+    local
+        .project
+        .write("runtime.txt", &format!("python-{minor}.x\n"));
+    commit_python_app(&local, "greet-srv", "setup.py");
+    // No network here for pip to fetch setuptools and wheel into an isolated build: the venv's
+    // setuptools builds the editable install (`setup.py develop`).
+    let push = || {
+        run_of(
+            local
+                .command(&["push", "--to", "staging"])
+                .env("PIP_USE_PEP517", "0")
+                .output()
+                .unwrap(),
+        )
+    };
+    let run = push();
+    run.success()
+        .stdout_has("installing from setup.py (-e .)")
+        .stdout_has(&format!("runtime.txt asks (`python-{minor}.x`)"))
+        .stdout_has("--no-build-isolation");
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+    let staged = |run: &Run| {
+        run.stdout
+            .split("as sha256:")
+            .nth(1)
+            .map(|r| r[..12].to_string())
+    };
+    // Nothing in the venv names the staging folder: the same source, the same artifact.
+    let again = push();
+    again.success();
+    assert_eq!(staged(&run), staged(&again));
+    assert_eq!(local.artifacts(), 1);
+}
+
+/// What the python buildpack would not install, and a Python this machine lacks, are refused
+/// before the version is bumped and pushed, in a dry run too, each with its fix.
+#[test]
+fn a_pyproject_only_app_and_a_missing_python_are_refused_before_the_version_is_pushed() {
+    let state = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            vec![(
+                "pyproject.toml",
+                "[project]\nname = \"other\"\ndependencies = [\"flask\"]\n",
+            )],
+            vec![
+                "pyproject.toml",
+                "does not read pyproject.toml",
+                "pip freeze > requirements.txt",
+            ],
+        ),
+        (
+            vec![("requirements.txt", ""), ("runtime.txt", "python-3.4.x\n")],
+            vec![
+                "runtime.txt asks for Python `python-3.4.x`",
+                "install Python 3.4",
+                "change runtime.txt",
+            ],
+        ),
+    ];
+    for (files, expected) in cases {
+        let (other, origin) = other_app(free_port(), free_port());
+        for (path, text) in files {
+            other.write(path, text);
+        }
+        other.git_cmd(&["add", "-A"]);
+        other.git_cmd(&["commit", "-q", "-m", "python"]);
+        other.git_cmd(&["push", "-q", "origin", "main"]);
+        let head = || other.git_cmd(&["ls-remote", "origin", "main"]);
+        let before = head();
+        for dry_run in [true, false] {
+            let run = release_from(&other, &origin, state.path(), dry_run);
+            run.failure(2).stderr_has("nothing was changed");
+            for text in &expected {
+                run.stderr_has(text);
+            }
+        }
+        assert_eq!(tags_of(&origin), "", "no version was tagged");
+        assert_eq!(head(), before, "nothing was pushed");
+    }
+}
+
 #[test]
 fn an_unknown_buildpack_is_a_clear_error() {
     let local = Local::python(1);

@@ -20,6 +20,7 @@ mod memory;
 mod pids;
 mod ports;
 mod proxy;
+mod python;
 mod server;
 mod services;
 mod spec;
@@ -104,7 +105,7 @@ impl Local {
 }
 
 impl Platform for Local {
-    fn preflight(&self, _exec: &Exec, app: &str, env: &Target, manifest: &Resolved) -> Vec<String> {
+    fn preflight(&self, exec: &Exec, app: &str, env: &Target, manifest: &Resolved) -> Vec<String> {
         if let Err(err) = check_env_name(env.name) {
             return vec![err.to_string()];
         }
@@ -116,6 +117,15 @@ impl Platform for Local {
                 problems.extend(keys::review(manifest, &application.name).refused);
                 no_route = application.no_route == Some(true);
                 problems.extend(services::problems(env, &application.services));
+                // What Python staging would refuse, found before anything is bumped or pushed,
+                // in the folder that staging reads (the manifest's `path`, if it gives one).
+                let dir = match &application.path {
+                    Some(path) => keys::app_folder(&manifest.path, path),
+                    None => exec.dir(),
+                };
+                if let Ok(stage::Buildpack::Python) = stage::buildpack(application, &dir) {
+                    problems.extend(python::problems(exec, &dir));
+                }
             }
             Err(err) => problems.push(err.to_string()),
         }

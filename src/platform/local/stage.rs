@@ -5,8 +5,9 @@
 //!   app (`$CARGO_TARGET_DIR` when set, else `<state>/cache/<app>/target`), and the binary that
 //!   the manifest's `command` names is the droplet.
 //! - Python (`python_buildpack`, or a requirements.txt, pyproject.toml, setup.py or Pipfile and no
-//!   buildpack): the app's files (minus what `.cfignore` lists) and a virtual environment with
-//!   the app's requirements.txt installed.
+//!   buildpack): the app's files (minus what `.cfignore` lists) and a virtual environment, made
+//!   with the Python the app asks for, with its dependencies installed from the file the python
+//!   buildpack would read ([`super::python`]).
 //! - A `command` alone (or `binary_buildpack` without a Cargo.toml): the app's files as they are,
 //!   like Cloud Foundry's binary buildpack.
 //!
@@ -20,6 +21,7 @@ use ignore::Match;
 use xshell::cmd;
 
 use super::artifacts::{self, Artifact, Meta};
+use super::python::{self, Plan, Source};
 use super::spec::Runtime;
 use crate::app_manifest::Application;
 use crate::error::user_error;
@@ -54,7 +56,15 @@ pub fn buildpack(application: &Application, dir: &Path) -> Result<Buildpack> {
     let has_cargo = dir.join("Cargo.toml").is_file();
     match named.as_slice() {
         [] => {
-            let python_files = ["requirements.txt", "pyproject.toml", "setup.py", "Pipfile"];
+            // What the python buildpack detects, and pyproject.toml, which it does not read,
+            // so that staging can say so.
+            let python_files = [
+                "requirements.txt",
+                "pyproject.toml",
+                "setup.py",
+                "Pipfile",
+                "environment.yml",
+            ];
             if has_cargo {
                 Ok(Buildpack::Rust)
             } else if python_files.iter().any(|f| dir.join(f).is_file()) {
@@ -278,11 +288,17 @@ fn stage_python(
             ))
         })?,
     };
+    let plan = Plan::new(exec, dir)?;
+    let ui = exec.ui();
+    for warning in python::warnings(dir) {
+        ui.warn(&warning);
+    }
+    ui.note(&plan.describe_python());
+    ui.note(plan.source.describe());
     let app = droplet.join("app");
     let venv = droplet.join("venv");
     exec.for_real(|| copy_app(dir, &app, &[state.root(), &release.manifest.path]))?;
-    let requirements = dir.join("requirements.txt");
-    let has_requirements = requirements.is_file();
+    let installs = plan.source != Source::Nothing;
     let sh = exec.sh();
     let fail = || {
         format!(
@@ -290,29 +306,41 @@ fn stage_python(
             application.name
         )
     };
-    // Without requirements, pip is not needed, and leaving it out saves seconds per staging.
-    let without_pip: &[&str] = if has_requirements {
-        &[]
-    } else {
-        &["--without-pip"]
-    };
-    exec.run(cmd!(sh, "python3 -m venv {without_pip...} {venv}"))
+    // Without anything to install, pip is not needed, and leaving it out saves seconds per
+    // staging.
+    let without_pip: &[&str] = if installs { &[] } else { &["--without-pip"] };
+    let python = &plan.python.program;
+    exec.run(cmd!(sh, "{python} -m venv {without_pip...} {venv}"))
         .with_context(fail)?;
-    if has_requirements {
-        let python = venv.join("bin/python");
+    if installs {
+        let scratch = droplet.parent().unwrap_or(droplet);
+        let requirements = python::requirements(exec, &plan, &app, scratch).with_context(fail)?;
+        let venv_python = venv.join("bin/python");
         let cache = state.cache().join(&application.name).join("pip");
         let cache = cache.to_string_lossy().into_owned();
-        let staged_requirements = app.join("requirements.txt");
+        // From vendor/ alone, with the build tools of the venv, as the buildpack does.
+        let find_links = format!("--find-links=file://{}", app.join("vendor").display());
+        let vendored: &[&str] = if plan.vendored {
+            &["--no-index", &find_links, "--no-build-isolation"]
+        } else {
+            &[]
+        };
+        // In the staged copy, which relative paths in the requirements (`-e .`) name.
+        let _in_app = sh.push_dir(&app);
         exec.run_with_env(
             cmd!(
                 sh,
-                "{python} -m pip install --disable-pip-version-check --no-input --no-compile -r {staged_requirements}"
+                "{venv_python} -m pip install --disable-pip-version-check --no-input --no-compile {vendored...} -r {requirements}"
             ),
             &[("PIP_CACHE_DIR", &cache)],
         )
         .with_context(fail)?;
+        // Requirements written from Pipfile.lock or setup.py are no part of the artifact.
+        if requirements.starts_with(scratch) && !requirements.starts_with(droplet) {
+            exec.for_real(|| Ok(std::fs::remove_file(&requirements)?))?;
+        }
     }
-    exec.for_real(|| make_venv_relocatable(exec, &venv))?;
+    exec.for_real(|| make_venv_relocatable(exec, &venv, &app))?;
     Ok((Runtime::Python, default_command))
 }
 
@@ -333,7 +361,7 @@ fn procfile_web(dir: &Path) -> Result<Option<String>> {
 /// the venv's `bin` first. `pyvenv.cfg` records the command that made it and the `activate`
 /// scripts hard-code the folder: that line and those scripts go (instances do not use them), so
 /// that the same app stages to the same bytes, and so to the same artifact.
-fn make_venv_relocatable(exec: &Exec, venv: &Path) -> Result<()> {
+fn make_venv_relocatable(exec: &Exec, venv: &Path, app: &Path) -> Result<()> {
     let bin = venv.join("bin");
     let absolute = format!("{}/", bin.display());
     for entry in std::fs::read_dir(&bin)? {
@@ -364,6 +392,7 @@ fn make_venv_relocatable(exec: &Exec, venv: &Path) -> Result<()> {
     // Installed packages list the scripts they wrote with their hashes, which are the hashes
     // of the scripts before the rewrite above; the paths alone are kept (the format allows it).
     for site in glob_dirs(&venv.join("lib"), "site-packages")? {
+        python::relocate_app_paths(exec, &site, app)?;
         for entry in std::fs::read_dir(&site)? {
             let record = entry?.path().join("RECORD");
             let Ok(text) = std::fs::read_to_string(&record) else {
@@ -794,7 +823,12 @@ mod tests {
             format!("home = /usr/bin\ncommand = /usr/bin/python3 -m venv {abs}\n"),
         )
         .unwrap();
-        make_venv_relocatable(&Exec::for_tests(venv.path()), venv.path()).unwrap();
+        make_venv_relocatable(
+            &Exec::for_tests(venv.path()),
+            venv.path(),
+            &venv.path().join("app"),
+        )
+        .unwrap();
         assert!(!bin.join("activate").exists());
         assert_eq!(
             std::fs::read_to_string(venv.path().join("pyvenv.cfg")).unwrap(),
