@@ -13,9 +13,14 @@ use crate::app::App;
 use crate::app_manifest::Resolved;
 use crate::bump;
 use crate::error::user_error;
+use crate::exec::Exec;
+use crate::repo_url::RepoUrl;
 
 pub struct Facts {
     pub app: App,
+    /// The repository the app comes from: with its name, what tells it from another app of
+    /// the same name on one machine (see [`origin_of`]).
+    pub origin: String,
     /// The version the checkout carries, or why it cannot be read.
     version: Result<String, String>,
     /// Each environment's manifest, resolved with its values, or why it cannot be.
@@ -23,8 +28,9 @@ pub struct Facts {
 }
 
 impl Facts {
-    pub fn gather(dir: &Path) -> Result<Facts> {
+    pub fn gather(exec: &Exec, dir: &Path) -> Result<Facts> {
         let app = App::load(dir)?;
+        let origin = origin_of(exec, dir);
         let version = bump::read_version(&app.dir, &app.loaded)
             .map(|facts| facts.current.to_string())
             .map_err(|err| format!("{err:#}"));
@@ -38,6 +44,7 @@ impl Facts {
         }
         Ok(Facts {
             app,
+            origin,
             version,
             manifests,
         })
@@ -63,4 +70,25 @@ impl Facts {
                 .unwrap_or_else(|| user_error(format!("there is no environment `{env}`")))),
         }
     }
+}
+
+/// The checkout's `origin` URL (without credentials), else the checkout's own folder. A
+/// release's clone has the released repository as its origin, and so does a developer's checkout
+/// of it: both give the same answer.
+pub fn origin_of(exec: &Exec, dir: &Path) -> String {
+    if let Ok(url) = exec.query(xshell::cmd!(
+        exec.sh(),
+        "git -C {dir} remote get-url origin"
+    )) {
+        if !url.is_empty() {
+            return RepoUrl::parse(&url).url().to_string();
+        }
+    }
+    exec.query(xshell::cmd!(
+        exec.sh(),
+        "git -C {dir} rev-parse --show-toplevel"
+    ))
+    .ok()
+    .filter(|top| !top.is_empty())
+    .unwrap_or_else(|| dir.display().to_string())
 }
