@@ -379,7 +379,7 @@ fn clash_problem(
         .any(|(default, p)| *default == env.name && *p == port);
     let why = if default {
         format!(
-            ", the port every app's `{}` gets unless its cdflow.toml says otherwise,",
+            " (the port every app's `{}` gets unless its cdflow.toml says otherwise)",
             env.name
         )
     } else {
@@ -389,7 +389,7 @@ fn clash_problem(
         .map(|free| format!("`port = {free}` (free now)"))
         .unwrap_or_else(|| "`port = N`".into());
     format!(
-        "the route of `{}`, port {port}{why} is already the route of `{name}` of the app `{app}` \
+        "the route of `{}`, port {port}{why}, is already the route of `{name}` of the app `{app}` \
          on this machine{}: give `{}` a port of its own with {suggestion} under [env.{}] in \
          cdflow.toml, or stop the other with `{stop}`",
         env.name,
@@ -403,13 +403,15 @@ fn clash_problem(
     )
 }
 
-/// A port after `port` that no environment on this machine records and nothing holds now.
+/// A port after `port` that no environment on this machine records, that is not a default
+/// (which every app's environment of that name gets), and that nothing holds now.
 fn free_port_after(local: &Path, port: u16) -> Option<u16> {
     let recorded: Vec<u16> = EnvPaths::all(local)
         .iter()
         .filter_map(|p| Some(EnvFile::load(p).ok()?.current()?.spec.route_port))
         .collect();
     (port.saturating_add(1)..=port.saturating_add(200))
+        .filter(|p| !DEFAULT_PORTS.iter().any(|(_, default)| default == p))
         .find(|p| *p >= 1024 && !recorded.contains(p) && ports::try_bind(*p).is_ok())
 }
 
