@@ -81,7 +81,7 @@ pub fn origin_of(exec: &Exec, dir: &Path) -> String {
         "git -C {dir} remote get-url origin"
     )) {
         if !url.is_empty() {
-            return RepoUrl::parse(&url).url().to_string();
+            return normalized(dir, RepoUrl::parse(&url).url());
         }
     }
     exec.query(xshell::cmd!(
@@ -91,4 +91,44 @@ pub fn origin_of(exec: &Exec, dir: &Path) -> String {
     .ok()
     .filter(|top| !top.is_empty())
     .unwrap_or_else(|| dir.display().to_string())
+}
+
+/// A local path as a clone records it (absolute, symbolic links resolved), so that a checkout
+/// whose origin is `../app.git` and a release's clone of it agree; URLs (`https://...`,
+/// `git@host:path`) as they are.
+fn normalized(dir: &Path, url: &str) -> String {
+    let scp_like = url
+        .split_once(':')
+        .is_some_and(|(host, _)| !host.contains('/'));
+    if url.contains("://") || scp_like {
+        return url.to_string();
+    }
+    std::fs::canonicalize(dir.join(url))
+        .map(|path| path.display().to_string())
+        .unwrap_or_else(|_| url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_that_are_paths_are_made_absolute_and_urls_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let checkout = root.path().join("app");
+        std::fs::create_dir_all(root.path().join("app.git")).unwrap();
+        std::fs::create_dir_all(&checkout).unwrap();
+        let absolute = std::fs::canonicalize(root.path().join("app.git")).unwrap();
+        assert_eq!(
+            normalized(&checkout, "../app.git"),
+            absolute.display().to_string()
+        );
+        assert_eq!(
+            normalized(&checkout, absolute.to_str().unwrap()),
+            absolute.display().to_string()
+        );
+        for url in ["https://example.com/a/b.git", "git@example.com:a/b.git"] {
+            assert_eq!(normalized(&checkout, url), url);
+        }
+    }
 }

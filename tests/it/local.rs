@@ -1153,7 +1153,7 @@ fn status_logs_down_and_up() {
     local
         .cdflow(&["down"])
         .success()
-        .stdout_has("staging: stopped");
+        .stdout_has("staging of pyapp: stopped");
     for (_, pid, port, _, _) in &instances {
         assert!(!alive(*pid), "instance pid {pid} still runs");
         assert!(TcpStream::connect(("127.0.0.1", *port)).is_err());
@@ -1168,7 +1168,7 @@ fn status_logs_down_and_up() {
     local
         .cdflow(&["up"])
         .success()
-        .stdout_has("staging: serves 1.0.0");
+        .stdout_has("staging of pyapp: serves 1.0.0");
     assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
     assert_eq!(local.instances("staging").len(), 2);
 }
@@ -1321,7 +1321,7 @@ fn a_state_folder_deep_enough_to_overflow_a_socket_path_still_works() {
     local
         .cdflow(&["down"])
         .success()
-        .stdout_has("staging: stopped");
+        .stdout_has("staging of pyapp: stopped");
     assert!(TcpStream::connect(("127.0.0.1", local.staging)).is_err());
     // The deep folder goes with the shallow one, after the test's own down.
     drop(local);

@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::control;
-use super::layout::{legacy_envs, EnvPaths};
+use super::layout::{check_app_name, legacy_envs, EnvPaths};
 use super::spec::EnvFile;
 use crate::ui::Ui;
 
@@ -27,6 +27,8 @@ pub fn find(local: &Path) -> Vec<EnvPaths> {
                 .spec
                 .app
                 .clone();
+            // It becomes a folder name; an unsafe one stays where it is.
+            check_app_name(&app).ok()?;
             Some(EnvPaths::legacy(local, &app, &env))
         })
         .collect()
