@@ -370,7 +370,7 @@ fn clash_problem(
     if *old && *app == ours.app && *name == ours.env {
         return format!(
             "`{name}` of `{app}` is still served from the layout of an older cdflow ({}): run \
-             `{stop}` once (it moves the record where this cdflow keeps it), then again",
+             `{stop}` once (it moves the record where this cdflow keeps it), then deploy again",
             other.dir.display()
         );
     }
