@@ -1850,8 +1850,13 @@ fn two_apps_release_side_by_side_in_one_state_folder() {
         .failure(2)
         .stderr_has("has no app `nosuch`: it has `pyapp` staging, `second` production");
 
-    // Forget: refused while running, and nothing removed.
+    // Forget: refused for a name that is no app's folder, and while running; nothing removed.
     let apps = local.state.path().join("local/apps");
+    local
+        .cdflow(&["forget", "--app", ".."])
+        .failure(2)
+        .stderr_has("the app name `..` cannot be served locally");
+    assert!(apps.join("pyapp/app.json").is_file());
     local
         .cdflow(&["forget", "--app", "pyapp", "--env", "staging"])
         .failure(2)

@@ -725,6 +725,11 @@ pub fn up(state: &State, ui: &Ui, app: Option<&str>) -> Result<()> {
 /// frees its name for another repository. The artifacts stay in the shared store: they are
 /// content-addressed and another environment may run the same bytes.
 pub fn forget(state: &State, ui: &Ui, app: &str, env: Option<&str>) -> Result<()> {
+    // Before any path is made of them: `--app ..` must not name a folder outside.
+    check_app_name(app)?;
+    if let Some(env) = env {
+        check_env_name(env)?;
+    }
     let local = state.local();
     legacy::migrate(&local, ui);
     let still_old: Vec<EnvPaths> = legacy::find(&local)
@@ -738,7 +743,18 @@ pub fn forget(state: &State, ui: &Ui, app: &str, env: Option<&str>) -> Result<()
             old.env, old.env
         )));
     }
-    let envs = chosen(&local, EnvPaths::of_app(&local, app), Some(app), env)?;
+    let envs = EnvPaths::of_app(&local, app);
+    let dir = layout::app_dir(&local, app);
+    if envs.is_empty() && env.is_none() && dir.exists() {
+        // A name recorded by a first deploy that never got as far as an environment.
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("could not remove {}", dir.display()))?;
+        ui.note(&format!(
+            "`{app}` has no environment on this machine: its name is free for any repository"
+        ));
+        return Ok(());
+    }
+    let envs = chosen(&local, envs, Some(app), env)?;
     let mut locks = Vec::new();
     for paths in &envs {
         let running =
@@ -768,7 +784,6 @@ pub fn forget(state: &State, ui: &Ui, app: &str, env: Option<&str>) -> Result<()
         ));
     }
     if EnvPaths::of_app(&local, app).is_empty() {
-        let dir = layout::app_dir(&local, app);
         std::fs::remove_dir_all(&dir)
             .with_context(|| format!("could not remove {}", dir.display()))?;
         ui.note(&format!(
