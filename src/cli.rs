@@ -73,7 +73,7 @@ pub enum Command {
     /// Switch an environment back to an earlier version, without a build.
     Rollback(RollbackArgs),
 
-    /// Show what serves each environment: version, artifact, route, instances.
+    /// Show what serves each environment of each app: version, artifact, route, instances.
     Status,
 
     /// Show an environment's logs.
@@ -83,7 +83,10 @@ pub enum Command {
     Down(DownArgs),
 
     /// Bring back the last deployed version of every local environment (after a reboot).
-    Up,
+    Up(UpArgs),
+
+    /// Remove the record and logs of a stopped local environment (or of all an app's).
+    Forget(ForgetArgs),
 
     /// Print a completion script for a shell (`cdflow completions bash > ...`).
     Completions(CompletionsArgs),
@@ -259,7 +262,29 @@ pub struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub struct DownArgs {
+    /// Only this app's environments (default: every app's).
+    #[arg(long)]
+    pub app: Option<String>,
+
     /// Only this environment (default: all of them).
+    #[arg(long)]
+    pub env: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Only this app's environments (default: every app's).
+    #[arg(long)]
+    pub app: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// The app whose environment to forget (as `cdflow status` names it).
+    #[arg(long)]
+    pub app: String,
+
+    /// Only this environment (default: every environment of the app, and the app's name).
     #[arg(long)]
     pub env: Option<String>,
 }
@@ -283,6 +308,10 @@ pub struct ServeEnvArgs {
     /// The state folder.
     #[arg(long)]
     pub state: PathBuf,
+
+    /// The app whose environment it serves.
+    #[arg(long)]
+    pub app: String,
 
     /// The environment to serve.
     #[arg(long)]

@@ -13,9 +13,14 @@ use crate::app::App;
 use crate::app_manifest::Resolved;
 use crate::bump;
 use crate::error::user_error;
+use crate::exec::Exec;
+use crate::repo_url::RepoUrl;
 
 pub struct Facts {
     pub app: App,
+    /// The repository the app comes from: with its name, what tells it from another app of
+    /// the same name on one machine (see [`origin_of`]).
+    pub origin: String,
     /// The version the checkout carries, or why it cannot be read.
     version: Result<String, String>,
     /// Each environment's manifest, resolved with its values, or why it cannot be.
@@ -23,8 +28,9 @@ pub struct Facts {
 }
 
 impl Facts {
-    pub fn gather(dir: &Path) -> Result<Facts> {
+    pub fn gather(exec: &Exec, dir: &Path) -> Result<Facts> {
         let app = App::load(dir)?;
+        let origin = origin_of(exec, dir);
         let version = bump::read_version(&app.dir, &app.loaded)
             .map(|facts| facts.current.to_string())
             .map_err(|err| format!("{err:#}"));
@@ -38,6 +44,7 @@ impl Facts {
         }
         Ok(Facts {
             app,
+            origin,
             version,
             manifests,
         })
@@ -61,6 +68,67 @@ impl Facts {
                 .target(env)
                 .err()
                 .unwrap_or_else(|| user_error(format!("there is no environment `{env}`")))),
+        }
+    }
+}
+
+/// The checkout's `origin` URL (without credentials), else the checkout's own folder. A
+/// release's clone has the released repository as its origin, and so does a developer's checkout
+/// of it: both give the same answer.
+pub fn origin_of(exec: &Exec, dir: &Path) -> String {
+    if let Ok(url) = exec.query(xshell::cmd!(
+        exec.sh(),
+        "git -C {dir} remote get-url origin"
+    )) {
+        if !url.is_empty() {
+            return normalized(dir, RepoUrl::parse(&url).url());
+        }
+    }
+    exec.query(xshell::cmd!(
+        exec.sh(),
+        "git -C {dir} rev-parse --show-toplevel"
+    ))
+    .ok()
+    .filter(|top| !top.is_empty())
+    .unwrap_or_else(|| dir.display().to_string())
+}
+
+/// A local path as a clone records it (absolute, symbolic links resolved), so that a checkout
+/// whose origin is `../app.git` and a release's clone of it agree; URLs (`https://...`,
+/// `git@host:path`) as they are.
+fn normalized(dir: &Path, url: &str) -> String {
+    let scp_like = url
+        .split_once(':')
+        .is_some_and(|(host, _)| !host.contains('/'));
+    if url.contains("://") || scp_like {
+        return url.to_string();
+    }
+    std::fs::canonicalize(dir.join(url))
+        .map(|path| path.display().to_string())
+        .unwrap_or_else(|_| url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_that_are_paths_are_made_absolute_and_urls_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let checkout = root.path().join("app");
+        std::fs::create_dir_all(root.path().join("app.git")).unwrap();
+        std::fs::create_dir_all(&checkout).unwrap();
+        let absolute = std::fs::canonicalize(root.path().join("app.git")).unwrap();
+        assert_eq!(
+            normalized(&checkout, "../app.git"),
+            absolute.display().to_string()
+        );
+        assert_eq!(
+            normalized(&checkout, absolute.to_str().unwrap()),
+            absolute.display().to_string()
+        );
+        for url in ["https://example.com/a/b.git", "git@example.com:a/b.git"] {
+            assert_eq!(normalized(&checkout, url), url);
         }
     }
 }

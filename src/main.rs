@@ -112,9 +112,12 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
         | Command::E2e(_)
         | Command::Promote(_)
         | Command::Rollback(_) => state.secure(ui, true)?,
-        Command::History | Command::Logs(_) | Command::Status | Command::Down(_) | Command::Up => {
-            state.secure(ui, false)?
-        }
+        Command::History
+        | Command::Logs(_)
+        | Command::Status
+        | Command::Down(_)
+        | Command::Up(_)
+        | Command::Forget(_) => state.secure(ui, false)?,
         // The environment's server is given its state folder, secured by the command that
         // started it.
         Command::ServeEnv(_)
@@ -270,9 +273,14 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             }
             Ok(())
         }
-        Command::Down(args) => platform::local::down(&state, ui, args.env.as_deref()),
-        Command::Up => platform::local::up(&state, ui),
-        Command::ServeEnv(args) => platform::local::serve_env(&args.state, &args.env),
+        Command::Down(args) => {
+            platform::local::down(&state, ui, args.app.as_deref(), args.env.as_deref())
+        }
+        Command::Up(args) => platform::local::up(&state, ui, args.app.as_deref()),
+        Command::Forget(args) => {
+            platform::local::forget(&state, ui, &args.app, args.env.as_deref())
+        }
+        Command::ServeEnv(args) => platform::local::serve_env(&args.state, &args.app, &args.env),
         Command::Reap => reaper::serve(),
         Command::Completions(args) => {
             ui.raw(&shell::completions(args.shell));
@@ -312,7 +320,8 @@ fn works_on_an_app(command: &Command) -> bool {
         | Command::Status
         | Command::Logs(_)
         | Command::Down(_)
-        | Command::Up => true,
+        | Command::Up(_)
+        | Command::Forget(_) => true,
         Command::Init(_)
         | Command::Completions(_)
         | Command::Man(_)

@@ -106,7 +106,7 @@ pub fn run(
         scratch: None,
     };
     if !clones {
-        ctx.facts = Some(Facts::gather(&exec.dir())?);
+        ctx.facts = Some(Facts::gather(exec, &exec.dir())?);
     }
     let mut locks: Vec<Lock> = Vec::new();
     let mut checked = false;
@@ -279,7 +279,8 @@ fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
         match ctx.facts()?.manifest(env) {
             Ok(manifest) => {
                 let platform = crate::platform::for_env(ctx.state, &target);
-                problems.extend(platform.preflight(ctx.exec, &app.name, &target, manifest));
+                let origin = &ctx.facts()?.origin;
+                problems.extend(platform.preflight(ctx.exec, &app.name, origin, &target, manifest));
             }
             Err(err) => problems.push(format!("[env.{env}]: {err}")),
         }

@@ -216,7 +216,7 @@ fn clone(ctx: &mut Context) -> Result<()> {
         }
     }
     ctx.record.workspace = Some(workspace);
-    ctx.facts = Some(Facts::gather(&checkout)?);
+    ctx.facts = Some(Facts::gather(exec, &checkout)?);
     Ok(())
 }
 
@@ -337,7 +337,7 @@ fn bump_stage(ctx: &mut Context, part: Option<&str>) -> Result<()> {
         ctx.record.version = Some(intent.new.clone());
         save(ctx)?;
         // The version is in every file now: what the stages after this one deploy.
-        ctx.facts = Some(Facts::gather(&exec.dir())?);
+        ctx.facts = Some(Facts::gather(exec, &exec.dir())?);
     }
     if !ctx.record.pushed_back {
         let step = "push the version commit and tag to origin";
@@ -468,7 +468,7 @@ fn reconcile_version(ctx: &mut Context, intent: &VersionIntent) -> Result<()> {
         }
         git::reset_hard(exec, &intent.base)?;
         // The facts were read from the half-bumped files: read them again.
-        ctx.facts = Some(Facts::gather(&exec.dir())?);
+        ctx.facts = Some(Facts::gather(exec, &exec.dir())?);
     }
     exec.ui().note(&format!(
         "the version commit of {} was not made before the run stopped: making it now",
@@ -546,9 +546,11 @@ fn push_back(ctx: &mut Context) -> Result<()> {
     Ok(())
 }
 
-fn platform_release<'a>(app: &'a App, manifest: &'a Resolved, version: &'a str) -> Release<'a> {
+fn platform_release<'a>(facts: &'a Facts, manifest: &'a Resolved, version: &'a str) -> Release<'a> {
+    let app = &facts.app;
     Release {
         app: &app.name,
+        origin: &facts.origin,
         dir: &app.dir,
         manifest,
         version,
@@ -561,7 +563,7 @@ fn push(ctx: &mut Context, to: &str) -> Result<()> {
     let app = &facts.app;
     let target = app.target(to)?;
     let manifest = facts.manifest(to)?;
-    let release = platform_release(app, manifest, &version);
+    let release = platform_release(facts, manifest, &version);
     let platform = platform::for_env(ctx.state, &target);
     let step = format!("push {version} to {to}");
     let exec = ctx.exec;
@@ -634,7 +636,8 @@ fn e2e(ctx: &mut Context, against: &str) -> Result<()> {
 
 fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
     let version = ctx.version()?;
-    let app = &facts_of(&ctx.facts)?.app;
+    let facts = facts_of(&ctx.facts)?;
+    let app = &facts.app;
     let source = app.target(from)?;
     let target = app.target(to)?;
     if source.platform() != target.platform() {
@@ -706,7 +709,7 @@ fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
             ..app.manifest_for(&target)?
         },
     };
-    let release = platform_release(app, &manifest, &candidate.version);
+    let release = platform_release(facts, &manifest, &candidate.version);
     let step = format!("promote {} from {from} to {to}", candidate.version);
     let exec = ctx.exec;
     let deployment = journaled(exec, ctx.state, &mut ctx.record, &step, || {

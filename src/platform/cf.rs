@@ -452,7 +452,14 @@ impl Cf {
 }
 
 impl Platform for Cf {
-    fn preflight(&self, exec: &Exec, _app: &str, env: &Target, manifest: &Resolved) -> Vec<String> {
+    fn preflight(
+        &self,
+        exec: &Exec,
+        _app: &str,
+        _origin: &str,
+        env: &Target,
+        manifest: &Resolved,
+    ) -> Vec<String> {
         let mut problems = check_settings(env);
         // A dry run logs in nowhere, so it needs no credentials.
         let credentials = exec.for_real(|| Ok(check_credentials(env)));

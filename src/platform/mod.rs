@@ -34,6 +34,8 @@ impl Target<'_> {
 pub struct Release<'a> {
     /// The app's name (the manifest's first application).
     pub app: &'a str,
+    /// The repository it comes from ([`crate::facts::origin_of`]).
+    pub origin: &'a str,
     /// The checkout to stage from.
     pub dir: &'a Path,
     /// The manifest, resolved for the environment it goes to.
@@ -56,7 +58,15 @@ pub struct Deployment {
 pub trait Platform {
     /// Everything that would make a later push, promote or rollback to `env` refuse, each with
     /// its fix: checked before the first irreversible step of a run, and in a dry run too.
-    fn preflight(&self, exec: &Exec, app: &str, env: &Target, manifest: &Resolved) -> Vec<String>;
+    /// `origin` is the repository the app comes from ([`crate::facts::origin_of`]).
+    fn preflight(
+        &self,
+        exec: &Exec,
+        app: &str,
+        origin: &str,
+        env: &Target,
+        manifest: &Resolved,
+    ) -> Vec<String>;
 
     /// Stages `release` and makes it serve `env`, replacing what served before without
     /// dropping a request. If the new version does not become healthy, the previous one keeps

@@ -280,13 +280,23 @@ impl Drop for Local {
     }
 }
 
-/// Kills whatever the state folder's `pids.json` files list, in case `cdflow down` failed.
+/// Kills whatever the state folder's `pids.json` files list, in case `cdflow down` failed: in
+/// every app's environments, and in those of the layout before apps had folders.
 fn kill_leftovers(state: &Path) {
-    let Ok(envs) = std::fs::read_dir(state.join("local/envs")) else {
-        return;
+    let folders = |dir: PathBuf| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .collect()
     };
-    for env in envs.flatten() {
-        let Ok(text) = std::fs::read_to_string(env.path().join("pids.json")) else {
+    let mut envs = folders(state.join("local/envs"));
+    for app in folders(state.join("local/apps")) {
+        envs.extend(folders(app.join("envs")));
+    }
+    for env in envs {
+        let Ok(text) = std::fs::read_to_string(env.join("pids.json")) else {
             continue;
         };
         let Ok(pids) = serde_json::from_str::<serde_json::Value>(&text) else {
@@ -644,8 +654,13 @@ fn a_version_that_fails_its_health_check_never_gets_traffic() {
         .success()
         .stdout_has("staging: pyapp 1.0.0");
     // The failed instances are gone.
-    let log =
-        std::fs::read_to_string(local.state.path().join("local/envs/staging/app.log")).unwrap();
+    let log = std::fs::read_to_string(
+        local
+            .state
+            .path()
+            .join("local/apps/pyapp/envs/staging/app.log"),
+    )
+    .unwrap();
     let failed_pids: Vec<u32> = log
         .lines()
         .filter(|l| l.contains("of pyapp 1.0.1 (pid"))
@@ -1139,7 +1154,7 @@ fn status_logs_down_and_up() {
     local
         .cdflow(&["down"])
         .success()
-        .stdout_has("staging: stopped");
+        .stdout_has("staging of pyapp: stopped");
     for (_, pid, port, _, _) in &instances {
         assert!(!alive(*pid), "instance pid {pid} still runs");
         assert!(TcpStream::connect(("127.0.0.1", *port)).is_err());
@@ -1154,7 +1169,7 @@ fn status_logs_down_and_up() {
     local
         .cdflow(&["up"])
         .success()
-        .stdout_has("staging: serves 1.0.0");
+        .stdout_has("staging of pyapp: serves 1.0.0");
     assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
     assert_eq!(local.instances("staging").len(), 2);
 }
@@ -1232,8 +1247,13 @@ fn deploys_to_one_environment_queue_and_a_killed_deployer_blocks_nobody() {
     first.success();
     second.success().stderr_has("waiting for");
     assert_eq!(get(local.staging, "/").unwrap().1, "1.0.2\n");
-    let log =
-        std::fs::read_to_string(local.state.path().join("local/envs/staging/app.log")).unwrap();
+    let log = std::fs::read_to_string(
+        local
+            .state
+            .path()
+            .join("local/apps/pyapp/envs/staging/app.log"),
+    )
+    .unwrap();
     let api: Vec<&str> = log
         .lines()
         .filter_map(|l| l.split("[API] ").nth(1))
@@ -1302,7 +1322,7 @@ fn a_state_folder_deep_enough_to_overflow_a_socket_path_still_works() {
     local
         .cdflow(&["down"])
         .success()
-        .stdout_has("staging: stopped");
+        .stdout_has("staging of pyapp: stopped");
     assert!(TcpStream::connect(("127.0.0.1", local.staging)).is_err());
     // The deep folder goes with the shallow one, after the test's own down.
     drop(local);
@@ -1753,11 +1773,27 @@ fn tags_of(origin: &Path) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
+/// The version `cdflow.toml` says on origin's main: what a release would have bumped.
+fn version_on(origin: &Path) -> String {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(origin)
+        .args(["show", "main:cdflow.toml"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    text.lines()
+        .find_map(|line| line.strip_prefix("current = "))
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_string()
+}
+
 /// Problems that a deploy would refuse on are found before the version commit and tag are
-/// pushed, in a dry run too: a route port another program holds, and an environment that serves
-/// another app.
+/// pushed, in a dry run too: a route port another program holds, and a route port that another
+/// app's running environment holds.
 #[test]
-fn a_port_in_use_and_a_foreign_environment_are_refused_before_the_version_is_pushed() {
+fn a_port_in_use_and_another_apps_route_are_refused_before_the_version_is_pushed() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port();
     let (other, origin) = other_app(port, free_port());
@@ -1773,16 +1809,29 @@ fn a_port_in_use_and_a_foreign_environment_are_refused_before_the_version_is_pus
     assert_eq!(tags_of(&origin), "", "no version was pushed");
     drop(held);
 
-    // `staging` of pyapp's state folder serves pyapp: another app may not take it over.
+    // pyapp's `staging` serves on the port that `other` gives its own `staging`: the second
+    // app is told which app holds it, and the two ways out.
     let local = Local::python(1);
     local.push("1.0.0");
     let (other, origin) = other_app(local.staging, free_port());
     for dry_run in [true, false] {
         release_from(&other, &origin, local.state.path(), dry_run)
             .failure(2)
-            .stderr_has("`staging` in this state folder serves the app `pyapp`, not `other`");
+            .stderr_has("nothing was changed")
+            .stderr_has(&format!(
+                "the route of `staging`, port {}, is already the route of `staging` of the app \
+                 `pyapp` on this machine",
+                local.staging
+            ))
+            .stderr_has("under [env.staging] in cdflow.toml")
+            .stderr_has("`cdflow down --app pyapp --env staging`");
     }
     assert_eq!(tags_of(&origin), "", "no version was pushed");
+    assert_eq!(version_on(&origin), "0.1.0", "no version commit was pushed");
+    assert!(
+        !local.state.path().join("local/apps/other").exists(),
+        "nothing of `other` was recorded"
+    );
     let (status, body) = get(local.staging, "/").unwrap();
     assert_eq!(
         (status, body.as_str()),
@@ -2024,4 +2073,193 @@ fn docker_is_refused_and_a_no_route_app_runs_without_its_route() {
         .cdflow(&["e2e", "--against", "staging"])
         .failure(2)
         .stderr_has("the e2e tests against `staging` have no URL: its manifest says `no-route`");
+}
+
+/// The test app under another name, in a repository with an origin, its environments on the
+/// given ports, its tiers and e2e passing at once: another team's service on the same machine.
+fn python_app(name: &str, staging: u16, production: u16) -> (Project, PathBuf) {
+    let toml = cdflow_toml("1.0.0", staging, production).replace("pyapp", name)
+        + "\n[test]\nunit = \"true\"\n\n[e2e]\ncommand = \"true\"\n";
+    let manifest = manifest("1.0.0", 1, 20, "").replace("name: pyapp", &format!("name: {name}"));
+    let project = Project::git(&[
+        ("app.py", APP_PY),
+        ("cdflow.toml", &toml),
+        ("manifest.yml", &manifest),
+    ]);
+    let origin = project.dir.parent().unwrap().join("origin.git");
+    project.git_cmd(&[
+        "init",
+        "-q",
+        "--bare",
+        "-b",
+        "main",
+        origin.to_str().unwrap(),
+    ]);
+    project.git_cmd(&["remote", "add", "origin", origin.to_str().unwrap()]);
+    project.git_cmd(&["push", "-q", "origin", "main"]);
+    (project, origin)
+}
+
+/// Two apps share a machine and a state folder, each with its own routes; `down --app` stops
+/// one of them only, and `forget` drops a stopped environment's record but not a running one's.
+#[test]
+fn two_apps_release_side_by_side_in_one_state_folder() {
+    let local = Local::python(1);
+    local.push("1.0.0");
+    let (staging, production) = (free_port(), free_port());
+    let (second, origin) = python_app("second", staging, production);
+    release_from(&second, &origin, local.state.path(), false).success();
+    assert_eq!(tags_of(&origin), "v1.0.1");
+    for port in [local.staging, staging, production] {
+        assert_eq!(get(port, "/").unwrap().0, 200, "port {port}");
+    }
+    assert_eq!(get(local.staging, "/").unwrap().1, "1.0.0\n");
+
+    let status = local.cdflow(&["status"]);
+    status
+        .success()
+        .stdout_has("app pyapp (from ")
+        .stdout_has(&format!("app second (from {})", origin.display()))
+        .stdout_has("staging: pyapp 1.0.0")
+        .stdout_has("staging: second 1.0.1")
+        .stdout_has("production: second 1.0.1");
+    let lines: Vec<&str> = status.stdout.lines().collect();
+    let second_at = lines
+        .iter()
+        .position(|l| l.starts_with("app second"))
+        .unwrap();
+    assert!(
+        lines[..second_at]
+            .iter()
+            .any(|l| l.starts_with("staging: pyapp")),
+        "grouped by app:\n{status}"
+    );
+
+    // Down for one app: the other keeps serving.
+    local
+        .cdflow(&["down", "--app", "second"])
+        .success()
+        .stdout_has("staging of second: stopped")
+        .stdout_has("production of second: stopped");
+    assert!(TcpStream::connect(("127.0.0.1", staging)).is_err());
+    assert!(TcpStream::connect(("127.0.0.1", production)).is_err());
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+    local
+        .cdflow(&["down", "--app", "nosuch"])
+        .failure(2)
+        .stderr_has("has no app `nosuch`: it has `pyapp` staging, `second` production");
+
+    // Forget: refused for a name that is no app's folder, and while running; nothing removed.
+    let apps = local.state.path().join("local/apps");
+    local
+        .cdflow(&["forget", "--app", ".."])
+        .failure(2)
+        .stderr_has("the app name `..` cannot be served locally");
+    assert!(apps.join("pyapp/app.json").is_file());
+    local
+        .cdflow(&["forget", "--app", "pyapp", "--env", "staging"])
+        .failure(2)
+        .stderr_has(
+            "`staging` of `pyapp` is running: stop it first with `cdflow down --app pyapp --env \
+             staging`",
+        );
+    assert!(apps.join("pyapp/envs/staging/env.json").is_file());
+    assert_eq!(get(local.staging, "/").unwrap().0, 200);
+    local
+        .cdflow(&["forget", "--app", "second", "--env", "staging"])
+        .success()
+        .stdout_has("staging of second: forgotten");
+    assert!(!apps.join("second/envs/staging").exists());
+    assert!(apps.join("second/envs/production/env.json").is_file());
+    assert!(
+        apps.join("second/app.json").is_file(),
+        "the name stays taken"
+    );
+    local
+        .cdflow(&["forget", "--app", "second"])
+        .success()
+        .stdout_has("its name is free for any repository");
+    assert!(!apps.join("second").exists());
+    let status = local.cdflow(&["status"]);
+    status.success().stdout_has("staging: pyapp 1.0.0");
+    assert!(!status.stdout.contains("second"), "{status}");
+
+    // Up for one app brings back only its environments.
+    local.cdflow(&["down"]).success();
+    local
+        .cdflow(&["up", "--app", "pyapp"])
+        .success()
+        .stdout_has("staging of pyapp: serves 1.0.0");
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+}
+
+/// An app name stands for one repository on a machine: another repository whose manifest uses
+/// the same name is refused before its version is made, naming both origins.
+#[test]
+fn the_same_app_name_from_another_repository_is_refused_before_the_version_is_pushed() {
+    let local = Local::python(1);
+    local.push("1.0.0");
+    let (impostor, origin) = python_app("pyapp", free_port(), free_port());
+    for dry_run in [true, false] {
+        release_from(&impostor, &origin, local.state.path(), dry_run)
+            .failure(2)
+            .stderr_has("nothing was changed")
+            .stderr_has("the app `pyapp` on this machine comes from ")
+            .stderr_has(&format!("and this one from {}", origin.display()))
+            .stderr_has("`cdflow forget --app pyapp`");
+    }
+    assert_eq!(tags_of(&origin), "", "no version was pushed");
+    assert_eq!(version_on(&origin), "1.0.0", "no version commit was pushed");
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+}
+
+/// A state folder of the layout before apps had folders (`local/envs/<env>/`): a stopped
+/// environment there is moved into its app's folder, and a running one is stopped by `down`
+/// (through its control socket, as an older cdflow's would be) and then moved.
+#[test]
+fn environments_of_the_old_layout_are_moved_and_their_servers_stopped_by_down() {
+    let local = Local::python(1);
+    local.push("1.0.0");
+    let new = local.state.path().join("local/apps/pyapp/envs/staging");
+    let old = local.state.path().join("local/envs/staging");
+    std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+
+    // Running where an older cdflow kept it.
+    std::fs::rename(&new, &old).unwrap();
+    local
+        .cdflow(&["status"])
+        .success()
+        .stdout_has("in the layout of an older cdflow")
+        .stdout_has("staging: pyapp 1.0.0");
+    local.release("1.0.1", 20, "");
+    local
+        .cdflow(&["push", "--to", "staging"])
+        .failure(2)
+        .stderr_has("`staging` of `pyapp` is still served from the layout of an older cdflow")
+        .stderr_has("`cdflow down --app pyapp --env staging`");
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+    local
+        .cdflow(&["down", "--app", "pyapp", "--env", "staging"])
+        .success()
+        .stdout_has("staging of pyapp: stopped")
+        .stdout_has("moved the record of `staging` (app `pyapp`)");
+    assert!(TcpStream::connect(("127.0.0.1", local.staging)).is_err());
+    assert!(!old.exists());
+    assert!(new.join("env.json").is_file());
+
+    // Stopped there: moved at the next look, and brought back by `up`.
+    std::fs::rename(&new, &old).unwrap();
+    local
+        .cdflow(&["status"])
+        .success()
+        .stdout_has("moved the record of `staging` (app `pyapp`)")
+        .stdout_has("staging: stopped; it last served pyapp 1.0.0");
+    assert!(!old.exists());
+    local
+        .cdflow(&["up"])
+        .success()
+        .stdout_has("staging of pyapp: serves 1.0.0");
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+    local.push("1.0.1");
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.1\n".into()));
 }

@@ -1,5 +1,5 @@
 //! How cdflow talks to an environment's server: one request per connection on the unix socket
-//! `envs/<env>/control.sock`, as one line of JSON; the server answers with lines of JSON, zero
+//! `apps/<app>/envs/<env>/control.sock`, as one line of JSON; the server answers with lines of JSON, zero
 //! or more `{"progress": "..."}` and then one `{"done": STATUS}` or `{"failed": "..."}`.
 //!
 //! ```text
@@ -55,6 +55,9 @@ pub enum Reply {
 /// What a server says of its environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
+    /// The app whose environment it is (absent from the answers of servers of older cdflows).
+    #[serde(default)]
+    pub app: String,
     pub env: String,
     pub server_pid: u32,
     /// What the route serves, if anything.
@@ -167,6 +170,11 @@ pub fn status(paths: &EnvPaths) -> Option<Status> {
     call(paths, &Request::Status, false, |_| {}).ok()
 }
 
+/// Whether a server lives for the environment: it answers, or holds its lock.
+pub fn server_running(paths: &EnvPaths) -> bool {
+    server_lock_held(paths) || status(paths).is_some()
+}
+
 /// Whether a live process holds the server lock (the server, or one starting).
 pub fn server_lock_held(paths: &EnvPaths) -> bool {
     let Ok(file) = std::fs::File::open(paths.server_lock()) else {
@@ -193,9 +201,11 @@ pub fn ensure_server(state_root: &Path, paths: &EnvPaths) -> Result<()> {
             return Ok(());
         }
         bail!(
-            "the server of `{}` holds {} but does not answer; stop it with `cdflow down --env {}`",
+            "the server of `{}` holds {} but does not answer; stop it with `cdflow down --app {} \
+             --env {}`",
             paths.env,
             paths.server_lock().display(),
+            paths.app,
             paths.env
         );
     }
@@ -213,6 +223,8 @@ pub fn ensure_server(state_root: &Path, paths: &EnvPaths) -> Result<()> {
         .arg("serve-env")
         .arg("--state")
         .arg(state_root)
+        .arg("--app")
+        .arg(&paths.app)
         .arg("--env")
         .arg(&paths.env)
         .current_dir(&paths.dir)

@@ -8,13 +8,19 @@
 //!   ([`supervisor`]). It outlives cdflow; cdflow talks to it over a unix socket ([`control`]).
 //! - What serves an environment, and what served it before, is in its `env.json` ([`spec`]),
 //!   which `rollback` walks back through and `up` restores after a reboot.
+//! - Environments belong to an app ([`layout`]): apps of several repositories share a machine
+//!   and a state folder, each with its own routes; an app name stands for one repository
+//!   ([`identity`]). Folders of the layout before that are moved into it ([`legacy`]).
 //!
-//! This file is the cdflow side: the [`Platform`] operations and `status`, `down`, `up`.
+//! This file is the cdflow side: the [`Platform`] operations and `status`, `down`, `up`,
+//! `forget`.
 
 mod artifacts;
 mod control;
+mod identity;
 mod keys;
 mod layout;
+mod legacy;
 mod logs;
 mod memory;
 mod pids;
@@ -32,7 +38,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use self::layout::{check_env_name, EnvPaths};
+use self::layout::{check_app_name, check_env_name, EnvPaths};
 use self::spec::{EnvFile, Placement, Record, RunSpec};
 use super::{Deployment, Platform, Release, Target};
 use crate::app_manifest::{Application, Resolved};
@@ -62,17 +68,18 @@ impl Local {
     }
 
     /// Runs `spec` on its environment, recorded as `how` (push, promote), with the deploy lock
-    /// held.
-    fn deploy(&self, exec: &Exec, spec: RunSpec, how: &str) -> Result<Deployment> {
-        let paths = EnvPaths::new(&self.state, &spec.env);
+    /// held. `origin` is the app's repository, recorded as its identity by a first deploy.
+    fn deploy(&self, exec: &Exec, spec: RunSpec, origin: &str, how: &str) -> Result<Deployment> {
+        check_app_name(&spec.app)?;
+        let paths = EnvPaths::new(&self.state, &spec.app, &spec.env);
         let _lock = deploy_lock(
             exec.ui(),
             &self.state,
-            &spec.env,
+            &paths,
             &format!("{how} of {} {}", spec.app, spec.version),
         )?;
+        identity::record(exec, &self.state.local(), &spec.app, origin)?;
         let file = EnvFile::load(&paths)?;
-        check_same_app(&file, &spec.env, &spec.app)?;
         let record = Record {
             how: how.to_string(),
             at: time::now(),
@@ -80,6 +87,14 @@ impl Local {
         };
         let next = file.pushed(record.clone());
         run(exec, &self.state, &paths, record.spec, next)
+    }
+
+    /// Moves environments of the layout before apps had folders into it; not in a dry run,
+    /// which changes nothing.
+    fn upgrade(&self, exec: &Exec) {
+        if !exec.is_dry_run() {
+            legacy::migrate(&self.state.local(), exec.ui());
+        }
     }
 }
 
@@ -105,10 +120,19 @@ impl Local {
 }
 
 impl Platform for Local {
-    fn preflight(&self, exec: &Exec, app: &str, env: &Target, manifest: &Resolved) -> Vec<String> {
-        if let Err(err) = check_env_name(env.name) {
+    fn preflight(
+        &self,
+        exec: &Exec,
+        app: &str,
+        origin: &str,
+        env: &Target,
+        manifest: &Resolved,
+    ) -> Vec<String> {
+        if let Err(err) = check_env_name(env.name).and_then(|()| check_app_name(app)) {
             return vec![err.to_string()];
         }
+        self.upgrade(exec);
+        let local = self.state.local();
         let mut problems = Vec::new();
         let mut no_route = false;
         match manifest_application(manifest, app) {
@@ -129,22 +153,23 @@ impl Platform for Local {
             }
             Err(err) => problems.push(err.to_string()),
         }
-        let paths = EnvPaths::new(&self.state, env.name);
-        match EnvFile::load(&paths) {
-            Ok(file) => problems.extend(
-                check_same_app(&file, env.name, app)
-                    .err()
-                    .map(|e| e.to_string()),
-            ),
-            Err(err) => problems.push(format!("{err:#}")),
+        let paths = EnvPaths::new(&self.state, app, env.name);
+        if let Err(err) = EnvFile::load(&paths) {
+            problems.push(format!("{err:#}"));
+        }
+        if let Err(err) = identity::check(&local, app, origin) {
+            problems.push(format!("{err:#}"));
         }
         problems.extend(check_settings(env));
         let port = route_port(env);
         let ours = control::status(&paths).is_some_and(|status| status.route_port == Some(port));
         let in_use =
             ports::try_bind(port).is_err_and(|err| err.kind() == std::io::ErrorKind::AddrInUse);
+        let holders = route_holders(&local, &paths, port);
         // An app with `no-route` leaves the route's port alone.
-        if !ours && in_use && !no_route {
+        if let (Some(holder), false) = (holders.first(), no_route) {
+            problems.push(clash_problem(&local, &paths, env, port, holder));
+        } else if !ours && in_use && !no_route {
             problems.push(format!(
                 "the route of `{}`, port {port} on 127.0.0.1, is in use by another program: \
                  stop it, or set another `port` in [env.{}] of cdflow.toml",
@@ -180,7 +205,7 @@ impl Platform for Local {
         let mut spec =
             RunSpec::from_manifest(application, placement, &artifact.meta.default_command)?;
         spec.bindings = self.bind(exec, &spec.app, env, &application.services)?;
-        self.deploy(exec, spec, "push")
+        self.deploy(exec, spec, release.origin, "push")
     }
 
     fn promote(
@@ -225,7 +250,12 @@ impl Platform for Local {
         let mut spec =
             RunSpec::from_manifest(application, placement, &artifact.meta.default_command)?;
         spec.bindings = self.bind(exec, &spec.app, to, &application.services)?;
-        self.deploy(exec, spec, &format!("promote from {}", from.name))
+        self.deploy(
+            exec,
+            spec,
+            release.origin,
+            &format!("promote from {}", from.name),
+        )
     }
 
     fn rollback(
@@ -236,15 +266,16 @@ impl Platform for Local {
         version: Option<&str>,
     ) -> Result<Deployment> {
         check_env_name(env.name)?;
-        let paths = EnvPaths::new(&self.state, env.name);
+        check_app_name(app)?;
+        self.upgrade(exec);
+        let paths = EnvPaths::new(&self.state, app, env.name);
         let _lock = deploy_lock(
             exec.ui(),
             &self.state,
-            env.name,
+            &paths,
             &format!("rollback of {app} in {}", env.name),
         )?;
         let file = EnvFile::load(&paths)?;
-        check_same_app(&file, env.name, app)?;
         self.mask_passwords(exec, app, env.name);
         let (next, mut target) = file
             .rolled_back(version, &time::now())
@@ -269,9 +300,11 @@ impl Platform for Local {
         run(exec, &self.state, &paths, target.spec, next)
     }
 
-    fn serving(&self, _exec: &Exec, app: &str, env: &Target) -> Result<Option<Deployment>> {
+    fn serving(&self, exec: &Exec, app: &str, env: &Target) -> Result<Option<Deployment>> {
         check_env_name(env.name)?;
-        let paths = EnvPaths::new(&self.state, env.name);
+        check_app_name(app)?;
+        self.upgrade(exec);
+        let paths = EnvPaths::new(&self.state, app, env.name);
         Ok(control::status(&paths)
             .and_then(|status| status.serving)
             .filter(|spec| spec.app == app)
@@ -280,10 +313,12 @@ impl Platform for Local {
 
     fn logs(&self, exec: &Exec, app: &str, env: &Target, follow: bool) -> Result<()> {
         check_env_name(env.name)?;
-        let paths = EnvPaths::new(&self.state, env.name);
+        check_app_name(app)?;
+        self.upgrade(exec);
+        let paths = EnvPaths::new(&self.state, app, env.name);
         if !paths.log().exists() {
             return Err(user_error(format!(
-                "`{}` has no logs: nothing was deployed there (state in {})",
+                "`{}` of `{app}` has no logs: nothing was deployed there (state in {})",
                 env.name,
                 self.state.root().display()
             )));
@@ -356,26 +391,93 @@ fn route_port(env: &Target) -> u16 {
 }
 
 /// One deploy per environment at a time; a second one waits, saying who it waits for.
-fn deploy_lock(ui: &Ui, state: &State, env: &str, holder: &str) -> Result<lock::Lock> {
-    lock::acquire(
-        ui,
-        &state.locks().join(format!("local-{env}.lock")),
-        holder,
-        Wait::Yes,
+fn deploy_lock(ui: &Ui, state: &State, paths: &EnvPaths, holder: &str) -> Result<lock::Lock> {
+    lock::acquire(ui, &paths.deploy_lock(state), holder, Wait::Yes)
+}
+
+/// The route port a live server of `paths` holds: what it says, else (starting, or hung) what
+/// its record says.
+fn live_route_port(paths: &EnvPaths) -> Option<u16> {
+    if let Some(status) = control::status(paths) {
+        return status.route_port;
+    }
+    if !control::server_lock_held(paths) {
+        return None;
+    }
+    let file = EnvFile::load(paths).ok()?;
+    file.current().map(|current| current.spec.route_port)
+}
+
+/// The other environments on this machine (of any app, or of the old layout) whose running
+/// server holds `port`. A stopped environment holds no port; `cdflow up` finds a clash then.
+fn route_holders(local: &Path, ours: &EnvPaths, port: u16) -> Vec<(EnvPaths, bool)> {
+    let current = EnvPaths::all(local)
+        .into_iter()
+        .filter(|p| !(p.app == ours.app && p.env == ours.env))
+        .map(|p| (p, false));
+    let old = legacy::find(local).into_iter().map(|p| (p, true));
+    current
+        .chain(old)
+        .filter(|(p, _)| live_route_port(p) == Some(port))
+        .collect()
+}
+
+/// The preflight problem of a route port that another environment's server holds, with a fix.
+fn clash_problem(
+    local: &Path,
+    ours: &EnvPaths,
+    env: &Target,
+    port: u16,
+    (other, old): &(EnvPaths, bool),
+) -> String {
+    let (app, name) = (&other.app, &other.env);
+    let stop = format!("cdflow down --app {app} --env {name}");
+    if *old && *app == ours.app && *name == ours.env {
+        return format!(
+            "`{name}` of `{app}` is still served from the layout of an older cdflow ({}): run \
+             `{stop}` once (it moves the record where this cdflow keeps it), then deploy again",
+            other.dir.display()
+        );
+    }
+    let default = DEFAULT_PORTS
+        .iter()
+        .any(|(default, p)| *default == env.name && *p == port);
+    let why = if default {
+        format!(
+            " (the port every app's `{}` gets unless its cdflow.toml says otherwise)",
+            env.name
+        )
+    } else {
+        String::new()
+    };
+    let suggestion = free_port_after(local, port)
+        .map(|free| format!("`port = {free}` (free now)"))
+        .unwrap_or_else(|| "`port = N`".into());
+    format!(
+        "the route of `{}`, port {port}{why}, is already the route of `{name}` of the app `{app}` \
+         on this machine{}: give `{}` a port of its own with {suggestion} under [env.{}] in \
+         cdflow.toml, or stop the other with `{stop}`",
+        env.name,
+        if *old {
+            " (served from an older cdflow's layout)"
+        } else {
+            ""
+        },
+        env.name,
+        env.name,
     )
 }
 
-/// Environments are folders of the state folder, shared by the apps that use it; one app's
-/// environment is not silently taken over by another.
-fn check_same_app(file: &EnvFile, env: &str, app: &str) -> Result<()> {
-    match file.current() {
-        Some(current) if current.spec.app != app => Err(user_error(format!(
-            "`{env}` in this state folder serves the app `{}`, not `{app}`: use another \
-             environment name, or another state folder (CDFLOW_STATE_DIR)",
-            current.spec.app
-        ))),
-        _ => Ok(()),
-    }
+/// A port after `port` that no environment on this machine records, that is not a default
+/// (which every app's environment of that name gets), and that nothing holds now.
+fn free_port_after(local: &Path, port: u16) -> Option<u16> {
+    let recorded: Vec<u16> = EnvPaths::all(local)
+        .iter()
+        .filter_map(|p| Some(EnvFile::load(p).ok()?.current()?.spec.route_port))
+        .collect();
+    (port.saturating_add(1)..=port.saturating_add(200))
+        .filter(|p| !DEFAULT_PORTS.iter().any(|(_, default)| default == p))
+        .find(|p| *p >= 1024 && !recorded.contains(p) && ports::try_bind(*p).is_ok())
 }
 
 /// Asks the environment's server (started if need be) to run `spec`, recording `next` as the
@@ -422,125 +524,202 @@ fn dry_run(
     }
 }
 
-/// `cdflow status`: per local environment, version, digest, route and instances.
+/// Keeps the environments that `app` and `env` (each, if given) name; an empty choice of a
+/// named app or environment is an error that lists what there is.
+fn chosen(
+    local: &Path,
+    all: Vec<EnvPaths>,
+    app: Option<&str>,
+    env: Option<&str>,
+) -> Result<Vec<EnvPaths>> {
+    if let Some(app) = app {
+        check_app_name(app)?;
+    }
+    if let Some(env) = env {
+        check_env_name(env)?;
+    }
+    let known: Vec<String> = all
+        .iter()
+        .map(|p| format!("`{}` {}", p.app, p.env))
+        .collect();
+    let picked: Vec<EnvPaths> = all
+        .into_iter()
+        .filter(|p| app.is_none_or(|a| a == p.app) && env.is_none_or(|e| e == p.env))
+        .collect();
+    if picked.is_empty() && (app.is_some() || env.is_some()) {
+        let what = match (app, env) {
+            (Some(app), Some(env)) => format!("environment `{env}` of the app `{app}`"),
+            (Some(app), None) => format!("app `{app}`"),
+            (None, Some(env)) => format!("environment `{env}` of any app"),
+            (None, None) => unreachable!(),
+        };
+        let there = if known.is_empty() {
+            "it has none".to_string()
+        } else {
+            format!("it has {}", known.join(", "))
+        };
+        return Err(user_error(format!(
+            "the local platform of this state folder ({}) has no {what}: {there}",
+            local.display()
+        )));
+    }
+    Ok(picked)
+}
+
+/// `cdflow status`: per app, then per local environment, version, digest, route and instances.
 pub fn status(state: &State, ui: &Ui) -> Result<()> {
-    let all = EnvPaths::all(&state.local());
-    if all.is_empty() {
+    let local = state.local();
+    legacy::migrate(&local, ui);
+    let mut groups: Vec<(String, Vec<EnvPaths>)> = layout::apps(&local)
+        .into_iter()
+        .map(|app| {
+            let envs = EnvPaths::of_app(&local, &app);
+            let from = match identity::load(&local, &app) {
+                Ok(Some(known)) => format!(" (from {})", known.origin),
+                _ => String::new(),
+            };
+            (format!("app {app}{from}"), envs)
+        })
+        .filter(|(_, envs)| !envs.is_empty())
+        .collect();
+    for old in legacy::find(&local) {
+        groups.push((
+            format!(
+                "app {} (`{}` in the layout of an older cdflow: `cdflow down --app {} --env {}` \
+                 stops it and moves it)",
+                old.app, old.env, old.app, old.env
+            ),
+            vec![old],
+        ));
+    }
+    if groups.is_empty() {
         ui.note(&format!(
             "the local platform serves nothing (state in {})",
             state.root().display()
         ));
         return Ok(());
     }
-    for paths in all {
-        let file = EnvFile::load(&paths).unwrap_or_default();
-        // Its services (kind, port, running or not, data folder), under what serves it.
-        let service_lines = services::status_lines(&state.local(), &paths.env);
-        let show_services = || {
-            for line in &service_lines {
-                ui.note(line);
-            }
-        };
-        match control::status(&paths) {
-            Some(status) => {
-                match &status.serving {
-                    Some(spec) => ui.note(&format!(
-                        "{}: {} {} ({}) at {} (server pid {})",
-                        paths.env,
-                        spec.app,
-                        spec.version,
-                        artifacts::short(&spec.artifact),
-                        spec.url(),
-                        status.server_pid
-                    )),
-                    None => ui.note(&format!(
-                        "{}: nothing serves yet (server pid {} is deploying or about to exit)",
-                        paths.env, status.server_pid
-                    )),
-                }
-                for instance in &status.instances {
-                    let restarts = match instance.restarts {
-                        1 => "1 restart".to_string(),
-                        n => format!("{n} restarts"),
-                    };
-                    let pid = instance.pid.map_or("-".into(), |p| p.to_string());
-                    let port = instance.port.map_or("-".into(), |p| p.to_string());
-                    let old = match &status.serving {
-                        Some(spec) if spec.version != instance.version => {
-                            format!(" ({})", instance.version)
-                        }
-                        _ => String::new(),
-                    };
-                    // As `cf app` shows it: what the processes hold, of the manifest's limit.
-                    let memory = match (instance.memory, instance.memory_limit) {
-                        (Some(used), Some(limit)) => {
-                            format!(", memory {} of {}", memory::Size(used), memory::Size(limit))
-                        }
-                        (Some(used), None) => format!(", memory {}", memory::Size(used)),
-                        (None, _) => String::new(),
-                    };
-                    ui.note(&format!(
-                        "  instance {}{old}: pid {pid}, port {port}, {}, {restarts}{memory} ({})",
-                        instance.index, instance.phase, instance.check
-                    ));
-                }
-            }
-            None => {
-                let orphans = pids::load(&paths)
-                    .groups
-                    .iter()
-                    .filter(|p| p.alive())
-                    .count();
-                if orphans > 0 {
-                    ui.note(&format!(
-                        "{}: its server died, leaving {orphans} instance process(es) running: \
-                         `cdflow down --env {}` stops them, `cdflow up` replaces them",
-                        paths.env, paths.env
-                    ));
-                    show_services();
-                    continue;
-                }
-                match file.current() {
-                    Some(current) => ui.note(&format!(
-                        "{}: stopped; it last served {} {} ({}) at {}: `cdflow up` brings it back",
-                        paths.env,
-                        current.spec.app,
-                        current.spec.version,
-                        artifacts::short(&current.spec.artifact),
-                        current.spec.url()
-                    )),
-                    None => ui.note(&format!(
-                        "{}: stopped; nothing was deployed there",
-                        paths.env
-                    )),
-                }
-            }
+    for (header, envs) in groups {
+        ui.note(&header);
+        for paths in envs {
+            env_status(ui, &local, &paths);
         }
-        show_services();
     }
     Ok(())
 }
 
-/// `cdflow down [--env ENV]`: stops everything cdflow started and frees the ports. What was
-/// deployed stays recorded, for `cdflow up`.
-pub fn down(state: &State, ui: &Ui, env: Option<&str>) -> Result<()> {
-    let local = state.local();
-    let all = match env {
-        Some(env) => {
-            check_env_name(env)?;
-            vec![EnvPaths::at(&local, env)]
+/// The lines of `cdflow status` on one environment.
+fn env_status(ui: &Ui, local: &Path, paths: &EnvPaths) {
+    let file = EnvFile::load(paths).unwrap_or_default();
+    env_state(ui, paths, &file);
+    // Its services (kind, port, running or not, data folder), under what serves it.
+    for line in services::status_lines(local, &paths.app, &paths.env) {
+        ui.note(&line);
+    }
+}
+
+/// The line on what serves an environment, and one per instance.
+fn env_state(ui: &Ui, paths: &EnvPaths, file: &EnvFile) {
+    match control::status(paths) {
+        Some(status) => {
+            match &status.serving {
+                Some(spec) => ui.note(&format!(
+                    "{}: {} {} ({}) at {} (server pid {})",
+                    paths.env,
+                    spec.app,
+                    spec.version,
+                    artifacts::short(&spec.artifact),
+                    spec.url(),
+                    status.server_pid
+                )),
+                None => ui.note(&format!(
+                    "{}: nothing serves yet (server pid {} is deploying or about to exit)",
+                    paths.env, status.server_pid
+                )),
+            }
+            for instance in &status.instances {
+                let restarts = match instance.restarts {
+                    1 => "1 restart".to_string(),
+                    n => format!("{n} restarts"),
+                };
+                let pid = instance.pid.map_or("-".into(), |p| p.to_string());
+                let port = instance.port.map_or("-".into(), |p| p.to_string());
+                let old = match &status.serving {
+                    Some(spec) if spec.version != instance.version => {
+                        format!(" ({})", instance.version)
+                    }
+                    _ => String::new(),
+                };
+                // As `cf app` shows it: what the processes hold, of the manifest's limit.
+                let memory = match (instance.memory, instance.memory_limit) {
+                    (Some(used), Some(limit)) => {
+                        format!(", memory {} of {}", memory::Size(used), memory::Size(limit))
+                    }
+                    (Some(used), None) => format!(", memory {}", memory::Size(used)),
+                    (None, _) => String::new(),
+                };
+                ui.note(&format!(
+                    "  instance {}{old}: pid {pid}, port {port}, {}, {restarts}{memory} ({})",
+                    instance.index, instance.phase, instance.check
+                ));
+            }
         }
-        None => EnvPaths::all(&local),
-    };
+        None => {
+            let orphans = pids::load(paths)
+                .groups
+                .iter()
+                .filter(|p| p.alive())
+                .count();
+            if orphans > 0 {
+                ui.note(&format!(
+                    "{}: its server died, leaving {orphans} instance process(es) running: \
+                     `cdflow down --app {} --env {}` stops them, `cdflow up` replaces them",
+                    paths.env, paths.app, paths.env
+                ));
+                return;
+            }
+            match file.current() {
+                Some(current) => ui.note(&format!(
+                    "{}: stopped; it last served {} {} ({}) at {}: `cdflow up` brings it back",
+                    paths.env,
+                    current.spec.app,
+                    current.spec.version,
+                    artifacts::short(&current.spec.artifact),
+                    current.spec.url()
+                )),
+                None => ui.note(&format!(
+                    "{}: stopped; nothing was deployed there",
+                    paths.env
+                )),
+            }
+        }
+    }
+}
+
+/// `cdflow down [--app APP] [--env ENV]`: stops everything cdflow started (for every app, or
+/// the one named) and frees the ports. What was deployed stays recorded, for `cdflow up`. A
+/// server of the old layout is stopped too, and its record moved to the new one.
+pub fn down(state: &State, ui: &Ui, app: Option<&str>, env: Option<&str>) -> Result<()> {
+    let local = state.local();
+    legacy::migrate(&local, ui);
+    let old: Vec<EnvPaths> = legacy::find(&local);
+    let mut all = EnvPaths::all(&local);
+    all.extend(old.iter().cloned());
     let mut said = false;
-    for paths in all {
+    for paths in chosen(&local, all, app, env)? {
         if !paths.dir.exists() {
             continue;
         }
         let stopped = control::stop_server(&paths)?;
         if stopped > 0 {
-            ui.note(&format!("{}: stopped ({stopped} process(es))", paths.env));
+            ui.note(&format!(
+                "{} of {}: stopped ({stopped} process(es))",
+                paths.env, paths.app
+            ));
             said = true;
+        }
+        if old.iter().any(|o| o.dir == paths.dir) {
+            legacy::move_one(&local, &paths, ui)?;
         }
     }
     if !said {
@@ -549,10 +728,12 @@ pub fn down(state: &State, ui: &Ui, env: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// `cdflow up`: brings back the last deployed version of every local environment that is not
-/// running (after a reboot, or a `cdflow down`).
-pub fn up(state: &State, ui: &Ui) -> Result<()> {
-    let all = EnvPaths::all(&state.local());
+/// `cdflow up [--app APP]`: brings back the last deployed version of every local environment
+/// (of every app, or the one named) that is not running (after a reboot, or a `cdflow down`).
+pub fn up(state: &State, ui: &Ui, app: Option<&str>) -> Result<()> {
+    let local = state.local();
+    legacy::migrate(&local, ui);
+    let all = chosen(&local, EnvPaths::all(&local), app, None)?;
     let mut failures = Vec::new();
     let mut said = false;
     for paths in all {
@@ -561,17 +742,17 @@ pub fn up(state: &State, ui: &Ui) -> Result<()> {
             continue;
         };
         said = true;
+        let name = format!("{} of {}", paths.env, paths.app);
         if control::status(&paths).is_some_and(|s| s.serving.is_some()) {
             ui.note(&format!(
-                "{}: already serves {} at {}",
-                paths.env,
+                "{name}: already serves {} at {}",
                 current.spec.version,
                 current.spec.url()
             ));
             continue;
         }
         let result = (|| -> Result<()> {
-            let _lock = deploy_lock(ui, state, &paths.env, &format!("up of {}", paths.env))?;
+            let _lock = deploy_lock(ui, state, &paths, &format!("up of {name}"))?;
             artifacts::open(&state.local(), &current.spec.artifact)?;
             let mut next = file.clone();
             next.record(Record {
@@ -585,23 +766,19 @@ pub fn up(state: &State, ui: &Ui) -> Result<()> {
                 env_file: Box::new(next),
             };
             control::call(&paths, &request, true, |text| {
-                ui.note(&format!("{}: {text}", paths.env))
+                ui.note(&format!("{name}: {text}"))
             })?;
             Ok(())
         })();
         match result {
             Ok(()) => ui.note(&format!(
-                "{}: serves {} at {}",
-                paths.env,
+                "{name}: serves {} at {}",
                 current.spec.version,
                 current.spec.url()
             )),
             Err(err) => {
-                ui.note(&format!(
-                    "{}: could not be brought back: {err:#}",
-                    paths.env
-                ));
-                failures.push(paths.env.clone());
+                ui.note(&format!("{name}: could not be brought back: {err:#}"));
+                failures.push(name);
             }
         }
     }
@@ -617,10 +794,82 @@ pub fn up(state: &State, ui: &Ui) -> Result<()> {
     Ok(())
 }
 
-/// `down` and `up` are given no `Ui` by main; they print as it would without `--json`.
-/// The background process that serves one environment (started by cdflow itself).
-pub fn serve_env(state_root: &Path, env: &str) -> Result<()> {
-    server::run(state_root, env)
+/// `cdflow forget --app APP [--env ENV]`: removes the record and folder (logs included) of
+/// stopped environments of an app, and the app's identity with its last environment, which
+/// frees its name for another repository. The artifacts stay in the shared store: they are
+/// content-addressed and another environment may run the same bytes.
+pub fn forget(state: &State, ui: &Ui, app: &str, env: Option<&str>) -> Result<()> {
+    // Before any path is made of them: `--app ..` must not name a folder outside.
+    check_app_name(app)?;
+    if let Some(env) = env {
+        check_env_name(env)?;
+    }
+    let local = state.local();
+    legacy::migrate(&local, ui);
+    let still_old: Vec<EnvPaths> = legacy::find(&local)
+        .into_iter()
+        .filter(|p| p.app == app && env.is_none_or(|e| e == p.env))
+        .collect();
+    if let Some(old) = still_old.first() {
+        return Err(user_error(format!(
+            "`{}` of `{app}` is running (from the layout of an older cdflow): stop it first with \
+             `cdflow down --app {app} --env {}`",
+            old.env, old.env
+        )));
+    }
+    let envs = EnvPaths::of_app(&local, app);
+    let dir = layout::app_dir(&local, app);
+    if envs.is_empty() && env.is_none() && dir.exists() {
+        // A name recorded by a first deploy that never got as far as an environment.
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("could not remove {}", dir.display()))?;
+        ui.note(&format!(
+            "`{app}` has no environment on this machine: its name is free for any repository"
+        ));
+        return Ok(());
+    }
+    let envs = chosen(&local, envs, Some(app), env)?;
+    let mut locks = Vec::new();
+    for paths in &envs {
+        let running =
+            control::server_running(paths) || pids::load(paths).groups.iter().any(|p| p.alive());
+        if running {
+            return Err(user_error(format!(
+                "`{}` of `{app}` is running: stop it first with `cdflow down --app {app} --env \
+                 {}`; forget removes only what a stopped environment leaves",
+                paths.env, paths.env
+            )));
+        }
+        // Not while a deploy to it is under way.
+        locks.push(lock::acquire(
+            ui,
+            &paths.deploy_lock(state),
+            &format!("forget of {} of {app}", paths.env),
+            Wait::No,
+        )?);
+    }
+    for paths in &envs {
+        std::fs::remove_dir_all(&paths.dir)
+            .with_context(|| format!("could not remove {}", paths.dir.display()))?;
+        ui.note(&format!(
+            "{} of {app}: forgotten (its record and logs are removed; its artifacts stay in {})",
+            paths.env,
+            layout::artifacts_dir(&local).display()
+        ));
+    }
+    if EnvPaths::of_app(&local, app).is_empty() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("could not remove {}", dir.display()))?;
+        ui.note(&format!(
+            "`{app}` has no environment left on this machine: its name is free for any repository"
+        ));
+    }
+    Ok(())
+}
+
+/// The background process that serves one environment of an app (started by cdflow itself).
+pub fn serve_env(state_root: &Path, app: &str, env: &str) -> Result<()> {
+    server::run(state_root, app, env)
 }
 
 #[cfg(test)]

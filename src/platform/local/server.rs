@@ -43,10 +43,11 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A server with nothing to serve exits after this long.
 pub const IDLE_EXIT: Duration = Duration::from_secs(30);
 
-/// `cdflow serve-env --state DIR --env NAME`.
-pub fn run(state_root: &Path, env: &str) -> Result<()> {
+/// `cdflow serve-env --state DIR --app APP --env NAME`.
+pub fn run(state_root: &Path, app: &str, env: &str) -> Result<()> {
     super::layout::check_env_name(env)?;
-    let paths = EnvPaths::at(&local_dir(state_root), env);
+    super::layout::check_app_name(app)?;
+    let paths = EnvPaths::at(&local_dir(state_root), app, env);
     std::fs::create_dir_all(&paths.dir)
         .with_context(|| format!("could not create {}", paths.dir.display()))?;
     let _lock = take_server_lock(&paths)?;
@@ -200,8 +201,9 @@ async fn serve(paths: EnvPaths) -> Result<()> {
     logs.event(
         "API",
         format!(
-            "server of `{}` started (pid {})",
+            "server of `{}` of `{}` started (pid {})",
             paths.env,
+            paths.app,
             std::process::id()
         ),
     );
@@ -318,6 +320,7 @@ impl Server {
             instances.extend(other.lock().iter().map(Instance::view));
         }
         Status {
+            app: self.paths.app.clone(),
             env: self.paths.env.clone(),
             server_pid: std::process::id(),
             serving: inner.current.as_ref().map(|g| (*g.spec).clone()),

@@ -199,19 +199,13 @@ pub fn passwords(local: &Path, app: &str, env: &str) -> Vec<String> {
         .collect()
 }
 
-/// What `cdflow status` shows of the services of an environment (of every app that has some
-/// there): one line each, with its kind, port, whether it runs, and its data folder.
-pub fn status_lines(local: &Path, env: &str) -> Vec<String> {
+/// What `cdflow status` shows of the services of an app's environment: one line each, with its
+/// kind, port, whether it runs, and its data folder.
+pub fn status_lines(local: &Path, app: &str, env: &str) -> Vec<String> {
     let mut lines = Vec::new();
-    let mut folders: Vec<PathBuf> = std::fs::read_dir(apps_dir(local))
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(apps_dir(local).join(app).join(env))
         .into_iter()
         .flatten()
-        .flatten()
-        .flat_map(|app| {
-            std::fs::read_dir(app.path().join(env))
-                .into_iter()
-                .flatten()
-        })
         .flatten()
         .map(|entry| entry.path())
         .filter(|path| path.is_dir())
