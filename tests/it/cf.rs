@@ -925,7 +925,11 @@ fn status_shows_the_cf_environments() {
         .success()
         .stdout_has("staging: filter 0.1.1 (droplet-staging-1)")
         .stdout_has("on cf, 1 of 1 instance(s) running")
-        .stdout_has("production: filter 0.1.1 (droplet-copy-1) on cf, 2 of 2 instance(s) running");
+        // Production has no `url` in cdflow.toml: its route comes from cf.
+        .stdout_has(
+            "production: filter 0.1.1 (droplet-copy-1) at https://filter-production.apps.example.com \
+             on cf, 2 of 2 instance(s) running",
+        );
     assert!(
         app.calls()
             .iter()
@@ -933,4 +937,52 @@ fn status_shows_the_cf_environments() {
         "{:#?}",
         app.calls()
     );
+}
+
+/// With no `url` for a cf environment, only cf knows the route: a dry run prints the plan with
+/// a placeholder that names it, and passes; a real run gives the e2e tests the route cf
+/// answers, as does a later `cdflow e2e` alone.
+#[test]
+fn without_a_url_a_dry_run_shows_a_placeholder_route_and_a_real_run_uses_cfs() {
+    let app = CfApp::new();
+    let origin = app.origin.to_str().unwrap().to_string();
+    let config: String = app
+        .project
+        .read("cdflow.toml")
+        .lines()
+        .filter(|line| !line.starts_with("url = "))
+        .map(|line| format!("{line}\n"))
+        .collect::<String>()
+        // No request leaves loopback: the e2e command only writes down its APP_URL.
+        .replace(
+            "command = \"sh -c 'curl -fsS \\\"$APP_URL/health\\\" && touch \\\"$E2E_MARKER\\\"'\"",
+            "command = \"sh -c 'echo \\\"$APP_URL\\\" >> \\\"$E2E_MARKER\\\"'\"",
+        );
+    assert!(config.contains(">> "), "{config}");
+    app.project.write("cdflow.toml", &config);
+    app.project.git_cmd(&["commit", "-qam", "no url"]);
+    app.project.git_cmd(&["push", "-q", "origin", "main"]);
+
+    let dry = app.cdflow(&["release", "--repo", &origin, "--dry-run"], None);
+    dry.success()
+        .stdout_has("APP_URL='https://<route of filter in staging>' sh -c")
+        .stdout_has("dry run: nothing was changed");
+    app.assert_nothing_released();
+    assert!(!app.marker.exists(), "a dry run runs no e2e");
+
+    app.cdflow(&["release", "--repo", &origin], None)
+        .success()
+        .stdout_has("staging serves 0.1.1 at https://filter-staging.apps.example.com");
+    assert_eq!(
+        std::fs::read_to_string(&app.marker).unwrap(),
+        "https://filter-staging.apps.example.com\n"
+    );
+    let before = app.calls().len();
+    app.cdflow(&["e2e", "--against", "staging"], None).success();
+    assert_eq!(
+        std::fs::read_to_string(&app.marker).unwrap(),
+        "https://filter-staging.apps.example.com\n".repeat(2)
+    );
+    assert!(calls_since(&app, before)
+        .contains(&"staging: curl /v3/apps/guid-filter-staging/routes".to_string()));
 }
