@@ -4,7 +4,10 @@
 //! targets of staging and production never mix. Credentials come from `CF_USERNAME` and
 //! `CF_PASSWORD` in the environment, which `cf auth` reads itself: they are never on a command
 //! line. Promotion copies the droplet that staging runs (Cloud Controller v3, through
-//! `cf curl`) and deploys it with a rolling deployment, as Heroku promotes a slug.
+//! `cf curl`) and deploys it with a rolling deployment, as Heroku promotes a slug. A Rust app
+//! for `binary_buildpack` is pushed as the binary cdflow builds for the stack (`binary`).
+
+mod binary;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -487,9 +490,24 @@ impl Platform for Cf {
     }
 
     fn push(&self, exec: &Exec, release: &Release, env: &Target) -> Result<Deployment> {
+        // Built before logging in: a build that fails needs no login.
+        let application = release
+            .manifest
+            .applications
+            .iter()
+            .find(|application| application.name == release.app);
+        let folder = match application {
+            Some(application) if binary::is_rust_binary(application, release.dir) => Some(
+                binary::stage(exec, &self.state, release, application, env.name)?,
+            ),
+            _ => None,
+        };
         self.login(exec, env)?;
         let mut words = args(&["push", release.app]);
         words.extend(Self::manifest_args(release, env));
+        if let Some(folder) = folder {
+            words.extend(["-p".to_string(), folder.display().to_string()]);
+        }
         words.extend(args(&["--strategy", "rolling"]));
         self.cf(exec, env, &words)?;
         let guid = self.app_guid(exec, env, release.app)?;

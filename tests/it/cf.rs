@@ -986,3 +986,86 @@ fn without_a_url_a_dry_run_shows_a_placeholder_route_and_a_real_run_uses_cfs() {
     assert!(calls_since(&app, before)
         .contains(&"staging: curl /v3/apps/guid-filter-staging/routes".to_string()));
 }
+
+/// A Rust app for `binary_buildpack` goes to cf as the binary cdflow builds, not as its
+/// sources: `cargo build --release`, then `cf push -p` of a folder holding the executable, a
+/// Procfile with the start command, and the file that command names; a dry run shows both.
+#[test]
+fn a_rust_app_for_the_binary_buildpack_is_pushed_as_its_built_binary() {
+    let config = "[app]\nname = \"hello-cf\"\n\n[version]\ncurrent = \"0.1.0\"\n\n[test]\nunit = \"true\"\n\n[env.staging]\nplatform = \"cf\"\napi = \"https://api.cf.example.com\"\norg = \"acme\"\nspace = \"staging\"\nurl = \"https://hello.example.com\"\n";
+    let manifest = "applications:\n- name: hello-cf\n  command: ./hello_cf --config conf/app.toml\n  memory: 32M\n  buildpacks:\n  - binary_buildpack\n";
+    let main = "fn main() {\n    let config = std::env::args().nth(2).unwrap_or_default();\n    println!(\"hello from cf with {config}\");\n}\n";
+    let project = Project::git(&[
+        ("cdflow.toml", config),
+        ("manifest.yml", manifest),
+        (
+            "Cargo.toml",
+            "[package]\nname = \"hello_cf\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+        ),
+        ("src/main.rs", main),
+        ("conf/app.toml", "greeting = \"hi\"\n"),
+    ]);
+    let app = CfApp::with_origin(project);
+    let manifest_path = app.project.path("manifest.yml");
+    let push = format!(
+        "push hello-cf -f {} -p STATE/cf-push/staging --strategy rolling",
+        manifest_path.display()
+    );
+
+    let dry = app.cdflow(&["push", "--env", "staging", "--dry-run"], None);
+    dry.success()
+        .stdout_has("build --release --bin hello_cf")
+        .stdout_has(&format!(
+            " cf {}",
+            push.replace("STATE/", &format!("{}/", app.state.display()))
+        ));
+    assert!(app.calls().is_empty(), "a dry run calls no cf");
+    assert!(
+        !app.state.join("cf-push").exists(),
+        "a dry run lays out nothing"
+    );
+
+    app.cdflow(&["push", "--env", "staging"], None)
+        .success()
+        .stdout_has("staging serves 0.1.0 at https://hello.example.com");
+    let mut expected: Vec<String> = LOGIN_STAGING.iter().map(|s| s.to_string()).collect();
+    expected.extend([
+        format!("staging: {push}"),
+        "staging: app hello-cf --guid".into(),
+        "staging: curl /v3/apps/guid-hello-cf-staging/processes/web/stats".into(),
+        "staging: curl /v3/apps/guid-hello-cf-staging/routes".into(),
+        "staging: curl /v3/apps/guid-hello-cf-staging/droplets/current".into(),
+    ]);
+    assert_eq!(app.calls(), expected);
+
+    // What cf was given to upload, when it ran: the binary (executable), the Procfile and the
+    // file the command names; no sources.
+    let foundation = format!("{}.foundation", app.log.display());
+    let uploaded =
+        std::fs::read_to_string(Path::new(&foundation).join("staging/uploaded")).unwrap();
+    let paths: Vec<&str> = uploaded
+        .lines()
+        .map(|line| line.split_once(' ').unwrap().1)
+        .collect();
+    assert_eq!(
+        paths,
+        ["Procfile", "conf", "conf/app.toml", "hello_cf"],
+        "{uploaded}"
+    );
+    assert!(uploaded.contains("755 hello_cf"), "{uploaded}");
+    let folder = app.state.join("cf-push/staging");
+    assert_eq!(
+        std::fs::read_to_string(folder.join("Procfile")).unwrap(),
+        "web: ./hello_cf --config conf/app.toml\n"
+    );
+    // The start command runs, from the folder, as the binary buildpack runs it.
+    let ran = std::process::Command::new("./hello_cf")
+        .args(["--config", "conf/app.toml"])
+        .current_dir(&folder)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout),
+        "hello from cf with conf/app.toml\n"
+    );
+}
