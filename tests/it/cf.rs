@@ -1069,3 +1069,114 @@ fn a_rust_app_for_the_binary_buildpack_is_pushed_as_its_built_binary() {
         "hello from cf with conf/app.toml\n"
     );
 }
+
+/// The stand-in holds to what cdflow depends on in cf v8, so that a cdflow that broke it would
+/// fail these tests as it would fail against a foundation.
+#[test]
+fn the_cf_stand_in_holds_to_cf_v8_semantics() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("staging");
+    std::fs::create_dir_all(&home).unwrap();
+    let log = root.path().join("cf.log");
+    let cf = |args: &[&str], credentials: bool| {
+        let mut command = std::process::Command::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cf"),
+        );
+        command
+            .args(args)
+            .env("CF_HOME", &home)
+            .env("CF_STANDIN_LOG", &log)
+            .env_remove("CF_USERNAME")
+            .env_remove("CF_PASSWORD")
+            .env_remove("CF_STANDIN_FAIL");
+        if credentials {
+            command
+                .env("CF_USERNAME", "ci-client")
+                .env("CF_PASSWORD", PASSWORD);
+        }
+        run_of(command.output().unwrap())
+    };
+    // A login needs an API endpoint first, and credentials only from the environment.
+    cf(&["target", "-o", "acme", "-s", "staging"], true)
+        .failure(1)
+        .stderr_has("No API endpoint set");
+    cf(&["api", "https://api.cf.example.com"], false).success();
+    cf(&["auth", "--client-credentials"], false)
+        .failure(1)
+        .stderr_has("CF_USERNAME and CF_PASSWORD must be set");
+    cf(&["auth", "ci-client", PASSWORD], false)
+        .failure(1)
+        .stderr_has("not on the command line");
+    cf(&["app", "filter", "--guid"], true)
+        .failure(1)
+        .stderr_has("Not logged in");
+    cf(&["auth", "--client-credentials"], true).success();
+    cf(&["app", "filter", "--guid"], true)
+        .failure(1)
+        .stderr_has("No org and space targeted");
+    cf(&["target", "-o", "acme", "-s", "staging"], false).success();
+    cf(&["app", "filter", "--guid"], false)
+        .success()
+        .stdout_has("guid-filter-staging");
+    // The v3 API answers JSON; a guid cf never gave, or a body that is not the JSON the
+    // endpoint takes, gets the Cloud Controller's error document.
+    let json = |run: &Run| -> serde_json::Value { serde_json::from_str(&run.stdout).unwrap() };
+    let stats = cf(
+        &["curl", "/v3/apps/guid-filter-staging/processes/web/stats"],
+        false,
+    );
+    assert_eq!(json(&stats)["resources"][0]["state"], "RUNNING");
+    let unknown = cf(&["curl", "/v3/apps/guid-other/processes/web/stats"], false);
+    assert_eq!(json(&unknown)["errors"][0]["title"], "CF-ResourceNotFound");
+    let bad_body = cf(
+        &[
+            "curl",
+            "-X",
+            "POST",
+            "/v3/deployments",
+            "-d",
+            "{droplet: droplet-staging}",
+        ],
+        false,
+    );
+    assert_eq!(
+        json(&bad_body)["errors"][0]["title"],
+        "CF-UnprocessableEntity"
+    );
+    let body = serde_json::json!({
+        "droplet": {"guid": "droplet-staging"},
+        "relationships": {"app": {"data": {"guid": "guid-filter-staging"}}},
+    })
+    .to_string();
+    let deployment = cf(
+        &["curl", "-X", "POST", "/v3/deployments", "-d", &body],
+        false,
+    );
+    assert_eq!(json(&deployment)["revision"]["version"], 4, "{deployment}");
+    // Revisions are integers; a rollback asks for confirmation unless -f, and makes a revision.
+    cf(&["rollback", "filter", "--version", "0.1.1", "-f"], false)
+        .failure(1)
+        .stderr_has("expected int > 0");
+    cf(&["rollback", "filter", "--version", "3"], false)
+        .failure(1)
+        .stderr_has("Are you sure");
+    cf(&["rollback", "filter", "--version", "3", "-f"], false).success();
+    let revisions = cf(&["curl", "/v3/apps/guid-filter-staging/revisions"], false);
+    let versions: Vec<u64> = json(&revisions)["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [3, 4, 5]);
+    assert_eq!(
+        json(&revisions)["resources"][2]["droplet"]["guid"],
+        "droplet-staging"
+    );
+    // Nothing of a secret is kept in CF_HOME.
+    let mut kept = String::new();
+    for entry in std::fs::read_dir(home.join(".cf")).unwrap() {
+        kept.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
+    assert!(!kept.contains(PASSWORD), "{kept}");
+}
