@@ -322,10 +322,25 @@ fn release_of_the_example_app_runs_its_real_tiers_and_its_e2e_against_a_running_
     for file in ["Cargo.toml", "Cargo.lock", "manifest.yml"] {
         assert!(show.contains(file), "{show}");
     }
-    assert!(app
-        .calls()
-        .iter()
-        .any(|c| c.starts_with("staging: push example-app -f WORKSPACE/manifest.yml")));
+    // Its manifest names binary_buildpack: what cf gets is the release binary its `command`
+    // runs, with a Procfile, not the sources.
+    assert!(
+        app.calls().contains(
+            &"staging: push example-app -f WORKSPACE/manifest.yml -p STATE/cf-push/staging \
+              --strategy rolling"
+                .to_string()
+        ),
+        "{:#?}",
+        app.calls()
+    );
+    let foundation = format!("{}.foundation", app.log.display());
+    let uploaded =
+        std::fs::read_to_string(Path::new(&foundation).join("staging/uploaded")).unwrap();
+    assert_eq!(uploaded, "644 Procfile\n755 example_app\n");
+    assert_eq!(
+        std::fs::read_to_string(app.state.join("cf-push/staging/Procfile")).unwrap(),
+        "web: ./example_app\n"
+    );
 }
 
 #[test]

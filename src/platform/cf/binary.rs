@@ -212,7 +212,9 @@ fn lay_out(dir: &Path, folder: &Path, built: &Path, binary: &str, command: &str)
         )
     })?;
     std::fs::set_permissions(&copied, std::fs::Permissions::from_mode(0o755))?;
-    std::fs::write(folder.join("Procfile"), format!("web: {command}\n"))?;
+    let procfile = folder.join("Procfile");
+    std::fs::write(&procfile, format!("web: {command}\n"))?;
+    std::fs::set_permissions(&procfile, std::fs::Permissions::from_mode(0o644))?;
     for word in shlex::split(command).unwrap_or_default().iter().skip(1) {
         // `--config=conf/app.toml` names a file as much as `conf/app.toml` does.
         let value = word.rsplit('=').next().unwrap_or(word);
