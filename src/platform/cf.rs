@@ -474,7 +474,7 @@ impl Cf {
 }
 
 impl Platform for Cf {
-    fn preflight(&self, exec: &Exec, _app: &str, env: &Target, manifest: &Resolved) -> Vec<String> {
+    fn preflight(&self, exec: &Exec, app: &str, env: &Target, manifest: &Resolved) -> Vec<String> {
         let mut problems = check_settings(env);
         // A dry run logs in nowhere, so it needs no credentials.
         let credentials = exec.for_real(|| Ok(check_credentials(env)));
@@ -485,6 +485,13 @@ impl Platform for Cf {
         }
         for application in &manifest.applications {
             problems.extend(application.problems());
+        }
+        let dir = manifest.path.parent().unwrap_or(std::path::Path::new("."));
+        let rust_app = manifest.applications.iter().find(|a| a.name == app);
+        if let Some(warning) =
+            rust_app.and_then(|a| binary::preflight_warning(exec, a, manifest, dir))
+        {
+            exec.ui().warn(&warning);
         }
         problems
     }

@@ -1039,6 +1039,26 @@ fn a_rust_app_for_the_binary_buildpack_is_pushed_as_its_built_binary() {
         !app.state.join("cf-push").exists(),
         "a dry run lays out nothing"
     );
+    // Before the run: a warning when the build would be linked against a glibc newer than
+    // cflinuxfs4's 2.35 (as on Debian 12, with 2.36), with the fix.
+    let query = |program: &str, args: &[&str]| {
+        let output = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let musl = query("rustup", &["target", "list", "--installed"])
+        .lines()
+        .any(|line| line == "x86_64-unknown-linux-musl");
+    let glibc = query("getconf", &["GNU_LIBC_VERSION"]);
+    let minor: u32 = glibc.trim().rsplit('.').next().unwrap().parse().unwrap();
+    let warning = "`rustup target add x86_64-unknown-linux-musl` builds it static";
+    assert_eq!(
+        dry.stderr.contains(warning),
+        !musl && minor > 35,
+        "{glibc}, musl installed: {musl}\n{dry}"
+    );
 
     app.cdflow(&["push", "--env", "staging"], None)
         .success()

@@ -110,13 +110,9 @@ fn build(
     binary: &str,
     application: &Application,
 ) -> Result<PathBuf> {
+    let musl = musl_installed(exec, dir);
     let sh = exec.sh();
     let _in_app = sh.push_dir(dir);
-    // The app's own toolchain (a rust-toolchain.toml) decides which targets are installed.
-    let installed = exec
-        .query(cmd!(sh, "rustup target list --installed"))
-        .unwrap_or_default();
-    let musl = installed.lines().any(|line| line.trim() == MUSL);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let locked: &[&str] = match dir.join("Cargo.lock").is_file() {
         true => &["--locked"],
@@ -140,6 +136,60 @@ fn build(
         false => target.join("release"),
     };
     Ok(out.join(binary))
+}
+
+/// Whether the musl target is installed for the toolchain that builds the app in `dir` (its
+/// own rust-toolchain.toml decides); without rustup, it is not.
+fn musl_installed(exec: &Exec, dir: &Path) -> bool {
+    let sh = exec.sh();
+    let _in_app = sh.push_dir(dir);
+    exec.query(cmd!(sh, "rustup target list --installed"))
+        .is_ok_and(|installed| installed.lines().any(|line| line.trim() == MUSL))
+}
+
+/// A warning for before the run, once: without the musl target, the binary will be linked
+/// against this machine's glibc, and when that is newer than the stack's the binary may need
+/// symbols the stack lacks, which only the build can tell (the push then refuses it).
+pub fn preflight_warning(
+    exec: &Exec,
+    application: &Application,
+    manifest: &Resolved,
+    dir: &Path,
+) -> Option<String> {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !is_rust_binary(application, dir) || WARNED.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    let stack = stack_of(manifest, &application.name);
+    let has = STACK_GLIBC
+        .iter()
+        .find(|(name, _)| *name == stack)
+        .map(|(_, g)| *g);
+    let here = this_glibc()?;
+    if has.is_some_and(|has| here <= has) || musl_installed(exec, dir) {
+        return None;
+    }
+    WARNED.store(true, std::sync::atomic::Ordering::Relaxed);
+    let has = has.map_or("an unknown glibc".to_string(), |has| format!("glibc {has}"));
+    Some(format!(
+        "`{}` is built for cf with this machine's glibc {here}, and the stack {stack} has \
+         {has}: if the binary needs newer symbols, its push will be refused. `rustup target \
+         add {MUSL}` builds it static, to run on any stack",
+        application.name
+    ))
+}
+
+/// The glibc cdflow runs with, which cargo links a build on this machine against.
+#[cfg(target_env = "gnu")]
+fn this_glibc() -> Option<Glibc> {
+    // SAFETY: gnu_get_libc_version returns a static, NUL-terminated string.
+    let version = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
+    Glibc::parse(&format!("GLIBC_{}", version.to_str().ok()?))
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn this_glibc() -> Option<Glibc> {
+    None
 }
 
 /// The binary the app runs: the program of the manifest's command (`./name`), else the
