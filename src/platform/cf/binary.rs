@@ -84,7 +84,12 @@ pub fn stage(
     application: &Application,
     env: &str,
 ) -> Result<PathBuf> {
-    let dir = std::path::absolute(release.dir)?;
+    // Absolute, so that what is echoed does not depend on the current folder.
+    let dir = match release.dir.as_os_str().is_empty() {
+        true => Path::new("."),
+        false => release.dir,
+    };
+    let dir = std::path::absolute(dir)?;
     let binary = binary_name(application, &dir)?;
     let stack = stack_of(release.manifest, &application.name);
     let command = application
