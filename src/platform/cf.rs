@@ -4,7 +4,10 @@
 //! targets of staging and production never mix. Credentials come from `CF_USERNAME` and
 //! `CF_PASSWORD` in the environment, which `cf auth` reads itself: they are never on a command
 //! line. Promotion copies the droplet that staging runs (Cloud Controller v3, through
-//! `cf curl`) and deploys it with a rolling deployment, as Heroku promotes a slug.
+//! `cf curl`) and deploys it with a rolling deployment, as Heroku promotes a slug. A Rust app
+//! for `binary_buildpack` is pushed as the binary cdflow builds for the stack (`binary`).
+
+mod binary;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -211,7 +214,7 @@ impl Cf {
     /// prints for people.
     fn check_running(&self, exec: &Exec, env: &Target, app: &str, guid: &str) -> Result<String> {
         let stats = self.instance_states(exec, env, guid)?;
-        let routes = self.curl(exec, env, &[&format!("/v3/apps/{guid}/routes")])?;
+        let route = self.first_route(exec, env, guid)?;
         let Some(states) = stats else {
             // A dry run: nothing answered.
             return Ok(String::new());
@@ -226,12 +229,7 @@ impl Cf {
                 }
             );
         }
-        Ok(routes
-            .get("resources")
-            .and_then(Value::as_array)
-            .and_then(|all| all.first())
-            .map(|route| text_at(route, &["url"]))
-            .unwrap_or_default())
+        Ok(route)
     }
 
     /// The states of the web process's instances (`RUNNING`, `CRASHED`, ...), from the Cloud
@@ -289,23 +287,47 @@ impl Cf {
     ) -> Result<Deployment> {
         let droplet = self.current_droplet(exec, env, guid)?;
         let known = crate::releases::find(&self.state, app, env.name, &droplet)?;
+        // The route only when cdflow.toml gives no `url`, which wins.
+        let route = match env.config.url {
+            Some(_) => String::new(),
+            None => self.first_route(exec, env, guid)?,
+        };
         Ok(Deployment {
             env: env.name.to_string(),
             platform: NAME.into(),
             version: known
                 .map(|release| release.deployment.version)
                 .unwrap_or_else(|| "unknown".into()),
-            url: env.config.url.clone().unwrap_or_default(),
+            url: self.url(exec, env, app, &route),
             artifact: droplet,
         })
     }
 
-    fn url(&self, env: &Target, route: &str) -> String {
+    /// Where `env` answers: its `url` setting, else the app's first route. A dry run, where
+    /// cf answers nothing, shows a placeholder that names the route it stands for, so that the
+    /// plan (the e2e command's `APP_URL`) reads as a real run's would; a real run with neither
+    /// has no URL, which the e2e stage refuses, naming the setting.
+    fn url(&self, exec: &Exec, env: &Target, app: &str, route: &str) -> String {
         match &env.config.url {
             Some(url) => url.clone(),
-            None if route.is_empty() => String::new(),
-            None => format!("https://{route}"),
+            None if !route.is_empty() => format!("https://{route}"),
+            None if exec.is_dry_run() => {
+                let space = env.config.space.as_deref().unwrap_or(env.name);
+                format!("https://<route of {app} in {space}>")
+            }
+            None => String::new(),
         }
+    }
+
+    /// The app's first route, from the v3 API (empty when it has none, or in a dry run).
+    fn first_route(&self, exec: &Exec, env: &Target, guid: &str) -> Result<String> {
+        let routes = self.curl(exec, env, &[&format!("/v3/apps/{guid}/routes")])?;
+        Ok(routes
+            .get("resources")
+            .and_then(Value::as_array)
+            .and_then(|all| all.first())
+            .map(|route| text_at(route, &["url"]))
+            .unwrap_or_default())
     }
 
     /// The revision that serves now, to roll back to if a deployment fails.
@@ -455,7 +477,7 @@ impl Platform for Cf {
     fn preflight(
         &self,
         exec: &Exec,
-        _app: &str,
+        app: &str,
         _origin: &str,
         env: &Target,
         manifest: &Resolved,
@@ -471,13 +493,35 @@ impl Platform for Cf {
         for application in &manifest.applications {
             problems.extend(application.problems());
         }
+        let dir = manifest.path.parent().unwrap_or(std::path::Path::new("."));
+        let rust_app = manifest.applications.iter().find(|a| a.name == app);
+        if let Some(warning) =
+            rust_app.and_then(|a| binary::preflight_warning(exec, a, manifest, dir))
+        {
+            exec.ui().warn(&warning);
+        }
         problems
     }
 
     fn push(&self, exec: &Exec, release: &Release, env: &Target) -> Result<Deployment> {
+        // Built before logging in: a build that fails needs no login.
+        let application = release
+            .manifest
+            .applications
+            .iter()
+            .find(|application| application.name == release.app);
+        let folder = match application {
+            Some(application) if binary::is_rust_binary(application, release.dir) => Some(
+                binary::stage(exec, &self.state, release, application, env.name)?,
+            ),
+            _ => None,
+        };
         self.login(exec, env)?;
         let mut words = args(&["push", release.app]);
         words.extend(Self::manifest_args(release, env));
+        if let Some(folder) = folder {
+            words.extend(["-p".to_string(), folder.display().to_string()]);
+        }
         words.extend(args(&["--strategy", "rolling"]));
         self.cf(exec, env, &words)?;
         let guid = self.app_guid(exec, env, release.app)?;
@@ -487,7 +531,7 @@ impl Platform for Cf {
             env: env.name.to_string(),
             platform: NAME.into(),
             version: release.version.to_string(),
-            url: self.url(env, &route),
+            url: self.url(exec, env, release.app, &route),
             artifact: droplet,
         })
     }
@@ -545,7 +589,7 @@ impl Platform for Cf {
                 env: to.name.to_string(),
                 platform: NAME.into(),
                 version: verified.version.clone(),
-                url: self.url(to, &route),
+                url: self.url(exec, to, release.app, &route),
                 artifact: copied,
             }),
             Err(err) => {
@@ -607,7 +651,7 @@ impl Platform for Cf {
             env: env.name.to_string(),
             platform: NAME.into(),
             version: target.deployment.version,
-            url: self.url(env, &route),
+            url: self.url(exec, env, app, &route),
             artifact: droplet,
         })
     }

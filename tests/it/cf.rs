@@ -322,10 +322,25 @@ fn release_of_the_example_app_runs_its_real_tiers_and_its_e2e_against_a_running_
     for file in ["Cargo.toml", "Cargo.lock", "manifest.yml"] {
         assert!(show.contains(file), "{show}");
     }
-    assert!(app
-        .calls()
-        .iter()
-        .any(|c| c.starts_with("staging: push example-app -f WORKSPACE/manifest.yml")));
+    // Its manifest names binary_buildpack: what cf gets is the release binary its `command`
+    // runs, with a Procfile, not the sources.
+    assert!(
+        app.calls().contains(
+            &"staging: push example-app -f WORKSPACE/manifest.yml -p STATE/cf-push/staging \
+              --strategy rolling"
+                .to_string()
+        ),
+        "{:#?}",
+        app.calls()
+    );
+    let foundation = format!("{}.foundation", app.log.display());
+    let uploaded =
+        std::fs::read_to_string(Path::new(&foundation).join("staging/uploaded")).unwrap();
+    assert_eq!(uploaded, "644 Procfile\n755 example_app\n");
+    assert_eq!(
+        std::fs::read_to_string(app.state.join("cf-push/staging/Procfile")).unwrap(),
+        "web: ./example_app\n"
+    );
 }
 
 #[test]
@@ -925,7 +940,11 @@ fn status_shows_the_cf_environments() {
         .success()
         .stdout_has("staging: filter 0.1.1 (droplet-staging-1)")
         .stdout_has("on cf, 1 of 1 instance(s) running")
-        .stdout_has("production: filter 0.1.1 (droplet-copy-1) on cf, 2 of 2 instance(s) running");
+        // Production has no `url` in cdflow.toml: its route comes from cf.
+        .stdout_has(
+            "production: filter 0.1.1 (droplet-copy-1) at https://filter-production.apps.example.com \
+             on cf, 2 of 2 instance(s) running",
+        );
     assert!(
         app.calls()
             .iter()
@@ -933,4 +952,266 @@ fn status_shows_the_cf_environments() {
         "{:#?}",
         app.calls()
     );
+}
+
+/// With no `url` for a cf environment, only cf knows the route: a dry run prints the plan with
+/// a placeholder that names it, and passes; a real run gives the e2e tests the route cf
+/// answers, as does a later `cdflow e2e` alone.
+#[test]
+fn without_a_url_a_dry_run_shows_a_placeholder_route_and_a_real_run_uses_cfs() {
+    let app = CfApp::new();
+    let origin = app.origin.to_str().unwrap().to_string();
+    let config: String = app
+        .project
+        .read("cdflow.toml")
+        .lines()
+        .filter(|line| !line.starts_with("url = "))
+        .map(|line| format!("{line}\n"))
+        .collect::<String>()
+        // No request leaves loopback: the e2e command only writes down its APP_URL.
+        .replace(
+            "command = \"sh -c 'curl -fsS \\\"$APP_URL/health\\\" && touch \\\"$E2E_MARKER\\\"'\"",
+            "command = \"sh -c 'echo \\\"$APP_URL\\\" >> \\\"$E2E_MARKER\\\"'\"",
+        );
+    assert!(config.contains(">> "), "{config}");
+    app.project.write("cdflow.toml", &config);
+    app.project.git_cmd(&["commit", "-qam", "no url"]);
+    app.project.git_cmd(&["push", "-q", "origin", "main"]);
+
+    let dry = app.cdflow(&["release", "--repo", &origin, "--dry-run"], None);
+    dry.success()
+        .stdout_has("APP_URL='https://<route of filter in staging>' sh -c")
+        .stdout_has("dry run: nothing was changed");
+    app.assert_nothing_released();
+    assert!(!app.marker.exists(), "a dry run runs no e2e");
+
+    app.cdflow(&["release", "--repo", &origin], None)
+        .success()
+        .stdout_has("staging serves 0.1.1 at https://filter-staging.apps.example.com");
+    assert_eq!(
+        std::fs::read_to_string(&app.marker).unwrap(),
+        "https://filter-staging.apps.example.com\n"
+    );
+    let before = app.calls().len();
+    app.cdflow(&["e2e", "--against", "staging"], None).success();
+    assert_eq!(
+        std::fs::read_to_string(&app.marker).unwrap(),
+        "https://filter-staging.apps.example.com\n".repeat(2)
+    );
+    assert!(calls_since(&app, before)
+        .contains(&"staging: curl /v3/apps/guid-filter-staging/routes".to_string()));
+}
+
+/// A Rust app for `binary_buildpack` goes to cf as the binary cdflow builds, not as its
+/// sources: `cargo build --release`, then `cf push -p` of a folder holding the executable, a
+/// Procfile with the start command, and the file that command names; a dry run shows both.
+#[test]
+fn a_rust_app_for_the_binary_buildpack_is_pushed_as_its_built_binary() {
+    let config = "[app]\nname = \"hello-cf\"\n\n[version]\ncurrent = \"0.1.0\"\n\n[test]\nunit = \"true\"\n\n[env.staging]\nplatform = \"cf\"\napi = \"https://api.cf.example.com\"\norg = \"acme\"\nspace = \"staging\"\nurl = \"https://hello.example.com\"\n";
+    let manifest = "applications:\n- name: hello-cf\n  command: ./hello_cf --config conf/app.toml\n  memory: 32M\n  buildpacks:\n  - binary_buildpack\n";
+    let main = "fn main() {\n    let config = std::env::args().nth(2).unwrap_or_default();\n    println!(\"hello from cf with {config}\");\n}\n";
+    let project = Project::git(&[
+        ("cdflow.toml", config),
+        ("manifest.yml", manifest),
+        (
+            "Cargo.toml",
+            "[package]\nname = \"hello_cf\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+        ),
+        ("src/main.rs", main),
+        ("conf/app.toml", "greeting = \"hi\"\n"),
+    ]);
+    let app = CfApp::with_origin(project);
+    let manifest_path = app.project.path("manifest.yml");
+    let push = format!(
+        "push hello-cf -f {} -p STATE/cf-push/staging --strategy rolling",
+        manifest_path.display()
+    );
+
+    let dry = app.cdflow(&["push", "--env", "staging", "--dry-run"], None);
+    dry.success()
+        .stdout_has("build --release --bin hello_cf")
+        .stdout_has(&format!(
+            " cf {}",
+            push.replace("STATE/", &format!("{}/", app.state.display()))
+        ));
+    assert!(app.calls().is_empty(), "a dry run calls no cf");
+    assert!(
+        !app.state.join("cf-push").exists(),
+        "a dry run lays out nothing"
+    );
+    // Before the run: a warning when the build would be linked against a glibc newer than
+    // cflinuxfs4's 2.35 (as on Debian 12, with 2.36), with the fix.
+    let query = |program: &str, args: &[&str]| {
+        let output = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let musl = query("rustup", &["target", "list", "--installed"])
+        .lines()
+        .any(|line| line == "x86_64-unknown-linux-musl");
+    let glibc = query("getconf", &["GNU_LIBC_VERSION"]);
+    let minor: u32 = glibc.trim().rsplit('.').next().unwrap().parse().unwrap();
+    let warning = "`rustup target add x86_64-unknown-linux-musl` builds it static";
+    assert_eq!(
+        dry.stderr.contains(warning),
+        !musl && minor > 35,
+        "{glibc}, musl installed: {musl}\n{dry}"
+    );
+
+    app.cdflow(&["push", "--env", "staging"], None)
+        .success()
+        .stdout_has("staging serves 0.1.0 at https://hello.example.com");
+    let mut expected: Vec<String> = LOGIN_STAGING.iter().map(|s| s.to_string()).collect();
+    expected.extend([
+        format!("staging: {push}"),
+        "staging: app hello-cf --guid".into(),
+        "staging: curl /v3/apps/guid-hello-cf-staging/processes/web/stats".into(),
+        "staging: curl /v3/apps/guid-hello-cf-staging/routes".into(),
+        "staging: curl /v3/apps/guid-hello-cf-staging/droplets/current".into(),
+    ]);
+    assert_eq!(app.calls(), expected);
+
+    // What cf was given to upload, when it ran: the binary (executable), the Procfile and the
+    // file the command names; no sources.
+    let foundation = format!("{}.foundation", app.log.display());
+    let uploaded =
+        std::fs::read_to_string(Path::new(&foundation).join("staging/uploaded")).unwrap();
+    let paths: Vec<&str> = uploaded
+        .lines()
+        .map(|line| line.split_once(' ').unwrap().1)
+        .collect();
+    assert_eq!(
+        paths,
+        ["Procfile", "conf", "conf/app.toml", "hello_cf"],
+        "{uploaded}"
+    );
+    assert!(uploaded.contains("755 hello_cf"), "{uploaded}");
+    let folder = app.state.join("cf-push/staging");
+    assert_eq!(
+        std::fs::read_to_string(folder.join("Procfile")).unwrap(),
+        "web: ./hello_cf --config conf/app.toml\n"
+    );
+    // The start command runs, from the folder, as the binary buildpack runs it.
+    let ran = std::process::Command::new("./hello_cf")
+        .args(["--config", "conf/app.toml"])
+        .current_dir(&folder)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout),
+        "hello from cf with conf/app.toml\n"
+    );
+}
+
+/// The stand-in holds to what cdflow depends on in cf v8, so that a cdflow that broke it would
+/// fail these tests as it would fail against a foundation.
+#[test]
+fn the_cf_stand_in_holds_to_cf_v8_semantics() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("staging");
+    std::fs::create_dir_all(&home).unwrap();
+    let log = root.path().join("cf.log");
+    let cf = |args: &[&str], credentials: bool| {
+        let mut command = std::process::Command::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cf"),
+        );
+        command
+            .args(args)
+            .env("CF_HOME", &home)
+            .env("CF_STANDIN_LOG", &log)
+            .env_remove("CF_USERNAME")
+            .env_remove("CF_PASSWORD")
+            .env_remove("CF_STANDIN_FAIL");
+        if credentials {
+            command
+                .env("CF_USERNAME", "ci-client")
+                .env("CF_PASSWORD", PASSWORD);
+        }
+        run_of(command.output().unwrap())
+    };
+    // A login needs an API endpoint first, and credentials only from the environment.
+    cf(&["target", "-o", "acme", "-s", "staging"], true)
+        .failure(1)
+        .stderr_has("No API endpoint set");
+    cf(&["api", "https://api.cf.example.com"], false).success();
+    cf(&["auth", "--client-credentials"], false)
+        .failure(1)
+        .stderr_has("CF_USERNAME and CF_PASSWORD must be set");
+    cf(&["auth", "ci-client", PASSWORD], false)
+        .failure(1)
+        .stderr_has("not on the command line");
+    cf(&["app", "filter", "--guid"], true)
+        .failure(1)
+        .stderr_has("Not logged in");
+    cf(&["auth", "--client-credentials"], true).success();
+    cf(&["app", "filter", "--guid"], true)
+        .failure(1)
+        .stderr_has("No org and space targeted");
+    cf(&["target", "-o", "acme", "-s", "staging"], false).success();
+    cf(&["app", "filter", "--guid"], false)
+        .success()
+        .stdout_has("guid-filter-staging");
+    // The v3 API answers JSON; a guid cf never gave, or a body that is not the JSON the
+    // endpoint takes, gets the Cloud Controller's error document.
+    let json = |run: &Run| -> serde_json::Value { serde_json::from_str(&run.stdout).unwrap() };
+    let stats = cf(
+        &["curl", "/v3/apps/guid-filter-staging/processes/web/stats"],
+        false,
+    );
+    assert_eq!(json(&stats)["resources"][0]["state"], "RUNNING");
+    let unknown = cf(&["curl", "/v3/apps/guid-other/processes/web/stats"], false);
+    assert_eq!(json(&unknown)["errors"][0]["title"], "CF-ResourceNotFound");
+    let bad_body = cf(
+        &[
+            "curl",
+            "-X",
+            "POST",
+            "/v3/deployments",
+            "-d",
+            "{droplet: droplet-staging}",
+        ],
+        false,
+    );
+    assert_eq!(
+        json(&bad_body)["errors"][0]["title"],
+        "CF-UnprocessableEntity"
+    );
+    let body = serde_json::json!({
+        "droplet": {"guid": "droplet-staging"},
+        "relationships": {"app": {"data": {"guid": "guid-filter-staging"}}},
+    })
+    .to_string();
+    let deployment = cf(
+        &["curl", "-X", "POST", "/v3/deployments", "-d", &body],
+        false,
+    );
+    assert_eq!(json(&deployment)["revision"]["version"], 4, "{deployment}");
+    // Revisions are integers; a rollback asks for confirmation unless -f, and makes a revision.
+    cf(&["rollback", "filter", "--version", "0.1.1", "-f"], false)
+        .failure(1)
+        .stderr_has("expected int > 0");
+    cf(&["rollback", "filter", "--version", "3"], false)
+        .failure(1)
+        .stderr_has("Are you sure");
+    cf(&["rollback", "filter", "--version", "3", "-f"], false).success();
+    let revisions = cf(&["curl", "/v3/apps/guid-filter-staging/revisions"], false);
+    let versions: Vec<u64> = json(&revisions)["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [3, 4, 5]);
+    assert_eq!(
+        json(&revisions)["resources"][2]["droplet"]["guid"],
+        "droplet-staging"
+    );
+    // Nothing of a secret is kept in CF_HOME.
+    let mut kept = String::new();
+    for entry in std::fs::read_dir(home.join(".cf")).unwrap() {
+        kept.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
+    assert!(!kept.contains(PASSWORD), "{kept}");
 }
