@@ -36,6 +36,7 @@ mod ui;
 mod version;
 mod version_commit;
 mod version_files;
+mod watch;
 mod yaml_file;
 
 use std::path::Path;
@@ -110,7 +111,8 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
         | Command::Push(_)
         | Command::E2e(_)
         | Command::Promote(_)
-        | Command::Rollback(_) => state.secure(ui, true)?,
+        | Command::Rollback(_)
+        | Command::Watch(_) => state.secure(ui, true)?,
         Command::History | Command::Logs(_) | Command::Status | Command::Down(_) | Command::Up => {
             state.secure(ui, false)?
         }
@@ -248,6 +250,7 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
         }
         Command::Status => {
             platform::local::status(&state, ui)?;
+            watch::status(&state, ui);
             // Environments on cf, when there is an app to read them from: cf knows what runs.
             let Ok(app) = App::load(&here) else {
                 return Ok(());
@@ -262,6 +265,17 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
                 }
             }
             Ok(())
+        }
+        Command::Watch(args) => {
+            let app = App::load(&here)?;
+            ui.add_secrets(&app.secret_names());
+            let options = watch::Options {
+                env: args.env,
+                interval: args.interval,
+                count: if args.once { Some(1) } else { args.count },
+                metrics_port: args.metrics_port,
+            };
+            watch::run(ui, &state, &app, &options)
         }
         Command::Down(args) => platform::local::down(&state, ui, args.env.as_deref()),
         Command::Up => platform::local::up(&state, ui),
@@ -304,6 +318,7 @@ fn works_on_an_app(command: &Command) -> bool {
         | Command::Rollback(_)
         | Command::Status
         | Command::Logs(_)
+        | Command::Watch(_)
         | Command::Down(_)
         | Command::Up => true,
         Command::Init(_)
