@@ -504,10 +504,11 @@ fn failure_output(err: &anyhow::Error) -> String {
                 Some(code) => format!("exited with code {code}"),
                 None => "was killed by a signal".into(),
             };
+            // The command's own last line last: the one a check's line shows.
             if failed.tail.is_empty() {
                 format!("the check {how}")
             } else {
-                format!("{}\n(the check {how})", failed.tail)
+                format!("the check {how}; the end of its output:\n{}", failed.tail)
             }
         }
         None => format!("{err:#}"),
@@ -860,7 +861,7 @@ mod tests {
         .context("while watching");
         assert_eq!(
             failure_output(&err),
-            "GET / answered 500\n(the check exited with code 3)"
+            "the check exited with code 3; the end of its output:\nGET / answered 500"
         );
         assert_eq!(
             failure_output(&anyhow::anyhow!("nothing serves")),

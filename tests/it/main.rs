@@ -12,3 +12,4 @@ mod quickstart;
 mod release;
 mod surface;
 mod tools;
+mod watch;
