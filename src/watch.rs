@@ -342,7 +342,7 @@ impl Watcher<'_> {
             }
             return;
         }
-        let version = check.version.as_deref().unwrap_or("(nothing serving)");
+        let version = shown_version(check);
         let line = if check.passed {
             format!(
                 "[{}] {} {version}: passed in {:.1}s",
@@ -487,6 +487,15 @@ impl Watcher<'_> {
     }
 }
 
+/// What the check ran against: the version that serves, else the URL it was given.
+fn shown_version(check: &Check) -> &str {
+    check
+        .version
+        .as_deref()
+        .or(check.url.as_deref())
+        .unwrap_or("(nothing serves it)")
+}
+
 /// The words of a command written as a string, split as a shell would, run without one.
 fn words(command: &str) -> Result<(String, Vec<String>)> {
     let mut words = shlex::split(command)
@@ -594,7 +603,7 @@ pub fn last_checks(state: &State) -> Vec<Check> {
 /// `cdflow status`: a line per watched environment, with its last check.
 pub fn status(state: &State, ui: &Ui) {
     for check in last_checks(state) {
-        let version = check.version.as_deref().unwrap_or("(nothing serving)");
+        let version = shown_version(&check);
         let result = if check.passed {
             "passed".to_string()
         } else {
