@@ -450,9 +450,13 @@ impl Watcher<'_> {
                 self.say(
                     "rollback",
                     &format!(
-                        "rolled `{env}` back from {from} to {} ({}) after {} failed checks in a \
-                         row",
-                        deployment.version, deployment.artifact, check.failures_in_a_row
+                        "rolled `{env}` back from {from} to {} ({}) after {}",
+                        deployment.version,
+                        deployment.artifact,
+                        match check.failures_in_a_row {
+                            1 => "1 failed check".to_string(),
+                            n => format!("{n} failed checks in a row"),
+                        }
                     ),
                 );
                 Ok(Some(deployment.version))

@@ -365,3 +365,46 @@ fn a_bounded_watch_fails_with_its_last_check_and_alerts_once_per_streak() {
         .success()
         .stdout_has("production: last watch check of pyapp 1.0.1 FAILED (2 in a row)");
 }
+
+/// On cf (the stand-in): the check fails, `on_failure` runs, and the rollback is the one `cdflow
+/// rollback` makes: `cf rollback` to the revision that deployed the release before.
+#[test]
+fn on_cf_a_failing_release_is_rolled_back_with_cf_rollback() {
+    let app = crate::cf::CfApp::new();
+    let origin = app.origin.to_str().unwrap().to_string();
+    // Production gets 0.1.1 (revision 4), then 0.1.2 (revision 5).
+    for _ in 0..2 {
+        app.cdflow(&["release", "--repo", &origin], None).success();
+    }
+    let config = app.project.read("cdflow.toml").replace(
+        "space = \"production\"\n",
+        "space = \"production\"\nurl = \"https://filter.example.invalid\"\n",
+    );
+    app.project.write(
+        "cdflow.toml",
+        &format!(
+            "{config}\n[watch]\ncommand = \"sh -c 'echo GET $APP_URL/health answered 503; exit 1'\"\n\
+             on_failure = \"sh -c 'echo $CDFLOW_WATCH_VERSION > alerted'\"\nrollback_after = 1\n"
+        ),
+    );
+    let before = app.calls().len();
+    let run = app.cdflow(&["watch", "--env", "production", "--once"], None);
+    run.failure(1)
+        .stdout_has("production 0.1.2: FAILED in ")
+        .stdout_has("(1 in a row): GET https://filter.example.invalid/health answered 503")
+        .stdout_has(
+            "rolled `production` back from 0.1.2 to 0.1.1 (droplet-copy-1) after 1 failed check\n",
+        );
+    assert_eq!(app.project.read("alerted"), "0.1.2\n");
+    let rollbacks: Vec<String> = app.calls()[before..]
+        .iter()
+        .filter(|c| c.contains("rollback"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        rollbacks,
+        ["production: rollback filter --version 4 -f"],
+        "{:#?}",
+        app.calls()
+    );
+}
