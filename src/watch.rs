@@ -185,7 +185,10 @@ pub fn run(ui: &Ui, state: &State, app: &App, options: &Options) -> Result<()> {
                 failures = 0;
             }
         }
-        watcher.record(&check)?;
+        // A full disk must not stop the monitoring: the line and the metrics still tell.
+        if let Err(err) = watcher.record(&check) {
+            ui.warn(&format!("{err:#}"));
+        }
         last = Some(check);
         done += 1;
         if options.count.is_some_and(|count| done >= count) {
@@ -394,7 +397,8 @@ impl Watcher<'_> {
                 self.say("on_failure", &format!("ran `{command}`"));
                 Ok(Some(true))
             }
-            Err(err) if is_interrupted(&err) => Err(err),
+            // Stopped by a signal, or failed: told either way, and the watch goes on (or, after
+            // a signal, stops cleanly at the top of its loop).
             Err(err) => {
                 self.ui.warn(&format!("on_failure: {err:#}"));
                 Ok(Some(false))
@@ -461,7 +465,6 @@ impl Watcher<'_> {
                 );
                 Ok(Some(deployment.version))
             }
-            Err(err) if is_interrupted(&err) => Err(err),
             Err(err) => {
                 self.ui
                     .warn(&format!("could not roll `{env}` back from {from}: {err:#}"));
