@@ -119,7 +119,8 @@ impl Settings {
 pub struct Check {
     pub app: String,
     pub env: String,
-    pub time: String,
+    /// When the check started, UTC (a JSON event's own `time` is when it was printed).
+    pub started: String,
     /// What served the environment when the check ran, when cdflow could tell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
@@ -271,7 +272,7 @@ impl Watcher<'_> {
     fn check(&self, failures: u64) -> Result<Option<Check>> {
         let exec = self.exec()?;
         let started = Instant::now();
-        let time = crate::ui::timestamp();
+        let started_at = crate::ui::timestamp();
         let serving = self.platform.serving(&exec, &self.app.name, &self.target);
         let (deployment, result) = match serving {
             Err(err) if is_interrupted(&err) => return Ok(None),
@@ -299,7 +300,7 @@ impl Watcher<'_> {
         let check = Check {
             app: self.app.name.clone(),
             env: self.target.name.to_string(),
-            time,
+            started: started_at,
             version: deployment.as_ref().map(|d| d.version.clone()),
             artifact: deployment.as_ref().map(|d| d.artifact.clone()),
             url: self.url(deployment.as_ref()).ok(),
@@ -349,7 +350,7 @@ impl Watcher<'_> {
         let line = if check.passed {
             format!(
                 "[{}] {} {version}: passed in {:.1}s",
-                check.time, check.env, check.seconds
+                check.started, check.env, check.seconds
             )
         } else {
             let why = check
@@ -359,7 +360,7 @@ impl Watcher<'_> {
                 .unwrap_or("");
             format!(
                 "[{}] {} {version}: FAILED in {:.1}s ({} in a row): {why}",
-                check.time, check.env, check.seconds, check.failures_in_a_row
+                check.started, check.env, check.seconds, check.failures_in_a_row
             )
         };
         self.ui.note(&line);
@@ -384,7 +385,7 @@ impl Watcher<'_> {
                 check.version.as_deref().unwrap_or(""),
             ),
             ("CDFLOW_WATCH_URL", check.url.as_deref().unwrap_or("")),
-            ("CDFLOW_WATCH_TIME", check.time.as_str()),
+            ("CDFLOW_WATCH_TIME", check.started.as_str()),
             ("CDFLOW_WATCH_FAILURES", failures.as_str()),
             ("CDFLOW_WATCH_OUTPUT", check.output.as_deref().unwrap_or("")),
         ];
@@ -623,7 +624,7 @@ pub fn status(state: &State, ui: &Ui) {
             .unwrap_or_default();
         ui.note(&format!(
             "{}: last watch check of {} {version} {result} at {}{rolled}",
-            check.env, check.app, check.time
+            check.env, check.app, check.started
         ));
     }
 }
@@ -834,7 +835,7 @@ mod tests {
         let check = |passed, failures| Check {
             app: "web".into(),
             env: "production".into(),
-            time: crate::ui::timestamp(),
+            started: crate::ui::timestamp(),
             version: Some("1.0.0".into()),
             artifact: None,
             url: None,

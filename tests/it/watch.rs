@@ -194,12 +194,17 @@ fn a_failing_production_is_alerted_within_an_interval_and_rolled_back() {
     // Production starts failing.
     std::fs::write(&flag, "").unwrap();
     let broke = Instant::now();
+    // Alerted by the first check that started after the fault: only the one in flight when
+    // the file appeared may still pass.
+    let mut passed_after = 0;
     let failed = loop {
         let check = watch.next("check");
         if check["passed"] == false {
             break check;
         }
+        passed_after += 1;
     };
+    assert!(passed_after <= 1, "{:#?}", watch.seen);
     let alerted = broke.elapsed();
     assert_eq!(failed["failures_in_a_row"], 1, "{failed}");
     assert!(
@@ -209,13 +214,13 @@ fn a_failing_production_is_alerted_within_an_interval_and_rolled_back() {
             .contains("GET / answered 500 broken on purpose in 1.0.1"),
         "{failed}"
     );
-    // Alerted by the first check that started after the fault: at most one interval later,
-    // plus the time that check and the one in flight took.
+    // So at most one interval after the fault, plus the time that check and the one in flight
+    // took (and some for a busy machine).
     let checks_took = Duration::from_secs_f64(
         failed["seconds"].as_f64().unwrap() + first["seconds"].as_f64().unwrap(),
     );
     assert!(
-        alerted <= Duration::from_secs(interval) + checks_took + Duration::from_secs(3),
+        alerted <= Duration::from_secs(interval) + checks_took + Duration::from_secs(5),
         "alerted {alerted:?} after the fault"
     );
     // The line comes as soon as the check ends; what the watch did about it follows.
