@@ -345,6 +345,22 @@ fn a_bounded_watch_fails_with_its_last_check_and_alerts_once_per_streak() {
             "[e2e]\ncommand = \"python3 check.py\"\n\n[watch]",
         ),
     );
+    // A metrics port in use is refused before the first check.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    local
+        .cdflow(&[
+            "watch",
+            "--env",
+            "production",
+            "--once",
+            "--metrics-port",
+            &port,
+        ])
+        .failure(2)
+        .stderr_has(&format!("cannot listen on 127.0.0.1:{port}"))
+        .stderr_has("--metrics-port");
+    assert!(!local.project.path("alerts.jsonl").exists());
     let run = local.cdflow(&[
         "watch",
         "--env",
