@@ -79,6 +79,10 @@ pub enum Command {
     /// Show an environment's logs.
     Logs(LogsArgs),
 
+    /// Check an environment every interval (its e2e tests), with metrics, alerts, rollback.
+    #[command(after_help = WATCH_HELP)]
+    Watch(WatchArgs),
+
     /// Stop everything that the local platform started, and free its ports.
     Down(DownArgs),
 
@@ -258,6 +262,39 @@ pub struct LogsArgs {
     /// Keep printing new lines as they come.
     #[arg(long, short = 'f')]
     pub follow: bool,
+}
+
+const WATCH_HELP: &str = "\
+Examples:
+  cdflow watch --env production                  every 60s until SIGINT or SIGTERM
+  cdflow watch --env production --interval 10    every 10 seconds
+  cdflow watch --env staging --once --json       one check, its result as JSON
+
+Settings under [watch] in cdflow.toml: command, interval, on_failure, rollback_after,
+rollback_within, metrics_port (see docs/watch.md).";
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The environment to watch.
+    #[arg(long, value_name = "ENV")]
+    pub env: String,
+
+    /// Seconds between checks (default: `interval` in [watch], else 60).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub interval: Option<u64>,
+
+    /// Stop after N checks; the exit code is the last check's.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// One check, then stop (`--count 1`).
+    #[arg(long, conflicts_with = "count")]
+    pub once: bool,
+
+    /// The loopback port of the watch's Prometheus metrics, 0 for any free one (default:
+    /// `metrics_port` in [watch], else 9469; none with --count or --once).
+    #[arg(long, value_name = "PORT")]
+    pub metrics_port: Option<u16>,
 }
 
 #[derive(Debug, Args)]

@@ -30,6 +30,9 @@ pub struct Config {
     /// Service instances that the manifest's `services:` bind to, by name.
     #[serde(default)]
     pub services: IndexMap<String, ServiceSection>,
+    /// `cdflow watch`: the periodic check of a running environment.
+    #[serde(default)]
+    pub watch: WatchSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +91,70 @@ impl VersionFile {
 pub struct E2eSection {
     /// Run with `APP_URL` set to the environment's route.
     pub command: String,
+}
+
+/// `cdflow watch` (docs/watch.md). Every key is optional: with none, the e2e command is run
+/// every minute.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchSection {
+    /// The check, run with `APP_URL` set (default: the `[e2e]` command).
+    #[serde(default, deserialize_with = "command_words")]
+    pub command: Option<String>,
+    /// Seconds between the starts of two checks.
+    #[serde(default, deserialize_with = "positive")]
+    pub interval: Option<u64>,
+    /// Run once per streak of failed checks, the failure given in `CDFLOW_WATCH_*` variables.
+    #[serde(default, deserialize_with = "command_words")]
+    pub on_failure: Option<String>,
+    /// This many failed checks in a row, soon after a deployment, roll the environment back.
+    #[serde(default, deserialize_with = "positive")]
+    pub rollback_after: Option<u64>,
+    /// How many seconds after a deployment `rollback_after` applies (default 600).
+    #[serde(default, deserialize_with = "positive")]
+    pub rollback_within: Option<u64>,
+    /// The loopback port of the watch's Prometheus metrics; 0 takes any free port.
+    #[serde(default, deserialize_with = "metrics_port")]
+    pub metrics_port: Option<u16>,
+}
+
+/// A command written as a string, split as a POSIX shell would split it (it runs without one):
+/// one that cannot be split is refused at its line, not at the first failure it should report.
+fn command_words<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let command = String::deserialize(deserializer)?;
+    match shlex::split(&command) {
+        Some(words) if !words.is_empty() => Ok(Some(command)),
+        _ => Err(serde::de::Error::custom(format!(
+            "`{command}` is not a command: write the program and its arguments, quoted as in a \
+             shell (no shell runs it; for one, write `sh -c '...'`)"
+        ))),
+    }
+}
+
+/// A count or a number of seconds: 1 or more.
+fn positive<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    let value = i64::deserialize(deserializer)?;
+    u64::try_from(value)
+        .ok()
+        .filter(|&value| value > 0)
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("{value} is not allowed here: give 1 or more"))
+        })
+}
+
+/// The metrics port: 0 (any free port, printed when the watch starts) to 65535.
+fn metrics_port<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u16>, D::Error> {
+    let port = i64::deserialize(deserializer)?;
+    u16::try_from(port).map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "port {port} is not a port: give one from 1 to 65535, or 0 for any free port"
+        ))
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -484,6 +551,46 @@ space = "production"
         }
         let empty = parse("[services.x]\nkind = \"user-provided\"\n").unwrap();
         assert!(empty.services["x"].credentials.is_none());
+    }
+
+    #[test]
+    fn the_watch_section_is_read_strictly() {
+        let config = parse(
+            "[watch]\ncommand = \"python3 check.py --quick\"\ninterval = 30\n\
+             on_failure = \"curl -fsS https://hooks.example.invalid/x\"\nrollback_after = 2\n\
+             rollback_within = 300\nmetrics_port = 0\n",
+        )
+        .unwrap();
+        let watch = config.watch;
+        assert_eq!(watch.command.as_deref(), Some("python3 check.py --quick"));
+        assert_eq!(watch.interval, Some(30));
+        assert_eq!(watch.rollback_after, Some(2));
+        assert_eq!(watch.rollback_within, Some(300));
+        assert_eq!(watch.metrics_port, Some(0));
+        assert!(parse("").unwrap().watch.command.is_none());
+        for (text, line, says) in [
+            ("[watch]\ninterval = 0\n", "line 2", "give 1 or more"),
+            (
+                "[watch]\n\nrollback_after = -3\n",
+                "line 3",
+                "give 1 or more",
+            ),
+            (
+                "[watch]\nmetrics_port = 70000\n",
+                "line 2",
+                "from 1 to 65535",
+            ),
+            (
+                "[watch]\non_failure = \"curl 'x\"\n",
+                "line 2",
+                "is not a command",
+            ),
+            ("[watch]\ncommand = \"\"\n", "line 2", "is not a command"),
+            ("[watch]\nintervall = 5\n", "line 2", "intervall"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(line) && err.contains(says), "{text}: {err}");
+        }
     }
 
     #[test]

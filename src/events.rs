@@ -7,7 +7,7 @@
 //! retyped, an event renamed) raises [`SCHEMA_VERSION`].
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The version of the event schema, in every event's `schema` field.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -126,6 +126,23 @@ pub enum Event {
         /// Its stages' names, in order.
         stages: Vec<String>,
     },
+    /// `cdflow watch` begins.
+    WatchStarted {
+        app: String,
+        env: String,
+        /// The check command, run with `APP_URL` set.
+        command: String,
+        /// Seconds between checks.
+        interval: u64,
+        /// Where its Prometheus metrics are served, when they are.
+        metrics: Option<String>,
+    },
+    /// `cdflow watch`: one check of the environment.
+    Check(WatchCheck),
+    /// `cdflow watch` ran its `on_failure` command.
+    OnFailure { env: String, message: String },
+    /// `cdflow watch` rolled the environment back.
+    Rollback { env: String, message: String },
     /// `cdflow bump --show`: the current version and what each part would make of it.
     BumpPlan {
         current: String,
@@ -136,6 +153,36 @@ pub enum Event {
         /// where the part cannot apply.
         next: Vec<BumpPart>,
     },
+}
+
+/// One check of `cdflow watch`, as printed, recorded in the state folder and shown by
+/// `cdflow status`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct WatchCheck {
+    pub app: String,
+    pub env: String,
+    /// When the check started, UTC (the event's own `time` is when it was printed).
+    pub started: String,
+    /// What served the environment when the check ran, when cdflow could tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub passed: bool,
+    pub seconds: f64,
+    /// Failed checks in a row, this one included (0 when it passed).
+    pub failures_in_a_row: u64,
+    /// The last lines of a failed check's output, masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Whether `on_failure` ran and succeeded, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<bool>,
+    /// The version this check's failure rolled the environment back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_to: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, JsonSchema, PartialEq, Eq)]

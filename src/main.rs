@@ -37,6 +37,7 @@ mod ui;
 mod version;
 mod version_commit;
 mod version_files;
+mod watch;
 mod yaml_file;
 
 use std::path::Path;
@@ -111,7 +112,8 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
         | Command::Push(_)
         | Command::E2e(_)
         | Command::Promote(_)
-        | Command::Rollback(_) => state.secure(ui, true)?,
+        | Command::Rollback(_)
+        | Command::Watch(_) => state.secure(ui, true)?,
         Command::History
         | Command::Logs(_)
         | Command::Status
@@ -258,6 +260,7 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
         }
         Command::Status => {
             platform::local::status(&state, ui)?;
+            watch::status(&state, ui);
             // Environments on cf, when there is an app to read them from: cf knows what runs.
             let Ok(app) = App::load(&here) else {
                 return Ok(());
@@ -272,6 +275,17 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
                 }
             }
             Ok(())
+        }
+        Command::Watch(args) => {
+            let app = App::load(&here)?;
+            ui.add_secrets(&app.secret_names());
+            let options = watch::Options {
+                env: args.env,
+                interval: args.interval,
+                count: if args.once { Some(1) } else { args.count },
+                metrics_port: args.metrics_port,
+            };
+            watch::run(ui, &state, &app, &options)
         }
         Command::Down(args) => {
             platform::local::down(&state, ui, args.app.as_deref(), args.env.as_deref())
@@ -319,6 +333,7 @@ fn works_on_an_app(command: &Command) -> bool {
         | Command::Rollback(_)
         | Command::Status
         | Command::Logs(_)
+        | Command::Watch(_)
         | Command::Down(_)
         | Command::Up(_)
         | Command::Forget(_) => true,

@@ -107,6 +107,24 @@ pub fn history(state: &State, app: &str, env: &str) -> Result<Vec<Release>> {
     Ok(read(&deployed_path(state, app, env))?.unwrap_or_default())
 }
 
+/// The last release cdflow deployed to `env` (by a push or a promote; a rollback deploys none),
+/// and when: what `cdflow watch` may roll back from in the first minutes after it.
+pub fn last_deployed(
+    state: &State,
+    app: &str,
+    env: &str,
+) -> Result<Option<(Release, std::time::SystemTime)>> {
+    let path = deployed_path(state, app, env);
+    let Some(last) = history(state, app, env)?.pop() else {
+        return Ok(None);
+    };
+    // The file is written with each deployment and only then.
+    let at = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .with_context(|| format!("could not read the time of {}", path.display()))?;
+    Ok(Some((last, at)))
+}
+
 /// The release a rollback of `env` goes to, from `history` (oldest first) and the artifact
 /// that serves now: the newest release of `version`; without one, the release before the one
 /// that serves, in the order cdflow deployed them. A rollback adds nothing to that history, so

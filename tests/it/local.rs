@@ -132,17 +132,17 @@ server.serve_forever()
 "#;
 
 /// A project of the test app with its own state folder and route ports.
-struct Local {
-    project: Project,
-    state: tempfile::TempDir,
-    staging: u16,
-    production: u16,
+pub(crate) struct Local {
+    pub(crate) project: Project,
+    pub(crate) state: tempfile::TempDir,
+    pub(crate) staging: u16,
+    pub(crate) production: u16,
     instances: u32,
     _one_at_a_time: MutexGuard<'static, ()>,
 }
 
 impl Local {
-    fn python(instances: u32) -> Local {
+    pub(crate) fn python(instances: u32) -> Local {
         let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let staging = free_port();
         let production = free_port();
@@ -161,7 +161,7 @@ impl Local {
         }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut command = self.project.command(env!("CARGO_BIN_EXE_cdflow"));
         command
             .env("CDFLOW_STATE_DIR", self.state.path())
@@ -169,13 +169,13 @@ impl Local {
         command
     }
 
-    fn cdflow(&self, args: &[&str]) -> Run {
+    pub(crate) fn cdflow(&self, args: &[&str]) -> Run {
         run_of(self.command(args).output().unwrap())
     }
 
     /// Makes `version` the app's version, with `extra` lines under the manifest's env and the
     /// given start timeout, and commits.
-    fn release(&self, version: &str, timeout: u32, extra: &str) {
+    pub(crate) fn release(&self, version: &str, timeout: u32, extra: &str) {
         self.project.write(
             "cdflow.toml",
             &cdflow_toml(version, self.staging, self.production),
@@ -200,7 +200,7 @@ impl Local {
     }
 
     #[track_caller]
-    fn promote(&self) -> Duration {
+    pub(crate) fn promote(&self) -> Duration {
         let started = Instant::now();
         self.cdflow(&[
             "promote",
@@ -350,7 +350,7 @@ fn manifest(version: &str, instances: u32, timeout: u32, extra_env: &str) -> Str
 }
 
 /// One GET on a connection of its own: (status, body).
-fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+pub(crate) fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let mut connection = None;
     request(&mut connection, port, path, false)
 }

@@ -14,3 +14,4 @@ mod release;
 mod services;
 mod surface;
 mod tools;
+mod watch;

@@ -1,0 +1,431 @@
+//! `cdflow watch` on the local platform: real instances, a real check command run against the
+//! route, a real `on_failure` command, the metrics scraped over loopback, and a real rollback.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::free_port;
+use crate::local::{get, Local};
+
+/// The app: `GET /` answers its version, or 500 while the file named by `BROKEN_WHEN` exists
+/// (the fault is injected from outside, into the version that has the variable); `/health`
+/// always passes, so that the broken version deploys as a real bad release would.
+const APP_PY: &str = r#"
+import os, signal
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+
+VERSION = os.environ.get("VERSION", "?")
+FLAG = os.environ.get("BROKEN_WHEN")
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        if self.path == "/health":
+            code, body = 200, "up"
+        elif FLAG and os.path.exists(FLAG):
+            code, body = 500, "broken on purpose in " + VERSION
+        else:
+            code, body = 200, VERSION
+        body = (body + "\n").encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+signal.signal(signal.SIGTERM, lambda *args: os._exit(0))
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+/// The check: what an e2e tier does, in a few lines.
+const CHECK_PY: &str = r#"
+import os, sys, urllib.request, urllib.error
+try:
+    with urllib.request.urlopen(os.environ["APP_URL"] + "/", timeout=10) as answer:
+        print("GET / answered", answer.status, answer.read().decode().strip())
+except urllib.error.HTTPError as err:
+    print("GET / answered", err.code, err.read().decode().strip())
+    sys.exit(1)
+"#;
+
+/// The alert: one JSON line per call with what cdflow gave it, as a webhook would get it.
+const ALERT_PY: &str = r#"
+import json, os
+keys = [k for k in os.environ if k.startswith("CDFLOW_WATCH_")]
+with open("alerts.jsonl", "a") as out:
+    out.write(json.dumps({k: os.environ[k] for k in keys}) + "\n")
+"#;
+
+/// The test app, released as 1.0.0 (healthy) and promoted, then 1.0.1 (which breaks when the
+/// flag file appears) promoted over it.
+fn two_releases_in_production(local: &Local, flag: &str) {
+    local.project.write("app.py", APP_PY);
+    local.project.write("check.py", CHECK_PY);
+    local.project.write("alert.py", ALERT_PY);
+    local.project.git_cmd(&["add", "-A"]);
+    local
+        .project
+        .git_cmd(&["commit", "-q", "-m", "the watch's app"]);
+    for (version, extra) in [
+        ("1.0.0", String::new()),
+        ("1.0.1", format!("    BROKEN_WHEN: \"{flag}\"\n")),
+    ] {
+        local.release(version, 20, &extra);
+        local.cdflow(&["push", "--to", "staging"]).success();
+        local.promote();
+    }
+    assert_eq!(get(local.production, "/").unwrap(), (200, "1.0.1\n".into()));
+}
+
+fn add_watch_settings(local: &Local, settings: &str) {
+    let toml = local.project.read("cdflow.toml");
+    local
+        .project
+        .write("cdflow.toml", &format!("{toml}\n[watch]\n{settings}"));
+}
+
+/// A `cdflow watch` running in the background, its JSON lines read as they come; killed if the
+/// test ends without stopping it.
+struct Watch {
+    child: Child,
+    lines: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Watch {
+    fn start(local: &Local, args: &[&str]) -> Watch {
+        let mut child = local
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| panic!("not a JSON line: {line}"));
+                if sender.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        Watch {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next event of kind `event` (the ones before it are kept in `seen`).
+    #[track_caller]
+    fn next(&mut self, event: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let value = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no `{event}` event; saw {:#?}", self.seen));
+            self.seen.push(value.clone());
+            if value["event"] == event {
+                return value;
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|line| line.starts_with(name))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+#[test]
+fn a_failing_production_is_alerted_within_an_interval_and_rolled_back() {
+    let local = Local::python(1);
+    let flag = local.state.path().join("break-production");
+    two_releases_in_production(&local, flag.to_str().unwrap());
+    add_watch_settings(
+        &local,
+        "command = \"python3 check.py\"\non_failure = \"python3 alert.py\"\nrollback_after = 2\n",
+    );
+    let metrics_port = free_port();
+    let interval = 1;
+    let mut watch = Watch::start(
+        &local,
+        &[
+            "watch",
+            "--env",
+            "production",
+            "--interval",
+            &interval.to_string(),
+            "--metrics-port",
+            &metrics_port.to_string(),
+            "--json",
+        ],
+    );
+    let started = watch.next("watch_started");
+    assert_eq!(
+        started["metrics"],
+        format!("http://127.0.0.1:{metrics_port}/metrics")
+    );
+    let first = watch.next("check");
+    assert_eq!(first["passed"], true, "{first}");
+    assert_eq!(first["version"], "1.0.1");
+    assert!(!local.project.path("alerts.jsonl").exists());
+
+    // Production starts failing.
+    std::fs::write(&flag, "").unwrap();
+    let broke = Instant::now();
+    // Alerted by the first check that started after the fault: only the one in flight when
+    // the file appeared may still pass.
+    let mut passed_after = 0;
+    let failed = loop {
+        let check = watch.next("check");
+        if check["passed"] == false {
+            break check;
+        }
+        passed_after += 1;
+    };
+    assert!(passed_after <= 1, "{:#?}", watch.seen);
+    let alerted = broke.elapsed();
+    assert_eq!(failed["failures_in_a_row"], 1, "{failed}");
+    assert!(
+        failed["output"]
+            .as_str()
+            .unwrap()
+            .contains("GET / answered 500 broken on purpose in 1.0.1"),
+        "{failed}"
+    );
+    // So at most one interval after the fault, plus the time that check and the one in flight
+    // took (and some for a busy machine).
+    let checks_took = Duration::from_secs_f64(
+        failed["seconds"].as_f64().unwrap() + first["seconds"].as_f64().unwrap(),
+    );
+    assert!(
+        alerted <= Duration::from_secs(interval) + checks_took + Duration::from_secs(5),
+        "alerted {alerted:?} after the fault"
+    );
+    // The line comes as soon as the check ends; what the watch did about it follows.
+    let ran = watch.next("on_failure");
+    assert_eq!(ran["message"], "ran `python3 alert.py`", "{ran}");
+    let alerts = local.project.read("alerts.jsonl");
+    let alert: Value = serde_json::from_str(alerts.lines().next().unwrap()).unwrap();
+    assert_eq!(alert["CDFLOW_WATCH_ENV"], "production");
+    assert_eq!(alert["CDFLOW_WATCH_APP"], "pyapp");
+    assert_eq!(alert["CDFLOW_WATCH_VERSION"], "1.0.1");
+    assert_eq!(alert["CDFLOW_WATCH_FAILURES"], "1");
+    assert_eq!(
+        alert["CDFLOW_WATCH_URL"],
+        format!("http://127.0.0.1:{}", local.production)
+    );
+    assert!(alert["CDFLOW_WATCH_OUTPUT"]
+        .as_str()
+        .unwrap()
+        .contains("broken on purpose in 1.0.1"));
+
+    // The second failure in a row rolls production back to the release before.
+    let rollback = watch.next("rollback");
+    assert!(
+        rollback["message"]
+            .as_str()
+            .unwrap()
+            .contains("rolled `production` back from 1.0.1 to 1.0.0"),
+        "{rollback}"
+    );
+    let second = watch
+        .seen
+        .iter()
+        .rev()
+        .find(|v| v["event"] == "check")
+        .unwrap();
+    assert_eq!(second["failures_in_a_row"], 2, "{second}");
+    assert_eq!(get(local.production, "/").unwrap(), (200, "1.0.0\n".into()));
+    let after = watch.next("check");
+    assert_eq!(after["passed"], true, "{after}");
+    assert_eq!(after["version"], "1.0.0");
+    // One alert for the streak, however long it was.
+    assert_eq!(local.project.read("alerts.jsonl").lines().count(), 1);
+
+    let (code, text) = get(metrics_port, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    let labels = "{app=\"pyapp\",env=\"production\"";
+    assert_eq!(
+        metric(
+            &text,
+            &format!("cdflow_watch_checks_total{labels},result=\"failed\"}}")
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &format!("cdflow_watch_rollbacks_total{labels}}}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &format!("cdflow_watch_up{labels}}}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            &format!("cdflow_watch_last_success_timestamp_seconds{labels}}}")
+        )
+        .unwrap()
+            > 0.0
+    );
+
+    // SIGTERM stops it cleanly, between two checks or in one.
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(watch.child.id() as i32, libc::SIGTERM) };
+    watch.next("note");
+    let status = watch.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{:#?}", watch.seen);
+
+    local
+        .cdflow(&["status"])
+        .success()
+        .stdout_has("production: last watch check of pyapp 1.0.0 passed at ");
+    let history =
+        std::fs::read_to_string(local.state.path().join("watch/pyapp/production.jsonl")).unwrap();
+    let recorded: Vec<Value> = history
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(recorded.len() >= 4, "{history}");
+    let rolled: Vec<&Value> = recorded
+        .iter()
+        .filter(|c| c["rolled_back_to"] == "1.0.0")
+        .collect();
+    assert_eq!(rolled.len(), 1, "{history}");
+    assert_eq!(rolled[0]["failures_in_a_row"], 2, "{history}");
+    assert_eq!(
+        recorded.iter().filter(|c| c["on_failure"] == true).count(),
+        1,
+        "{history}"
+    );
+}
+
+#[test]
+fn a_bounded_watch_fails_with_its_last_check_and_alerts_once_per_streak() {
+    let local = Local::python(1);
+    let flag = local.state.path().join("broken");
+    two_releases_in_production(&local, flag.to_str().unwrap());
+    std::fs::write(&flag, "").unwrap();
+    // No [watch] command: the e2e tier is the check; no rollback_after: no rollback.
+    add_watch_settings(&local, "on_failure = \"python3 alert.py\"\n");
+    local
+        .cdflow(&["watch", "--env", "production", "--once"])
+        .failure(2)
+        .stderr_has("cdflow.toml has no check to watch with");
+    let toml = local.project.read("cdflow.toml");
+    local.project.write(
+        "cdflow.toml",
+        &toml.replace(
+            "[watch]",
+            "[e2e]\ncommand = \"python3 check.py\"\n\n[watch]",
+        ),
+    );
+    // A metrics port in use is refused before the first check.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    local
+        .cdflow(&[
+            "watch",
+            "--env",
+            "production",
+            "--once",
+            "--metrics-port",
+            &port,
+        ])
+        .failure(2)
+        .stderr_has(&format!("cannot listen on 127.0.0.1:{port}"))
+        .stderr_has("--metrics-port");
+    assert!(!local.project.path("alerts.jsonl").exists());
+    let run = local.cdflow(&[
+        "watch",
+        "--env",
+        "production",
+        "--count",
+        "2",
+        "--interval",
+        "1",
+    ]);
+    run.failure(1)
+        .stdout_has("production 1.0.1: FAILED in ")
+        .stdout_has("(2 in a row): GET / answered 500 broken on purpose in 1.0.1")
+        .stderr_has("the last check of `production` failed");
+    assert_eq!(local.project.read("alerts.jsonl").lines().count(), 1);
+    // Nothing rolled back, and no metrics port was taken by a bounded watch.
+    assert!(!run.stdout.contains("metrics at"), "{run}");
+    assert_eq!(
+        get(local.production, "/").unwrap().1,
+        "broken on purpose in 1.0.1\n"
+    );
+    local
+        .cdflow(&["status"])
+        .success()
+        .stdout_has("production: last watch check of pyapp 1.0.1 FAILED (2 in a row)");
+}
+
+/// On cf (the stand-in): the check fails, `on_failure` runs, and the rollback is the one `cdflow
+/// rollback` makes: `cf rollback` to the revision that deployed the release before.
+#[test]
+fn on_cf_a_failing_release_is_rolled_back_with_cf_rollback() {
+    let app = crate::cf::CfApp::new();
+    let origin = app.origin.to_str().unwrap().to_string();
+    // Production gets 0.1.1 (revision 4), then 0.1.2 (revision 5).
+    for _ in 0..2 {
+        app.cdflow(&["release", "--repo", &origin], None).success();
+    }
+    let config = app.project.read("cdflow.toml").replace(
+        "space = \"production\"\n",
+        "space = \"production\"\nurl = \"https://filter.example.invalid\"\n",
+    );
+    app.project.write(
+        "cdflow.toml",
+        &format!(
+            "{config}\n[watch]\ncommand = \"sh -c 'echo GET $APP_URL/health answered 503; exit 1'\"\n\
+             on_failure = \"sh -c 'echo $CDFLOW_WATCH_VERSION > alerted'\"\nrollback_after = 1\n"
+        ),
+    );
+    let before = app.calls().len();
+    let run = app.cdflow(&["watch", "--env", "production", "--once"], None);
+    run.failure(1)
+        .stdout_has("production 0.1.2: FAILED in ")
+        .stdout_has("(1 in a row): GET https://filter.example.invalid/health answered 503")
+        .stdout_has(
+            "rolled `production` back from 0.1.2 to 0.1.1 (droplet-copy-1) after 1 failed check\n",
+        );
+    assert_eq!(app.project.read("alerted"), "0.1.2\n");
+    let rollbacks: Vec<String> = app.calls()[before..]
+        .iter()
+        .filter(|c| c.contains("rollback"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        rollbacks,
+        ["production: rollback filter --version 4 -f"],
+        "{:#?}",
+        app.calls()
+    );
+}
