@@ -10,6 +10,7 @@
 //!   envs/<env>/control.sock            the server's control socket (line-delimited JSON)
 //!   envs/<env>/server.lock             flock(2)-held by the server while it lives
 //!   envs/<env>/pids.json               the server's pid and its instances' process groups
+//!   envs/<env>/instances/<i>-<id>/     one running instance: app/ (its copy), home/, tmp/
 //! <state>/locks/local-<env>.lock       held by a cdflow that deploys to the environment
 //! <state>/cache/<app>/target           the shared cargo target folder of Rust stagings
 //! ```
@@ -107,6 +108,12 @@ impl EnvPaths {
 
     pub fn pids(&self) -> PathBuf {
         self.dir.join("pids.json")
+    }
+
+    /// Where the running instances' folders are (see `sandbox`): each has a writable copy of
+    /// the app, a HOME and a TMPDIR of its own, and goes when the instance stops.
+    pub fn instances(&self) -> PathBuf {
+        self.dir.join("instances")
     }
 }
 

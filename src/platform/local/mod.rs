@@ -19,6 +19,7 @@ mod memory;
 mod pids;
 mod ports;
 mod proxy;
+mod sandbox;
 mod server;
 mod spec;
 mod stage;
@@ -428,14 +429,23 @@ pub fn status(state: &State, ui: &Ui) -> Result<()> {
                     continue;
                 }
                 match file.current() {
-                    Some(current) => ui.note(&format!(
-                        "{}: stopped; it last served {} {} ({}) at {}: `cdflow up` brings it back",
-                        paths.env,
-                        current.spec.app,
-                        current.spec.version,
-                        artifacts::short(&current.spec.artifact),
-                        current.spec.url()
-                    )),
+                    Some(current) => {
+                        let last = format!(
+                            "{}: stopped; it last served {} {} ({}) at {}",
+                            paths.env,
+                            current.spec.app,
+                            current.spec.version,
+                            artifacts::short(&current.spec.artifact),
+                            current.spec.url()
+                        );
+                        // `up` runs only an intact artifact: promise it only for one.
+                        match artifacts::open(&state.local(), &current.spec.artifact) {
+                            Ok(_) => ui.note(&format!("{last}: `cdflow up` brings it back")),
+                            Err(err) => ui.note(&format!(
+                                "{last}; `cdflow up` cannot bring it back: {err:#}"
+                            )),
+                        }
+                    }
                     None => ui.note(&format!(
                         "{}: stopped; nothing was deployed there",
                         paths.env

@@ -8,6 +8,7 @@
 //! grace period, then SIGKILL.
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,7 @@ use super::logs::{LogSink, MAX_LINE};
 use super::memory;
 use super::pids::{signal, Registry};
 use super::proxy::{Backend, Proxy, Slot};
+use super::sandbox::Sandbox;
 use super::spec::{HealthCheck, RunSpec, Runtime};
 
 pub const START_INTERVAL: Duration = Duration::from_millis(50);
@@ -54,9 +56,10 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 const TAIL: usize = 30;
 
 /// Variables an instance inherits from the server; everything else it gets is set on purpose
-/// (cdflow's own environment may hold deploy credentials).
-const INHERITED: [&str; 9] = [
-    "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME",
+/// (cdflow's own environment may hold deploy credentials). HOME and TMPDIR are the instance's
+/// own ([`Sandbox`]).
+const INHERITED: [&str; 7] = [
+    "PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +138,8 @@ pub struct Cell {
     pub logs: LogSink,
     pub registry: Arc<Registry>,
     pub proxy: Arc<Proxy>,
+    /// Where the instances' folders go ([`Sandbox`]).
+    pub instances: PathBuf,
 }
 
 impl Instance {
@@ -276,9 +281,26 @@ async fn run_once(
     let source = format!("CELL/{index}");
     let set =
         |f: &dyn Fn(&mut InstanceStatus)| f(&mut status.lock().unwrap_or_else(|e| e.into_inner()));
-    let spawned = super::ports::free_port()
-        .and_then(|port| spawn(spec, index, port).map(|child| (port, child)));
-    let (port, mut child) = match spawned {
+    // A fresh copy of the app at every start, as a container is; made off the thread that
+    // proxies.
+    let (instances, app) = (cell.instances.clone(), spec.droplet.join("app"));
+    let sandbox = tokio::task::spawn_blocking(move || Sandbox::create(&instances, index, &app))
+        .await
+        .unwrap_or_else(|err| Err(anyhow::anyhow!("{err}")));
+    let spawned = sandbox
+        .map_err(|err| format!("{err:#}"))
+        .and_then(|sandbox| {
+            let started = super::ports::free_port()
+                .and_then(|port| spawn(spec, index, port, &sandbox).map(|child| (port, child)));
+            match started {
+                Ok((port, child)) => Ok((port, child, sandbox)),
+                Err(err) => {
+                    sandbox.remove();
+                    Err(err.to_string())
+                }
+            }
+        });
+    let (port, mut child, sandbox) = match spawned {
         Ok(spawned) => spawned,
         Err(err) => {
             let text = format!("could not start `{}`: {err}", spec.command);
@@ -324,8 +346,12 @@ async fn run_once(
     cell.logs.event(
         &source,
         format!(
-            "started instance {index} of {} {} (pid {pid}, port {port})",
-            spec.app, spec.version
+            "started instance {index} of {} {} (pid {pid}, port {port}) in {}, its app copied \
+             in {:.1} ms",
+            spec.app,
+            spec.version,
+            sandbox.root().display(),
+            sandbox.copied_in.as_secs_f64() * 1000.0
         ),
     );
 
@@ -459,6 +485,8 @@ async fn run_once(
     }
     cell.registry.remove(pid);
     set(&|s| s.memory = None);
+    // The group was killed: nothing writes there any more.
+    let _ = tokio::task::spawn_blocking(move || sandbox.remove()).await;
     (outcome, healthy_for)
 }
 
@@ -489,15 +517,20 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
     }
 }
 
-fn spawn(spec: &RunSpec, index: u32, port: u16) -> std::io::Result<Child> {
-    let app_dir = spec.droplet.join("app");
+fn spawn(spec: &RunSpec, index: u32, port: u16, sandbox: &Sandbox) -> std::io::Result<Child> {
     let mut command = tokio::process::Command::new("/bin/sh");
     command
         .arg("-c")
         .arg(shell_command(&spec.command))
-        .current_dir(&app_dir)
+        .current_dir(sandbox.app())
         .env_clear()
-        .envs(instance_env(spec, index, port))
+        .envs(instance_env(
+            spec,
+            index,
+            port,
+            &sandbox.home(),
+            &sandbox.tmp(),
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -518,8 +551,14 @@ fn shell_command(command: &str) -> String {
     }
 }
 
-/// The environment of instance `index` listening on `port`.
-pub fn instance_env(spec: &RunSpec, index: u32, port: u16) -> Vec<(String, String)> {
+/// The environment of instance `index` listening on `port`, with `home` and `tmp` of its own.
+pub fn instance_env(
+    spec: &RunSpec,
+    index: u32,
+    port: u16,
+    home: &Path,
+    tmp: &Path,
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = INHERITED
         .iter()
         .filter_map(|key| {
@@ -573,6 +612,9 @@ pub fn instance_env(spec: &RunSpec, index: u32, port: u16) -> Vec<(String, Strin
     if let Some(memory) = &spec.memory {
         set("MEMORY_LIMIT", memory.to_ascii_lowercase());
     }
+    // After the manifest's env: they are the instance's own folders, as on a cell.
+    set("HOME", home.display().to_string());
+    set("TMPDIR", tmp.display().to_string());
     env
 }
 
@@ -708,8 +750,15 @@ mod tests {
             start_timeout_secs: 60,
             route_port: 8081,
         };
-        let env: std::collections::HashMap<_, _> =
-            instance_env(&spec, 1, 41000).into_iter().collect();
+        let env: std::collections::HashMap<_, _> = instance_env(
+            &spec,
+            1,
+            41000,
+            Path::new("/i/1-a/home"),
+            Path::new("/i/1-a/tmp"),
+        )
+        .into_iter()
+        .collect();
         assert_eq!(
             env["PORT"], "41000",
             "the platform's PORT wins over the manifest's"
@@ -721,6 +770,8 @@ mod tests {
         assert_eq!(vcap["application_uris"][0], "127.0.0.1:8081");
         assert_eq!(vcap["limits"]["mem"], 64);
         assert_eq!(env["VCAP_SERVICES"], "{}");
+        assert_eq!(env["HOME"], "/i/1-a/home");
+        assert_eq!(env["TMPDIR"], "/i/1-a/tmp");
     }
 
     #[test]
