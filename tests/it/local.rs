@@ -1519,6 +1519,17 @@ fn the_example_app_is_built_once_and_serves_its_route() {
         "example app: first push {first_took:.2?}, push of a built artifact {second_took:.2?}, \
          promote {promote_took:.2?}"
     );
+    print_copy_times(&local, "staging");
+}
+
+/// Prints how long copying the app took at each start of an instance, from the log.
+fn print_copy_times(local: &Local, env: &str) {
+    let log = local.cdflow(&["logs", "--env", env]).stdout;
+    let times: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("its app copied in ").nth(1))
+        .collect();
+    eprintln!("{env}: each instance's app copied in {times:?}");
 }
 
 /// Another app, `other`, in a repository with an origin, whose environments are local on the
@@ -1894,6 +1905,7 @@ fn instances_write_in_folders_of_their_own_and_the_artifact_stays_as_staged() {
         }
     }
     assert_eq!(seen.len(), 2, "both instances answered: {answers:?}");
+    print_copy_times(&local, "staging");
     assert_ne!(seen["0"]["home"], seen["1"]["home"]);
     assert_ne!(seen["0"]["tmp"], seen["1"]["tmp"]);
     assert_eq!(instance_dirs(&local, "staging").len(), 2);
