@@ -34,8 +34,9 @@ pub const RUN_INTERVAL: Duration = Duration::from_secs(1);
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// The User-Agent of an `http` health check. An app that logs every request with its user
 /// agent (gunicorn's access log, any combined-format log) would write a line per check, a
-/// line a second per instance; output lines that carry it are left out of the log (see
-/// [`pump`]). What the checks find is logged by the platform itself, when it changes.
+/// line a second per instance; output lines that carry it are left out of the log unless they
+/// show a failing status (see [`pump`]). What the checks find is logged by the platform itself,
+/// when it changes.
 pub const CHECK_USER_AGENT: &str = "cdflow-health-check";
 pub const UNHEALTHY_AFTER: u32 = 3;
 /// Cloud Foundry's default time between SIGTERM and SIGKILL.
@@ -620,8 +621,9 @@ pub fn instance_env(
 
 /// Copies an instance's output into the log, and into its status's tail until it is healthy
 /// (the tail is what a failed start shows; afterwards, the log is enough). Lines about the
-/// platform's own health checks, which hold [`CHECK_USER_AGENT`], are left out: the checks'
-/// results are logged as the platform's events instead, once per change.
+/// platform's own health checks, which hold [`CHECK_USER_AGENT`], are left out unless they show
+/// a status other than 2xx: a passing check's line says nothing, and the checks' results are
+/// logged as the platform's events, once per change; a failing one's may say why.
 async fn pump(
     pipe: impl AsyncRead + Unpin,
     logs: LogSink,
@@ -643,7 +645,7 @@ async fn pump(
         }
         line.truncate(MAX_LINE);
         let text = String::from_utf8_lossy(&line).into_owned();
-        if text.contains(CHECK_USER_AGENT) {
+        if text.contains(CHECK_USER_AGENT) && !shows_failure(&text) {
             continue;
         }
         if keep_tail {
@@ -656,6 +658,32 @@ async fn pump(
         }
         logs.output(&source, stream, text);
     }
+}
+
+/// Whether an access-log line shows an HTTP status other than 2xx: the number after the
+/// request line of the common and combined formats (`"GET /health HTTP/1.1" 500 ...`, as
+/// gunicorn, nginx and Python's http.server write it), or a JSON log's `"status":500`. A line
+/// that shows no status is taken for a passing check's.
+fn shows_failure(line: &str) -> bool {
+    // Three digits at the start of `rest`, after blanks (and a JSON key's `":`).
+    let status_at = |rest: &str| {
+        let rest = rest.trim_start_matches([' ', ':', '"']);
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        (digits.len() == 3)
+            .then(|| digits.parse::<u16>().ok())
+            .flatten()
+    };
+    let after_request_line = line
+        .match_indices("HTTP/")
+        .find_map(|(at, _)| line[at..].find('"').map(|end| &line[at + end + 1..]))
+        .and_then(status_at);
+    let json_status = || {
+        line.match_indices("\"status\"")
+            .find_map(|(at, key)| status_at(&line[at + key.len()..]))
+    };
+    after_request_line
+        .or_else(json_status)
+        .is_some_and(|code| !(200..300).contains(&code))
 }
 
 /// One health check after `delay`.
@@ -772,6 +800,30 @@ mod tests {
         assert_eq!(env["VCAP_SERVICES"], "{}");
         assert_eq!(env["HOME"], "/i/1-a/home");
         assert_eq!(env["TMPDIR"], "/i/1-a/tmp");
+    }
+
+    #[test]
+    fn only_failing_checks_access_lines_are_kept() {
+        let combined = |code: u16| {
+            format!(
+                "127.0.0.1 - - [27/Nov/2026:10:00:00 +0000] \"GET /health HTTP/1.1\" {code} 15 \
+                 \"-\" \"{CHECK_USER_AGENT}\""
+            )
+        };
+        assert!(!shows_failure(&combined(200)));
+        assert!(!shows_failure(&combined(204)));
+        assert!(shows_failure(&combined(500)));
+        assert!(shows_failure(&combined(404)));
+        assert!(!shows_failure(&format!(
+            "{{\"method\":\"GET\",\"path\":\"/health\",\"status\":200,\"ua\":\"{CHECK_USER_AGENT}\"}}"
+        )));
+        assert!(shows_failure(&format!(
+            "{{\"status\": 503, \"user_agent\": \"{CHECK_USER_AGENT}\"}}"
+        )));
+        // No status to be seen: taken for a pass.
+        assert!(!shows_failure(&format!(
+            "GET /health from {CHECK_USER_AGENT}"
+        )));
     }
 
     #[test]
