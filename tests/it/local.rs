@@ -1982,3 +1982,28 @@ fn instances_write_in_folders_of_their_own_and_the_artifact_stays_as_staged() {
     assert_ne!(up.code, Some(0), "{up}");
     assert!(format!("{up}").contains("is damaged"), "{up}");
 }
+
+/// A server killed with SIGKILL cannot remove its instances' folders: `cdflow down` (which
+/// stops the instances it left) removes them, and so would the next server.
+#[test]
+fn instance_folders_left_by_a_killed_server_are_removed() {
+    let local = Local::python(1);
+    local.push("1.0.0");
+    let status = local.cdflow(&["status"]).stdout;
+    let server: i32 = status
+        .split("(server pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no server pid in:\n{status}"));
+    // SAFETY: kill(2) on the server's pid, read from `cdflow status` just now.
+    unsafe { libc::kill(server, libc::SIGKILL) };
+    crate::harness::wait_for("the server to die", || !alive(server as u32));
+    let left = instance_dirs(&local, "staging");
+    assert_eq!(left.len(), 1, "{left:?}");
+    local.cdflow(&["down"]).success();
+    assert_eq!(instance_dirs(&local, "staging"), Vec::<String>::new());
+    local.cdflow(&["up"]).success();
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+    assert_eq!(instance_dirs(&local, "staging").len(), 1);
+}
