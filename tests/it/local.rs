@@ -2007,3 +2007,50 @@ fn instance_folders_left_by_a_killed_server_are_removed() {
     assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
     assert_eq!(instance_dirs(&local, "staging").len(), 1);
 }
+
+/// Instance 0 answers `/half` with its headers and is killed before its body; instance 1
+/// answers in full. The route sends the GET again rather than cut the client's connection.
+const HALF_PY: &str = r##"
+import os, signal
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+
+INDEX = os.environ["CF_INSTANCE_INDEX"]
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        body = ("a whole answer from instance " + INDEX + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.flush()
+        if self.path == "/half" and INDEX == "0":
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.wfile.write(body)
+
+signal.signal(signal.SIGTERM, lambda *args: os._exit(0))
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"##;
+
+#[test]
+fn an_instance_killed_between_its_headers_and_its_body_fails_no_get() {
+    let local = Local::python(2);
+    local.project.write("app.py", HALF_PY);
+    local.release("1.0.0", 20, "");
+    local.cdflow(&["push", "--to", "staging"]).success();
+    for _ in 0..6 {
+        assert_eq!(
+            get(local.staging, "/half").unwrap(),
+            (200, "a whole answer from instance 1\n".into())
+        );
+    }
+    let log = local.cdflow(&["logs", "--env", "staging"]).stdout;
+    assert!(
+        log.contains("[CELL/0] instance 0 (pid ") && log.contains("was killed by signal 9"),
+        "instance 0 was never hit:\n{log}"
+    );
+}
