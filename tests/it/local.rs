@@ -919,7 +919,7 @@ fn wait_for_log(local: &Local, text: &str, timeout: Duration) -> String {
 
 /// A running instance is checked every second. An app that logs every request (as gunicorn
 /// does) would put a line a second per instance into the log for the checks alone, so those
-/// stay out; what the platform logs of its checks is what changes: the first pass, a failure,
+/// stay out unless the check fails; what the platform logs of its checks is what changes: the first pass, a failure,
 /// a pass after failures, the restart of an instance that fails three in a row.
 #[test]
 fn passing_health_checks_stay_out_of_the_log_and_failures_show_once() {
@@ -980,10 +980,16 @@ fn passing_health_checks_stay_out_of_the_log_and_failures_show_once() {
         pids,
         "no instance was restarted"
     );
+    // The failed check's own access line is kept: it may say more than the status.
+    let failed = access_lines_of_checks(&log);
+    assert!(
+        failed.len() == 1 && failed[0].contains("\"GET /health HTTP/1.1\" 500"),
+        "{failed:?}\n{log}"
+    );
     // Nothing more while the checks pass, a second and a half later.
     std::thread::sleep(Duration::from_millis(1500));
     let log = local.cdflow(&["logs", "--env", "staging"]).stdout;
-    assert_eq!(access_lines_of_checks(&log), Vec::<&str>::new());
+    assert_eq!(access_lines_of_checks(&log), failed);
     assert_health_events_are_changes(&log);
 }
 
@@ -1716,6 +1722,17 @@ fn the_example_app_is_built_once_and_serves_its_route() {
         "example app: first push {first_took:.2?}, push of a built artifact {second_took:.2?}, \
          promote {promote_took:.2?}"
     );
+    print_copy_times(&local, "staging");
+}
+
+/// Prints how long copying the app took at each start of an instance, from the log.
+fn print_copy_times(local: &Local, env: &str) {
+    let log = local.cdflow(&["logs", "--env", env]).stdout;
+    let times: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("its app copied in ").nth(1))
+        .collect();
+    eprintln!("{env}: each instance's app copied in {times:?}");
 }
 
 /// Another app, `other`, in a repository with an origin, whose environments are local on the
@@ -2262,4 +2279,318 @@ fn environments_of_the_old_layout_are_moved_and_their_servers_stopped_by_down() 
     assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
     local.push("1.0.1");
     assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.1\n".into()));
+}
+
+/// An app that writes where apps do, on every request but its health check: appends a line to
+/// a file of its working folder (`visits.log`), to one of its own sources (`app.py`: a hard
+/// link to the artifact would change the artifact's inode), to `$HOME/notes.txt` and to
+/// `$TMPDIR/scratch`; it answers what it sees there, as JSON.
+const WRITER_PY: &str = r##"
+import json, os, signal, tempfile
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+
+INDEX = os.environ["CF_INSTANCE_INDEX"]
+
+def append(path, line):
+    with open(path, "a") as f:
+        f.write(line + "\n")
+    with open(path) as f:
+        return f.read()
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        if self.path == "/health":
+            body = "ok\n"
+        else:
+            home = os.environ["HOME"]
+            answer = {
+                "index": INDEX,
+                "version": os.environ.get("VERSION"),
+                "cwd": os.getcwd(),
+                "home": home,
+                "tmp": tempfile.gettempdir(),
+                "visits": append("visits.log", "instance " + INDEX),
+                "notes": append(os.path.join(home, "notes.txt"), "instance " + INDEX),
+                "scratch": append(os.path.join(tempfile.gettempdir(), "scratch"), INDEX),
+            }
+            append("app.py", "# instance " + INDEX + " was here")
+            body = json.dumps(answer)
+        body = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+signal.signal(signal.SIGTERM, lambda *args: os._exit(0))
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"##;
+
+/// Every file and folder under `root`: its mode and content (a symlink's target).
+fn tree(root: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = BTreeMap::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let content = if meta.file_type().is_symlink() {
+                std::fs::read_link(&path)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else if meta.is_dir() {
+                dirs.push(path.clone());
+                Vec::new()
+            } else {
+                std::fs::read(&path).unwrap()
+            };
+            let relative = path.strip_prefix(root).unwrap().to_path_buf();
+            found.insert(relative, (meta.permissions().mode() & 0o7777, content));
+        }
+    }
+    found
+}
+
+/// `n` GETs of `/` through the route, parsed; panics on any failure.
+fn writer_answers(port: u16, n: usize) -> Vec<serde_json::Value> {
+    (0..n)
+        .map(|_| {
+            let (code, body) = get(port, "/").unwrap();
+            assert_eq!(code, 200, "{body}");
+            serde_json::from_str(&body).unwrap()
+        })
+        .collect()
+}
+
+/// The instance folders of an environment now.
+fn instance_dirs(local: &Local, env: &str) -> Vec<String> {
+    let mut dirs: Vec<String> = std::fs::read_dir(
+        local
+            .state
+            .path()
+            .join("local/apps/pyapp/envs")
+            .join(env)
+            .join("instances"),
+    )
+    .into_iter()
+    .flatten()
+    .flatten()
+    .map(|e| e.file_name().into_string().unwrap())
+    .collect();
+    dirs.sort();
+    dirs
+}
+
+/// As on a Diego cell: each instance runs in a writable copy of the app of its own, with its own
+/// HOME and TMPDIR; two instances writing the same file names do not clash, and nothing they
+/// write reaches the artifact, which promote, rollback and up therefore run again.
+#[test]
+fn instances_write_in_folders_of_their_own_and_the_artifact_stays_as_staged() {
+    let local = Local::python(2);
+    local.project.write("app.py", WRITER_PY);
+    local.release("1.0.0", 20, "");
+    local.cdflow(&["push", "--to", "staging"]).success();
+    let artifacts = local.state.path().join("local/artifacts");
+    let staged = tree(&artifacts);
+    let (first_dir, _) = staged
+        .iter()
+        .find(|(p, _)| p.components().count() == 1)
+        .unwrap();
+    let first_dir = first_dir.clone();
+    let mode = |path: &str| staged[&first_dir.join(path)].0;
+    assert_eq!(mode("droplet/app/app.py"), 0o444, "stored read-only");
+    assert_eq!(mode("droplet/app"), 0o555);
+    assert_eq!(mode("artifact.json"), 0o444);
+
+    let answers = writer_answers(local.staging, 20);
+    let instances_root = local
+        .state
+        .path()
+        .join("local/apps/pyapp/envs/staging/instances");
+    let mut seen: BTreeMap<String, &serde_json::Value> = BTreeMap::new();
+    for answer in &answers {
+        let index = answer["index"].as_str().unwrap().to_string();
+        // Each instance sees its own lines only, in each of its files.
+        let own = format!("instance {index}\n");
+        for file in ["visits", "notes"] {
+            let text = answer[file].as_str().unwrap();
+            assert!(
+                !text.is_empty() && text.lines().all(|l| format!("{l}\n") == own),
+                "instance {index} sees another's {file}: {text:?}"
+            );
+        }
+        assert!(answer["scratch"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .all(|l| l == index));
+        let cwd = Path::new(answer["cwd"].as_str().unwrap());
+        let home = Path::new(answer["home"].as_str().unwrap());
+        let tmp = Path::new(answer["tmp"].as_str().unwrap());
+        let folder = cwd.parent().unwrap();
+        assert!(folder.starts_with(&instances_root), "{cwd:?}");
+        assert!(folder
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("{index}-")));
+        assert_eq!(home, folder.join("home"));
+        assert_eq!(tmp, folder.join("tmp"));
+        if let Some(other) = seen.insert(index.clone(), answer) {
+            assert_eq!(
+                other["cwd"], answer["cwd"],
+                "one folder per running instance"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 2, "both instances answered: {answers:?}");
+    print_copy_times(&local, "staging");
+    assert_ne!(seen["0"]["home"], seen["1"]["home"]);
+    assert_ne!(seen["0"]["tmp"], seen["1"]["tmp"]);
+    assert_eq!(instance_dirs(&local, "staging").len(), 2);
+    assert_eq!(tree(&artifacts), staged, "the artifact is as staged");
+
+    // Promote, a new version, a rollback to the written-to artifact, down, up: all run it.
+    local.promote();
+    assert_eq!(writer_answers(local.production, 4)[0]["version"], "1.0.0");
+    local.push("1.0.1");
+    assert_eq!(writer_answers(local.staging, 4)[0]["version"], "1.0.1");
+    local
+        .cdflow(&["rollback", "--env", "staging"])
+        .success()
+        .stdout_has("staging now serves 1.0.0");
+    assert_eq!(
+        instance_dirs(&local, "staging").len(),
+        2,
+        "the stopped instances' folders are gone"
+    );
+    writer_answers(local.staging, 4);
+    local.cdflow(&["down"]).success();
+    assert_eq!(instance_dirs(&local, "staging"), Vec::<String>::new());
+    assert_eq!(instance_dirs(&local, "production"), Vec::<String>::new());
+    local
+        .cdflow(&["status"])
+        .success()
+        .stdout_has("staging: stopped; it last served pyapp 1.0.0")
+        .stdout_has("`cdflow up` brings it back");
+    local.cdflow(&["up"]).success();
+    // A fresh copy: what the instances wrote before is gone, as in a new container.
+    let after_up = writer_answers(local.staging, 1);
+    assert_eq!(after_up[0]["version"], "1.0.0");
+    assert_eq!(
+        after_up[0]["visits"].as_str().unwrap().lines().count(),
+        1,
+        "{after_up:?}"
+    );
+    let now = tree(&artifacts);
+    let first_now: BTreeMap<_, _> = now
+        .iter()
+        .filter(|(p, _)| p.starts_with(&first_dir))
+        .map(|(p, v)| (p.clone(), v.clone()))
+        .collect();
+    assert_eq!(first_now, staged, "the artifact is as staged");
+    local.cdflow(&["status"]).success().stdout_has(&format!(
+        "staging: pyapp 1.0.0 (sha256:{}",
+        &first_dir.to_str().unwrap()[..12]
+    ));
+
+    // Changed anyway (root ignores the read-only mode): status says so instead of promising
+    // what `up` cannot do, and `up` refuses it.
+    local.cdflow(&["down"]).success();
+    let app_py = artifacts.join(&first_dir).join("droplet/app/app.py");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&app_py, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::write(&app_py, "print('changed')\n").unwrap();
+    let status = local.cdflow(&["status"]);
+    status
+        .success()
+        .stdout_has("staging: stopped; it last served pyapp 1.0.0")
+        .stdout_has("`cdflow up` cannot bring it back")
+        .stdout_has("is damaged")
+        .stdout_has("a new push of the version stages it afresh");
+    assert!(!status.stdout.contains("brings it back"), "{status}");
+    let up = local.cdflow(&["up"]);
+    assert_ne!(up.code, Some(0), "{up}");
+    assert!(format!("{up}").contains("is damaged"), "{up}");
+}
+
+/// A server killed with SIGKILL cannot remove its instances' folders: `cdflow down` (which
+/// stops the instances it left) removes them, and so would the next server.
+#[test]
+fn instance_folders_left_by_a_killed_server_are_removed() {
+    let local = Local::python(1);
+    local.push("1.0.0");
+    let status = local.cdflow(&["status"]).stdout;
+    let server: i32 = status
+        .split("(server pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no server pid in:\n{status}"));
+    // SAFETY: kill(2) on the server's pid, read from `cdflow status` just now.
+    unsafe { libc::kill(server, libc::SIGKILL) };
+    crate::harness::wait_for("the server to die", || !alive(server as u32));
+    let left = instance_dirs(&local, "staging");
+    assert_eq!(left.len(), 1, "{left:?}");
+    local.cdflow(&["down"]).success();
+    assert_eq!(instance_dirs(&local, "staging"), Vec::<String>::new());
+    local.cdflow(&["up"]).success();
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+    assert_eq!(instance_dirs(&local, "staging").len(), 1);
+}
+
+/// Instance 0 answers `/half` with its headers and is killed before its body; instance 1
+/// answers in full. The route sends the GET again rather than cut the client's connection.
+const HALF_PY: &str = r##"
+import os, signal
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+
+INDEX = os.environ["CF_INSTANCE_INDEX"]
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        body = ("a whole answer from instance " + INDEX + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.flush()
+        if self.path == "/half" and INDEX == "0":
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.wfile.write(body)
+
+signal.signal(signal.SIGTERM, lambda *args: os._exit(0))
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"##;
+
+#[test]
+fn an_instance_killed_between_its_headers_and_its_body_fails_no_get() {
+    let local = Local::python(2);
+    local.project.write("app.py", HALF_PY);
+    local.release("1.0.0", 20, "");
+    local.cdflow(&["push", "--to", "staging"]).success();
+    for _ in 0..6 {
+        assert_eq!(
+            get(local.staging, "/half").unwrap(),
+            (200, "a whole answer from instance 1\n".into())
+        );
+    }
+    let log = local.cdflow(&["logs", "--env", "staging"]).stdout;
+    assert!(
+        log.contains("[CELL/0] instance 0 (pid ") && log.contains("was killed by signal 9"),
+        "instance 0 was never hit:\n{log}"
+    );
 }

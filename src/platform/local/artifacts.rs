@@ -5,6 +5,11 @@
 //! order with its kind, its executable bit and its content (or a symlink's target). Whoever runs
 //! an artifact again (promote, rollback, up) recomputes the digest first, so a droplet changed
 //! after staging is refused rather than run.
+//!
+//! A stored artifact is read-only on disk (files 0444, or 0555 when executable; folders 0555).
+//! That stops a mistake by a user, not root, which ignores mode bits: what keeps instances from
+//! changing an artifact is that none runs in it (each runs in a copy of its own, see
+//! [`super::sandbox`]), and the digest check catches whatever changed it anyway.
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -145,7 +150,7 @@ pub fn store(exec: &Exec, local: &Path, staging: &Path, mut meta: Meta) -> Resul
                 // Damaged: replace it with the fresh build of the same content.
                 let trash = staging.with_extension("damaged");
                 std::fs::rename(&dir, &trash)?;
-                let _ = std::fs::remove_dir_all(&trash);
+                let _ = remove_tree(&trash);
             }
         }
     }
@@ -153,9 +158,52 @@ pub fn store(exec: &Exec, local: &Path, staging: &Path, mut meta: Meta) -> Resul
         &staging.join("artifact.json"),
         serde_json::to_string_pretty(&meta)?.as_bytes(),
     )?;
+    make_read_only(staging)
+        .with_context(|| format!("could not make {} read-only", staging.display()))?;
     std::fs::rename(staging, &dir)
         .with_context(|| format!("could not move the staged build to {}", dir.display()))?;
     Ok(Artifact { dir, meta })
+}
+
+/// Takes the write bits off a tree, its root included: files keep their executable bit (which
+/// the digest counts), so they become 0444 or 0555, folders 0555.
+pub fn make_read_only(root: &Path) -> std::io::Result<()> {
+    let metadata = std::fs::symlink_metadata(root)?;
+    if metadata.file_type().is_symlink() {
+        return Ok(());
+    }
+    if metadata.is_dir() {
+        for entry in std::fs::read_dir(root)? {
+            make_read_only(&entry?.path())?;
+        }
+        // The folder last: its entries were changed through it.
+        return std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o555));
+    }
+    let mode = if metadata.permissions().mode() & 0o111 != 0 {
+        0o555
+    } else {
+        0o444
+    };
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode))
+}
+
+/// Removes a tree that may be read-only: a user other than root cannot delete the entries of a
+/// folder without its write bit.
+pub fn remove_tree(root: &Path) -> std::io::Result<()> {
+    fn writable(dir: &Path) -> std::io::Result<()> {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                writable(&entry.path())?;
+            }
+        }
+        Ok(())
+    }
+    if std::fs::symlink_metadata(root)?.is_dir() {
+        let _ = writable(root);
+    }
+    std::fs::remove_dir_all(root)
 }
 
 /// The artifact of `digest`, checked byte for byte against its digest.
@@ -181,8 +229,8 @@ pub fn open(local: &Path, digest: &str) -> Result<Artifact> {
     let actual = digest_tree(&dir.join("droplet"))?;
     if actual != digest {
         bail!(
-            "the artifact {} was changed after staging (its files now digest to {}); it will \
-             not be run: push the version again to stage it afresh",
+            "the artifact {} is damaged: it was changed after staging (its files now digest to \
+             {}), so it will not be run; a new push of the version stages it afresh",
             short(digest),
             short(&actual)
         );
@@ -210,6 +258,12 @@ mod tests {
         let staging = staging_dir(local).unwrap();
         std::fs::create_dir_all(staging.join("droplet/app")).unwrap();
         std::fs::write(staging.join("droplet/app/run"), content).unwrap();
+        std::fs::write(staging.join("droplet/app/tool"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(
+            staging.join("droplet/app/tool"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         std::os::unix::fs::symlink("run", staging.join("droplet/app/link")).unwrap();
         staging
     }
@@ -249,11 +303,42 @@ mod tests {
         assert_eq!(names.len(), 2, "{names:?}");
 
         open(local.path(), &first.meta.digest).unwrap();
-        std::fs::write(first.droplet().join("app/run"), "tampered").unwrap();
+        // Stored read-only, with the executable bits kept.
+        let mode = |path: &Path| {
+            std::fs::symlink_metadata(path)
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(&first.dir), 0o555);
+        assert_eq!(mode(&first.droplet().join("app")), 0o555);
+        assert_eq!(mode(&first.droplet().join("app/run")), 0o444);
+        assert_eq!(mode(&first.droplet().join("app/tool")), 0o555);
+        assert_eq!(mode(&first.dir.join("artifact.json")), 0o444);
+        // As root, who ignores the mode, could.
+        let run = first.droplet().join("app/run");
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(&run, "tampered").unwrap();
         let err = open(local.path(), &first.meta.digest)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("was changed after staging"), "{err}");
+        assert!(
+            err.contains("is damaged") && err.contains("was changed after staging"),
+            "{err}"
+        );
+        // A new staging of the same content replaces the damaged artifact.
+        let restaged = store(
+            &Exec::for_tests(local.path()),
+            local.path(),
+            &stage(local.path(), "v1"),
+            meta(),
+        )
+        .unwrap();
+        assert_eq!(restaged.meta.digest, first.meta.digest);
+        open(local.path(), &first.meta.digest).unwrap();
+        remove_tree(&first.dir).unwrap();
+        assert!(!first.dir.exists());
     }
 
     #[test]

@@ -321,5 +321,19 @@ pub fn stop_server(paths: &EnvPaths) -> Result<usize> {
     // Whatever is left (a hung server, instances of a server that died) goes by force.
     stopped = stopped.max(super::pids::stop_leftovers(paths, Duration::from_secs(5)));
     let _ = std::fs::remove_file(paths.socket());
+    remove_instance_folders(paths);
     Ok(stopped)
+}
+
+/// Removes the folders that instances of a dead server left (a live one removes its own). Done
+/// holding the server lock, so that no server starts instances meanwhile; skipped if one holds it.
+fn remove_instance_folders(paths: &EnvPaths) {
+    let Ok(file) = std::fs::File::open(paths.server_lock()) else {
+        return;
+    };
+    // SAFETY: flock(2) on a descriptor we own; it touches no memory.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        super::sandbox::remove_stale(&paths.instances());
+    }
+    // Closing the file releases the lock.
 }

@@ -13,6 +13,7 @@
 //!   apps/<app>/envs/<env>/control.sock the server's control socket (line-delimited JSON)
 //!   apps/<app>/envs/<env>/server.lock  flock(2)-held by the server while it lives
 //!   apps/<app>/envs/<env>/pids.json    the server's pid and its instances' process groups
+//!   apps/<app>/envs/<env>/instances/<i>-<id>/  one running instance: app/ (its copy), home/, tmp/
 //!   envs/<env>/...                     the layout before apps had their own (see `legacy`)
 //! <state>/locks/local/<app>/<env>.lock held by a cdflow that deploys to the environment
 //! <state>/cache/<app>/target           the shared cargo target folder of Rust stagings
@@ -189,6 +190,12 @@ impl EnvPaths {
 
     pub fn pids(&self) -> PathBuf {
         self.dir.join("pids.json")
+    }
+
+    /// Where the running instances' folders are (see `sandbox`): each has a writable copy of
+    /// the app, a HOME and a TMPDIR of its own, and goes when the instance stops.
+    pub fn instances(&self) -> PathBuf {
+        self.dir.join("instances")
     }
 }
 

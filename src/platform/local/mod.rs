@@ -27,6 +27,7 @@ mod pids;
 mod ports;
 mod proxy;
 mod python;
+mod sandbox;
 mod server;
 mod services;
 mod spec;
@@ -611,7 +612,7 @@ pub fn status(state: &State, ui: &Ui) -> Result<()> {
 /// The lines of `cdflow status` on one environment.
 fn env_status(ui: &Ui, local: &Path, paths: &EnvPaths) {
     let file = EnvFile::load(paths).unwrap_or_default();
-    env_state(ui, paths, &file);
+    env_state(ui, local, paths, &file);
     // Its services (kind, port, running or not, data folder), under what serves it.
     for line in services::status_lines(local, &paths.app, &paths.env) {
         ui.note(&line);
@@ -619,7 +620,7 @@ fn env_status(ui: &Ui, local: &Path, paths: &EnvPaths) {
 }
 
 /// The line on what serves an environment, and one per instance.
-fn env_state(ui: &Ui, paths: &EnvPaths, file: &EnvFile) {
+fn env_state(ui: &Ui, local: &Path, paths: &EnvPaths, file: &EnvFile) {
     match control::status(paths) {
         Some(status) => {
             match &status.serving {
@@ -679,14 +680,23 @@ fn env_state(ui: &Ui, paths: &EnvPaths, file: &EnvFile) {
                 return;
             }
             match file.current() {
-                Some(current) => ui.note(&format!(
-                    "{}: stopped; it last served {} {} ({}) at {}: `cdflow up` brings it back",
-                    paths.env,
-                    current.spec.app,
-                    current.spec.version,
-                    artifacts::short(&current.spec.artifact),
-                    current.spec.url()
-                )),
+                Some(current) => {
+                    let last = format!(
+                        "{}: stopped; it last served {} {} ({}) at {}",
+                        paths.env,
+                        current.spec.app,
+                        current.spec.version,
+                        artifacts::short(&current.spec.artifact),
+                        current.spec.url()
+                    );
+                    // `up` runs only an intact artifact: promise it only for one.
+                    match artifacts::open(local, &current.spec.artifact) {
+                        Ok(_) => ui.note(&format!("{last}: `cdflow up` brings it back")),
+                        Err(err) => ui.note(&format!(
+                            "{last}; `cdflow up` cannot bring it back: {err:#}"
+                        )),
+                    }
+                }
                 None => ui.note(&format!(
                     "{}: stopped; nothing was deployed there",
                     paths.env

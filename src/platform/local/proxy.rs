@@ -15,7 +15,10 @@
 //!
 //! Requests whose bodies are small (or absent) are buffered so that they can be sent again: to
 //! another instance when an instance refuses the connection (the request never reached it), and
-//! for idempotent methods also when an instance fails before answering (it was killed). A
+//! for idempotent methods also when an instance fails before answering (it was killed). For
+//! those, a small answer (a Content-Length up to the same limit) is read whole before it is
+//! passed on, so that an instance killed between its headers and its body fails no request
+//! either. A
 //! refused connection also takes that instance's process out of the route at once
 //! ([`Backend::down`]): a crashed instance refuses connections for a moment before its
 //! supervisor sees it exit, and without the mark every request of that moment would be sent
@@ -316,13 +319,42 @@ impl Proxy {
                 Ok(response) => {
                     let (mut head, body) = response.into_parts();
                     remove_hop_by_hop(&mut head.headers);
-                    return Response::from_parts(
-                        head,
-                        ProxyBody::Upstream {
-                            body,
-                            _guard: guard,
-                        },
-                    );
+                    // A small answer to a request that may be sent again is read whole before
+                    // it is passed on: an instance killed between its headers and its body
+                    // (gunicorn and Python's http.server write them apart) would otherwise cut
+                    // the client's connection mid-answer; this way the request goes elsewhere.
+                    let small = body.size_hint().upper().is_some_and(|n| n <= BUFFER_LIMIT);
+                    if !(idempotent && can_retry && small) || body.is_end_stream() {
+                        return Response::from_parts(
+                            head,
+                            ProxyBody::Upstream {
+                                body,
+                                _guard: guard,
+                            },
+                        );
+                    }
+                    let read = body.collect().await;
+                    drop(guard);
+                    match read {
+                        Ok(whole) => {
+                            return Response::from_parts(
+                                head,
+                                ProxyBody::Local(Full::new(whole.to_bytes())),
+                            );
+                        }
+                        Err(err) => {
+                            last_error = format!(
+                                "instance {} (port {}) broke off its answer: {}",
+                                slot.index,
+                                backend.port,
+                                error_chain(&err)
+                            );
+                            sent_and_failed += 1;
+                            if sent_and_failed >= SENT_ATTEMPTS {
+                                break;
+                            }
+                        }
+                    }
                 }
                 Err(err) => {
                     drop(guard);

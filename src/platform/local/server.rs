@@ -182,12 +182,15 @@ async fn serve(paths: EnvPaths) -> Result<()> {
     let listener = UnixListener::bind(&socket.path)
         .with_context(|| format!("could not listen on {}", paths.socket().display()))?;
     let logs = LogSink::open(&paths)?;
+    // What a server killed before it could stop its instances left behind.
+    super::sandbox::remove_stale(&paths.instances());
     let registry = Arc::new(Registry::new(&paths));
     let server = Arc::new(Server {
         cell: Cell {
             logs: logs.clone(),
             registry: Arc::clone(&registry),
             proxy: Arc::new(Proxy::new(logs.clone())),
+            instances: paths.instances(),
         },
         paths: paths.clone(),
         services: Arc::default(),

@@ -182,7 +182,8 @@ pub fn stage(
         };
         let stored = artifacts::store(exec, &local, &staging, meta);
         if stored.is_err() {
-            let _ = std::fs::remove_dir_all(&staging);
+            // It may have been made read-only already.
+            let _ = artifacts::remove_tree(&staging);
         }
         stored
     };

@@ -8,6 +8,7 @@
 //! grace period, then SIGKILL.
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,7 @@ use super::logs::{LogSink, MAX_LINE};
 use super::memory;
 use super::pids::{signal, Registry};
 use super::proxy::{Backend, Proxy, Slot};
+use super::sandbox::Sandbox;
 use super::spec::{HealthCheck, RunSpec, Runtime};
 
 pub const START_INTERVAL: Duration = Duration::from_millis(50);
@@ -32,8 +34,9 @@ pub const RUN_INTERVAL: Duration = Duration::from_secs(1);
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// The User-Agent of an `http` health check. An app that logs every request with its user
 /// agent (gunicorn's access log, any combined-format log) would write a line per check, a
-/// line a second per instance; output lines that carry it are left out of the log (see
-/// [`pump`]). What the checks find is logged by the platform itself, when it changes.
+/// line a second per instance; output lines that carry it are left out of the log unless they
+/// show a failing status (see [`pump`]). What the checks find is logged by the platform itself,
+/// when it changes.
 pub const CHECK_USER_AGENT: &str = "cdflow-health-check";
 pub const UNHEALTHY_AFTER: u32 = 3;
 /// Cloud Foundry's default time between SIGTERM and SIGKILL.
@@ -54,9 +57,10 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 const TAIL: usize = 30;
 
 /// Variables an instance inherits from the server; everything else it gets is set on purpose
-/// (cdflow's own environment may hold deploy credentials).
-const INHERITED: [&str; 9] = [
-    "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME",
+/// (cdflow's own environment may hold deploy credentials). HOME and TMPDIR are the instance's
+/// own ([`Sandbox`]).
+const INHERITED: [&str; 7] = [
+    "PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +139,8 @@ pub struct Cell {
     pub logs: LogSink,
     pub registry: Arc<Registry>,
     pub proxy: Arc<Proxy>,
+    /// Where the instances' folders go ([`Sandbox`]).
+    pub instances: PathBuf,
 }
 
 impl Instance {
@@ -276,9 +282,26 @@ async fn run_once(
     let source = format!("CELL/{index}");
     let set =
         |f: &dyn Fn(&mut InstanceStatus)| f(&mut status.lock().unwrap_or_else(|e| e.into_inner()));
-    let spawned = super::ports::free_port()
-        .and_then(|port| spawn(spec, index, port).map(|child| (port, child)));
-    let (port, mut child) = match spawned {
+    // A fresh copy of the app at every start, as a container is; made off the thread that
+    // proxies.
+    let (instances, app) = (cell.instances.clone(), spec.droplet.join("app"));
+    let sandbox = tokio::task::spawn_blocking(move || Sandbox::create(&instances, index, &app))
+        .await
+        .unwrap_or_else(|err| Err(anyhow::anyhow!("{err}")));
+    let spawned = sandbox
+        .map_err(|err| format!("{err:#}"))
+        .and_then(|sandbox| {
+            let started = super::ports::free_port()
+                .and_then(|port| spawn(spec, index, port, &sandbox).map(|child| (port, child)));
+            match started {
+                Ok((port, child)) => Ok((port, child, sandbox)),
+                Err(err) => {
+                    sandbox.remove();
+                    Err(err.to_string())
+                }
+            }
+        });
+    let (port, mut child, sandbox) = match spawned {
         Ok(spawned) => spawned,
         Err(err) => {
             let text = format!("could not start `{}`: {err}", spec.command);
@@ -324,8 +347,12 @@ async fn run_once(
     cell.logs.event(
         &source,
         format!(
-            "started instance {index} of {} {} (pid {pid}, port {port})",
-            spec.app, spec.version
+            "started instance {index} of {} {} (pid {pid}, port {port}) in {}, its app copied \
+             in {:.1} ms",
+            spec.app,
+            spec.version,
+            sandbox.root().display(),
+            sandbox.copied_in.as_secs_f64() * 1000.0
         ),
     );
 
@@ -459,6 +486,8 @@ async fn run_once(
     }
     cell.registry.remove(pid);
     set(&|s| s.memory = None);
+    // The group was killed: nothing writes there any more.
+    let _ = tokio::task::spawn_blocking(move || sandbox.remove()).await;
     (outcome, healthy_for)
 }
 
@@ -489,15 +518,20 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
     }
 }
 
-fn spawn(spec: &RunSpec, index: u32, port: u16) -> std::io::Result<Child> {
-    let app_dir = spec.droplet.join("app");
+fn spawn(spec: &RunSpec, index: u32, port: u16, sandbox: &Sandbox) -> std::io::Result<Child> {
     let mut command = tokio::process::Command::new("/bin/sh");
     command
         .arg("-c")
         .arg(shell_command(&spec.command))
-        .current_dir(&app_dir)
+        .current_dir(sandbox.app())
         .env_clear()
-        .envs(instance_env(spec, index, port))
+        .envs(instance_env(
+            spec,
+            index,
+            port,
+            &sandbox.home(),
+            &sandbox.tmp(),
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -518,8 +552,14 @@ fn shell_command(command: &str) -> String {
     }
 }
 
-/// The environment of instance `index` listening on `port`.
-pub fn instance_env(spec: &RunSpec, index: u32, port: u16) -> Vec<(String, String)> {
+/// The environment of instance `index` listening on `port`, with `home` and `tmp` of its own.
+pub fn instance_env(
+    spec: &RunSpec,
+    index: u32,
+    port: u16,
+    home: &Path,
+    tmp: &Path,
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = INHERITED
         .iter()
         .filter_map(|key| {
@@ -578,13 +618,17 @@ pub fn instance_env(spec: &RunSpec, index: u32, port: u16) -> Vec<(String, Strin
     if let Some(memory) = &spec.memory {
         set("MEMORY_LIMIT", memory.to_ascii_lowercase());
     }
+    // After the manifest's env: they are the instance's own folders, as on a cell.
+    set("HOME", home.display().to_string());
+    set("TMPDIR", tmp.display().to_string());
     env
 }
 
 /// Copies an instance's output into the log, and into its status's tail until it is healthy
 /// (the tail is what a failed start shows; afterwards, the log is enough). Lines about the
-/// platform's own health checks, which hold [`CHECK_USER_AGENT`], are left out: the checks'
-/// results are logged as the platform's events instead, once per change.
+/// platform's own health checks, which hold [`CHECK_USER_AGENT`], are left out unless they show
+/// a status other than 2xx: a passing check's line says nothing, and the checks' results are
+/// logged as the platform's events, once per change; a failing one's may say why.
 async fn pump(
     pipe: impl AsyncRead + Unpin,
     logs: LogSink,
@@ -606,7 +650,7 @@ async fn pump(
         }
         line.truncate(MAX_LINE);
         let text = String::from_utf8_lossy(&line).into_owned();
-        if text.contains(CHECK_USER_AGENT) {
+        if text.contains(CHECK_USER_AGENT) && !shows_failure(&text) {
             continue;
         }
         if keep_tail {
@@ -619,6 +663,32 @@ async fn pump(
         }
         logs.output(&source, stream, text);
     }
+}
+
+/// Whether an access-log line shows an HTTP status other than 2xx: the number after the
+/// request line of the common and combined formats (`"GET /health HTTP/1.1" 500 ...`, as
+/// gunicorn, nginx and Python's http.server write it), or a JSON log's `"status":500`. A line
+/// that shows no status is taken for a passing check's.
+fn shows_failure(line: &str) -> bool {
+    // Three digits at the start of `rest`, after blanks (and a JSON key's `":`).
+    let status_at = |rest: &str| {
+        let rest = rest.trim_start_matches([' ', ':', '"']);
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        (digits.len() == 3)
+            .then(|| digits.parse::<u16>().ok())
+            .flatten()
+    };
+    let after_request_line = line
+        .match_indices("HTTP/")
+        .find_map(|(at, _)| line[at..].find('"').map(|end| &line[at + end + 1..]))
+        .and_then(status_at);
+    let json_status = || {
+        line.match_indices("\"status\"")
+            .find_map(|(at, key)| status_at(&line[at + key.len()..]))
+    };
+    after_request_line
+        .or_else(json_status)
+        .is_some_and(|code| !(200..300).contains(&code))
 }
 
 /// One health check after `delay`.
@@ -715,8 +785,15 @@ mod tests {
             route_port: 8081,
             no_route: false,
         };
-        let env: std::collections::HashMap<_, _> =
-            instance_env(&spec, 1, 41000).into_iter().collect();
+        let env: std::collections::HashMap<_, _> = instance_env(
+            &spec,
+            1,
+            41000,
+            Path::new("/i/1-a/home"),
+            Path::new("/i/1-a/tmp"),
+        )
+        .into_iter()
+        .collect();
         assert_eq!(
             env["PORT"], "41000",
             "the platform's PORT wins over the manifest's"
@@ -728,6 +805,32 @@ mod tests {
         assert_eq!(vcap["application_uris"][0], "127.0.0.1:8081");
         assert_eq!(vcap["limits"]["mem"], 64);
         assert_eq!(env["VCAP_SERVICES"], "{}");
+        assert_eq!(env["HOME"], "/i/1-a/home");
+        assert_eq!(env["TMPDIR"], "/i/1-a/tmp");
+    }
+
+    #[test]
+    fn only_failing_checks_access_lines_are_kept() {
+        let combined = |code: u16| {
+            format!(
+                "127.0.0.1 - - [27/Nov/2026:10:00:00 +0000] \"GET /health HTTP/1.1\" {code} 15 \
+                 \"-\" \"{CHECK_USER_AGENT}\""
+            )
+        };
+        assert!(!shows_failure(&combined(200)));
+        assert!(!shows_failure(&combined(204)));
+        assert!(shows_failure(&combined(500)));
+        assert!(shows_failure(&combined(404)));
+        assert!(!shows_failure(&format!(
+            "{{\"method\":\"GET\",\"path\":\"/health\",\"status\":200,\"ua\":\"{CHECK_USER_AGENT}\"}}"
+        )));
+        assert!(shows_failure(&format!(
+            "{{\"status\": 503, \"user_agent\": \"{CHECK_USER_AGENT}\"}}"
+        )));
+        // No status to be seen: taken for a pass.
+        assert!(!shows_failure(&format!(
+            "GET /health from {CHECK_USER_AGENT}"
+        )));
     }
 
     #[test]
