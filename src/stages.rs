@@ -676,11 +676,19 @@ fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
             .as_ref()
             .is_some_and(|v| v.deployment.artifact == candidate.artifact);
     if !passed && !ctx.settings.force {
-        return Err(user_error(format!(
-            "`{from}` serves {} ({}), which has not passed e2e there: run `cdflow e2e \
-             --against {from}` first, or pass --force",
-            candidate.version, candidate.artifact
-        )));
+        // A dry run asks no platform what serves (cf answers placeholders), so it cannot
+        // tell: it says what a real run checks.
+        ctx.exec.for_real(|| -> Result<()> {
+            Err(user_error(format!(
+                "`{from}` serves {} ({}), which has not passed e2e there: run `cdflow e2e \
+                 --against {from}` first, or pass --force",
+                candidate.version, candidate.artifact
+            )))
+        })?;
+        ctx.exec.ui().note(&format!(
+            "would check that what `{from}` serves has passed e2e there (else refuse, unless \
+             --force)"
+        ));
     }
     // The manifest the candidate was deployed with on `from`, not the checkout's: production
     // runs the configuration that was verified, with only its own values filled in.

@@ -9,6 +9,7 @@ mod input;
 mod json;
 mod kill;
 mod local;
+mod plans;
 mod quickstart;
 mod release;
 mod services;
