@@ -126,6 +126,8 @@ pub enum Event {
         /// Its stages' names, in order.
         stages: Vec<String>,
     },
+    /// `cdflow status`: one environment of one app.
+    Environment(EnvironmentStatus),
     /// `cdflow watch` begins.
     WatchStarted {
         app: String,
@@ -153,6 +155,97 @@ pub enum Event {
         /// where the part cannot apply.
         next: Vec<BumpPart>,
     },
+}
+
+/// What `cdflow status` knows of an environment.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct EnvironmentStatus {
+    pub app: String,
+    /// The repository the app comes from, as the local platform knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    pub env: String,
+    /// `local` or `cf`.
+    pub platform: String,
+    pub state: EnvState,
+    /// What serves (or, stopped, last served) the environment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `sha256:...` of a local artifact, or a cf droplet's guid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+    /// Where it answers; absent for an app with `no-route`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The local platform's server process of the environment, while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_pid: Option<u32>,
+    /// Local: each instance.
+    pub instances: Vec<InstanceState>,
+    /// cf: instances running, and instances in all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub desired: Option<u32>,
+    /// Local: the backing services bound there.
+    pub services: Vec<ServiceState>,
+    /// Stopped: why `cdflow up` cannot bring it back, when it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub up_refused: Option<String>,
+    /// Orphaned: the instance processes its dead server left running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orphans: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvState {
+    /// Its route serves a version.
+    Serving,
+    /// Its server runs but serves nothing yet (deploying, or about to exit).
+    Deploying,
+    /// Nothing runs; it served a version before (`cdflow up` brings it back).
+    Stopped,
+    /// Its server died and left instance processes (`cdflow down` stops them).
+    Orphaned,
+    /// Nothing was ever deployed there.
+    Empty,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct InstanceState {
+    pub index: u32,
+    pub version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `starting`, `healthy`, `unhealthy`, `crashed`, `stopping` or `stopped`.
+    pub phase: String,
+    pub restarts: u32,
+    /// Bytes its processes hold now, when it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// The manifest's memory limit, in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_limit_bytes: Option<u64>,
+    /// The last health check's result.
+    pub check: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ServiceState {
+    pub name: String,
+    /// `redis`, `postgres` or `user-provided`.
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub running: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Where its data lives.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
 }
 
 /// One check of `cdflow watch`, as printed, recorded in the state folder and shown by

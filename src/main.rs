@@ -270,8 +270,12 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             for name in app.envs.keys() {
                 let env = app.target(name)?;
                 if env.platform() == config::PlatformKind::Cf {
-                    let line = platform::cf::Cf::new(&state).status(&exec, &app.name, &env)?;
-                    ui.note(&line);
+                    let report = platform::cf::Cf::new(&state).status(&exec, &app.name, &env)?;
+                    if ui.is_json() {
+                        ui.emit(events::Event::Environment(report));
+                    } else {
+                        ui.note(&platform::cf::Cf::status_line(&report));
+                    }
                 }
             }
             Ok(())

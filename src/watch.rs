@@ -594,6 +594,10 @@ pub fn last_checks(state: &State) -> Vec<Check> {
 /// `cdflow status`: a line per watched environment, with its last check.
 pub fn status(state: &State, ui: &Ui) {
     for check in last_checks(state) {
+        if ui.is_json() {
+            ui.emit(Event::Check(check));
+            continue;
+        }
         let version = shown_version(&check);
         let result = if check.passed {
             "passed".to_string()

@@ -19,6 +19,7 @@ use xshell::cmd;
 use super::{Deployment, Platform, Release, Target};
 use crate::app_manifest::Resolved;
 use crate::error::user_error;
+use crate::events::{EnvState, EnvironmentStatus};
 use crate::exec::{Exec, Output};
 use crate::state::State;
 
@@ -257,23 +258,52 @@ impl Cf {
 
     /// One line on what serves `env`, for `cdflow status`: the version cdflow deployed with the
     /// droplet that runs, the route, and how many instances run.
-    pub fn status(&self, exec: &Exec, app: &str, env: &Target) -> Result<String> {
+    /// What `cdflow status` shows of a cf environment, from the v3 API.
+    pub fn status(&self, exec: &Exec, app: &str, env: &Target) -> Result<EnvironmentStatus> {
         self.login(exec, env)?;
         let guid = self.app_guid(exec, env, app)?;
         let serving = self.deployment_of(exec, app, env, &guid)?;
         let states = self.instance_states(exec, env, &guid)?.unwrap_or_default();
         let running = states.iter().filter(|s| *s == "RUNNING").count();
-        let url = match serving.url.as_str() {
-            "" => String::new(),
-            url => format!(" at {url}"),
-        };
-        Ok(format!(
-            "{}: {app} {} ({}){url} on cf, {running} of {} instance(s) running",
-            env.name,
-            serving.version,
-            serving.artifact,
-            states.len()
-        ))
+        Ok(EnvironmentStatus {
+            app: app.to_string(),
+            origin: None,
+            env: env.name.to_string(),
+            platform: NAME.into(),
+            state: if running > 0 {
+                EnvState::Serving
+            } else {
+                EnvState::Stopped
+            },
+            version: Some(serving.version),
+            artifact: Some(serving.artifact),
+            url: Some(serving.url).filter(|url| !url.is_empty()),
+            server_pid: None,
+            instances: Vec::new(),
+            running: Some(running as u32),
+            desired: Some(states.len() as u32),
+            services: Vec::new(),
+            up_refused: None,
+            orphans: None,
+        })
+    }
+
+    /// The line of `cdflow status` on a cf environment.
+    pub fn status_line(report: &EnvironmentStatus) -> String {
+        let url = report
+            .url
+            .as_deref()
+            .map(|url| format!(" at {url}"))
+            .unwrap_or_default();
+        format!(
+            "{}: {} {} ({}){url} on cf, {} of {} instance(s) running",
+            report.env,
+            report.app,
+            report.version.as_deref().unwrap_or("unknown"),
+            report.artifact.as_deref().unwrap_or("-"),
+            report.running.unwrap_or_default(),
+            report.desired.unwrap_or_default()
+        )
     }
 
     /// What the app of `guid` runs in `env`: its droplet, and the version cdflow deployed with

@@ -952,6 +952,25 @@ fn status_shows_the_cf_environments() {
         "{:#?}",
         app.calls()
     );
+    // The same, typed, for scripts.
+    let json = app.cdflow(&["status", "--json"], None);
+    json.success();
+    let production: serde_json::Value = json
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|e| e["event"] == "environment" && e["env"] == "production")
+        .unwrap();
+    assert_eq!(production["platform"], "cf");
+    assert_eq!(production["state"], "serving");
+    assert_eq!(production["version"], "0.1.1");
+    assert_eq!(production["artifact"], "droplet-copy-1");
+    assert_eq!(production["running"], 2);
+    assert_eq!(production["desired"], 2);
+    assert_eq!(
+        production["url"],
+        "https://filter-production.apps.example.com"
+    );
 }
 
 /// With no `url` for a cf environment, only cf knows the route: a dry run prints the plan with

@@ -222,33 +222,38 @@ impl Local {
 
     /// `(index, pid, port, state, restarts)` of each instance `cdflow status` shows for `env`.
     fn instances(&self, env: &str) -> Vec<(u32, u32, u16, String, u32)> {
-        let status = self.cdflow(&["status"]);
-        let mut in_env = false;
-        let mut found = Vec::new();
-        for line in status.stdout.lines() {
-            if !line.starts_with(' ') {
-                in_env = line.starts_with(&format!("{env}:"));
-                continue;
-            }
-            if !in_env {
-                continue;
-            }
-            // "  instance 0: pid 123, port 4567, healthy, 1 restart (GET /health answered 200 OK)"
-            let words: Vec<&str> = line
-                .split([' ', ',', ':'])
-                .filter(|w| !w.is_empty())
-                .collect();
-            if words.first() == Some(&"instance") && words[2] == "pid" && words[3] != "-" {
-                found.push((
-                    words[1].parse().unwrap(),
-                    words[3].parse().unwrap(),
-                    words[5].parse().unwrap(),
-                    words[6].to_string(),
-                    words[7].parse().unwrap(),
-                ));
-            }
-        }
-        found
+        let Some(environment) = self.status_of(env) else {
+            return Vec::new();
+        };
+        environment["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["pid"].is_u64())
+            .map(|i| {
+                let number = |key: &str| i[key].as_u64().unwrap();
+                (
+                    number("index") as u32,
+                    number("pid") as u32,
+                    number("port") as u16,
+                    i["phase"].as_str().unwrap().to_string(),
+                    number("restarts") as u32,
+                )
+            })
+            .collect()
+    }
+
+    /// The `environment` event that `cdflow status --json` prints for `env` of the test app.
+    pub(crate) fn status_of(&self, env: &str) -> Option<serde_json::Value> {
+        let status = self.cdflow(&["status", "--json"]);
+        status.success();
+        status
+            .stdout
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .find(|event| {
+                event["event"] == "environment" && event["env"] == env && event["app"] == "pyapp"
+            })
     }
 
     /// Waits up to `timeout` until staging's instance 0 runs again in place of process
@@ -1139,6 +1144,17 @@ fn status_logs_down_and_up() {
         instances.iter().all(|i| i.3 == "healthy" && i.4 == 0),
         "{instances:?}"
     );
+    let staging = local.status_of("staging").unwrap();
+    assert_eq!(staging["state"], "serving");
+    assert_eq!(staging["version"], "1.0.0");
+    assert_eq!(staging["platform"], "local");
+    assert!(staging["server_pid"].as_u64().unwrap() > 0);
+    assert!(staging["artifact"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(
+        staging["url"],
+        format!("http://127.0.0.1:{}", local.staging)
+    );
+    assert_eq!(staging["services"][0]["kind"], "user-provided");
 
     // Logs, then following them while the app prints.
     local
@@ -1170,6 +1186,11 @@ fn status_logs_down_and_up() {
         .cdflow(&["status"])
         .success()
         .stdout_has("staging: stopped; it last served pyapp 1.0.0");
+    let stopped = local.status_of("staging").unwrap();
+    assert_eq!(stopped["state"], "stopped");
+    assert_eq!(stopped["version"], "1.0.0");
+    assert!(stopped.get("server_pid").is_none());
+    assert!(stopped.get("up_refused").is_none());
 
     // Up: the last deployed version again, on the same route.
     local

@@ -44,6 +44,7 @@ use self::spec::{EnvFile, Placement, Record, RunSpec};
 use super::{Deployment, Platform, Release, Target};
 use crate::app_manifest::{Application, Resolved};
 use crate::error::user_error;
+use crate::events::{EnvState, EnvironmentStatus, Event, InstanceState};
 use crate::exec::Exec;
 use crate::lock::{self, Wait};
 use crate::state::State;
@@ -571,17 +572,22 @@ fn chosen(
 pub fn status(state: &State, ui: &Ui) -> Result<()> {
     let local = state.local();
     legacy::migrate(&local, ui);
-    let mut groups: Vec<(String, Vec<EnvPaths>)> = layout::apps(&local)
+    // Each app: the line that heads it, its origin, its environments.
+    let mut groups: Vec<(String, Option<String>, Vec<EnvPaths>)> = layout::apps(&local)
         .into_iter()
         .map(|app| {
             let envs = EnvPaths::of_app(&local, &app);
-            let from = match identity::load(&local, &app) {
-                Ok(Some(known)) => format!(" (from {})", known.origin),
-                _ => String::new(),
+            let origin = match identity::load(&local, &app) {
+                Ok(Some(known)) => Some(known.origin),
+                _ => None,
             };
-            (format!("app {app}{from}"), envs)
+            let from = origin
+                .as_ref()
+                .map(|origin| format!(" (from {origin})"))
+                .unwrap_or_default();
+            (format!("app {app}{from}"), origin, envs)
         })
-        .filter(|(_, envs)| !envs.is_empty())
+        .filter(|(_, _, envs)| !envs.is_empty())
         .collect();
     for old in legacy::find(&local) {
         groups.push((
@@ -590,80 +596,83 @@ pub fn status(state: &State, ui: &Ui) -> Result<()> {
                  stops it and moves it)",
                 old.app, old.env, old.app, old.env
             ),
+            None,
             vec![old],
         ));
     }
-    if groups.is_empty() {
+    if groups.is_empty() && !ui.is_json() {
         ui.note(&format!(
             "the local platform serves nothing (state in {})",
             state.root().display()
         ));
         return Ok(());
     }
-    for (header, envs) in groups {
-        ui.note(&header);
+    for (header, origin, envs) in groups {
+        if !ui.is_json() {
+            ui.note(&header);
+        }
         for paths in envs {
-            env_status(ui, &local, &paths);
+            let report = env_report(&local, &paths, origin.as_deref());
+            if ui.is_json() {
+                ui.emit(Event::Environment(report));
+            } else {
+                show_env(ui, &report);
+            }
         }
     }
     Ok(())
 }
 
-/// The lines of `cdflow status` on one environment.
-fn env_status(ui: &Ui, local: &Path, paths: &EnvPaths) {
+/// What `cdflow status` knows of one environment: what serves it, its instances, its services.
+fn env_report(local: &Path, paths: &EnvPaths, origin: Option<&str>) -> EnvironmentStatus {
     let file = EnvFile::load(paths).unwrap_or_default();
-    env_state(ui, local, paths, &file);
-    // Its services (kind, port, running or not, data folder), under what serves it.
-    for line in services::status_lines(local, &paths.app, &paths.env) {
-        ui.note(&line);
-    }
-}
-
-/// The line on what serves an environment, and one per instance.
-fn env_state(ui: &Ui, local: &Path, paths: &EnvPaths, file: &EnvFile) {
+    let mut report = EnvironmentStatus {
+        app: paths.app.clone(),
+        origin: origin.map(str::to_string),
+        env: paths.env.clone(),
+        platform: NAME.into(),
+        state: EnvState::Empty,
+        version: None,
+        artifact: None,
+        url: None,
+        server_pid: None,
+        instances: Vec::new(),
+        running: None,
+        desired: None,
+        services: services::statuses(local, &paths.app, &paths.env),
+        up_refused: None,
+        orphans: None,
+    };
+    let shown = |report: &mut EnvironmentStatus, spec: &RunSpec| {
+        report.version = Some(spec.version.clone());
+        report.artifact = Some(spec.artifact.clone());
+        report.url = spec.route_url();
+    };
     match control::status(paths) {
         Some(status) => {
+            report.server_pid = Some(status.server_pid);
             match &status.serving {
-                Some(spec) => ui.note(&format!(
-                    "{}: {} {} ({}) at {} (server pid {})",
-                    paths.env,
-                    spec.app,
-                    spec.version,
-                    artifacts::short(&spec.artifact),
-                    spec.url(),
-                    status.server_pid
-                )),
-                None => ui.note(&format!(
-                    "{}: nothing serves yet (server pid {} is deploying or about to exit)",
-                    paths.env, status.server_pid
-                )),
+                Some(spec) => {
+                    report.state = EnvState::Serving;
+                    shown(&mut report, spec);
+                }
+                None => report.state = EnvState::Deploying,
             }
-            for instance in &status.instances {
-                let restarts = match instance.restarts {
-                    1 => "1 restart".to_string(),
-                    n => format!("{n} restarts"),
-                };
-                let pid = instance.pid.map_or("-".into(), |p| p.to_string());
-                let port = instance.port.map_or("-".into(), |p| p.to_string());
-                let old = match &status.serving {
-                    Some(spec) if spec.version != instance.version => {
-                        format!(" ({})", instance.version)
-                    }
-                    _ => String::new(),
-                };
-                // As `cf app` shows it: what the processes hold, of the manifest's limit.
-                let memory = match (instance.memory, instance.memory_limit) {
-                    (Some(used), Some(limit)) => {
-                        format!(", memory {} of {}", memory::Size(used), memory::Size(limit))
-                    }
-                    (Some(used), None) => format!(", memory {}", memory::Size(used)),
-                    (None, _) => String::new(),
-                };
-                ui.note(&format!(
-                    "  instance {}{old}: pid {pid}, port {port}, {}, {restarts}{memory} ({})",
-                    instance.index, instance.phase, instance.check
-                ));
-            }
+            report.instances = status
+                .instances
+                .iter()
+                .map(|instance| InstanceState {
+                    index: instance.index,
+                    version: instance.version.clone(),
+                    pid: instance.pid,
+                    port: instance.port,
+                    phase: instance.phase.to_string(),
+                    restarts: instance.restarts,
+                    memory_bytes: instance.memory,
+                    memory_limit_bytes: instance.memory_limit,
+                    check: instance.check.clone(),
+                })
+                .collect();
         }
         None => {
             let orphans = pids::load(paths)
@@ -672,37 +681,84 @@ fn env_state(ui: &Ui, local: &Path, paths: &EnvPaths, file: &EnvFile) {
                 .filter(|p| p.alive())
                 .count();
             if orphans > 0 {
-                ui.note(&format!(
-                    "{}: its server died, leaving {orphans} instance process(es) running: \
-                     `cdflow down --app {} --env {}` stops them, `cdflow up` replaces them",
-                    paths.env, paths.app, paths.env
-                ));
-                return;
-            }
-            match file.current() {
-                Some(current) => {
-                    let last = format!(
-                        "{}: stopped; it last served {} {} ({}) at {}",
-                        paths.env,
-                        current.spec.app,
-                        current.spec.version,
-                        artifacts::short(&current.spec.artifact),
-                        current.spec.url()
-                    );
-                    // `up` runs only an intact artifact: promise it only for one.
-                    match artifacts::open(local, &current.spec.artifact) {
-                        Ok(_) => ui.note(&format!("{last}: `cdflow up` brings it back")),
-                        Err(err) => ui.note(&format!(
-                            "{last}; `cdflow up` cannot bring it back: {err:#}"
-                        )),
-                    }
+                report.state = EnvState::Orphaned;
+                report.orphans = Some(orphans as u32);
+            } else if let Some(current) = file.current() {
+                report.state = EnvState::Stopped;
+                shown(&mut report, &current.spec);
+                // `up` runs only an intact artifact: promise it only for one.
+                if let Err(err) = artifacts::open(local, &current.spec.artifact) {
+                    report.up_refused = Some(format!("{err:#}"));
                 }
-                None => ui.note(&format!(
-                    "{}: stopped; nothing was deployed there",
-                    paths.env
-                )),
             }
         }
+    }
+    report
+}
+
+/// The lines of `cdflow status` on one environment: what serves it, a line per instance, and
+/// one per service.
+fn show_env(ui: &Ui, report: &EnvironmentStatus) {
+    let env = &report.env;
+    let version = report.version.as_deref().unwrap_or("-");
+    let artifact = artifacts::short(report.artifact.as_deref().unwrap_or_default());
+    let url = report.url.as_deref().unwrap_or("no route (no-route)");
+    match report.state {
+        EnvState::Serving => ui.note(&format!(
+            "{env}: {} {version} ({artifact}) at {url} (server pid {})",
+            report.app,
+            report.server_pid.unwrap_or_default()
+        )),
+        EnvState::Deploying => ui.note(&format!(
+            "{env}: nothing serves yet (server pid {} is deploying or about to exit)",
+            report.server_pid.unwrap_or_default()
+        )),
+        EnvState::Orphaned => ui.note(&format!(
+            "{env}: its server died, leaving {} instance process(es) running: `cdflow down \
+             --app {} --env {env}` stops them, `cdflow up` replaces them",
+            report.orphans.unwrap_or_default(),
+            report.app
+        )),
+        EnvState::Stopped => {
+            let last = format!(
+                "{env}: stopped; it last served {} {version} ({artifact}) at {url}",
+                report.app
+            );
+            match &report.up_refused {
+                None => ui.note(&format!("{last}: `cdflow up` brings it back")),
+                Some(why) => ui.note(&format!("{last}; `cdflow up` cannot bring it back: {why}")),
+            }
+        }
+        EnvState::Empty => ui.note(&format!("{env}: stopped; nothing was deployed there")),
+    }
+    for instance in &report.instances {
+        let restarts = match instance.restarts {
+            1 => "1 restart".to_string(),
+            n => format!("{n} restarts"),
+        };
+        let pid = instance.pid.map_or("-".into(), |p| p.to_string());
+        let port = instance.port.map_or("-".into(), |p| p.to_string());
+        let old = match &report.version {
+            Some(serving) if report.state == EnvState::Serving && *serving != instance.version => {
+                format!(" ({})", instance.version)
+            }
+            _ => String::new(),
+        };
+        // As `cf app` shows it: what the processes hold, of the manifest's limit.
+        let memory = match (instance.memory_bytes, instance.memory_limit_bytes) {
+            (Some(used), Some(limit)) => {
+                format!(", memory {} of {}", memory::Size(used), memory::Size(limit))
+            }
+            (Some(used), None) => format!(", memory {}", memory::Size(used)),
+            (None, _) => String::new(),
+        };
+        ui.note(&format!(
+            "  instance {}{old}: pid {pid}, port {port}, {}, {restarts}{memory} ({})",
+            instance.index, instance.phase, instance.check
+        ));
+    }
+    for service in &report.services {
+        ui.note(&services::status_line(service));
     }
 }
 

@@ -39,6 +39,7 @@ use serde_json::{json, Value};
 use super::pids::Registry;
 use crate::config::{Credential, ServiceKind};
 use crate::error::user_error;
+use crate::events::ServiceState;
 use crate::exec::Exec;
 use crate::platform::Target;
 use crate::process::Process;
@@ -199,10 +200,9 @@ pub fn passwords(local: &Path, app: &str, env: &str) -> Vec<String> {
         .collect()
 }
 
-/// What `cdflow status` shows of the services of an app's environment: one line each, with its
-/// kind, port, whether it runs, and its data folder.
-pub fn status_lines(local: &Path, app: &str, env: &str) -> Vec<String> {
-    let mut lines = Vec::new();
+/// The services of an app's environment, as `cdflow status` shows them: kind, port, whether
+/// it runs, and its data folder.
+pub fn statuses(local: &Path, app: &str, env: &str) -> Vec<ServiceState> {
     let mut folders: Vec<PathBuf> = std::fs::read_dir(apps_dir(local).join(app).join(env))
         .into_iter()
         .flatten()
@@ -211,27 +211,50 @@ pub fn status_lines(local: &Path, app: &str, env: &str) -> Vec<String> {
         .filter(|path| path.is_dir())
         .collect();
     folders.sort();
-    for folder in folders {
-        let name = folder.file_name().unwrap_or_default().to_string_lossy();
-        let Some(kind) = read_kind(&folder) else {
-            continue;
-        };
-        if kind == ServiceKind::UserProvided {
-            lines.push(format!("  service {name}: user-provided"));
-            continue;
-        }
-        let port = read_port(&folder).map_or("-".into(), |p| p.to_string());
-        let running = match running_process(&folder) {
-            Some(process) => format!("running (pid {})", process.pid),
-            None => "not running".into(),
-        };
-        lines.push(format!(
-            "  service {name}: {}, port {port}, {running}, data in {}",
-            kind.name(),
-            folder.join("data").display()
-        ));
+    folders
+        .into_iter()
+        .filter_map(|folder| {
+            let name = folder.file_name()?.to_string_lossy().into_owned();
+            let kind = read_kind(&folder)?;
+            if kind == ServiceKind::UserProvided {
+                return Some(ServiceState {
+                    name,
+                    kind: kind.name().to_string(),
+                    port: None,
+                    running: false,
+                    pid: None,
+                    data: None,
+                });
+            }
+            let process = running_process(&folder);
+            Some(ServiceState {
+                name,
+                kind: kind.name().to_string(),
+                port: read_port(&folder),
+                running: process.is_some(),
+                pid: process.map(|p| p.pid),
+                data: Some(folder.join("data").display().to_string()),
+            })
+        })
+        .collect()
+}
+
+/// One line of `cdflow status` on a service.
+pub fn status_line(service: &ServiceState) -> String {
+    if service.kind == ServiceKind::UserProvided.name() {
+        return format!("  service {}: user-provided", service.name);
     }
-    lines
+    let port = service.port.map_or("-".into(), |p| p.to_string());
+    let running = match service.pid {
+        Some(pid) if service.running => format!("running (pid {pid})"),
+        _ => "not running".into(),
+    };
+    format!(
+        "  service {}: {}, port {port}, {running}, data in {}",
+        service.name,
+        service.kind,
+        service.data.as_deref().unwrap_or("-")
+    )
 }
 
 fn read_kind(folder: &Path) -> Option<ServiceKind> {
