@@ -3,6 +3,7 @@
 
 pub mod cf;
 pub mod local;
+mod rust_binary;
 
 use std::path::Path;
 

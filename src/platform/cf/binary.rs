@@ -21,6 +21,7 @@ use xshell::cmd;
 use crate::app_manifest::{Application, Resolved};
 use crate::error::user_error;
 use crate::exec::Exec;
+use crate::platform::rust_binary;
 use crate::platform::Release;
 use crate::state::State;
 
@@ -90,7 +91,7 @@ pub fn stage(
         false => release.dir,
     };
     let dir = std::path::absolute(dir)?;
-    let binary = binary_name(application, &dir)?;
+    let binary = rust_binary::name(application.command.as_deref(), &dir)?;
     let stack = stack_of(release.manifest, &application.name);
     let command = application
         .command
@@ -195,42 +196,6 @@ fn this_glibc() -> Option<Glibc> {
 #[cfg(not(target_env = "gnu"))]
 fn this_glibc() -> Option<Glibc> {
     None
-}
-
-/// The binary the app runs: the program of the manifest's command (`./name`), else the
-/// package's name.
-fn binary_name(application: &Application, dir: &Path) -> Result<String> {
-    if let Some(command) = &application.command {
-        let words = shlex::split(command).unwrap_or_default();
-        let program = words.first().map(String::as_str).unwrap_or_default();
-        let name = program.strip_prefix("./").unwrap_or(program);
-        if name.is_empty() || name.contains('/') {
-            return Err(user_error(format!(
-                "the manifest's command `{command}` of `{}` does not start with the app's \
-                 binary (`./name`): cdflow cannot tell which binary to build for cf",
-                application.name
-            )));
-        }
-        return Ok(name.to_string());
-    }
-    let path = dir.join("Cargo.toml");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("could not read {}", path.display()))?;
-    let doc: toml_edit::DocumentMut = text
-        .parse()
-        .map_err(|err| user_error(format!("{} is not valid TOML: {err}", path.display())))?;
-    doc.get("package")
-        .and_then(|package| package.get("name"))
-        .and_then(|name| name.as_str())
-        .map(str::to_string)
-        .ok_or_else(|| {
-            user_error(format!(
-                "{} has no [package] name: give `{}` a `command` in the manifest that runs its \
-                 binary (`./name`)",
-                path.display(),
-                application.name
-            ))
-        })
 }
 
 /// The stack the manifest gives the application, else cf's default.

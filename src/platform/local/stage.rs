@@ -26,7 +26,7 @@ use super::spec::Runtime;
 use crate::app_manifest::Application;
 use crate::error::user_error;
 use crate::exec::Exec;
-use crate::platform::Release;
+use crate::platform::{rust_binary, Release};
 use crate::state::State;
 
 /// The buildpacks the local platform can stage with.
@@ -199,7 +199,7 @@ fn stage_rust(
     droplet: &Path,
 ) -> Result<(Runtime, String)> {
     let dir = release.dir;
-    let binary = binary_name(application.command.as_deref(), dir)?;
+    let binary = rust_binary::name(application.command.as_deref(), dir)?;
     // The folder the test tiers built in too (keyed by the app's name), so that staging
     // reuses their dependencies.
     let target = state.cargo_target(release.app);
@@ -236,39 +236,6 @@ fn stage_rust(
         })
     })?;
     Ok((Runtime::Binary, format!("./{binary}")))
-}
-
-/// The binary a Rust app runs: the program of the manifest's command, else the package name.
-fn binary_name(command: Option<&str>, dir: &Path) -> Result<String> {
-    if let Some(command) = command {
-        let words = shlex::split(command).unwrap_or_default();
-        if let Some(program) = words.first() {
-            let name = program.strip_prefix("./").unwrap_or(program);
-            if !name.is_empty() && !name.contains('/') {
-                return Ok(name.to_string());
-            }
-        }
-        return Err(user_error(format!(
-            "the manifest's command `{command}` does not start with the app's binary \
-             (`./name`), so cdflow cannot tell which binary to stage"
-        )));
-    }
-    let path = dir.join("Cargo.toml");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("could not read {}", path.display()))?;
-    let doc: toml_edit::DocumentMut = text
-        .parse()
-        .map_err(|err| user_error(format!("{} is not valid TOML: {err}", path.display())))?;
-    doc.get("package")
-        .and_then(|package| package.get("name"))
-        .and_then(|name| name.as_str())
-        .map(str::to_string)
-        .ok_or_else(|| {
-            user_error(format!(
-                "{} has no [package] name: give the manifest a `command` naming the binary",
-                path.display()
-            ))
-        })
 }
 
 fn stage_python(
@@ -681,9 +648,9 @@ mod tests {
             buildpack(&application("name: a\n"), d).unwrap(),
             Buildpack::Rust
         );
-        assert_eq!(binary_name(None, d).unwrap(), "a");
-        assert_eq!(binary_name(Some("./srv --port 1"), d).unwrap(), "srv");
-        assert!(binary_name(Some("bin/srv"), d).is_err());
+        assert_eq!(rust_binary::name(None, d).unwrap(), "a");
+        assert_eq!(rust_binary::name(Some("./srv --port 1"), d).unwrap(), "srv");
+        assert!(rust_binary::name(Some("bin/srv"), d).is_err());
     }
 
     #[test]
