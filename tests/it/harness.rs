@@ -256,3 +256,55 @@ pub fn pid_alive(pid: &str) -> bool {
             .unwrap_or_default()
             .contains(") Z ")
 }
+
+/// Kills what `cdflow down` may have left in a state folder: the servers and process groups
+/// of every `pids.json` (of every app, and of the layout before apps had folders), and every
+/// backing service's process.
+pub fn kill_leftovers(state: &Path) {
+    let mut files = Vec::new();
+    collect_named(state, "pids.json", &mut files);
+    collect_named(&state.join("local/services"), "pid", &mut files);
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let mut targets = Vec::new();
+        for pid in [&json["server"]["pid"], &json["pid"]] {
+            targets.extend(pid.as_i64().map(|pid| pid as i32));
+        }
+        for group in json["groups"].as_array().into_iter().flatten() {
+            targets.extend(group["pid"].as_i64().map(|pid| -(pid as i32)));
+        }
+        for target in targets {
+            if target != 0 && target != -1 {
+                // SAFETY: kill(2) touches no memory; 0 and -1 are refused above.
+                unsafe { libc::kill(target, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+fn collect_named(dir: &Path, name: &str, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_named(&path, name, found);
+        } else if path.file_name() == Some(name.as_ref()) {
+            found.push(path);
+        }
+    }
+}
+
+/// The tags of a repository, one per line.
+pub fn tags_of(origin: &Path) -> String {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(origin)
+        .args(["tag", "-l"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::harness::free_port;
-use crate::harness::{run_of, Project, Run};
+use crate::harness::{kill_leftovers, run_of, tags_of, Project, Run};
 
 /// These tests start many processes and watch timing on a small machine: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -282,46 +282,6 @@ impl Drop for Local {
     fn drop(&mut self) {
         let _ = self.cdflow(&["down"]);
         kill_leftovers(self.state.path());
-    }
-}
-
-/// Kills whatever the state folder's `pids.json` files list, in case `cdflow down` failed: in
-/// every app's environments, and in those of the layout before apps had folders.
-fn kill_leftovers(state: &Path) {
-    let folders = |dir: PathBuf| -> Vec<PathBuf> {
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|entry| entry.path())
-            .collect()
-    };
-    let mut envs = folders(state.join("local/envs"));
-    for app in folders(state.join("local/apps")) {
-        envs.extend(folders(app.join("envs")));
-    }
-    for env in envs {
-        let Ok(text) = std::fs::read_to_string(env.join("pids.json")) else {
-            continue;
-        };
-        let Ok(pids) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        let mut targets = Vec::new();
-        if let Some(pid) = pids["server"]["pid"].as_i64() {
-            targets.push(pid as i32);
-        }
-        for group in pids["groups"].as_array().into_iter().flatten() {
-            if let Some(pid) = group["pid"].as_i64() {
-                targets.push(-(pid as i32));
-            }
-        }
-        for target in targets {
-            if target != 0 && target != -1 {
-                // SAFETY: kill(2) touches no memory; 0 and -1 are refused above.
-                unsafe { libc::kill(target, libc::SIGKILL) };
-            }
-        }
     }
 }
 
@@ -1799,16 +1759,6 @@ fn release_from(project: &Project, origin: &Path, state: &Path, dry_run: bool) -
         command.arg("--dry-run");
     }
     run_of(command.output().unwrap())
-}
-
-fn tags_of(origin: &Path) -> String {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(origin)
-        .args(["tag", "-l"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 /// The version `cdflow.toml` says on origin's main: what a release would have bumped.

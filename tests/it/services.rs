@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::harness::{free_port, run_of, wait_for, Project, Run};
+use crate::harness::{free_port, kill_leftovers, run_of, tags_of, wait_for, Project, Run};
 
 /// Each test starts servers of its own on a small machine: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -210,46 +210,6 @@ impl Drop for Svc {
     fn drop(&mut self) {
         let _ = self.cdflow(&["down"]);
         kill_leftovers(self.state.path());
-    }
-}
-
-/// Kills what `cdflow down` may have left: the servers and groups of every `pids.json`, and
-/// every service's process.
-fn kill_leftovers(state: &Path) {
-    let mut files = Vec::new();
-    collect_named(state, "pids.json", &mut files);
-    collect_named(&state.join("local/services"), "pid", &mut files);
-    for file in files {
-        let Ok(text) = std::fs::read_to_string(&file) else {
-            continue;
-        };
-        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        let mut targets = Vec::new();
-        for pid in [&json["server"]["pid"], &json["pid"]] {
-            targets.extend(pid.as_i64().map(|pid| pid as i32));
-        }
-        for group in json["groups"].as_array().into_iter().flatten() {
-            targets.extend(group["pid"].as_i64().map(|pid| -(pid as i32)));
-        }
-        for target in targets {
-            if target != 0 && target != -1 {
-                // SAFETY: kill(2) touches no memory; 0 and -1 are refused above.
-                unsafe { libc::kill(target, libc::SIGKILL) };
-            }
-        }
-    }
-}
-
-fn collect_named(dir: &Path, name: &str, found: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_named(&path, name, found);
-        } else if path.file_name() == Some(name.as_ref()) {
-            found.push(path);
-        }
     }
 }
 
@@ -471,16 +431,6 @@ fn bare_origin(project: &Project) -> PathBuf {
     project.git_cmd(&["remote", "add", "origin", origin_text]);
     project.git_cmd(&["push", "-q", "origin", "main"]);
     origin
-}
-
-fn tags_of(origin: &Path) -> String {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(origin)
-        .args(["tag", "-l"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 /// A folder of links to every program of /usr/bin but redis's, for a PATH without redis.
