@@ -41,7 +41,9 @@ pub fn run(
     // Before anything can print the URL: from here on its credentials are masked, and only
     // the URL without them is given to git or recorded.
     exec.ui().add_secret_values(repo.secrets());
-    git_credentials(exec, &mut repo, settings.repo.is_some());
+    if clones {
+        git_credentials(exec, &mut repo, settings.repo.is_some());
+    }
     stages::check_repo_and_ref(repo.url(), settings.git_ref.as_deref())?;
 
     let mut record = None;
@@ -229,8 +231,8 @@ pub fn run(
     Ok(ctx.record)
 }
 
-/// Gives git the token of `CDFLOW_GIT_TOKEN`, and says when credentials come in a way that
-/// exposes them (in `--repo`) or are not used.
+/// Gives git the token of `CDFLOW_GIT_TOKEN` for a run that clones (and so pushes back), and
+/// says when credentials come in a way that exposes them (in `--repo`) or are not used.
 fn git_credentials(exec: &Exec, repo: &mut RepoUrl, from_command_line: bool) {
     let in_url = repo.source() == repo_url::Source::Url;
     let Some(token) = repo_url::env_token() else {
