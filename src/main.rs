@@ -69,7 +69,13 @@ fn main() -> ExitCode {
         (_, true) => Verbosity::Verbose,
         _ => Verbosity::Normal,
     };
-    let ui = Ui::new(Style::detect(cli.json), Secrets::from_env([])).with_verbosity(verbosity);
+    // Before any thread starts: the git token leaves cdflow's environment, so that only the
+    // git commands that need it are given it.
+    let mut secrets = Secrets::from_env([]);
+    if let Some(token) = repo_url::take_env_token() {
+        secrets.add(token.token());
+    }
+    let ui = Ui::new(Style::detect(cli.json), secrets).with_verbosity(verbosity);
     match run(cli, &ui) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

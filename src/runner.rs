@@ -15,7 +15,7 @@ use crate::facts::Facts;
 use crate::lock::{self, Lock, Wait};
 use crate::pipeline::{Pipeline, Stage};
 use crate::record::{self, CommandRecord, RunRecord, StageRecord, Status};
-use crate::repo_url::RepoUrl;
+use crate::repo_url::{self, RepoUrl};
 use crate::settings::Settings;
 use crate::stages::{self, Context};
 use crate::state::State;
@@ -33,7 +33,7 @@ pub fn run(
         .stages
         .iter()
         .any(|s| matches!(s, Stage::Clone { .. }));
-    let repo = RepoUrl::parse(&match (&settings.repo, clones) {
+    let mut repo = RepoUrl::parse(&match (&settings.repo, clones) {
         (Some(repo), _) => repo.clone(),
         (None, true) => stages::default_repo(exec, settings.git_ref.is_none() && !settings.resume)?,
         (None, false) => exec.dir().display().to_string(),
@@ -41,6 +41,9 @@ pub fn run(
     // Before anything can print the URL: from here on its credentials are masked, and only
     // the URL without them is given to git or recorded.
     exec.ui().add_secret_values(repo.secrets());
+    if clones {
+        git_credentials(exec, &mut repo, settings.repo.is_some());
+    }
     stages::check_repo_and_ref(repo.url(), settings.git_ref.as_deref())?;
 
     let mut record = None;
@@ -226,6 +229,35 @@ pub fn run(
     summary(exec, &ctx.record);
     drop(locks);
     Ok(ctx.record)
+}
+
+/// Gives git the token of `CDFLOW_GIT_TOKEN` for a run that clones (and so pushes back), and
+/// says when credentials come in a way that exposes them (in `--repo`) or are not used.
+fn git_credentials(exec: &Exec, repo: &mut RepoUrl, from_command_line: bool) {
+    let in_url = repo.source() == repo_url::Source::Url;
+    let Some(token) = repo_url::env_token() else {
+        if in_url && from_command_line {
+            exec.ui().warn(&format!(
+                "warning: --repo carries credentials, and so they are on cdflow's command line \
+                 (seen by `ps`, kept in shell histories and CI logs of the command); put the \
+                 token in {} instead and give the URL without it (see docs/ci.md)",
+                repo_url::TOKEN_VAR
+            ));
+        }
+        return;
+    };
+    if !repo.use_env_token(token) {
+        exec.ui().note(&format!(
+            "{} is set, but {} is not an http(s) URL: git reaches it without the token",
+            repo_url::TOKEN_VAR,
+            repo.url()
+        ));
+    } else if in_url {
+        exec.ui().note(&format!(
+            "the credentials in the repository URL are not used: {} gives the token",
+            repo_url::TOKEN_VAR
+        ));
+    }
 }
 
 /// Marks the run's stages as running for the Ui (what `-q` silences) until dropped.

@@ -5,8 +5,9 @@
 //!    `--dry-run`, `-C`);
 //! 2. the environment: `CDFLOW_STATE_DIR` (the state folder), `CDFLOW_KEEP_RUNS` (how many runs
 //!    keep their workspace and logs), `CARGO_TARGET_DIR` (where Rust
-//!    apps build), `CF_USERNAME`/`CF_PASSWORD` (cf's login), the variables an environment lists
-//!    in `secrets`;
+//!    apps build), `CF_USERNAME`/`CF_PASSWORD` (cf's login), `CDFLOW_GIT_TOKEN` and
+//!    `CDFLOW_GIT_USERNAME` (git's credentials for the repository: see `repo_url`), the
+//!    variables an environment lists in `secrets`;
 //! 3. the app's `cdflow.toml`, read from the checkout (the clone, for a release): a pipeline
 //!    stage's `part`, each environment's platform, port, vars and secrets;
 //! 4. defaults: the current repository's `origin`, a patch bump, `staging` on port 8081 and

@@ -181,7 +181,8 @@ fn clone(ctx: &mut Context) -> Result<()> {
                 "git {auth...} clone --quiet --recursive {branch_args...} -- {repo} {workspace}"
             ),
             &auth_env,
-        )?;
+        )
+        .map_err(|err| ctx.repo.explain(err))?;
     }
     let checkout = workspace.clone();
     if exec.is_dry_run() && !workspace.exists() {
@@ -194,7 +195,8 @@ fn clone(ctx: &mut Context) -> Result<()> {
                 "git {auth...} clone --quiet {branch_args...} -- {repo} {workspace}"
             )
             .envs(auth_env.iter().copied()),
-        )?;
+        )
+        .map_err(|err| ctx.repo.explain(err))?;
         ctx.scratch = Some(Scratch(workspace.clone()));
     }
     exec.set_dir(&checkout);
@@ -206,10 +208,14 @@ fn clone(ctx: &mut Context) -> Result<()> {
             None => default_branch(exec)?,
         };
         exec.run(cmd!(exec.sh(), "git checkout -q -B {branch} {commit}"))?;
-        exec.run(cmd!(
-            exec.sh(),
-            "git submodule update -q --init --recursive"
-        ))?;
+        exec.run_with_env(
+            cmd!(
+                exec.sh(),
+                "git {auth...} submodule update -q --init --recursive"
+            ),
+            &auth_env,
+        )
+        .map_err(|err| ctx.repo.explain(err))?;
         if ctx.scratch.is_some() {
             // A dry run's throwaway clone follows too, so that its facts are the commit's.
             exec.query(cmd!(exec.sh(), "git checkout -q -B {branch} {commit}"))?;
@@ -505,7 +511,9 @@ fn push_back(ctx: &mut Context) -> Result<()> {
     let remote_tag = || {
         let auth = &auth;
         let listed = cmd!(exec.sh(), "git {auth...} ls-remote origin {tag}");
-        let listed = exec.query(listed.envs(auth_env.iter().copied()))?;
+        let listed = exec
+            .query(listed.envs(auth_env.iter().copied()))
+            .map_err(|err| ctx.repo.explain(err))?;
         anyhow::Ok(git::ref_in_listing(&listed, &tag))
     };
     if local_tag.is_some() && remote_tag()? == local_tag {
@@ -526,6 +534,11 @@ fn push_back(ctx: &mut Context) -> Result<()> {
     if let Err(err) = pushed {
         if err.chain().any(|c| c.is::<crate::error::Interrupted>()) {
             return Err(err);
+        }
+        // Refused credentials changed nothing in origin: once they are fixed, `--resume`
+        // pushes the same version commit and tag.
+        if RepoUrl::is_auth_failure(&err) {
+            return Err(ctx.repo.explain(err));
         }
         // The connection may have dropped after origin took the refs: then they are there.
         if local_tag.is_some() && remote_tag().ok() == Some(local_tag.clone()) {

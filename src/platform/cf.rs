@@ -6,6 +6,14 @@
 //! line. Promotion copies the droplet that staging runs (Cloud Controller v3, through
 //! `cf curl`) and deploys it with a rolling deployment, as Heroku promotes a slug. A Rust app
 //! for `binary_buildpack` is pushed as the binary cdflow builds for the stack (`binary`).
+//!
+//! Every droplet cdflow deploys carries the version it released as v3 metadata (`cf curl -X
+//! PATCH`; `cf set-label` reaches neither droplets nor revisions): the full version in an
+//! annotation, and as a label too where the version fits one (label values take no `+` and
+//! at most 63 characters), for `label_selector`. It goes on the droplet because a revision made
+//! by `cf rollback` reuses the droplet but copies no metadata. So the foundation itself says
+//! which version each revision runs, which `status` and `rollback --to` read before cdflow's
+//! own records (a CI runner's state folder may be new).
 
 mod binary;
 
@@ -24,6 +32,11 @@ use crate::exec::{Exec, Output};
 use crate::state::State;
 
 pub const NAME: &str = "cf";
+
+/// The metadata key of the version cdflow released, on the droplets it deploys.
+const VERSION_KEY: &str = "cdflow/version";
+/// The version of a droplet that neither its annotation nor cdflow's records name.
+const UNKNOWN: &str = "unknown";
 
 /// How many times a droplet copy or a deployment is polled, and how long between polls.
 const POLLS: u32 = 600;
@@ -205,9 +218,76 @@ impl Cf {
 
     /// The droplet the app runs now.
     fn current_droplet(&self, exec: &Exec, env: &Target, guid: &str) -> Result<String> {
+        Ok(self.current_droplet_marked(exec, env, guid)?.0)
+    }
+
+    /// The droplet the app runs now, and the version its annotation says, if cdflow marked it.
+    fn current_droplet_marked(
+        &self,
+        exec: &Exec,
+        env: &Target,
+        guid: &str,
+    ) -> Result<(String, Option<String>)> {
         let path = format!("/v3/apps/{guid}/droplets/current");
         let droplet = self.curl(exec, env, &[&path])?;
-        Ok(exec.answer(&text_at(&droplet, &["guid"]), "DROPLET-GUID"))
+        Ok((
+            exec.answer(&text_at(&droplet, &["guid"]), "DROPLET-GUID"),
+            marked_version(&droplet),
+        ))
+    }
+
+    /// Marks `droplet` with the version it delivers (see the module's comment). A droplet that
+    /// could not be marked still runs: the run goes on, with a warning, and what it deployed is
+    /// found through cdflow's records instead.
+    fn mark(&self, exec: &Exec, env: &Target, droplet: &str, version: &str) {
+        let labels = match label_value(version) {
+            Some(label) => json!({ VERSION_KEY: label }),
+            None => json!({}),
+        };
+        // Keys in sorted order, as in `start_deployment`.
+        let body = json!({
+            "metadata": { "annotations": { VERSION_KEY: version }, "labels": labels }
+        })
+        .to_string();
+        let path = format!("/v3/droplets/{droplet}");
+        if let Err(err) = self.curl(exec, env, &["-X", "PATCH", &path, "-d", &body]) {
+            exec.ui().warn(&format!(
+                "warning: the droplet {droplet} in `{}` could not be marked with version \
+                 {version} ({err:#}); `rollback --to {version}` will rely on cdflow's records",
+                env.name
+            ));
+        }
+    }
+
+    /// The newest deployable revision whose droplet cdflow marked with `version`, as (revision
+    /// number, droplet); `None` when no droplet of the app says it (or in a dry run).
+    fn revision_marked(
+        &self,
+        exec: &Exec,
+        env: &Target,
+        guid: &str,
+        version: &str,
+    ) -> Result<Option<(u64, String)>> {
+        let path = format!("/v3/apps/{guid}/droplets?per_page=5000");
+        let droplets = self.curl(exec, env, &[&path])?;
+        let marked: Vec<String> = resources(&droplets)
+            .filter(|droplet| marked_version(droplet).as_deref() == Some(version))
+            .map(|droplet| text_at(droplet, &["guid"]))
+            .collect();
+        if marked.is_empty() {
+            return Ok(None);
+        }
+        let path = format!("/v3/apps/{guid}/revisions?per_page=5000");
+        let revisions = self.curl(exec, env, &[&path])?;
+        Ok(resources(&revisions)
+            .filter(|revision| revision.get("deployable") != Some(&Value::Bool(false)))
+            .filter_map(|revision| {
+                let droplet = text_at(revision, &["droplet", "guid"]);
+                marked
+                    .contains(&droplet)
+                    .then(|| Some((revision.get("version")?.as_u64()?, droplet)))?
+            })
+            .max_by_key(|(number, _)| *number))
     }
 
     /// Checks that at least one instance of the app's web process runs, and returns its first
@@ -315,8 +395,13 @@ impl Cf {
         env: &Target,
         guid: &str,
     ) -> Result<Deployment> {
-        let droplet = self.current_droplet(exec, env, guid)?;
-        let known = crate::releases::find(&self.state, app, env.name, &droplet)?;
+        let (droplet, marked) = self.current_droplet_marked(exec, env, guid)?;
+        // The droplet's own annotation first: cdflow's records may be on another machine.
+        let known = match marked {
+            Some(version) => Some(version),
+            None => crate::releases::find(&self.state, app, env.name, &droplet)?
+                .map(|release| release.deployment.version),
+        };
         // The route only when cdflow.toml gives no `url`, which wins.
         let route = match env.config.url {
             Some(_) => String::new(),
@@ -325,9 +410,7 @@ impl Cf {
         Ok(Deployment {
             env: env.name.to_string(),
             platform: NAME.into(),
-            version: known
-                .map(|release| release.deployment.version)
-                .unwrap_or_else(|| "unknown".into()),
+            version: known.unwrap_or_else(|| UNKNOWN.into()),
             url: self.url(exec, env, app, &route),
             artifact: droplet,
         })
@@ -441,6 +524,7 @@ impl Cf {
         env: &Target,
         app_guid: &str,
         droplet: &str,
+        version: &str,
     ) -> Result<(String, String)> {
         let app = json!({ "app": { "data": { "guid": app_guid } } });
         let relationship = json!({ "relationships": app }).to_string();
@@ -457,6 +541,12 @@ impl Cf {
                 _ => Ok(false),
             },
         )?;
+        // A copy has no metadata of its own: marked before it is deployed, so that the
+        // revision the deployment makes runs a marked droplet (unless nothing says which
+        // version it is: a forced promote of a droplet cdflow did not deploy).
+        if version != UNKNOWN {
+            self.mark(exec, env, &copied, version);
+        }
         // Keys in sorted order: the same text whether serde_json keeps insertion order (a
         // feature another crate may turn on) or sorts, so the printed command is stable.
         let body = json!({
@@ -557,6 +647,7 @@ impl Platform for Cf {
         let guid = self.app_guid(exec, env, release.app)?;
         let route = self.check_running(exec, env, release.app, &guid)?;
         let droplet = self.current_droplet(exec, env, &guid)?;
+        self.mark(exec, env, &droplet, release.version);
         Ok(Deployment {
             env: env.name.to_string(),
             platform: NAME.into(),
@@ -596,21 +687,22 @@ impl Platform for Cf {
         self.cf(exec, to, &words)?;
         let target_guid = self.app_guid(exec, to, release.app)?;
         let previous = self.deployed_revision(exec, to, &target_guid)?;
-        let (copied, deployment) = match self.start_deployment(exec, to, &target_guid, &droplet) {
-            Ok(started) => started,
-            // Stopped while cf ran: whether the deployment was created is not known.
-            Err(err) if crate::error::is_interrupted(&err) => return Err(err),
-            // The CC refused, or answered no deployment: no instance was replaced, so nothing
-            // is rolled back (a rollback would restart what serves for nothing).
-            Err(err) => {
-                return Err(err.context(format!(
-                    "no deployment was created in `{}`, so nothing was rolled back: the \
+        let (copied, deployment) =
+            match self.start_deployment(exec, to, &target_guid, &droplet, &verified.version) {
+                Ok(started) => started,
+                // Stopped while cf ran: whether the deployment was created is not known.
+                Err(err) if crate::error::is_interrupted(&err) => return Err(err),
+                // The CC refused, or answered no deployment: no instance was replaced, so nothing
+                // is rolled back (a rollback would restart what serves for nothing).
+                Err(err) => {
+                    return Err(err.context(format!(
+                        "no deployment was created in `{}`, so nothing was rolled back: the \
                      droplet that served there still serves (the manifest applied before is \
                      stored for its next deployment)",
-                    to.name
-                )))
-            }
-        };
+                        to.name
+                    )))
+                }
+            };
         let deployed = self
             .finish_deployment(exec, to, &deployment)
             .and_then(|()| self.check_running(exec, to, release.app, &target_guid));
@@ -658,9 +750,42 @@ impl Platform for Cf {
         self.login(exec, env)?;
         let guid = self.app_guid(exec, env, app)?;
         let serving = self.current_droplet(exec, env, &guid)?;
-        let history = crate::releases::history(&self.state, app, env.name)?;
-        let target = crate::releases::rollback_target(&history, env.name, &serving, version)?;
-        let revision = self.revision_of(exec, env, app, &guid, &target.deployment)?;
+        // A version asked for is looked for on the foundation first, in the droplets' own
+        // annotations; else in cdflow's records, as is the release before the one serving.
+        let marked = match version {
+            Some(version) => self.revision_marked(exec, env, &guid, version)?,
+            None => None,
+        };
+        let (revision, target, how) = match (marked, version) {
+            (Some((_, droplet)), Some(version)) if droplet == serving => {
+                return Err(user_error(format!(
+                    "`{}` already serves {version} ({serving}): there is nothing to roll back",
+                    env.name
+                )))
+            }
+            (Some((number, droplet)), Some(version)) => (
+                number.to_string(),
+                Deployment {
+                    env: env.name.to_string(),
+                    platform: NAME.into(),
+                    version: version.to_string(),
+                    url: String::new(),
+                    artifact: droplet,
+                },
+                "its droplet's annotation",
+            ),
+            _ => {
+                let history = crate::releases::history(&self.state, app, env.name)?;
+                let target =
+                    crate::releases::rollback_target(&history, env.name, &serving, version)?;
+                let revision = self.revision_of(exec, env, app, &guid, &target.deployment)?;
+                (revision, target.deployment, "cdflow's records")
+            }
+        };
+        exec.ui().note(&format!(
+            "rolling `{}` back to {} (found by {how}): revision {revision}, droplet {}",
+            env.name, target.version, target.artifact
+        ));
         self.cf(
             exec,
             env,
@@ -668,19 +793,19 @@ impl Platform for Cf {
         )?;
         let route = self.check_running(exec, env, app, &guid)?;
         let droplet = self.current_droplet(exec, env, &guid)?;
-        let wanted = exec.answer(&target.deployment.artifact, &droplet);
+        let wanted = exec.answer(&target.artifact, &droplet);
         if droplet != wanted {
             bail!(
                 "`cf rollback {app} --version {revision}` ran, but `{}` runs the droplet \
                  {droplet}, not {wanted} of {}",
                 env.name,
-                target.deployment.version
+                target.version
             );
         }
         Ok(Deployment {
             env: env.name.to_string(),
             platform: NAME.into(),
-            version: target.deployment.version,
+            version: target.version,
             url: self.url(exec, env, app, &route),
             artifact: droplet,
         })
@@ -704,6 +829,34 @@ impl Platform for Cf {
     }
 }
 
+/// The version an object's `cdflow/version` annotation holds.
+fn marked_version(object: &Value) -> Option<String> {
+    let version = text_at(object, &["metadata", "annotations", VERSION_KEY]);
+    (!version.is_empty()).then_some(version)
+}
+
+/// `version` as a label value, which takes letters, digits, `-`, `_` and `.`, starts and ends
+/// with a letter or digit, and is at most 63 characters: `+` (semver's build metadata) becomes
+/// `_`. `None` when the version does not fit (it is in the annotation anyway).
+fn label_value(version: &str) -> Option<String> {
+    let value: String = version.replace('+', "_");
+    let fits = value.len() <= 63
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && value.ends_with(|c: char| c.is_ascii_alphanumeric());
+    fits.then_some(value)
+}
+
+/// The `resources` of a v3 list.
+fn resources(list: &Value) -> impl Iterator<Item = &Value> {
+    list.get("resources")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
 fn args(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
 }
@@ -714,4 +867,40 @@ fn text_at(value: &Value, keys: &[&str]) -> String {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_is_a_label_where_it_fits_one() {
+        assert_eq!(label_value("1.2.3").as_deref(), Some("1.2.3"));
+        assert_eq!(label_value("1.0.0-rc.1").as_deref(), Some("1.0.0-rc.1"));
+        // Labels take no `+`: build metadata keeps its meaning with `_`.
+        assert_eq!(
+            label_value("1.2.3+build.5").as_deref(),
+            Some("1.2.3_build.5")
+        );
+        let long = format!("1.0.0-{}", "a".repeat(58));
+        assert_eq!(long.len(), 64);
+        assert_eq!(label_value(&long), None, "over 63 characters");
+        assert_eq!(label_value(&long[..63]).as_deref(), Some(&long[..63]));
+        assert_eq!(label_value("1.0.0-"), None, "ends with a letter or digit");
+        assert_eq!(label_value(""), None);
+    }
+
+    #[test]
+    fn the_version_comes_from_the_annotation() {
+        let droplet = json!({
+            "guid": "d-1",
+            "metadata": {
+                "labels": { VERSION_KEY: "1.2.3_b" },
+                "annotations": { VERSION_KEY: "1.2.3+b" }
+            }
+        });
+        assert_eq!(marked_version(&droplet).as_deref(), Some("1.2.3+b"));
+        let bare = json!({"guid": "d-2", "metadata": {"labels": {}, "annotations": {}}});
+        assert_eq!(marked_version(&bare), None);
+    }
 }

@@ -222,6 +222,16 @@ const LOGIN_PRODUCTION: [&str; 3] = [
     "production: target -o acme -s production",
 ];
 
+/// The call that marks a droplet with the version it delivers: v3 metadata, the full version in
+/// an annotation (and in a label, where it fits one).
+fn mark(env: &str, droplet: &str, version: &str) -> String {
+    format!(
+        "{env}: curl -X PATCH /v3/droplets/{droplet} -d \
+         {{\"metadata\":{{\"annotations\":{{\"cdflow/version\":\"{version}\"}},\
+         \"labels\":{{\"cdflow/version\":\"{version}\"}}}}}}"
+    )
+}
+
 fn push_to_staging() -> Vec<String> {
     let mut calls: Vec<String> = LOGIN_STAGING.iter().map(|s| s.to_string()).collect();
     calls.extend(
@@ -235,6 +245,7 @@ fn push_to_staging() -> Vec<String> {
         ]
         .map(String::from),
     );
+    calls.push(mark("staging", "droplet-staging-1", "0.1.1"));
     calls
 }
 
@@ -257,6 +268,8 @@ fn promote_to_production() -> Vec<String> {
         "production: curl /v3/apps/guid-filter-production/revisions/deployed".to_string(),
         "production: curl -X POST /v3/droplets?source_guid=droplet-staging-1 -d {\"relationships\":{\"app\":{\"data\":{\"guid\":\"guid-filter-production\"}}}}".to_string(),
         "production: curl /v3/droplets/droplet-copy-1".to_string(),
+        // A copy has no metadata: marked before it is deployed.
+        mark("production", "droplet-copy-1", "0.1.1"),
         "production: curl -X POST /v3/deployments -d {\"droplet\":{\"guid\":\"droplet-copy-1\"},\"relationships\":{\"app\":{\"data\":{\"guid\":\"guid-filter-production\"}}},\"strategy\":\"rolling\"}".to_string(),
         "production: curl /v3/deployments/deployment-1".to_string(),
         "production: curl /v3/apps/guid-filter-production/processes/web/stats".to_string(),
@@ -778,12 +791,20 @@ fn calls_since(app: &CfApp, before: usize) -> Vec<String> {
     app.calls()[before..].to_vec()
 }
 
-/// The cf calls of a rollback of production to `revision`.
-fn rollback_to_revision(revision: u32) -> Vec<String> {
+/// The cf calls of a rollback of production to `revision`: with `--to`, found through the
+/// droplets' annotations first.
+fn rollback_to_revision(revision: u32, to_version: bool) -> Vec<String> {
     let mut calls: Vec<String> = LOGIN_PRODUCTION.iter().map(|s| s.to_string()).collect();
     calls.extend([
         "production: app filter --guid".to_string(),
         "production: curl /v3/apps/guid-filter-production/droplets/current".to_string(),
+    ]);
+    if to_version {
+        calls.push(
+            "production: curl /v3/apps/guid-filter-production/droplets?per_page=5000".to_string(),
+        );
+    }
+    calls.extend([
         "production: curl /v3/apps/guid-filter-production/revisions?per_page=5000".to_string(),
         format!("production: rollback filter --version {revision} -f"),
         "production: curl /v3/apps/guid-filter-production/processes/web/stats".to_string(),
@@ -802,8 +823,9 @@ fn rollback_to_a_version_runs_cf_rollback_with_the_revision_that_deployed_it() {
     let before = app.calls().len();
     let run = app.cdflow(&["rollback", "--env", "production", "--to", "0.1.1"], None);
     run.success()
-        .stdout_has("production now serves 0.1.1 (droplet-copy-1)");
-    assert_eq!(calls_since(&app, before), rollback_to_revision(4));
+        .stdout_has("production now serves 0.1.1 (droplet-copy-1)")
+        .stdout_has("(found by its droplet's annotation): revision 4, droplet droplet-copy-1");
+    assert_eq!(calls_since(&app, before), rollback_to_revision(4, true));
     // A version cdflow never deployed there is refused, naming the ones it did.
     let before = app.calls().len();
     app.cdflow(&["rollback", "--env", "production", "--to", "1.0.1"], None)
@@ -831,13 +853,13 @@ fn bare_rollbacks_go_back_release_by_release_and_never_oscillate() {
     app.cdflow(&["rollback", "--env", "production"], None)
         .success()
         .stdout_has("production now serves 0.1.2 (droplet-copy-2)");
-    assert_eq!(calls_since(&app, before), rollback_to_revision(5));
+    assert_eq!(calls_since(&app, before), rollback_to_revision(5, false));
     // That rollback deployed revision 7; the one before 0.1.2 is 0.1.1, revision 4.
     let before = app.calls().len();
     app.cdflow(&["rollback", "--env", "production"], None)
         .success()
         .stdout_has("production now serves 0.1.1 (droplet-copy-1)");
-    assert_eq!(calls_since(&app, before), rollback_to_revision(4));
+    assert_eq!(calls_since(&app, before), rollback_to_revision(4, false));
     let before = app.calls().len();
     app.cdflow(&["rollback", "--env", "production"], None)
         .failure(2)
@@ -973,6 +995,58 @@ fn status_shows_the_cf_environments() {
     );
 }
 
+/// What cdflow deploys on cf carries its version as droplet metadata, which the foundation keeps
+/// whatever happens to cdflow's state folder (a fresh CI runner): `status` and `rollback --to`
+/// read it there, and a rollback revision, which copies no metadata, runs a marked droplet.
+#[test]
+fn the_droplets_annotation_names_the_version_when_cdflow_remembers_nothing() {
+    let app = CfApp::new();
+    // Production: revision 4 runs droplet-copy-1 (0.1.1), revision 5 droplet-copy-2 (0.1.2).
+    release_times(&app, 2);
+    let foundation = PathBuf::from(format!("{}.foundation", app.log.display()));
+    let metadata = |droplet: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(foundation.join("metadata").join(droplet));
+        serde_json::from_str(&text.unwrap_or_else(|_| "null".into())).unwrap()
+    };
+    for (droplet, version) in [
+        ("droplet-staging-1", "0.1.1"),
+        ("droplet-copy-1", "0.1.1"),
+        ("droplet-staging-2", "0.1.2"),
+        ("droplet-copy-2", "0.1.2"),
+    ] {
+        assert_eq!(
+            metadata(droplet),
+            serde_json::json!({
+                "labels": {"cdflow/version": version},
+                "annotations": {"cdflow/version": version},
+            }),
+            "{droplet}"
+        );
+    }
+    // cdflow's memory of what it deployed is gone.
+    std::fs::remove_dir_all(app.state.join("releases")).unwrap();
+    app.cdflow(&["status"], None)
+        .success()
+        .stdout_has("production: filter 0.1.2 (droplet-copy-2)");
+    let before = app.calls().len();
+    app.cdflow(&["rollback", "--env", "production", "--to", "0.1.1"], None)
+        .success()
+        .stdout_has("rolling `production` back to 0.1.1 (found by its droplet's annotation): revision 4, droplet droplet-copy-1")
+        .stdout_has("production now serves 0.1.1 (droplet-copy-1)");
+    assert_eq!(calls_since(&app, before), rollback_to_revision(4, true));
+    // The rollback's revision 6 reuses the droplet, and with it the version it says.
+    app.cdflow(&["status"], None)
+        .success()
+        .stdout_has("production: filter 0.1.1 (droplet-copy-1)");
+    app.cdflow(&["rollback", "--env", "production", "--to", "0.1.1"], None)
+        .failure(2)
+        .stderr_has(
+            "`production` already serves 0.1.1 (droplet-copy-1): there is nothing to roll back",
+        );
+    let log = std::fs::read_to_string(&app.log).unwrap();
+    assert_eq!(log.matches("\trollback filter").count(), 1);
+}
+
 /// With no `url` for a cf environment, only cf knows the route: a dry run prints the plan with
 /// a placeholder that names it, and passes; a real run gives the e2e tests the route cf
 /// answers, as does a later `cdflow e2e` alone.
@@ -1089,6 +1163,7 @@ fn a_rust_app_for_the_binary_buildpack_is_pushed_as_its_built_binary() {
         "staging: curl /v3/apps/guid-hello-cf-staging/processes/web/stats".into(),
         "staging: curl /v3/apps/guid-hello-cf-staging/routes".into(),
         "staging: curl /v3/apps/guid-hello-cf-staging/droplets/current".into(),
+        mark("staging", "droplet-staging-1", "0.1.0"),
     ]);
     assert_eq!(app.calls(), expected);
 

@@ -1,6 +1,7 @@
 //! The CI examples in docs/ci/ call cdflow as it is: every `cdflow` command line in them is
 //! one that cdflow's command line accepts (checked by asking for its help with those
-//! arguments, which clap refuses when an argument is unknown).
+//! arguments, which clap refuses when an argument is unknown), and none puts a token in
+//! `--repo`.
 
 use std::path::Path;
 
@@ -52,6 +53,21 @@ fn every_cdflow_command_in_the_ci_examples_is_accepted() {
                 path.display(),
                 String::from_utf8_lossy(&output.stderr)
             );
+            // The push-back's token comes from the environment, never in a URL on cdflow's
+            // command line.
+            if let Some(at) = words.iter().position(|w| w == "--repo") {
+                let repo = &words[at + 1];
+                assert!(
+                    !repo.contains('@'),
+                    "{}: `{line}` puts credentials in --repo; use CDFLOW_GIT_TOKEN",
+                    path.display()
+                );
+                assert!(
+                    text.contains("CDFLOW_GIT_TOKEN"),
+                    "{}: says nowhere how the push-back gets its token",
+                    path.display()
+                );
+            }
             checked += 1;
         }
     }

@@ -3,6 +3,7 @@
 mod bump;
 mod cf;
 mod ci_examples;
+mod git_http;
 mod harness;
 mod init;
 mod input;
