@@ -165,3 +165,76 @@ fn a_release_made_twice_as_slow_fails_the_bench_and_an_unchanged_one_passes() {
         .stdout_has("would send GET http://127.0.0.1:")
         .stdout_has(&format!("compare with run {second_id} (version 1.0.1: "));
 }
+
+/// A SIGTERM in the middle of a load stops it at once: the run ends as interrupted in the
+/// bench stage, with nothing recorded as numbers, and every line it printed is an event.
+#[test]
+fn a_sigterm_stops_the_load_at_once() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+
+    let local = Local::python(1);
+    local.project.write("app.py", DELAYED_APP);
+    local.project.write(
+        "pipelines/perf.yml",
+        &PERF_PIPELINE.replace("duration: 3s", "duration: 60s"),
+    );
+    local.project.git_cmd(&["add", "-A"]);
+    local.release("1.0.0", 20, "    DELAY_MS: \"10\"\n");
+    let mut release = local
+        .command(&["release", "--pipeline", "perf", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(release.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let loading = line.contains("sending GET");
+        printed.push(line);
+        if loading {
+            break;
+        }
+    }
+    assert!(
+        printed.last().is_some_and(|l| l.contains("sending GET")),
+        "the load never started:\n{}",
+        printed.join("\n")
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(release.id() as i32, libc::SIGTERM) };
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = release.try_wait().unwrap() {
+            break status;
+        }
+        if signalled.elapsed() > Duration::from_secs(20) {
+            let _ = release.kill();
+            panic!("cdflow still runs 20 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(took < Duration::from_secs(5), "stopped after {took:?}");
+    printed.extend(lines.map(|l| l.unwrap()));
+    for line in &printed {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not an event: {line}"
+        );
+    }
+    crate::harness::check_events(&printed.join("\n"));
+
+    let history = local.cdflow(&["history", "--json"]);
+    history.success();
+    let row = events(&history.stdout)
+        .into_iter()
+        .find(|e| e["event"] == "history_row")
+        .unwrap();
+    assert_eq!(row["status"], "interrupted", "{row}");
+    assert_eq!(row["stopped_in"], "bench staging", "{row}");
+    assert!(row.get("bench").is_none(), "{row}");
+}
