@@ -116,6 +116,9 @@ pub enum Event {
         /// The command that finishes an abandoned run.
         #[serde(skip_serializing_if = "Option::is_none")]
         resume_with: Option<String>,
+        /// The numbers of its `bench` stages, when it has any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bench: Option<Vec<BenchResult>>,
     },
     /// `cdflow pipelines`: one usable pipeline.
     Pipeline {
@@ -145,6 +148,8 @@ pub enum Event {
     OnFailure { env: String, message: String },
     /// `cdflow watch` rolled the environment back.
     Rollback { env: String, message: String },
+    /// A `bench` stage measured an environment and compared it with the previous release.
+    Bench(BenchResult),
     /// `cdflow bump --show`: the current version and what each part would make of it.
     BumpPlan {
         current: String,
@@ -276,6 +281,54 @@ pub struct WatchCheck {
     /// The version this check's failure rolled the environment back to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back_to: Option<String>,
+}
+
+/// What a `bench` stage measured, as printed, kept in the run record and shown by
+/// `cdflow history`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct BenchResult {
+    /// The stage's name.
+    pub stage: String,
+    pub env: String,
+    /// Where the load was sent (`GET`).
+    pub url: String,
+    /// What served the environment, when cdflow could tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub connections: u32,
+    /// How long the load ran.
+    pub seconds: f64,
+    pub requests: u64,
+    /// Requests answered with a status other than 2xx, or not answered at all.
+    pub errors: u64,
+    pub requests_per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// The numbers compared with: the last successful run's of the same app, pipeline, stage
+    /// and environment. Absent for the first numbers, which pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BenchBaseline>,
+    /// The threshold, in percent: how much requests/s may fall and p99 rise.
+    pub max_regression: u32,
+    /// How many errors the run may have.
+    pub max_errors: u64,
+    pub passed: bool,
+    /// Why it failed, one line per threshold passed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
+}
+
+/// The earlier numbers a `bench` stage compared with.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct BenchBaseline {
+    /// The id of the run that measured them.
+    pub run: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub requests_per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, JsonSchema, PartialEq, Eq)]

@@ -8,6 +8,7 @@
 
 mod app;
 mod app_manifest;
+mod bench;
 mod bump;
 mod cli;
 mod config;

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Result;
 use indexmap::IndexMap;
@@ -127,6 +128,98 @@ pub enum Stage {
         #[serde(default)]
         env: IndexMap<String, String>,
     },
+    /// A load against the environment's route, compared with the previous release's numbers
+    /// (see `bench.rs`).
+    Bench {
+        name: Option<String>,
+        against: String,
+        /// How long the load runs, such as `10s`.
+        #[serde(default, deserialize_with = "duration")]
+        duration: Option<Duration>,
+        /// Requests in flight at once, each on a keep-alive connection.
+        #[serde(default, deserialize_with = "connections")]
+        connections: Option<u32>,
+        /// What is requested, from `/`.
+        #[serde(default, deserialize_with = "url_path")]
+        path: Option<String>,
+        #[serde(default)]
+        thresholds: Thresholds,
+    },
+}
+
+/// When a `bench` stage fails.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    /// Percent: requests/s may fall, and p99 rise, by at most this much from the previous
+    /// release's numbers.
+    #[serde(default = "Thresholds::default_regression")]
+    pub max_regression: u32,
+    /// Requests answered with other than 2xx, or not at all, allowed in the run.
+    #[serde(default)]
+    pub max_errors: u64,
+}
+
+impl Thresholds {
+    fn default_regression() -> u32 {
+        20
+    }
+}
+
+impl Default for Thresholds {
+    fn default() -> Thresholds {
+        Thresholds {
+            max_regression: Thresholds::default_regression(),
+            max_errors: 0,
+        }
+    }
+}
+
+/// A `bench` duration: text humantime reads (`10s`, `1m 30s`), from a second to an hour.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let value = serde_yaml::Value::deserialize(deserializer)?;
+    let problem = |what: String| {
+        de::Error::custom(format!(
+            "`duration: {what}` is not a duration of a bench: write one from 1s to 1h with its \
+             unit, such as `duration: 10s`"
+        ))
+    };
+    let text = match value {
+        serde_yaml::Value::String(text) => text,
+        other => {
+            let shown = serde_yaml::to_string(&other).unwrap_or_default();
+            return Err(problem(shown.trim().to_string()));
+        }
+    };
+    match humantime::parse_duration(&text) {
+        Ok(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(3600) => Ok(Some(d)),
+        _ => Err(problem(text)),
+    }
+}
+
+/// A `bench` stage's connections: 1 to 1024.
+fn connections<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    let value = serde_yaml::Value::deserialize(deserializer)?;
+    match value.as_u64() {
+        Some(n @ 1..=1024) => Ok(Some(n as u32)),
+        _ => Err(de::Error::custom(format!(
+            "`connections: {}` is not a number of connections: give one from 1 to 1024, such as \
+             `connections: 16`",
+            serde_yaml::to_string(&value).unwrap_or_default().trim()
+        ))),
+    }
+}
+
+/// A `bench` stage's path: what follows the route's host, from its `/`.
+fn url_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let path = String::deserialize(deserializer)?;
+    if !path.starts_with('/') || path.chars().any(char::is_whitespace) {
+        return Err(de::Error::custom(format!(
+            "`path: {path}` is not a path of the route: give one that starts with `/` and has \
+             no spaces, such as `path: /health`"
+        )));
+    }
+    Ok(Some(path))
 }
 
 impl Stage {
@@ -139,7 +232,8 @@ impl Stage {
             | Stage::Push { name, .. }
             | Stage::E2e { name, .. }
             | Stage::Promote { name, .. }
-            | Stage::Run { name, .. } => name.clone(),
+            | Stage::Run { name, .. }
+            | Stage::Bench { name, .. } => name.clone(),
         };
         given.unwrap_or_else(|| match self {
             Stage::Clone { .. } => "clone".into(),
@@ -149,6 +243,7 @@ impl Stage {
             Stage::E2e { against, .. } => format!("e2e {against}"),
             Stage::Promote { from, to, .. } => format!("promote {from} -> {to}"),
             Stage::Run { command, .. } => format!("run {command}"),
+            Stage::Bench { against, .. } => format!("bench {against}"),
         })
     }
 
@@ -156,7 +251,9 @@ impl Stage {
     pub fn environments(&self) -> Vec<(&'static str, &str)> {
         match self {
             Stage::Push { to, .. } => vec![("to", to)],
-            Stage::E2e { against, .. } => vec![("against", against)],
+            Stage::E2e { against, .. } | Stage::Bench { against, .. } => {
+                vec![("against", against)]
+            }
             Stage::Promote { from, to, .. } => vec![("from", from), ("to", to)],
             _ => Vec::new(),
         }
@@ -202,7 +299,8 @@ impl Pipeline {
                 ""
             } else {
                 "\nthe stage kinds are clone, test, bump, push (to), e2e (against), promote \
-                 (from, to) and run (command, env)"
+                 (from, to), run (command, env) and bench (against, duration, connections, path, \
+                 thresholds: max_regression, max_errors)"
             };
             user_error(format!("pipeline `{name}` ({source}{at}): {message}{hint}"))
         })?;
@@ -425,6 +523,59 @@ mod tests {
         .to_string();
         assert!(err.contains("p.yml:2"), "{err}");
         assert!(err.contains("`test`"), "{err}");
+    }
+
+    #[test]
+    fn bench_stages_take_defaults_and_refuse_bad_values_at_their_line() {
+        let pipeline = Pipeline::parse(
+            "perf",
+            Source::File("p.yml".into()),
+            "description: x\nstages:\n  - kind: bench\n    against: staging\n  - kind: bench\n    \
+             name: slow path\n    against: staging\n    duration: 1m 30s\n    connections: 4\n    \
+             path: /slow?ms=5\n    thresholds: {max_regression: 40, max_errors: 2}\n",
+        )
+        .unwrap();
+        let plain = crate::bench::Plan::of(&pipeline.stages[0]).unwrap();
+        assert_eq!(plain.stage, "bench staging");
+        assert_eq!(plain.duration, crate::bench::DEFAULT_DURATION);
+        assert_eq!(plain.connections, crate::bench::DEFAULT_CONNECTIONS);
+        assert_eq!(plain.path, "/");
+        assert_eq!(plain.thresholds, Thresholds::default());
+        let given = crate::bench::Plan::of(&pipeline.stages[1]).unwrap();
+        assert_eq!(given.stage, "slow path");
+        assert_eq!(given.duration, Duration::from_secs(90));
+        assert_eq!(given.connections, 4);
+        assert_eq!(given.path, "/slow?ms=5");
+        assert_eq!(given.thresholds.max_regression, 40);
+        assert_eq!(given.thresholds.max_errors, 2);
+        assert_eq!(pipeline.stages[1].environments(), [("against", "staging")]);
+
+        let refused = |stage: &str, expected: &str| {
+            let text = format!("description: x\nstages:\n  - kind: test\n  - kind: bench\n{stage}");
+            let err = Pipeline::parse("perf", Source::File("p.yml".into()), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("p.yml:4"), "{err}");
+            assert!(err.contains(expected), "{err}");
+        };
+        refused(
+            "    against: staging\n    duration: 10\n",
+            "`duration: 10` is not a duration of a bench",
+        );
+        refused(
+            "    against: staging\n    duration: soon\n",
+            "such as `duration: 10s`",
+        );
+        refused(
+            "    against: staging\n    connections: 0\n",
+            "from 1 to 1024",
+        );
+        refused("    against: staging\n    path: slow\n", "starts with `/`");
+        refused(
+            "    against: staging\n    thresholds: {max_regresion: 5}\n",
+            "unknown field `max_regresion`",
+        );
+        refused("    duration: 5s\n", "missing field `against`");
     }
 
     #[test]

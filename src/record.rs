@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::events::RunStatus;
+use crate::events::{BenchResult, RunStatus};
 use crate::exec::Exec;
 use crate::platform::Deployment;
 use crate::process::Process;
@@ -82,6 +82,9 @@ pub struct RunRecord {
     /// Why this run cannot be resumed, when it cannot (its version was refused by origin).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_end: Option<String>,
+    /// What its `bench` stages measured, passed or not: the numbers later runs compare with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bench: Vec<BenchResult>,
 }
 
 /// The version a run makes: planned in full before anything is written.
@@ -140,6 +143,7 @@ impl RunRecord {
             holder: Process::current(),
             resume_with: None,
             dead_end: None,
+            bench: Vec::new(),
         }
     }
 

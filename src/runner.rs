@@ -352,7 +352,12 @@ fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
                         &e2e.command,
                     )),
                 }
-                problems.extend(e2e_url_problem(ctx, app, against));
+                problems.extend(url_problem(
+                    ctx,
+                    app,
+                    against,
+                    &format!("the e2e tests against `{against}` have"),
+                ));
             }
             Stage::Bump { part, .. } => {
                 // A resumed version step is reconciled with what it left, not checked afresh.
@@ -364,6 +369,12 @@ fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
                 app,
                 &format!("stage `{}`", stage.name()),
                 command,
+            )),
+            Stage::Bench { against, .. } => problems.extend(url_problem(
+                ctx,
+                app,
+                against,
+                &format!("the bench against `{against}` has"),
             )),
             Stage::Clone { .. } | Stage::Push { .. } | Stage::Promote { .. } => {}
         }
@@ -380,9 +391,10 @@ fn preflight(ctx: &Context, pipeline: &Pipeline) -> Result<()> {
     )))
 }
 
-/// Why the e2e tests against `env` would have no URL to run against: both platforms give the
-/// app's route, unless the manifest says `no-route` and cdflow.toml gives no `url`.
-fn e2e_url_problem(ctx: &Context, app: &App, env: &str) -> Option<String> {
+/// Why the e2e tests or a bench against `env` would have no URL to run against: both platforms
+/// give the app's route, unless the manifest says `no-route` and cdflow.toml gives no `url`.
+/// `subject` says who has no URL.
+fn url_problem(ctx: &Context, app: &App, env: &str, subject: &str) -> Option<String> {
     let target = app.target(env).ok()?;
     if target.config.url.is_some() {
         return None;
@@ -395,8 +407,8 @@ fn e2e_url_problem(ctx: &Context, app: &App, env: &str) -> Option<String> {
         .is_some_and(|a| a.no_route == Some(true));
     routeless.then(|| {
         format!(
-            "the e2e tests against `{env}` have no URL: its manifest says `no-route`; set `url` \
-             in [env.{env}] of cdflow.toml"
+            "{subject} no URL: its manifest says `no-route`; set `url` in [env.{env}] of \
+             cdflow.toml"
         )
     })
 }
@@ -581,6 +593,7 @@ pub fn history(exec: &Exec, state: &State) -> Result<()> {
                 seconds,
                 stopped_in: r.stopped_in.clone(),
                 resume_with: r.resume_with.clone(),
+                bench: (!r.bench.is_empty()).then(|| r.bench.clone()),
             });
             continue;
         }
@@ -598,6 +611,21 @@ pub fn history(exec: &Exec, state: &State) -> Result<()> {
                 .map(|s| format!("  (stopped in `{s}`)"))
                 .unwrap_or_default()
         ));
+        for bench in &r.bench {
+            exec.ui().note(&format!(
+                "    {}: {}{}",
+                bench.stage,
+                crate::bench::numbers_of(bench),
+                match &bench.baseline {
+                    Some(base) => format!(
+                        "; against run {}: {}",
+                        base.run,
+                        if bench.passed { "passed" } else { "failed" }
+                    ),
+                    None => " (first numbers)".into(),
+                }
+            ));
+        }
         if let (true, Some(resume)) = (r.shown_status() == "abandoned", &r.resume_with) {
             exec.ui()
                 .note(&format!("    its process died; `{resume}` finishes it"));

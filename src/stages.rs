@@ -9,6 +9,7 @@ use xshell::cmd;
 
 use crate::app::App;
 use crate::app_manifest::Resolved;
+use crate::bench;
 use crate::bump;
 use crate::error::user_error;
 use crate::exec::Exec;
@@ -79,6 +80,7 @@ pub fn run(ctx: &mut Context, stage: &Stage) -> Result<()> {
                 env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             run_words(ctx.exec, command, &env)
         }
+        Stage::Bench { .. } => bench(ctx, &bench::Plan::of(stage).expect("a bench stage")),
     }
 }
 
@@ -605,9 +607,31 @@ fn deployment_of(ctx: &Context, env: &Target) -> Result<Option<Deployment>> {
     platform::for_env(ctx.state, env).serving(ctx.exec, &app.name, env)
 }
 
+/// Where an environment answers, with what serves it when cdflow knows: what this run deployed
+/// there, else what serves it now, else the `url` of its settings.
+fn route_of(ctx: &Context, env: &str) -> Result<(Option<Deployment>, String)> {
+    let target = ctx.app()?.target(env)?;
+    let deployment = deployment_of(ctx, &target)?;
+    let url = match (&deployment, &target.config.url) {
+        (Some(deployment), _) if !deployment.url.is_empty() => deployment.url.clone(),
+        (_, Some(url)) => url.clone(),
+        (Some(_), None) => {
+            return Err(user_error(format!(
+                "cdflow cannot tell where `{env}` answers: set `url` in [env.{env}]"
+            )))
+        }
+        (None, None) => {
+            return Err(user_error(format!(
+                "nothing serves `{env}` yet: push to it first (cdflow push --to {env})"
+            )))
+        }
+    };
+    Ok((deployment, url))
+}
+
 fn e2e(ctx: &mut Context, against: &str) -> Result<()> {
     let app = ctx.app()?;
-    let target = app.target(against)?;
+    app.target(against)?;
     let command = app
         .loaded
         .config
@@ -620,21 +644,7 @@ fn e2e(ctx: &mut Context, against: &str) -> Result<()> {
                  APP_URL set",
             )
         })?;
-    let deployment = deployment_of(ctx, &target)?;
-    let url = match (&deployment, &target.config.url) {
-        (Some(deployment), _) if !deployment.url.is_empty() => deployment.url.clone(),
-        (_, Some(url)) => url.clone(),
-        (Some(_), None) => {
-            return Err(user_error(format!(
-                "cdflow cannot tell where `{against}` answers: set `url` in [env.{against}]"
-            )))
-        }
-        (None, None) => {
-            return Err(user_error(format!(
-                "nothing serves `{against}` yet: push to it first (cdflow push --to {against})"
-            )))
-        }
-    };
+    let (deployment, url) = route_of(ctx, against)?;
     let mut env = build_env(ctx.state, app);
     env.push(("APP_URL".into(), url));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -645,6 +655,14 @@ fn e2e(ctx: &mut Context, against: &str) -> Result<()> {
         ctx.record.verified.push(deployment);
     }
     Ok(())
+}
+
+fn bench(ctx: &mut Context, plan: &bench::Plan) -> Result<()> {
+    let app = ctx.app()?.name.clone();
+    // The environment must be one of the app's even when nothing serves it in a dry run.
+    ctx.app()?.target(&plan.env)?;
+    let route = route_of(ctx, &plan.env);
+    bench::run(ctx.exec, ctx.state, &mut ctx.record, &app, plan, route)
 }
 
 fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
