@@ -9,6 +9,7 @@
 mod app;
 mod app_manifest;
 mod bump;
+mod canary;
 mod cli;
 mod config;
 mod error;

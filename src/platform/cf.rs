@@ -8,6 +8,7 @@
 //! for `binary_buildpack` is pushed as the binary cdflow builds for the stack (`binary`).
 
 mod binary;
+mod canary;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -76,20 +77,41 @@ const OLDEST_CLI: u64 = 7;
 /// A cf CLI too old for what cdflow runs, as a problem for the preflight. Asked once per
 /// process: every cf environment of a run uses the same CLI.
 fn check_cli_version(exec: &Exec) -> Option<String> {
-    static CHECKED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    CHECKED.get_or_init(|| ask_cli_version(exec)).clone()
-}
-
-fn ask_cli_version(exec: &Exec) -> Option<String> {
-    let answer = exec.query(cmd!(exec.sh(), "cf version")).ok()?;
-    let version = answer.split_whitespace().nth(2)?;
-    let major: u64 = version.split('.').next()?.parse().ok()?;
+    let (major, minor) = cli_version(exec)?;
     (major < OLDEST_CLI).then(|| {
         format!(
-            "the cf CLI is {version}: cdflow needs v{OLDEST_CLI} or later (rolling \
+            "the cf CLI is {major}.{minor}: cdflow needs v{OLDEST_CLI} or later (rolling \
              deployments, v3 manifests); install the cf CLI v8"
         )
     })
+}
+
+/// A problem when the cf CLI is older than `least` (major, minor), which `what` needs.
+fn check_cli_version_at_least(exec: &Exec, least: (u64, u64), what: &str) -> Option<String> {
+    let (major, minor) = cli_version(exec)?;
+    ((major, minor) < least).then(|| {
+        format!(
+            "{what} needs the cf CLI {}.{} or later, and this one is {major}.{minor}: install \
+             a newer cf CLI v8",
+            least.0, least.1
+        )
+    })
+}
+
+/// The cf CLI's major and minor version, asked once per process: every cf environment of a
+/// run uses the same CLI. `None` when it cannot be told.
+fn cli_version(exec: &Exec) -> Option<(u64, u64)> {
+    static VERSION: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
+    *VERSION.get_or_init(|| ask_cli_version(exec))
+}
+
+fn ask_cli_version(exec: &Exec) -> Option<(u64, u64)> {
+    let answer = exec.query(cmd!(exec.sh(), "cf version")).ok()?;
+    let version = answer.split_whitespace().nth(2)?;
+    let mut parts = version.split(['.', '+', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    Some((major, minor))
 }
 
 /// How `cf auth` logs in, from the environment: never on a command line.
@@ -441,6 +463,7 @@ impl Cf {
         env: &Target,
         app_guid: &str,
         droplet: &str,
+        plan: Option<&crate::canary::Plan>,
     ) -> Result<(String, String)> {
         let app = json!({ "app": { "data": { "guid": app_guid } } });
         let relationship = json!({ "relationships": app }).to_string();
@@ -459,12 +482,19 @@ impl Cf {
         )?;
         // Keys in sorted order: the same text whether serde_json keeps insertion order (a
         // feature another crate may turn on) or sorts, so the printed command is stable.
-        let body = json!({
+        let mut body = json!({
             "droplet": { "guid": copied },
             "relationships": app,
             "strategy": "rolling",
-        })
-        .to_string();
+        });
+        if let Some(plan) = plan {
+            let (strategy, options) = self.canary_body(exec, env, plan)?;
+            body["strategy"] = strategy;
+            if let Some(options) = options {
+                body["options"] = options;
+            }
+        }
+        let body = body.to_string();
         let deployment = self.curl(exec, env, &["-X", "POST", "/v3/deployments", "-d", &body])?;
         let id = exec.answer(&text_at(&deployment, &["guid"]), "DEPLOYMENT-GUID");
         if id.is_empty() {
@@ -520,6 +550,9 @@ impl Platform for Cf {
             Some(why) => problems.push(format!("[env.{}] is on cf, but {why}", env.name)),
             None => problems.extend(check_cli_version(exec)),
         }
+        if let Some(plan) = env.config.canary() {
+            problems.extend(canary::preflight(exec, env, &plan));
+        }
         for application in &manifest.applications {
             problems.extend(application.problems());
         }
@@ -552,8 +585,13 @@ impl Platform for Cf {
         if let Some(folder) = folder {
             words.extend(["-p".to_string(), folder.display().to_string()]);
         }
-        words.extend(args(&["--strategy", "rolling"]));
-        self.cf(exec, env, &words)?;
+        match env.config.canary() {
+            Some(plan) => self.push_canary(exec, release, env, words, &plan)?,
+            None => {
+                words.extend(args(&["--strategy", "rolling"]));
+                self.cf(exec, env, &words)?;
+            }
+        }
         let guid = self.app_guid(exec, env, release.app)?;
         let route = self.check_running(exec, env, release.app, &guid)?;
         let droplet = self.current_droplet(exec, env, &guid)?;
@@ -596,7 +634,13 @@ impl Platform for Cf {
         self.cf(exec, to, &words)?;
         let target_guid = self.app_guid(exec, to, release.app)?;
         let previous = self.deployed_revision(exec, to, &target_guid)?;
-        let (copied, deployment) = match self.start_deployment(exec, to, &target_guid, &droplet) {
+        let plan = to.config.canary();
+        let canary = match &plan {
+            Some(plan) => Some(self.before_canary(exec, to, release.app, plan)?),
+            None => None,
+        };
+        let started = self.start_deployment(exec, to, &target_guid, &droplet, plan.as_ref());
+        let (copied, deployment) = match started {
             Ok(started) => started,
             // Stopped while cf ran: whether the deployment was created is not known.
             Err(err) if crate::error::is_interrupted(&err) => return Err(err),
@@ -611,6 +655,11 @@ impl Platform for Cf {
                 )))
             }
         };
+        if let (Some(plan), Some((url, stable))) = (&plan, canary) {
+            // A canary that fails its verification is cancelled, which gives the route back to
+            // the stable instances: nothing to roll back.
+            self.run_canary(exec, release, to, &deployment, &url, plan, stable)?;
+        }
         let deployed = self
             .finish_deployment(exec, to, &deployment)
             .and_then(|()| self.check_running(exec, to, release.app, &target_guid));
