@@ -77,10 +77,11 @@ const OLDEST_CLI: u64 = 7;
 /// A cf CLI too old for what cdflow runs, as a problem for the preflight. Asked once per
 /// process: every cf environment of a run uses the same CLI.
 fn check_cli_version(exec: &Exec) -> Option<String> {
-    let (major, minor) = cli_version(exec)?;
+    let version = cli_version_text(exec)?;
+    let (major, _) = numbers(&version)?;
     (major < OLDEST_CLI).then(|| {
         format!(
-            "the cf CLI is {major}.{minor}: cdflow needs v{OLDEST_CLI} or later (rolling \
+            "the cf CLI is {version}: cdflow needs v{OLDEST_CLI} or later (rolling \
              deployments, v3 manifests); install the cf CLI v8"
         )
     })
@@ -88,26 +89,35 @@ fn check_cli_version(exec: &Exec) -> Option<String> {
 
 /// A problem when the cf CLI is older than `least` (major, minor), which `what` needs.
 fn check_cli_version_at_least(exec: &Exec, least: (u64, u64), what: &str) -> Option<String> {
-    let (major, minor) = cli_version(exec)?;
-    ((major, minor) < least).then(|| {
+    let version = cli_version_text(exec)?;
+    (numbers(&version)? < least).then(|| {
         format!(
-            "{what} needs the cf CLI {}.{} or later, and this one is {major}.{minor}: install \
-             a newer cf CLI v8",
+            "{what} needs the cf CLI {}.{} or later, and this one is {version}: install a \
+             newer cf CLI v8",
             least.0, least.1
         )
     })
 }
 
-/// The cf CLI's major and minor version, asked once per process: every cf environment of a
-/// run uses the same CLI. `None` when it cannot be told.
+/// The cf CLI's major and minor version; `None` when it cannot be told.
 fn cli_version(exec: &Exec) -> Option<(u64, u64)> {
-    static VERSION: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
-    *VERSION.get_or_init(|| ask_cli_version(exec))
+    numbers(&cli_version_text(exec)?)
 }
 
-fn ask_cli_version(exec: &Exec) -> Option<(u64, u64)> {
-    let answer = exec.query(cmd!(exec.sh(), "cf version")).ok()?;
-    let version = answer.split_whitespace().nth(2)?;
+/// What `cf version` says the version is (`8.7.10+5b7ce3c.2024-04-04`), asked once per
+/// process: every cf environment of a run uses the same CLI.
+fn cli_version_text(exec: &Exec) -> Option<String> {
+    static VERSION: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    VERSION
+        .get_or_init(|| {
+            let answer = exec.query(cmd!(exec.sh(), "cf version")).ok()?;
+            Some(answer.split_whitespace().nth(2)?.to_string())
+        })
+        .clone()
+}
+
+/// The major and minor numbers of a cf CLI version.
+fn numbers(version: &str) -> Option<(u64, u64)> {
     let mut parts = version.split(['.', '+', '-']);
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
