@@ -103,7 +103,8 @@ pub fn probe(exec: &Exec, url: &str, window_secs: u64) -> Result<Option<Sample>>
     config.push_str("url = \"file:///dev/null\"\noutput = \"/dev/null\"\n");
     let rate = format!("{PROBES_PER_SECOND}/s");
     let timeout = PROBE_TIMEOUT_SECS.to_string();
-    let write_out = "%{http_code} %{time_total}\n";
+    // `\n` as two characters: curl makes it a newline, and the echoed command stays one line.
+    let write_out = "%{http_code} %{time_total}\\n";
     let output = exec
         .run_with_input(
             cmd!(

@@ -1450,11 +1450,11 @@ fn a_canary_on_a_cf_cli_before_8_8_is_refused_and_older_apis_get_one_step() {
         .stderr_has("has API 3.180.0, older than 3.189.0, which takes canary steps");
     let calls = app.calls();
     assert!(
-        calls.contains(
-            &"staging: push filter -f WORKSPACE/manifest.yml --var instances=1 --strategy canary"
-                .to_string()
-        ) || calls.iter().any(|c| c.ends_with("--strategy canary")),
-        "{calls:?}"
+        calls
+            .iter()
+            .any(|c| c.starts_with("staging: push filter -f ")
+                && c.ends_with("manifest.yml --var instances=1 --strategy canary")),
+        "no --instance-steps: {calls:?}"
     );
     assert_eq!(
         calls
@@ -1464,4 +1464,19 @@ fn a_canary_on_a_cf_cli_before_8_8_is_refused_and_older_apis_get_one_step() {
         1,
         "one pause: {calls:?}"
     );
+}
+
+#[test]
+fn a_dry_run_of_a_canary_release_shows_its_probes_pauses_and_continue() {
+    let (app, answered) = canary_app(CANARY, CANARY);
+    let origin = app.origin.to_str().unwrap().to_string();
+    let run = canary_run(&app, &["release", "--repo", &origin, "--dry-run"], None);
+    run.success()
+        .stdout_has("--strategy canary --instance-steps 10,50,100")
+        .stdout_has("curl --silent --max-time 10 --rate 10/s --write-out '%{http_code} %{time_total}\\n' --config -")
+        .stdout_has("cf continue-deployment filter")
+        .stdout_has("\"strategy\":\"canary\"");
+    // Only the preflight's look at the CLI ran: no cf call, no probe.
+    assert_eq!(app.calls(), Vec::<String>::new());
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
