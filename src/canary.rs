@@ -151,6 +151,42 @@ pub fn judge(plan: &Plan, stable: &Sample, canary: &Sample) -> std::result::Resu
     }
 }
 
+impl From<&Sample> for crate::events::Probes {
+    fn from(sample: &Sample) -> crate::events::Probes {
+        crate::events::Probes {
+            requests: sample.requests as u64,
+            errors: sample.errors as u64,
+            error_rate: sample.error_rate(),
+            p99_ms: sample.p99_ms,
+        }
+    }
+}
+
+/// Tells the reader what a pause's probes measured and the verdict: a line, or with `--json`
+/// a typed `canary` event.
+pub fn report(
+    exec: &Exec,
+    env: &str,
+    pause: u32,
+    stable: &Sample,
+    canary: &Sample,
+    verdict: &std::result::Result<(), String>,
+) {
+    let ui = exec.ui();
+    if ui.is_json() {
+        ui.emit(crate::events::Event::Canary(crate::events::CanaryCheck {
+            env: env.to_string(),
+            pause,
+            stable: stable.into(),
+            canary: canary.into(),
+            passed: verdict.is_ok(),
+            reason: verdict.clone().err(),
+        }));
+    } else {
+        ui.note(&format!("canary pause {pause}: {}", describe(canary)));
+    }
+}
+
 /// One line on a window's numbers, for the run's output.
 pub fn describe(sample: &Sample) -> String {
     format!(

@@ -1411,10 +1411,37 @@ fn a_canary_that_breaks_its_thresholds_is_cancelled_and_the_run_fails_with_the_n
 fn a_promote_whose_canary_fails_is_cancelled_without_a_rollback() {
     let (app, _) = canary_app("", CANARY);
     let origin = app.origin.to_str().unwrap().to_string();
-    let run = canary_run(&app, &["release", "--repo", &origin], Some("50"));
-    run.failure(2)
-        .stderr_has("error rate 50.0% (5 of 10 probes)")
-        .stderr_has("the canary deployment in `production` was cancelled");
+    let run = canary_run(&app, &["--json", "release", "--repo", &origin], Some("50"));
+    run.failure(2);
+    // The typed event of the pause (checked against the schema by the harness), then the error.
+    let events: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let canary = events
+        .iter()
+        .find(|e| e["event"] == "canary")
+        .unwrap_or_else(|| panic!("no canary event: {run}"));
+    assert_eq!(canary["env"], "production");
+    assert_eq!(canary["pause"], 1);
+    assert_eq!(canary["passed"], false);
+    assert_eq!(canary["canary"]["errors"], 5);
+    assert_eq!(canary["canary"]["requests"], 10);
+    assert_eq!(canary["stable"]["error_rate"], 0.0);
+    let reason = canary["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("error rate 50.0% (5 of 10 probes)"),
+        "{reason}"
+    );
+    assert!(
+        run.stdout
+            .contains("the canary deployment in `production` was cancelled")
+            || run
+                .stderr
+                .contains("the canary deployment in `production` was cancelled"),
+        "{run}"
+    );
     let calls = app.calls();
     assert_eq!(
         calls

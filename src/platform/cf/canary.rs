@@ -304,12 +304,9 @@ impl Cf {
         let sample =
             canary::probe(exec, url, plan.window_secs).map_err(|err| format!("{err:#}"))?;
         if let Some(sample) = sample {
-            exec.ui().note(&format!(
-                "canary pause {pause}: {}",
-                canary::describe(&sample)
-            ));
-            canary::judge(plan, stable, &sample)
-                .map_err(|why| format!("the canary broke its thresholds: {why}"))?;
+            let verdict = canary::judge(plan, stable, &sample);
+            canary::report(exec, env.name, pause, stable, &sample, &verdict);
+            verdict.map_err(|why| format!("the canary broke its thresholds: {why}"))?;
         }
         if let Some(e2e) = &release.e2e {
             let mut vars: Vec<(&str, &str)> = e2e
