@@ -1507,3 +1507,53 @@ fn a_dry_run_of_a_canary_release_shows_its_probes_pauses_and_continue() {
     assert_eq!(app.calls(), Vec::<String>::new());
     assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+/// Stopped (SIGTERM) while a paused canary is being verified, cdflow still cancels the canary,
+/// so that it does not keep its share of the route, and ends as interrupted.
+#[test]
+fn a_run_stopped_during_the_verification_cancels_the_canary() {
+    let (app, _) = canary_app(CANARY, "");
+    let mark = app.project.dir.parent().unwrap().join("e2e.sleeping");
+    let config = app.project.read("cdflow.toml");
+    let e2e = config
+        .lines()
+        .find(|line| line.starts_with("command = "))
+        .unwrap()
+        .to_string();
+    let config = config.replace(
+        &e2e,
+        &format!(
+            "command = \"sh -c 'sleep 60 & echo $! > {}; wait'\"",
+            mark.display()
+        ),
+    );
+    app.project.write("cdflow.toml", &config);
+    let mut command = app.command(&["push", "--to", "staging"], None);
+    command
+        .env("CF_STANDIN_VERSION", "8.10.0+7cd5bb3.2024-12-16")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let cdflow = command.spawn().unwrap();
+    crate::harness::wait_for("the canary's e2e tier to sleep", || {
+        std::fs::read_to_string(&mark).is_ok_and(|pid| pid.ends_with('\n'))
+    });
+    unsafe { libc::kill(cdflow.id() as i32, libc::SIGTERM) };
+    let output = cdflow.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("was cancelled"), "{stderr}");
+    let calls = app.calls();
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some("staging: cancel-deployment filter"),
+        "{calls:?}"
+    );
+    let foundation = PathBuf::from(format!("{}.foundation", app.log.display()));
+    let current = std::fs::read_to_string(foundation.join("staging/current")).unwrap();
+    assert_eq!(current.trim(), "droplet-staging");
+    let sleeper = std::fs::read_to_string(&mark).unwrap();
+    assert!(
+        !crate::harness::pid_alive(sleeper.trim()),
+        "the e2e tier was stopped"
+    );
+}

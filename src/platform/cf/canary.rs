@@ -245,7 +245,14 @@ impl Cf {
                     pause += 1;
                     polls = 0;
                     if let Err(why) = self.verify(exec, release, env, url, plan, &stable, pause) {
-                        return Err(self.cancel(exec, release, env, deployment, why));
+                        let err = self.cancel(exec, release, env, deployment, why);
+                        // Stopped while verifying (the probes or the e2e tier were stopped):
+                        // cancelled all the same, and the run ends as interrupted.
+                        if crate::signals::stop_requested() {
+                            return Err(anyhow::Error::new(crate::error::Interrupted)
+                                .context(format!("{err:#}")));
+                        }
+                        return Err(err);
                     }
                     self.cf(exec, env, &args(&["continue-deployment", release.app]))
                         .with_context(|| {
@@ -331,14 +338,18 @@ impl Cf {
         deployment: &str,
         why: String,
     ) -> anyhow::Error {
-        let cancelled = self
-            .cf(exec, env, &args(&["cancel-deployment", release.app]))
+        // Run to its end even when cdflow is being stopped: a canary left paused would keep
+        // its share of the route.
+        let cancelled = exec
+            .critical(|| self.cf(exec, env, &args(&["cancel-deployment", release.app])))
             .and_then(|_| {
+                if crate::signals::stop_requested() {
+                    // Stopping: cf finishes the cancel by itself; nothing more is waited for.
+                    return Ok(String::new());
+                }
                 self.wait_for(exec, env, &format!("/v3/deployments/{deployment}"), |d| {
                     Ok(text_at(d, &["status", "value"]) == "FINALIZED")
-                })
-            })
-            .and_then(|()| {
+                })?;
                 let guid = self.app_guid(exec, env, release.app)?;
                 self.check_running(exec, env, release.app, &guid)
             });
