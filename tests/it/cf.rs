@@ -1557,3 +1557,98 @@ fn a_run_stopped_during_the_verification_cancels_the_canary() {
         "the e2e tier was stopped"
     );
 }
+
+/// The stand-in's canary deployments hold to cf's: which CLI takes which flag, a pause per
+/// step, continue and cancel only of an active deployment, the stable droplet serving until
+/// the last step.
+#[test]
+fn the_cf_stand_in_plays_canary_deployments_as_cf_does() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("staging");
+    std::fs::create_dir_all(&home).unwrap();
+    let log = root.path().join("cf.log");
+    let cf = |args: &[&str], cli: &str| {
+        let mut command = std::process::Command::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cf"),
+        );
+        command
+            .args(args)
+            .env("CF_HOME", &home)
+            .env("CF_STANDIN_LOG", &log)
+            .env("CF_STANDIN_VERSION", cli)
+            .env("CF_USERNAME", "ci-bot")
+            .env("CF_PASSWORD", PASSWORD)
+            .env_remove("CF_STANDIN_FAIL")
+            .env_remove("CF_STANDIN_CANARY_ERRORS");
+        run_of(command.output().unwrap())
+    };
+    let v8_10 = "8.10.0+7cd5bb3.2024-12-16";
+    cf(&["api", "https://api.cf.example.com"], v8_10).success();
+    cf(&["auth"], v8_10).success();
+    cf(&["target", "-o", "acme", "-s", "staging"], v8_10).success();
+    cf(&["app", "filter", "--guid"], v8_10).success();
+    let push = |extra: &[&str], cli: &str| {
+        let mut args = vec!["push", "filter", "-f", "manifest.yml"];
+        args.extend_from_slice(extra);
+        cf(&args, cli)
+    };
+    push(&["--strategy", "canary"], "8.7.10+5b7ce3c.2024-04-04")
+        .failure(1)
+        .stderr_has("Invalid value `canary'");
+    push(
+        &["--strategy", "canary", "--instance-steps", "10,50"],
+        "8.9.1",
+    )
+    .failure(1)
+    .stderr_has("unknown flag `instance-steps'");
+    push(
+        &["--strategy", "rolling", "--instance-steps", "10,50"],
+        v8_10,
+    )
+    .failure(1)
+    .stderr_has("cannot be used together");
+    cf(&["continue-deployment", "filter"], v8_10)
+        .failure(1)
+        .stderr_has("No active deployment found");
+    push(
+        &["--strategy", "canary", "--instance-steps", "10,50"],
+        v8_10,
+    )
+    .success();
+    let json = |run: &Run| -> serde_json::Value { serde_json::from_str(&run.stdout).unwrap() };
+    let deployment = || json(&cf(&["curl", "/v3/deployments/deployment-1"], v8_10));
+    let current = || {
+        json(&cf(
+            &["curl", "/v3/apps/guid-filter-staging/droplets/current"],
+            v8_10,
+        ))["guid"]
+            .clone()
+    };
+    assert_eq!(deployment()["status"]["reason"], "PAUSED");
+    assert_eq!(deployment()["status"]["canary"]["steps"]["current"], 1);
+    assert_eq!(current(), "droplet-staging");
+    cf(&["continue-deployment", "filter"], v8_10).success();
+    assert_eq!(deployment()["status"]["reason"], "PAUSED");
+    assert_eq!(deployment()["status"]["canary"]["steps"]["current"], 2);
+    cf(&["continue-deployment", "filter"], v8_10).success();
+    assert_eq!(deployment()["status"]["value"], "FINALIZED");
+    assert_eq!(deployment()["status"]["reason"], "DEPLOYED");
+    assert_eq!(current(), "droplet-staging-1");
+    // A cancelled canary leaves the stable droplet serving.
+    push(&["--strategy", "canary"], v8_10).success();
+    let active = json(&cf(
+        &[
+            "curl",
+            "/v3/deployments?app_guids=guid-filter-staging&status_values=ACTIVE",
+        ],
+        v8_10,
+    ));
+    assert_eq!(active["resources"][0]["guid"], "deployment-2");
+    cf(&["cancel-deployment", "filter"], v8_10).success();
+    let cancelled = json(&cf(&["curl", "/v3/deployments/deployment-2"], v8_10));
+    assert_eq!(cancelled["status"]["reason"], "CANCELED");
+    assert_eq!(current(), "droplet-staging-1");
+    cf(&["cancel-deployment", "filter"], v8_10)
+        .failure(1)
+        .stderr_has("No active deployment found");
+}
