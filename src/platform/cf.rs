@@ -473,7 +473,7 @@ impl Cf {
         env: &Target,
         app_guid: &str,
         droplet: &str,
-        plan: Option<&crate::canary::Plan>,
+        canary_steps: Option<&[u32]>,
     ) -> Result<(String, String)> {
         let app = json!({ "app": { "data": { "guid": app_guid } } });
         let relationship = json!({ "relationships": app }).to_string();
@@ -497,10 +497,9 @@ impl Cf {
             "relationships": app,
             "strategy": "rolling",
         });
-        if let Some(plan) = plan {
-            let (strategy, options) = self.canary_body(exec, env, plan)?;
-            body["strategy"] = strategy;
-            if let Some(options) = options {
+        if let Some(steps) = canary_steps {
+            body["strategy"] = Value::from("canary");
+            if let Some(options) = canary::deployment_options(steps) {
                 body["options"] = options;
             }
         }
@@ -649,7 +648,8 @@ impl Platform for Cf {
             Some(plan) => Some(self.before_canary(exec, to, release.app, plan)?),
             None => None,
         };
-        let started = self.start_deployment(exec, to, &target_guid, &droplet, plan.as_ref());
+        let steps = canary.as_ref().map(|before| before.steps.as_slice());
+        let started = self.start_deployment(exec, to, &target_guid, &droplet, steps);
         let (copied, deployment) = match started {
             Ok(started) => started,
             // Stopped while cf ran: whether the deployment was created is not known.
@@ -665,9 +665,10 @@ impl Platform for Cf {
                 )))
             }
         };
-        if let (Some(plan), Some((url, stable))) = (&plan, canary) {
+        if let (Some(plan), Some(before)) = (&plan, canary) {
             // A canary that fails its verification is cancelled, which gives the route back to
             // the stable instances: nothing to roll back.
+            let (url, stable) = (before.url, before.stable);
             self.run_canary(exec, release, to, &deployment, &url, plan, stable)?;
         }
         let deployed = self

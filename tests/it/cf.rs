@@ -1344,9 +1344,15 @@ fn a_healthy_canary_is_verified_at_each_pause_and_continued_on_push_and_promote(
         .iter()
         .position(|c| c.starts_with("production: curl -X POST /v3/deployments"))
         .unwrap();
-    expected.extend(promote[..post].iter().cloned());
+    let copy = promote
+        .iter()
+        .position(|c| c.starts_with("production: curl -X POST /v3/droplets"))
+        .unwrap();
+    expected.extend(promote[..copy].iter().cloned());
+    // Whether the Cloud Controller takes canaries and steps, before anything changes.
+    expected.push("production: curl /".to_string());
+    expected.extend(promote[copy..post].iter().cloned());
     expected.extend([
-        "production: curl /".to_string(),
         "production: curl -X POST /v3/deployments -d {\"droplet\":{\"guid\":\"droplet-copy-1\"},\"options\":{\"canary\":{\"steps\":[{\"instance_weight\":10},{\"instance_weight\":50},{\"instance_weight\":100}]}},\"relationships\":{\"app\":{\"data\":{\"guid\":\"guid-filter-production\"}}},\"strategy\":\"canary\"}".to_string(),
     ]);
     expected.extend(canary_pauses("production"));
@@ -1651,4 +1657,24 @@ fn the_cf_stand_in_plays_canary_deployments_as_cf_does() {
     cf(&["cancel-deployment", "filter"], v8_10)
         .failure(1)
         .stderr_has("No active deployment found");
+}
+
+#[test]
+fn a_cloud_controller_without_canary_deployments_is_refused_before_the_push() {
+    let (app, _) = canary_app(CANARY, "");
+    let mut command = app.command(&["push", "--to", "staging"], None);
+    command
+        .env("CF_STANDIN_VERSION", "8.10.0+7cd5bb3.2024-12-16")
+        .env("CF_STANDIN_API_VERSION", "3.160.0");
+    run_of(command.output().unwrap())
+        .failure(2)
+        .stderr_has("has API 3.160.0, older than 3.173.0, which brought canary deployments")
+        .stderr_has("set `strategy = \"rolling\"` in [env.staging]");
+    let calls = app.calls();
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some("staging: curl /"),
+        "{calls:?}"
+    );
+    assert!(!calls.iter().any(|c| c.contains(" push ")), "{calls:?}");
 }

@@ -23,6 +23,8 @@ use crate::platform::{Release, Target};
 const CANARY_CLI: (u64, u64) = (8, 8);
 /// The cf CLI that brought `cf push --instance-steps`.
 const STEPS_CLI: (u64, u64) = (8, 10);
+/// The Cloud Controller API that brought canary deployments.
+const CANARY_API: (u64, u64, u64) = (3, 173, 0);
 /// The Cloud Controller API that takes canary steps (`options.canary.steps`); older ones run
 /// one canary instance, then all.
 const STEPS_API: (u64, u64, u64) = (3, 189, 0);
@@ -51,6 +53,24 @@ pub fn preflight(exec: &Exec, env: &Target, plan: &Plan) -> Vec<String> {
     problems
 }
 
+/// What a promote's canary knows before its deployment starts.
+pub(super) struct Before {
+    pub steps: Vec<u32>,
+    pub url: String,
+    pub stable: Option<Sample>,
+}
+
+/// The `options` of a canary deployment's body: its steps, when there are any.
+pub(super) fn deployment_options(steps: &[u32]) -> Option<Value> {
+    (!steps.is_empty()).then(|| {
+        let steps: Vec<Value> = steps
+            .iter()
+            .map(|weight| serde_json::json!({ "instance_weight": weight }))
+            .collect();
+        serde_json::json!({ "canary": { "steps": steps } })
+    })
+}
+
 impl Cf {
     /// The Cloud Controller's API version, from `cf curl /`; `None` in a dry run.
     fn api_version(&self, exec: &Exec, env: &Target) -> Result<Option<(u64, u64, u64)>> {
@@ -67,12 +87,22 @@ impl Cf {
     }
 
     /// The plan's steps, where the Cloud Controller takes them; else none (one canary
-    /// instance, then all), said in a warning.
+    /// instance, then all), said in a warning. A Cloud Controller with no canary deployments
+    /// at all is refused.
     fn steps_taken(&self, exec: &Exec, env: &Target, plan: &Plan) -> Result<Vec<u32>> {
+        let api = self.api_version(exec, env)?;
+        if let Some(api) = api.filter(|&api| api < CANARY_API) {
+            return Err(crate::error::user_error(format!(
+                "the Cloud Controller of `{}` has API {}.{}.{}, older than {}.{}.{}, which \
+                 brought canary deployments: set `strategy = \"rolling\"` in [env.{}] until \
+                 the foundation is upgraded",
+                env.name, api.0, api.1, api.2, CANARY_API.0, CANARY_API.1, CANARY_API.2, env.name
+            )));
+        }
         if plan.steps.is_empty() {
             return Ok(Vec::new());
         }
-        match self.api_version(exec, env)? {
+        match api {
             Some(api) if api < STEPS_API => {
                 exec.ui().warn(&format!(
                     "the Cloud Controller of `{}` has API {}.{}.{}, older than {}.{}.{}, which \
@@ -132,14 +162,13 @@ impl Cf {
         mut words: Vec<String>,
         plan: &Plan,
     ) -> Result<()> {
+        let steps = self.steps_taken(exec, env, plan)?;
         let url = self.probe_url(exec, env, release.app);
         let stable = self.stable_sample(exec, &url, plan)?;
         words.extend(args(&["--strategy", "canary"]));
+        // Warned about in the preflight: this CLI has no --instance-steps.
         let old_cli = cli_version(exec).is_some_and(|v| v < STEPS_CLI);
-        let steps = match old_cli {
-            true => Vec::new(),
-            false => self.steps_taken(exec, env, plan)?,
-        };
+        let steps = if old_cli { Vec::new() } else { steps };
         if !steps.is_empty() {
             let list: Vec<String> = steps.iter().map(u32::to_string).collect();
             words.extend(["--instance-steps".to_string(), list.join(",")]);
@@ -162,37 +191,20 @@ impl Cf {
         self.run_canary(exec, release, env, &deployment, &url, plan, stable)
     }
 
-    /// The deployment body's canary part: the strategy and, where the Cloud Controller takes
-    /// them, the steps.
-    pub(super) fn canary_body(
-        &self,
-        exec: &Exec,
-        env: &Target,
-        plan: &Plan,
-    ) -> Result<(Value, Option<Value>)> {
-        let steps = self.steps_taken(exec, env, plan)?;
-        let options = (!steps.is_empty()).then(|| {
-            let steps: Vec<Value> = steps
-                .iter()
-                .map(|weight| serde_json::json!({ "instance_weight": weight }))
-                .collect();
-            serde_json::json!({ "canary": { "steps": steps } })
-        });
-        Ok((Value::from("canary"), options))
-    }
-
-    /// Before a promote's canary deployment: where it will be probed, and what the stable
-    /// version answers there.
+    /// Before a promote's canary deployment: the steps the Cloud Controller takes (refused
+    /// before anything changes when it has no canaries), where the canary will be probed, and
+    /// what the stable version answers there.
     pub(super) fn before_canary(
         &self,
         exec: &Exec,
         env: &Target,
         app: &str,
         plan: &Plan,
-    ) -> Result<(String, Option<Sample>)> {
+    ) -> Result<Before> {
+        let steps = self.steps_taken(exec, env, plan)?;
         let url = self.probe_url(exec, env, app);
         let stable = self.stable_sample(exec, &url, plan)?;
-        Ok((url, stable))
+        Ok(Before { steps, url, stable })
     }
 
     /// The newest active deployment of the app, as `cf continue-deployment` finds it.
