@@ -4,8 +4,10 @@
 //! targets of staging and production never mix. Credentials come from `CF_USERNAME` and
 //! `CF_PASSWORD` in the environment, which `cf auth` reads itself: they are never on a command
 //! line. Promotion copies the droplet that staging runs (Cloud Controller v3, through
-//! `cf curl`) and deploys it with a rolling deployment, as Heroku promotes a slug. A Rust app
-//! for `binary_buildpack` is pushed as the binary cdflow builds for the stack (`binary`).
+//! `cf curl`) and deploys it with a rolling deployment, as Heroku promotes a slug; an
+//! environment with `strategy = "canary"` gets canary deployments that cdflow verifies itself
+//! (`canary`). A Rust app for `binary_buildpack` is pushed as the binary cdflow builds for the
+//! stack (`binary`).
 
 mod binary;
 mod canary;
