@@ -181,6 +181,58 @@ pub struct EnvSection {
     /// Names of environment variables whose values are secret, masked everywhere.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// How a new version replaces the old one: `rolling` (the default) or `canary`.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// canary: the share of instances (percent, rising, the last at most 100) the new
+    /// version has at each pause; each pause is verified before the next step.
+    pub canary_steps: Option<Spanned<Vec<i64>>>,
+    /// canary: the seconds of probe traffic measured at each pause.
+    pub canary_window: Option<Spanned<i64>>,
+    /// canary: how many percentage points the error rate may rise above the stable version's.
+    pub canary_max_error_rate: Option<Spanned<f64>>,
+    /// canary: how many milliseconds the p99 latency may rise above the stable version's.
+    pub canary_max_p99_ms: Option<Spanned<i64>>,
+}
+
+/// How a push or a promote replaces what serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Instance by instance, each new one healthy before an old one stops.
+    #[default]
+    Rolling,
+    /// A share of the instances first, verified (docs/canary.md) before the rest follow.
+    Canary,
+}
+
+impl EnvSection {
+    /// The canary plan, with its defaults filled in, when the strategy is `canary`; the values
+    /// were checked by [`parse`].
+    pub fn canary(&self) -> Option<crate::canary::Plan> {
+        if self.strategy != Strategy::Canary {
+            return None;
+        }
+        let defaults = crate::canary::Plan::default();
+        Some(crate::canary::Plan {
+            steps: match &self.canary_steps {
+                Some(steps) => steps.get_ref().iter().map(|&s| s as u32).collect(),
+                None => defaults.steps,
+            },
+            window_secs: self
+                .canary_window
+                .as_ref()
+                .map_or(defaults.window_secs, |w| *w.get_ref() as u64),
+            max_error_rate: self
+                .canary_max_error_rate
+                .as_ref()
+                .map_or(defaults.max_error_rate, |r| *r.get_ref()),
+            max_p99_ms: self
+                .canary_max_p99_ms
+                .as_ref()
+                .map_or(defaults.max_p99_ms, |p| *p.get_ref() as u64),
+        })
+    }
 }
 
 /// A route's port: 1 to 65535. Port 0 would ask the kernel for any free port, a different one
@@ -380,7 +432,86 @@ pub fn load(dir: &Path) -> Result<Loaded> {
 pub fn parse(text: &str) -> std::result::Result<Config, String> {
     let config: Config = toml_edit::de::from_str(text).map_err(|err| err.to_string())?;
     check_services(text, &config)?;
+    check_canaries(text, &config)?;
     Ok(config)
+}
+
+/// What the types cannot say about the canary settings of `[env.NAME]`: steps that rise from
+/// 1 to at most 100, a window and thresholds that mean something, and no canary setting on an
+/// environment whose strategy is not `canary` (it would be ignored without a word).
+fn check_canaries(text: &str, config: &Config) -> std::result::Result<(), String> {
+    let line = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    for (name, env) in &config.env {
+        let set = [
+            ("canary_steps", env.canary_steps.as_ref().map(Spanned::span)),
+            (
+                "canary_window",
+                env.canary_window.as_ref().map(Spanned::span),
+            ),
+            (
+                "canary_max_error_rate",
+                env.canary_max_error_rate.as_ref().map(Spanned::span),
+            ),
+            (
+                "canary_max_p99_ms",
+                env.canary_max_p99_ms.as_ref().map(Spanned::span),
+            ),
+        ];
+        if env.strategy != Strategy::Canary {
+            if let Some((key, Some(span))) = set.iter().find(|(_, span)| span.is_some()) {
+                return Err(format!(
+                    "line {}: [env.{name}] sets `{key}` but its strategy is not canary: add \
+                     `strategy = \"canary\"`, or remove `{key}`",
+                    line(span.start)
+                ));
+            }
+            continue;
+        }
+        if let Some(steps) = &env.canary_steps {
+            let values = steps.get_ref();
+            let rising = values.windows(2).all(|pair| pair[0] < pair[1]);
+            let in_range = values.iter().all(|&step| (1..=100).contains(&step));
+            if values.is_empty() || !rising || !in_range {
+                return Err(format!(
+                    "line {}: canary_steps = {values:?} in [env.{name}] is not a list of rising \
+                     percentages from 1 to 100: write them as canary_steps = [10, 50, 100]",
+                    line(steps.span().start)
+                ));
+            }
+        }
+        if let Some(window) = &env.canary_window {
+            if *window.get_ref() < 1 {
+                return Err(format!(
+                    "line {}: canary_window = {} in [env.{name}] is not a number of seconds: \
+                     give 1 or more (such as 60)",
+                    line(window.span().start),
+                    window.get_ref()
+                ));
+            }
+        }
+        if let Some(rate) = &env.canary_max_error_rate {
+            if !(0.0..=100.0).contains(rate.get_ref()) {
+                return Err(format!(
+                    "line {}: canary_max_error_rate = {} in [env.{name}] is not a percentage: \
+                     give the percentage points the error rate may rise, from 0 to 100 (such \
+                     as 1.0)",
+                    line(rate.span().start),
+                    rate.get_ref()
+                ));
+            }
+        }
+        if let Some(p99) = &env.canary_max_p99_ms {
+            if *p99.get_ref() < 0 {
+                return Err(format!(
+                    "line {}: canary_max_p99_ms = {} in [env.{name}] is not a duration: give \
+                     the milliseconds the p99 latency may rise, 0 or more (such as 250)",
+                    line(p99.span().start),
+                    p99.get_ref()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the types cannot say about `[services.NAME]`: names that can be folder names, and
@@ -590,6 +721,73 @@ space = "production"
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.contains(line) && err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn canary_settings_are_read_strictly_at_their_line() {
+        let config = parse(
+            "[env.production]\nplatform = \"cf\"\nstrategy = \"canary\"\n\
+             canary_steps = [10, 50, 100]\ncanary_window = 30\ncanary_max_error_rate = 0.5\n\
+             canary_max_p99_ms = 250\n",
+        )
+        .unwrap();
+        let plan = config.env["production"].canary().unwrap();
+        assert_eq!(plan.steps, [10, 50, 100]);
+        assert_eq!(plan.window_secs, 30);
+        assert_eq!(plan.max_error_rate, 0.5);
+        assert_eq!(plan.max_p99_ms, 250);
+        let defaults = parse("[env.p]\nstrategy = \"canary\"\n").unwrap();
+        assert_eq!(
+            defaults.env["p"].canary().unwrap(),
+            crate::canary::Plan::default()
+        );
+        assert!(parse("[env.p]\n").unwrap().env["p"].canary().is_none());
+        for (text, at, says) in [
+            ("[env.p]\nstrategy = \"blue-green\"\n", "line 2", "`canary`"),
+            (
+                "[env.p]\n\ncanary_steps = [10]\n",
+                "line 3",
+                "add `strategy = \"canary\"`",
+            ),
+            (
+                "[env.p]\nstrategy = \"canary\"\ncanary_steps = [50, 10]\n",
+                "line 3",
+                "rising percentages",
+            ),
+            (
+                "[env.p]\nstrategy = \"canary\"\ncanary_steps = [10, 150]\n",
+                "line 3",
+                "rising percentages",
+            ),
+            (
+                "[env.p]\nstrategy = \"canary\"\ncanary_steps = []\n",
+                "line 3",
+                "rising percentages",
+            ),
+            (
+                "[env.p]\nstrategy = \"canary\"\ncanary_window = 0\n",
+                "line 3",
+                "give 1 or more",
+            ),
+            (
+                "[env.p]\nstrategy = \"canary\"\ncanary_max_error_rate = 101.0\n",
+                "line 3",
+                "from 0 to 100",
+            ),
+            (
+                "[env.p]\nstrategy = \"canary\"\ncanary_max_p99_ms = -1\n",
+                "line 3",
+                "0 or more",
+            ),
+            (
+                "[env.p]\nstrategy = \"canary\"\ncanary_step = [10]\n",
+                "line 3",
+                "canary_step",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(at) && err.contains(says), "{text}: {err}");
         }
     }
 

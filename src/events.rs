@@ -150,6 +150,9 @@ pub enum Event {
     Rollback { env: String, message: String },
     /// A `bench` stage measured an environment and compared it with the previous release.
     Bench(BenchResult),
+    /// A canary's verification at one pause of its deployment (docs/canary.md): what the
+    /// probes measured of the stable version before and of the route with the canary in it.
+    Canary(CanaryCheck),
     /// `cdflow bump --show`: the current version and what each part would make of it.
     BumpPlan {
         current: String,
@@ -160,6 +163,34 @@ pub enum Event {
         /// where the part cannot apply.
         next: Vec<BumpPart>,
     },
+}
+
+/// One pause of a canary deployment, verified.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CanaryCheck {
+    pub env: String,
+    /// Which pause of the deployment, from 1.
+    pub pause: u32,
+    /// The stable version, before the deployment.
+    pub stable: Probes,
+    /// The route with the canary taking its share.
+    pub canary: Probes,
+    /// Whether the numbers stayed within the thresholds (the e2e tier runs after).
+    pub passed: bool,
+    /// The numbers that broke the thresholds, when they did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What one window of probes measured.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Probes {
+    pub requests: u64,
+    /// 5xx answers, and probes with no answer in time.
+    pub errors: u64,
+    /// In percent.
+    pub error_rate: f64,
+    pub p99_ms: f64,
 }
 
 /// What `cdflow status` knows of an environment.

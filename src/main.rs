@@ -10,6 +10,7 @@ mod app;
 mod app_manifest;
 mod bench;
 mod bump;
+mod canary;
 mod cli;
 mod config;
 mod error;

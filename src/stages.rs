@@ -16,7 +16,7 @@ use crate::exec::Exec;
 use crate::facts::Facts;
 use crate::git;
 use crate::pipeline::Stage;
-use crate::platform::{self, Deployment, Release, Target};
+use crate::platform::{self, Deployment, E2e, Release, Target};
 use crate::record::{RunRecord, StepState, VersionIntent};
 use crate::releases;
 use crate::repo_url::RepoUrl;
@@ -284,7 +284,7 @@ fn test(ctx: &mut Context, only: Option<&[String]>) -> Result<()> {
 
 /// Runs a command written as a string in cdflow.toml or a pipeline, split into words as a
 /// POSIX shell would (quotes respected) but run without one.
-fn run_words(exec: &Exec, command: &str, env: &[(&str, &str)]) -> Result<()> {
+pub fn run_words(exec: &Exec, command: &str, env: &[(&str, &str)]) -> Result<()> {
     let words = shlex::split(command)
         .filter(|w| !w.is_empty())
         .ok_or_else(|| user_error(format!("`{command}` is not a command: check its quotes")))?;
@@ -561,7 +561,12 @@ fn push_back(ctx: &mut Context) -> Result<()> {
     Ok(())
 }
 
-fn platform_release<'a>(facts: &'a Facts, manifest: &'a Resolved, version: &'a str) -> Release<'a> {
+fn platform_release<'a>(
+    facts: &'a Facts,
+    manifest: &'a Resolved,
+    version: &'a str,
+    e2e_env: &'a [(String, String)],
+) -> Release<'a> {
     let app = &facts.app;
     Release {
         app: &app.name,
@@ -569,6 +574,10 @@ fn platform_release<'a>(facts: &'a Facts, manifest: &'a Resolved, version: &'a s
         dir: &app.dir,
         manifest,
         version,
+        e2e: app.loaded.config.e2e.as_ref().map(|e2e| E2e {
+            command: &e2e.command,
+            env: e2e_env,
+        }),
     }
 }
 
@@ -578,7 +587,8 @@ fn push(ctx: &mut Context, to: &str) -> Result<()> {
     let app = &facts.app;
     let target = app.target(to)?;
     let manifest = facts.manifest(to)?;
-    let release = platform_release(facts, manifest, &version);
+    let e2e_env = build_env(ctx.state, app);
+    let release = platform_release(facts, manifest, &version, &e2e_env);
     let platform = platform::for_env(ctx.state, &target);
     let step = format!("push {version} to {to}");
     let exec = ctx.exec;
@@ -748,7 +758,8 @@ fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
             ..app.manifest_for(&target)?
         },
     };
-    let release = platform_release(facts, &manifest, &candidate.version);
+    let e2e_env = build_env(ctx.state, app);
+    let release = platform_release(facts, &manifest, &candidate.version, &e2e_env);
     let step = format!("promote {} from {from} to {to}", candidate.version);
     let exec = ctx.exec;
     let deployment = journaled(exec, ctx.state, &mut ctx.record, &step, || {

@@ -4,8 +4,10 @@
 //! targets of staging and production never mix. Credentials come from `CF_USERNAME` and
 //! `CF_PASSWORD` in the environment, which `cf auth` reads itself: they are never on a command
 //! line. Promotion copies the droplet that staging runs (Cloud Controller v3, through
-//! `cf curl`) and deploys it with a rolling deployment, as Heroku promotes a slug. A Rust app
-//! for `binary_buildpack` is pushed as the binary cdflow builds for the stack (`binary`).
+//! `cf curl`) and deploys it with a rolling deployment, as Heroku promotes a slug; an
+//! environment with `strategy = "canary"` gets canary deployments that cdflow verifies itself
+//! (`canary`). A Rust app for `binary_buildpack` is pushed as the binary cdflow builds for the
+//! stack (`binary`).
 //!
 //! Every droplet cdflow deploys carries the version it released as v3 metadata (`cf curl -X
 //! PATCH`; `cf set-label` reaches neither droplets nor revisions): the full version in an
@@ -16,6 +18,7 @@
 //! own records (a CI runner's state folder may be new).
 
 mod binary;
+mod canary;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -89,20 +92,51 @@ const OLDEST_CLI: u64 = 7;
 /// A cf CLI too old for what cdflow runs, as a problem for the preflight. Asked once per
 /// process: every cf environment of a run uses the same CLI.
 fn check_cli_version(exec: &Exec) -> Option<String> {
-    static CHECKED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    CHECKED.get_or_init(|| ask_cli_version(exec)).clone()
-}
-
-fn ask_cli_version(exec: &Exec) -> Option<String> {
-    let answer = exec.query(cmd!(exec.sh(), "cf version")).ok()?;
-    let version = answer.split_whitespace().nth(2)?;
-    let major: u64 = version.split('.').next()?.parse().ok()?;
+    let version = cli_version_text(exec)?;
+    let (major, _) = numbers(&version)?;
     (major < OLDEST_CLI).then(|| {
         format!(
             "the cf CLI is {version}: cdflow needs v{OLDEST_CLI} or later (rolling \
              deployments, v3 manifests); install the cf CLI v8"
         )
     })
+}
+
+/// A problem when the cf CLI is older than `least` (major, minor), which `what` needs.
+fn check_cli_version_at_least(exec: &Exec, least: (u64, u64), what: &str) -> Option<String> {
+    let version = cli_version_text(exec)?;
+    (numbers(&version)? < least).then(|| {
+        format!(
+            "{what} needs the cf CLI {}.{} or later, and this one is {version}: install a \
+             newer cf CLI v8",
+            least.0, least.1
+        )
+    })
+}
+
+/// The cf CLI's major and minor version; `None` when it cannot be told.
+fn cli_version(exec: &Exec) -> Option<(u64, u64)> {
+    numbers(&cli_version_text(exec)?)
+}
+
+/// What `cf version` says the version is (`8.7.10+5b7ce3c.2024-04-04`), asked once per
+/// process: every cf environment of a run uses the same CLI.
+fn cli_version_text(exec: &Exec) -> Option<String> {
+    static VERSION: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    VERSION
+        .get_or_init(|| {
+            let answer = exec.query(cmd!(exec.sh(), "cf version")).ok()?;
+            Some(answer.split_whitespace().nth(2)?.to_string())
+        })
+        .clone()
+}
+
+/// The major and minor numbers of a cf CLI version.
+fn numbers(version: &str) -> Option<(u64, u64)> {
+    let mut parts = version.split(['.', '+', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    Some((major, minor))
 }
 
 /// How `cf auth` logs in, from the environment: never on a command line.
@@ -525,6 +559,7 @@ impl Cf {
         app_guid: &str,
         droplet: &str,
         version: &str,
+        canary_steps: Option<&[u32]>,
     ) -> Result<(String, String)> {
         let app = json!({ "app": { "data": { "guid": app_guid } } });
         let relationship = json!({ "relationships": app }).to_string();
@@ -549,12 +584,18 @@ impl Cf {
         }
         // Keys in sorted order: the same text whether serde_json keeps insertion order (a
         // feature another crate may turn on) or sorts, so the printed command is stable.
-        let body = json!({
+        let mut body = json!({
             "droplet": { "guid": copied },
             "relationships": app,
             "strategy": "rolling",
-        })
-        .to_string();
+        });
+        if let Some(steps) = canary_steps {
+            body["strategy"] = Value::from("canary");
+            if let Some(options) = canary::deployment_options(steps) {
+                body["options"] = options;
+            }
+        }
+        let body = body.to_string();
         let deployment = self.curl(exec, env, &["-X", "POST", "/v3/deployments", "-d", &body])?;
         let id = exec.answer(&text_at(&deployment, &["guid"]), "DEPLOYMENT-GUID");
         if id.is_empty() {
@@ -610,6 +651,9 @@ impl Platform for Cf {
             Some(why) => problems.push(format!("[env.{}] is on cf, but {why}", env.name)),
             None => problems.extend(check_cli_version(exec)),
         }
+        if let Some(plan) = env.config.canary() {
+            problems.extend(canary::preflight(exec, env, &plan));
+        }
         for application in &manifest.applications {
             problems.extend(application.problems());
         }
@@ -642,8 +686,13 @@ impl Platform for Cf {
         if let Some(folder) = folder {
             words.extend(["-p".to_string(), folder.display().to_string()]);
         }
-        words.extend(args(&["--strategy", "rolling"]));
-        self.cf(exec, env, &words)?;
+        match env.config.canary() {
+            Some(plan) => self.push_canary(exec, release, env, words, &plan)?,
+            None => {
+                words.extend(args(&["--strategy", "rolling"]));
+                self.cf(exec, env, &words)?;
+            }
+        }
         let guid = self.app_guid(exec, env, release.app)?;
         let route = self.check_running(exec, env, release.app, &guid)?;
         let droplet = self.current_droplet(exec, env, &guid)?;
@@ -687,22 +736,35 @@ impl Platform for Cf {
         self.cf(exec, to, &words)?;
         let target_guid = self.app_guid(exec, to, release.app)?;
         let previous = self.deployed_revision(exec, to, &target_guid)?;
-        let (copied, deployment) =
-            match self.start_deployment(exec, to, &target_guid, &droplet, &verified.version) {
-                Ok(started) => started,
-                // Stopped while cf ran: whether the deployment was created is not known.
-                Err(err) if crate::error::is_interrupted(&err) => return Err(err),
-                // The CC refused, or answered no deployment: no instance was replaced, so nothing
-                // is rolled back (a rollback would restart what serves for nothing).
-                Err(err) => {
-                    return Err(err.context(format!(
-                        "no deployment was created in `{}`, so nothing was rolled back: the \
+        let plan = to.config.canary();
+        let canary = match &plan {
+            Some(plan) => Some(self.before_canary(exec, to, release.app, plan)?),
+            None => None,
+        };
+        let steps = canary.as_ref().map(|before| before.steps.as_slice());
+        let started =
+            self.start_deployment(exec, to, &target_guid, &droplet, &verified.version, steps);
+        let (copied, deployment) = match started {
+            Ok(started) => started,
+            // Stopped while cf ran: whether the deployment was created is not known.
+            Err(err) if crate::error::is_interrupted(&err) => return Err(err),
+            // The CC refused, or answered no deployment: no instance was replaced, so nothing
+            // is rolled back (a rollback would restart what serves for nothing).
+            Err(err) => {
+                return Err(err.context(format!(
+                    "no deployment was created in `{}`, so nothing was rolled back: the \
                      droplet that served there still serves (the manifest applied before is \
                      stored for its next deployment)",
-                        to.name
-                    )))
-                }
-            };
+                    to.name
+                )))
+            }
+        };
+        if let (Some(plan), Some(before)) = (&plan, canary) {
+            // A canary that fails its verification is cancelled, which gives the route back to
+            // the stable instances: nothing to roll back.
+            let (url, stable) = (before.url, before.stable);
+            self.run_canary(exec, release, to, &deployment, &url, plan, stable)?;
+        }
         let deployed = self
             .finish_deployment(exec, to, &deployment)
             .and_then(|()| self.check_running(exec, to, release.app, &target_guid));

@@ -42,6 +42,15 @@ pub struct Release<'a> {
     /// The manifest, resolved for the environment it goes to.
     pub manifest: &'a Resolved,
     pub version: &'a str,
+    /// The app's e2e tier, which verifies a canary (none when cdflow.toml has no `[e2e]`).
+    pub e2e: Option<E2e<'a>>,
+}
+
+/// The e2e command and the environment it runs in; `APP_URL` is added for the route tested.
+#[derive(Debug, Clone, Copy)]
+pub struct E2e<'a> {
+    pub command: &'a str,
+    pub env: &'a [(String, String)],
 }
 
 /// What serves an environment after a push, a promote or a rollback.

@@ -1309,3 +1309,447 @@ fn the_cf_stand_in_holds_to_cf_v8_semantics() {
     }
     assert!(!kept.contains(PASSWORD), "{kept}");
 }
+
+/// A loopback server standing for a cf route: 200 to every request, except while the stand-in
+/// says a canary that fails is paused (`CF_STANDIN_LOG.route` holds the percentage of errors
+/// it makes the route answer). Counts the requests it answered.
+fn serve_route(log: &Path) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let route = PathBuf::from(format!("{}.route", log.display()));
+    let answered = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buffer = [0u8; 4096];
+            let _ = stream.read(&mut buffer);
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            let errors: usize = std::fs::read_to_string(&route)
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+                .unwrap_or(0);
+            let fail = errors > 0 && n % (100 / errors).max(1) == 0;
+            let answer: &[u8] = match fail {
+                true => b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                false => b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{\"status\":\"up\"}",
+            };
+            let _ = stream.write_all(answer);
+        }
+    });
+    (url, answered)
+}
+
+/// The canary settings the tests give an environment: three steps, a one-second window.
+const CANARY: &str = "strategy = \"canary\"\ncanary_steps = [10, 50, 100]\ncanary_window = 1\ncanary_max_error_rate = 5.0\n";
+
+/// The cf app with both environments' routes served on loopback, `canary` settings for
+/// staging and production, and an e2e command that writes `verify: e2e` into the cf log, so
+/// that the verification shows in order among the cf calls.
+fn canary_app(
+    staging: &str,
+    production: &str,
+) -> (CfApp, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let app = CfApp::new();
+    let (url, answered) = serve_route(&app.log);
+    let config: String = app
+        .project
+        .read("cdflow.toml")
+        .lines()
+        .filter(|line| !line.starts_with("url = "))
+        .map(|line| match line {
+            "space = \"staging\"" => format!("{line}\nurl = \"{url}\"\n{staging}"),
+            "space = \"production\"" => format!("{line}\nurl = \"{url}\"\n{production}"),
+            line if line.starts_with("command = ") => "command = \"sh -c 'curl -fsS \\\"$APP_URL/health\\\" && printf \\\"verify\\\\te2e\\\\t\\\\n\\\" >>\\\"$CF_STANDIN_LOG\\\"'\"\n".to_string(),
+            line => format!("{line}\n"),
+        })
+        .collect();
+    app.project.write("cdflow.toml", &config);
+    app.project.git_cmd(&["commit", "-qam", "canary releases"]);
+    app.project.git_cmd(&["push", "-q", "origin", "main"]);
+    (app, answered)
+}
+
+/// The cf calls of a verified canary's pauses: at each, the e2e tier, then
+/// `cf continue-deployment`, until cf says the deployment is done.
+fn canary_pauses(env: &str) -> Vec<String> {
+    let mut calls = Vec::new();
+    for _ in 0..3 {
+        calls.push(format!("{env}: curl /v3/deployments/deployment-1"));
+        calls.push("verify: e2e".to_string());
+        calls.push(format!("{env}: continue-deployment filter"));
+    }
+    calls.push(format!("{env}: curl /v3/deployments/deployment-1"));
+    calls
+}
+
+fn canary_run(app: &CfApp, args: &[&str], errors: Option<&str>) -> Run {
+    let mut command = app.command(args, None);
+    command.env("CF_STANDIN_VERSION", "8.10.0+7cd5bb3.2024-12-16");
+    match errors {
+        Some(errors) => command.env("CF_STANDIN_CANARY_ERRORS", errors),
+        None => command.env_remove("CF_STANDIN_CANARY_ERRORS"),
+    };
+    run_of(command.output().unwrap())
+}
+
+#[test]
+fn a_healthy_canary_is_verified_at_each_pause_and_continued_on_push_and_promote() {
+    let (app, answered) = canary_app(CANARY, CANARY);
+    let origin = app.origin.to_str().unwrap().to_string();
+    let run = canary_run(&app, &["release", "--repo", &origin], None);
+    run.success()
+        .stdout_has("canary pause 3 in `production`")
+        .stdout_has("10 probes, 0.0% errors");
+    let mut expected: Vec<String> = LOGIN_STAGING.iter().map(|s| s.to_string()).collect();
+    expected.extend([
+        // Whether the Cloud Controller takes canary steps (API 3.189.0 or later).
+        "staging: curl /".to_string(),
+        "staging: push filter -f WORKSPACE/manifest.yml --var instances=1 --strategy canary --instance-steps 10,50,100".to_string(),
+        "staging: app filter --guid".to_string(),
+        "staging: curl /v3/deployments?app_guids=guid-filter-staging&status_values=ACTIVE&order_by=-created_at".to_string(),
+    ]);
+    expected.extend(canary_pauses("staging"));
+    expected.extend(push_to_staging().into_iter().skip(4));
+    // The e2e stage itself.
+    expected.push("verify: e2e".to_string());
+    let promote = promote_to_production();
+    let post = promote
+        .iter()
+        .position(|c| c.starts_with("production: curl -X POST /v3/deployments"))
+        .unwrap();
+    let copy = promote
+        .iter()
+        .position(|c| c.starts_with("production: curl -X POST /v3/droplets"))
+        .unwrap();
+    expected.extend(promote[..copy].iter().cloned());
+    // Whether the Cloud Controller takes canaries and steps, before anything changes.
+    expected.push("production: curl /".to_string());
+    expected.extend(promote[copy..post].iter().cloned());
+    expected.extend([
+        "production: curl -X POST /v3/deployments -d {\"droplet\":{\"guid\":\"droplet-copy-1\"},\"options\":{\"canary\":{\"steps\":[{\"instance_weight\":10},{\"instance_weight\":50},{\"instance_weight\":100}]}},\"relationships\":{\"app\":{\"data\":{\"guid\":\"guid-filter-production\"}}},\"strategy\":\"canary\"}".to_string(),
+    ]);
+    expected.extend(canary_pauses("production"));
+    expected.extend(promote[post + 1..].iter().cloned());
+    assert_eq!(app.calls(), expected);
+    // Both the stable versions and each pause's canary got their probes: 10 a window.
+    let probes = answered.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(probes >= 2 * (1 + 3) * 10, "{probes} requests");
+    let foundation = PathBuf::from(format!("{}.foundation", app.log.display()));
+    let current = |space: &str| std::fs::read_to_string(foundation.join(space).join("current"));
+    assert_eq!(current("staging").unwrap().trim(), "droplet-staging-1");
+    assert_eq!(current("production").unwrap().trim(), "droplet-copy-1");
+}
+
+#[test]
+fn a_canary_that_breaks_its_thresholds_is_cancelled_and_the_run_fails_with_the_numbers() {
+    let (app, _) = canary_app(CANARY, "");
+    let origin = app.origin.to_str().unwrap().to_string();
+    let run = canary_run(&app, &["release", "--repo", &origin], Some("50"));
+    run.failure(2)
+        .stderr_has("the canary broke its thresholds: error rate 50.0% (5 of 10 probes) against the stable version's 0.0%")
+        .stderr_has("more than the 5.0 allowed (canary_max_error_rate)")
+        .stderr_has("the canary deployment in `staging` was cancelled: the stable version serves again");
+    let calls = app.calls();
+    let tail: Vec<&str> = calls
+        .iter()
+        .rev()
+        .take(6)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "staging: curl /v3/deployments/deployment-1",
+            "staging: cancel-deployment filter",
+            "staging: curl /v3/deployments/deployment-1",
+            "staging: app filter --guid",
+            "staging: curl /v3/apps/guid-filter-staging/processes/web/stats",
+            "staging: curl /v3/apps/guid-filter-staging/routes",
+        ]
+    );
+    assert!(
+        !calls.iter().any(|c| c.contains("continue-deployment")),
+        "{calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.starts_with("verify")),
+        "no e2e: {calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.starts_with("production")),
+        "{calls:?}"
+    );
+    // The stable droplet still serves staging.
+    let foundation = PathBuf::from(format!("{}.foundation", app.log.display()));
+    let current = std::fs::read_to_string(foundation.join("staging/current")).unwrap();
+    assert_eq!(current.trim(), "droplet-staging");
+}
+
+#[test]
+fn a_promote_whose_canary_fails_is_cancelled_without_a_rollback() {
+    let (app, _) = canary_app("", CANARY);
+    let origin = app.origin.to_str().unwrap().to_string();
+    let run = canary_run(&app, &["--json", "release", "--repo", &origin], Some("50"));
+    run.failure(2);
+    // The typed event of the pause (checked against the schema by the harness), then the error.
+    let events: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let canary = events
+        .iter()
+        .find(|e| e["event"] == "canary")
+        .unwrap_or_else(|| panic!("no canary event: {run}"));
+    assert_eq!(canary["env"], "production");
+    assert_eq!(canary["pause"], 1);
+    assert_eq!(canary["passed"], false);
+    assert_eq!(canary["canary"]["errors"], 5);
+    assert_eq!(canary["canary"]["requests"], 10);
+    assert_eq!(canary["stable"]["error_rate"], 0.0);
+    let reason = canary["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("error rate 50.0% (5 of 10 probes)"),
+        "{reason}"
+    );
+    assert!(
+        run.stdout
+            .contains("the canary deployment in `production` was cancelled")
+            || run
+                .stderr
+                .contains("the canary deployment in `production` was cancelled"),
+        "{run}"
+    );
+    let calls = app.calls();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("production: cancel-deployment filter"))
+            .count(),
+        1,
+        "{calls:?}"
+    );
+    // The cancel gave production back to its stable droplet: no `cf rollback` on top of it.
+    assert!(!calls.iter().any(|c| c.contains("rollback")), "{calls:?}");
+    let foundation = PathBuf::from(format!("{}.foundation", app.log.display()));
+    let current = std::fs::read_to_string(foundation.join("production/current")).unwrap();
+    assert_eq!(current.trim(), "droplet-production");
+}
+
+#[test]
+fn a_canary_on_a_cf_cli_before_8_8_is_refused_and_older_apis_get_one_step() {
+    let (app, _) = canary_app(CANARY, "");
+    let origin = app.origin.to_str().unwrap().to_string();
+    // The stand-in's own default CLI is 8.7.
+    app.cdflow(&["release", "--repo", &origin], None)
+        .failure(2)
+        .stderr_has("strategy = \"canary\" needs the cf CLI 8.8 or later, and this one is 8.7.10");
+    app.assert_nothing_released();
+    // A Cloud Controller older than API 3.189.0 takes no steps: one canary instance, said so.
+    let mut command = app.command(&["push", "--to", "staging"], None);
+    command
+        .env("CF_STANDIN_VERSION", "8.10.0+7cd5bb3.2024-12-16")
+        .env("CF_STANDIN_API_VERSION", "3.180.0");
+    let run = run_of(command.output().unwrap());
+    run.success()
+        .stderr_has("has API 3.180.0, older than 3.189.0, which takes canary steps");
+    let calls = app.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("staging: push filter -f ")
+                && c.ends_with("manifest.yml --var instances=1 --strategy canary")),
+        "no --instance-steps: {calls:?}"
+    );
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.contains("continue-deployment"))
+            .count(),
+        1,
+        "one pause: {calls:?}"
+    );
+}
+
+#[test]
+fn a_dry_run_of_a_canary_release_shows_its_probes_pauses_and_continue() {
+    let (app, answered) = canary_app(CANARY, CANARY);
+    let origin = app.origin.to_str().unwrap().to_string();
+    let run = canary_run(&app, &["release", "--repo", &origin, "--dry-run"], None);
+    run.success()
+        .stdout_has("--strategy canary --instance-steps 10,50,100")
+        .stdout_has("curl --silent --max-time 10 --rate 10/s --write-out '%{http_code} %{time_total}\\n' --config -")
+        .stdout_has("cf continue-deployment filter")
+        .stdout_has("\"strategy\":\"canary\"");
+    // Only the preflight's look at the CLI ran: no cf call, no probe.
+    assert_eq!(app.calls(), Vec::<String>::new());
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// Stopped (SIGTERM) while a paused canary is being verified, cdflow still cancels the canary,
+/// so that it does not keep its share of the route, and ends as interrupted.
+#[test]
+fn a_run_stopped_during_the_verification_cancels_the_canary() {
+    let (app, _) = canary_app(CANARY, "");
+    let mark = app.project.dir.parent().unwrap().join("e2e.sleeping");
+    let config = app.project.read("cdflow.toml");
+    let e2e = config
+        .lines()
+        .find(|line| line.starts_with("command = "))
+        .unwrap()
+        .to_string();
+    let config = config.replace(
+        &e2e,
+        &format!(
+            "command = \"sh -c 'sleep 60 & echo $! > {}; wait'\"",
+            mark.display()
+        ),
+    );
+    app.project.write("cdflow.toml", &config);
+    let mut command = app.command(&["push", "--to", "staging"], None);
+    command
+        .env("CF_STANDIN_VERSION", "8.10.0+7cd5bb3.2024-12-16")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let cdflow = command.spawn().unwrap();
+    crate::harness::wait_for("the canary's e2e tier to sleep", || {
+        std::fs::read_to_string(&mark).is_ok_and(|pid| pid.ends_with('\n'))
+    });
+    unsafe { libc::kill(cdflow.id() as i32, libc::SIGTERM) };
+    let output = cdflow.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("was cancelled"), "{stderr}");
+    let calls = app.calls();
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some("staging: cancel-deployment filter"),
+        "{calls:?}"
+    );
+    let foundation = PathBuf::from(format!("{}.foundation", app.log.display()));
+    let current = std::fs::read_to_string(foundation.join("staging/current")).unwrap();
+    assert_eq!(current.trim(), "droplet-staging");
+    let sleeper = std::fs::read_to_string(&mark).unwrap();
+    assert!(
+        !crate::harness::pid_alive(sleeper.trim()),
+        "the e2e tier was stopped"
+    );
+}
+
+/// The stand-in's canary deployments hold to cf's: which CLI takes which flag, a pause per
+/// step, continue and cancel only of an active deployment, the stable droplet serving until
+/// the last step.
+#[test]
+fn the_cf_stand_in_plays_canary_deployments_as_cf_does() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("staging");
+    std::fs::create_dir_all(&home).unwrap();
+    let log = root.path().join("cf.log");
+    let cf = |args: &[&str], cli: &str| {
+        let mut command = std::process::Command::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cf"),
+        );
+        command
+            .args(args)
+            .env("CF_HOME", &home)
+            .env("CF_STANDIN_LOG", &log)
+            .env("CF_STANDIN_VERSION", cli)
+            .env("CF_USERNAME", "ci-bot")
+            .env("CF_PASSWORD", PASSWORD)
+            .env_remove("CF_STANDIN_FAIL")
+            .env_remove("CF_STANDIN_CANARY_ERRORS");
+        run_of(command.output().unwrap())
+    };
+    let v8_10 = "8.10.0+7cd5bb3.2024-12-16";
+    cf(&["api", "https://api.cf.example.com"], v8_10).success();
+    cf(&["auth"], v8_10).success();
+    cf(&["target", "-o", "acme", "-s", "staging"], v8_10).success();
+    cf(&["app", "filter", "--guid"], v8_10).success();
+    let push = |extra: &[&str], cli: &str| {
+        let mut args = vec!["push", "filter", "-f", "manifest.yml"];
+        args.extend_from_slice(extra);
+        cf(&args, cli)
+    };
+    push(&["--strategy", "canary"], "8.7.10+5b7ce3c.2024-04-04")
+        .failure(1)
+        .stderr_has("Invalid value `canary'");
+    push(
+        &["--strategy", "canary", "--instance-steps", "10,50"],
+        "8.9.1",
+    )
+    .failure(1)
+    .stderr_has("unknown flag `instance-steps'");
+    push(
+        &["--strategy", "rolling", "--instance-steps", "10,50"],
+        v8_10,
+    )
+    .failure(1)
+    .stderr_has("cannot be used together");
+    cf(&["continue-deployment", "filter"], v8_10)
+        .failure(1)
+        .stderr_has("No active deployment found");
+    push(
+        &["--strategy", "canary", "--instance-steps", "10,50"],
+        v8_10,
+    )
+    .success();
+    let json = |run: &Run| -> serde_json::Value { serde_json::from_str(&run.stdout).unwrap() };
+    let deployment = || json(&cf(&["curl", "/v3/deployments/deployment-1"], v8_10));
+    let current = || {
+        json(&cf(
+            &["curl", "/v3/apps/guid-filter-staging/droplets/current"],
+            v8_10,
+        ))["guid"]
+            .clone()
+    };
+    assert_eq!(deployment()["status"]["reason"], "PAUSED");
+    assert_eq!(deployment()["status"]["canary"]["steps"]["current"], 1);
+    assert_eq!(current(), "droplet-staging");
+    cf(&["continue-deployment", "filter"], v8_10).success();
+    assert_eq!(deployment()["status"]["reason"], "PAUSED");
+    assert_eq!(deployment()["status"]["canary"]["steps"]["current"], 2);
+    cf(&["continue-deployment", "filter"], v8_10).success();
+    assert_eq!(deployment()["status"]["value"], "FINALIZED");
+    assert_eq!(deployment()["status"]["reason"], "DEPLOYED");
+    assert_eq!(current(), "droplet-staging-1");
+    // A cancelled canary leaves the stable droplet serving.
+    push(&["--strategy", "canary"], v8_10).success();
+    let active = json(&cf(
+        &[
+            "curl",
+            "/v3/deployments?app_guids=guid-filter-staging&status_values=ACTIVE",
+        ],
+        v8_10,
+    ));
+    assert_eq!(active["resources"][0]["guid"], "deployment-2");
+    cf(&["cancel-deployment", "filter"], v8_10).success();
+    let cancelled = json(&cf(&["curl", "/v3/deployments/deployment-2"], v8_10));
+    assert_eq!(cancelled["status"]["reason"], "CANCELED");
+    assert_eq!(current(), "droplet-staging-1");
+    cf(&["cancel-deployment", "filter"], v8_10)
+        .failure(1)
+        .stderr_has("No active deployment found");
+}
+
+#[test]
+fn a_cloud_controller_without_canary_deployments_is_refused_before_the_push() {
+    let (app, _) = canary_app(CANARY, "");
+    let mut command = app.command(&["push", "--to", "staging"], None);
+    command
+        .env("CF_STANDIN_VERSION", "8.10.0+7cd5bb3.2024-12-16")
+        .env("CF_STANDIN_API_VERSION", "3.160.0");
+    run_of(command.output().unwrap())
+        .failure(2)
+        .stderr_has("has API 3.160.0, older than 3.173.0, which brought canary deployments")
+        .stderr_has("set `strategy = \"rolling\"` in [env.staging]");
+    let calls = app.calls();
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some("staging: curl /"),
+        "{calls:?}"
+    );
+    assert!(!calls.iter().any(|c| c.contains(" push ")), "{calls:?}");
+}

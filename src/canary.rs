@@ -1,0 +1,249 @@
+//! Canary verification, whatever the platform: the plan an environment's settings give
+//! (`strategy = "canary"`, docs/canary.md), the probe traffic cdflow measures itself, and the
+//! verdict that compares the canary's numbers with the stable version's.
+//!
+//! The probes are GETs of the environment's URL at a steady rate for the window, sent by
+//! `curl` (through the Exec seam, so a dry run shows them): it speaks the HTTPS of a real
+//! route, which cdflow's own HTTP client does not.
+
+use anyhow::{Context, Result};
+use xshell::cmd;
+
+use crate::exec::Exec;
+
+/// How many probes per second of the window.
+const PROBES_PER_SECOND: u64 = 10;
+/// How long one probe may take before it counts as an error.
+const PROBE_TIMEOUT_SECS: u64 = 10;
+
+/// What an environment's canary settings say, defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The share of instances (percent) the new version has at each pause. Empty: the
+    /// platform's default, one canary instance, then all.
+    pub steps: Vec<u32>,
+    /// The seconds of probe traffic measured at each pause.
+    pub window_secs: u64,
+    /// How many percentage points the error rate may rise above the stable version's.
+    pub max_error_rate: f64,
+    /// How many milliseconds the p99 latency may rise above the stable version's.
+    pub max_p99_ms: u64,
+}
+
+impl Default for Plan {
+    fn default() -> Plan {
+        Plan {
+            steps: Vec::new(),
+            window_secs: 60,
+            max_error_rate: 1.0,
+            max_p99_ms: 500,
+        }
+    }
+}
+
+/// What the probes of one window measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub requests: usize,
+    /// Answers of 5xx, and probes that got no answer in time.
+    pub errors: usize,
+    pub p99_ms: f64,
+}
+
+impl Sample {
+    /// The error rate, in percent.
+    pub fn error_rate(&self) -> f64 {
+        match self.requests {
+            0 => 0.0,
+            n => self.errors as f64 * 100.0 / n as f64,
+        }
+    }
+
+    /// Reads curl's `--write-out "%{http_code} %{time_total}"` lines, one per probe.
+    pub fn from_curl(lines: &[String]) -> Sample {
+        let mut latencies = Vec::new();
+        let mut errors = 0;
+        for line in lines {
+            let mut words = line.split_whitespace();
+            let (Some(code), Some(seconds)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let code: u16 = code.parse().unwrap_or(0);
+            if code == 0 || code >= 500 {
+                errors += 1;
+            }
+            latencies.push(seconds.parse::<f64>().unwrap_or(0.0) * 1000.0);
+        }
+        latencies.sort_by(f64::total_cmp);
+        // The nearest-rank p99: the smallest latency that 99% of the probes did not exceed.
+        let p99_ms = match latencies.len() {
+            0 => 0.0,
+            n => latencies[((n as f64 * 0.99).ceil() as usize).clamp(1, n) - 1],
+        };
+        Sample {
+            requests: latencies.len(),
+            errors,
+            p99_ms,
+        }
+    }
+}
+
+/// Sends the window's probes to `url` and measures them; `None` in a dry run, where nothing
+/// is sent.
+pub fn probe(exec: &Exec, url: &str, window_secs: u64) -> Result<Option<Sample>> {
+    let count = window_secs * PROBES_PER_SECOND;
+    // The URLs on stdin (`--config -`), not on the command line: the same URL many times.
+    // curl's exit status is that of its last transfer, so a last one that cannot fail (the
+    // empty file) lets every probe's line be read, failed probes included; its line is dropped.
+    let quoted = url.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut config = String::new();
+    for _ in 0..count {
+        config.push_str(&format!("url = \"{quoted}\"\noutput = \"/dev/null\"\n"));
+    }
+    config.push_str("url = \"file:///dev/null\"\noutput = \"/dev/null\"\n");
+    let rate = format!("{PROBES_PER_SECOND}/s");
+    let timeout = PROBE_TIMEOUT_SECS.to_string();
+    // `\n` as two characters: curl makes it a newline, and the echoed command stays one line.
+    let write_out = "%{http_code} %{time_total}\\n";
+    let output = exec
+        .run_with_input(
+            cmd!(
+                exec.sh(),
+                "curl --silent --max-time {timeout} --rate {rate} --write-out {write_out} --config -"
+            ),
+            config.as_bytes(),
+        )
+        .with_context(|| format!("the canary's probes of {url} could not run"))?;
+    if !output.ran {
+        return Ok(None);
+    }
+    let lines = &output.stdout[..output.stdout.len().saturating_sub(1)];
+    Ok(Some(Sample::from_curl(lines)))
+}
+
+/// Whether the canary's numbers stay within the plan's thresholds of the stable version's;
+/// the error names the numbers that broke them.
+pub fn judge(plan: &Plan, stable: &Sample, canary: &Sample) -> std::result::Result<(), String> {
+    let mut broken = Vec::new();
+    let rise = canary.error_rate() - stable.error_rate();
+    if rise > plan.max_error_rate {
+        broken.push(format!(
+            "error rate {:.1}% ({} of {} probes) against the stable version's {:.1}%: up \
+             {rise:.1} points, more than the {:.1} allowed (canary_max_error_rate)",
+            canary.error_rate(),
+            canary.errors,
+            canary.requests,
+            stable.error_rate(),
+            plan.max_error_rate
+        ));
+    }
+    let slower = canary.p99_ms - stable.p99_ms;
+    if slower > plan.max_p99_ms as f64 {
+        broken.push(format!(
+            "p99 latency {:.0} ms against the stable version's {:.0} ms: up {slower:.0} ms, \
+             more than the {} allowed (canary_max_p99_ms)",
+            canary.p99_ms, stable.p99_ms, plan.max_p99_ms
+        ));
+    }
+    match broken.is_empty() {
+        true => Ok(()),
+        false => Err(broken.join("; ")),
+    }
+}
+
+impl From<&Sample> for crate::events::Probes {
+    fn from(sample: &Sample) -> crate::events::Probes {
+        crate::events::Probes {
+            requests: sample.requests as u64,
+            errors: sample.errors as u64,
+            error_rate: sample.error_rate(),
+            p99_ms: sample.p99_ms,
+        }
+    }
+}
+
+/// Tells the reader what a pause's probes measured and the verdict: a line, or with `--json`
+/// a typed `canary` event.
+pub fn report(
+    exec: &Exec,
+    env: &str,
+    pause: u32,
+    stable: &Sample,
+    canary: &Sample,
+    verdict: &std::result::Result<(), String>,
+) {
+    let ui = exec.ui();
+    if ui.is_json() {
+        ui.emit(crate::events::Event::Canary(crate::events::CanaryCheck {
+            env: env.to_string(),
+            pause,
+            stable: stable.into(),
+            canary: canary.into(),
+            passed: verdict.is_ok(),
+            reason: verdict.clone().err(),
+        }));
+    } else {
+        ui.note(&format!("canary pause {pause}: {}", describe(canary)));
+    }
+}
+
+/// One line on a window's numbers, for the run's output.
+pub fn describe(sample: &Sample) -> String {
+    format!(
+        "{} probes, {:.1}% errors, p99 {:.0} ms",
+        sample.requests,
+        sample.error_rate(),
+        sample.p99_ms
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(String::from).collect()
+    }
+
+    #[test]
+    fn curl_lines_give_the_error_rate_and_the_p99() {
+        let mut text = String::new();
+        for i in 0..98 {
+            text.push_str(&format!("200 0.0{:02}\n", i % 10));
+        }
+        text.push_str("503 0.500\n000 10.000\n");
+        let sample = Sample::from_curl(&lines(&text));
+        assert_eq!(sample.requests, 100);
+        assert_eq!(sample.errors, 2);
+        assert_eq!(sample.error_rate(), 2.0);
+        // 99 of the 100 took at most 500 ms.
+        assert_eq!(sample.p99_ms, 500.0);
+        assert_eq!(Sample::from_curl(&[]).p99_ms, 0.0);
+    }
+
+    #[test]
+    fn the_verdict_names_the_numbers_that_broke_the_thresholds() {
+        let plan = Plan::default();
+        let stable = Sample {
+            requests: 100,
+            errors: 0,
+            p99_ms: 20.0,
+        };
+        let fine = Sample {
+            requests: 100,
+            errors: 1,
+            p99_ms: 400.0,
+        };
+        assert_eq!(judge(&plan, &stable, &fine), Ok(()));
+        let bad = Sample {
+            requests: 100,
+            errors: 5,
+            p99_ms: 900.0,
+        };
+        let why = judge(&plan, &stable, &bad).unwrap_err();
+        assert!(why.contains("error rate 5.0% (5 of 100 probes)"), "{why}");
+        assert!(why.contains("stable version's 0.0%"), "{why}");
+        assert!(why.contains("p99 latency 900 ms"), "{why}");
+        assert!(why.contains("the 500 allowed"), "{why}");
+    }
+}
