@@ -166,6 +166,10 @@ pub struct EnvSection {
     /// local: the port of the environment's stable route.
     #[serde(default, deserialize_with = "route_port")]
     pub port: Option<u16>,
+    /// local: the loopback port where the route serves its Prometheus metrics; without it, a
+    /// free port chosen when the environment's server starts (`cdflow status` shows it).
+    #[serde(default, deserialize_with = "fixed_metrics_port")]
+    pub metrics_port: Option<u16>,
     /// cf: the API endpoint, org and space.
     pub api: Option<String>,
     pub org: Option<String>,
@@ -198,6 +202,23 @@ fn route_port<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Optio
             serde::de::Error::custom(format!(
                 "port {port} is not a port a route can stay on: give one from 1 to 65535, such \
                  as 8081 (below 1024 only where cdflow may bind such ports)"
+            ))
+        })
+}
+
+/// The route's metrics port: 1 to 65535. 0 is refused: leaving the key out already means a free
+/// port, and a scraper needs one that stays.
+fn fixed_metrics_port<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u16>, D::Error> {
+    let port = i64::deserialize(deserializer)?;
+    u16::try_from(port)
+        .ok()
+        .filter(|&port| port != 0)
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "metrics_port {port} is not a port: give one from 1024 to 65535, or leave                  `metrics_port` out for a free port chosen when the environment's server starts"
             ))
         })
 }
