@@ -218,7 +218,8 @@ fn fixed_metrics_port<'de, D: serde::Deserializer<'de>>(
         .map(Some)
         .ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "metrics_port {port} is not a port: give one from 1024 to 65535, or leave                  `metrics_port` out for a free port chosen when the environment's server starts"
+                "metrics_port {port} is not a port: give one from 1 to 65535, or leave \
+                 `metrics_port` out for a free port chosen when the environment's server starts"
             ))
         })
 }
@@ -495,6 +496,14 @@ space = "production"
         }
         let config = parse("[env.staging]\nport = 65535\n").unwrap();
         assert_eq!(config.env["staging"].port, Some(65535));
+        for port in ["0", "70000"] {
+            let err = parse(&format!("[env.staging]\nmetrics_port = {port}\n")).unwrap_err();
+            assert!(err.contains("line 2"), "{err}");
+            assert!(err.contains(&format!("metrics_port {port} ")), "{err}");
+            assert!(err.contains("leave `metrics_port` out"), "{err}");
+        }
+        let config = parse("[env.staging]\nmetrics_port = 9464\n").unwrap();
+        assert_eq!(config.env["staging"].metrics_port, Some(9464));
     }
 
     #[test]

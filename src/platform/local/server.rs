@@ -379,7 +379,8 @@ impl Server {
             .await
             .map_err(|err| {
                 format!(
-                    "the route's metrics port {} cannot be used ({err}): choose another with                      `metrics_port` under [env.{}] in cdflow.toml",
+                    "the route's metrics port {} cannot be used ({err}): choose another with \
+                     `metrics_port` under [env.{}] in cdflow.toml",
                     wanted.unwrap_or(0),
                     self.paths.env
                 )
