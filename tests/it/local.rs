@@ -2827,7 +2827,8 @@ fn retries_after_an_instance_is_killed_are_counted_and_every_answer_is() {
     });
 }
 
-/// A `metrics_port` in use, or the route's own port, is refused before anything is pushed.
+/// A `metrics_port` in use, the route's own port, or another environment's route is refused
+/// before anything is pushed or promoted, the holder named.
 #[test]
 fn a_metrics_port_in_use_or_the_routes_own_is_refused_before_the_push() {
     let local = Local::python(1);
@@ -2852,4 +2853,40 @@ fn a_metrics_port_in_use_or_the_routes_own_is_refused_before_the_push() {
         ));
     assert!(local.status_of("staging").is_none(), "nothing was deployed");
     drop(held);
+
+    // Another environment's route holds it: that one is named.
+    local.push("1.0.0");
+    let toml = local.project.read("cdflow.toml").replace(
+        &format!("port = {}\n", local.production),
+        &format!(
+            "port = {}\nmetrics_port = {}\n",
+            local.production, local.staging
+        ),
+    );
+    local.project.write("cdflow.toml", &toml);
+    local.project.git_cmd(&[
+        "commit",
+        "-q",
+        "-am",
+        "production's metrics on staging's route",
+    ]);
+    local
+        .cdflow(&[
+            "promote",
+            "--from",
+            "staging",
+            "--to",
+            "production",
+            "--force",
+        ])
+        .failure(2)
+        .stderr_has(&format!(
+            "the metrics port of `production`, {}, is already the route of `staging` of the app \
+             `pyapp` on this machine",
+            local.staging
+        ));
+    assert!(
+        local.status_of("production").is_none(),
+        "nothing was promoted"
+    );
 }
