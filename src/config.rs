@@ -166,6 +166,10 @@ pub struct EnvSection {
     /// local: the port of the environment's stable route.
     #[serde(default, deserialize_with = "route_port")]
     pub port: Option<u16>,
+    /// local: the loopback port where the route serves its Prometheus metrics; without it, a
+    /// free port chosen when the environment's server starts (`cdflow status` shows it).
+    #[serde(default, deserialize_with = "fixed_metrics_port")]
+    pub metrics_port: Option<u16>,
     /// cf: the API endpoint, org and space.
     pub api: Option<String>,
     pub org: Option<String>,
@@ -250,6 +254,24 @@ fn route_port<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Optio
             serde::de::Error::custom(format!(
                 "port {port} is not a port a route can stay on: give one from 1 to 65535, such \
                  as 8081 (below 1024 only where cdflow may bind such ports)"
+            ))
+        })
+}
+
+/// The route's metrics port: 1 to 65535. 0 is refused: leaving the key out already means a free
+/// port, and a scraper needs one that stays.
+fn fixed_metrics_port<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u16>, D::Error> {
+    let port = i64::deserialize(deserializer)?;
+    u16::try_from(port)
+        .ok()
+        .filter(|&port| port != 0)
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "metrics_port {port} is not a port: give one from 1 to 65535, or leave \
+                 `metrics_port` out for a free port chosen when the environment's server starts"
             ))
         })
 }
@@ -605,6 +627,14 @@ space = "production"
         }
         let config = parse("[env.staging]\nport = 65535\n").unwrap();
         assert_eq!(config.env["staging"].port, Some(65535));
+        for port in ["0", "70000"] {
+            let err = parse(&format!("[env.staging]\nmetrics_port = {port}\n")).unwrap_err();
+            assert!(err.contains("line 2"), "{err}");
+            assert!(err.contains(&format!("metrics_port {port} ")), "{err}");
+            assert!(err.contains("leave `metrics_port` out"), "{err}");
+        }
+        let config = parse("[env.staging]\nmetrics_port = 9464\n").unwrap();
+        assert_eq!(config.env["staging"].metrics_port, Some(9464));
     }
 
     #[test]

@@ -213,6 +213,9 @@ pub struct EnvironmentStatus {
     /// Where it answers; absent for an app with `no-route`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Local: where its route's Prometheus metrics are served, while its server runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
     /// The local platform's server process of the environment, while it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_pid: Option<u32>,

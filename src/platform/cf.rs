@@ -392,6 +392,7 @@ impl Cf {
             version: Some(serving.version),
             artifact: Some(serving.artifact),
             url: Some(serving.url).filter(|url| !url.is_empty()),
+            metrics: None,
             server_pid: None,
             instances: Vec::new(),
             running: Some(running as u32),

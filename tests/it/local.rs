@@ -2565,3 +2565,278 @@ fn an_instance_killed_between_its_headers_and_its_body_fails_no_get() {
         "instance 0 was never hit:\n{log}"
     );
 }
+
+/// Commits `version` of the test app with `metrics_port = metrics` under `[env.staging]`, and
+/// `extra` lines under the manifest's env.
+fn release_with_metrics_port(local: &Local, version: &str, metrics: u16, extra: &str) {
+    local.release(version, 20, extra);
+    let toml = local.project.read("cdflow.toml").replace(
+        &format!("port = {}\n", local.staging),
+        &format!("port = {}\nmetrics_port = {metrics}\n", local.staging),
+    );
+    local.project.write("cdflow.toml", &toml);
+    local
+        .project
+        .git_cmd(&["commit", "-q", "-am", "the route's metrics port"]);
+}
+
+/// The route's metrics as Prometheus text, from `port`.
+fn scrape(port: u16) -> String {
+    let (status, text) = get(port, "/metrics").unwrap();
+    assert_eq!(status, 200, "{text}");
+    text
+}
+
+/// The value of the series `name{labels}` of the test app's staging in `text`; labels in the
+/// order the route writes them, after `app` and `env`.
+#[track_caller]
+fn series(text: &str, name: &str, labels: &str) -> u64 {
+    let prefix = format!("{name}{{app=\"pyapp\",env=\"staging\",{labels}}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// The answer to `{"op":"stats"}` on the control socket of the test app's staging.
+fn stats(local: &Local) -> serde_json::Value {
+    use std::os::unix::net::UnixStream;
+    let socket = local
+        .state
+        .path()
+        .join("local/apps/pyapp/envs/staging/control.sock");
+    let mut stream = UnixStream::connect(socket).unwrap();
+    stream.write_all(b"{\"op\":\"stats\"}\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&line).unwrap();
+    reply["stats"].clone()
+}
+
+/// Each request the test sends through the route is counted once, for the version that
+/// answered it, by method and status class; a new version counts apart, and the old one's
+/// healthy instances go to 0. The same numbers answer the control socket's `stats`.
+#[test]
+fn the_route_counts_requests_per_version_method_and_status_class_on_its_metrics_port() {
+    let local = Local::python(2);
+    let metrics = free_port();
+    release_with_metrics_port(&local, "1.0.0", metrics, "");
+    local.cdflow(&["push", "--to", "staging"]).success();
+    let url = format!("http://127.0.0.1:{metrics}/metrics");
+    local
+        .cdflow(&["status"])
+        .success()
+        .stdout_has(&format!("; metrics at {url}"));
+    assert_eq!(local.status_of("staging").unwrap()["metrics"], url.as_str());
+
+    for _ in 0..10 {
+        assert_eq!(get(local.staging, "/").unwrap().0, 200);
+    }
+    for _ in 0..4 {
+        assert_eq!(post(local.staging, "/nothing"), 404);
+    }
+    let text = scrape(metrics);
+    let requests = "cdflow_route_requests_total";
+    let one = "version=\"1.0.0\"";
+    assert_eq!(
+        series(
+            &text,
+            requests,
+            &format!("{one},method=\"GET\",status=\"2xx\"")
+        ),
+        10
+    );
+    assert_eq!(
+        series(
+            &text,
+            requests,
+            &format!("{one},method=\"POST\",status=\"4xx\"")
+        ),
+        4
+    );
+    assert!(!text.contains("status=\"5xx\""), "{text}");
+    let latency = "cdflow_route_request_duration_seconds";
+    assert_eq!(series(&text, &format!("{latency}_count"), one), 14);
+    assert_eq!(
+        series(
+            &text,
+            &format!("{latency}_bucket"),
+            &format!("le=\"+Inf\",{one}")
+        ),
+        14
+    );
+    assert_eq!(series(&text, "cdflow_route_instances_healthy", one), 2);
+    assert_eq!(series(&text, "cdflow_route_upstream_errors_total", one), 0);
+    assert_eq!(series(&text, "cdflow_route_retries_total", one), 0);
+
+    // A new version: counted apart, on the same port.
+    release_with_metrics_port(&local, "2.0.0", metrics, "");
+    local.cdflow(&["push", "--to", "staging"]).success();
+    for _ in 0..5 {
+        assert_eq!(get(local.staging, "/").unwrap(), (200, "2.0.0\n".into()));
+    }
+    let text = scrape(metrics);
+    let two = "version=\"2.0.0\"";
+    assert_eq!(
+        series(
+            &text,
+            requests,
+            &format!("{two},method=\"GET\",status=\"2xx\"")
+        ),
+        5
+    );
+    assert_eq!(
+        series(
+            &text,
+            requests,
+            &format!("{one},method=\"GET\",status=\"2xx\"")
+        ),
+        10
+    );
+    assert_eq!(series(&text, "cdflow_route_instances_healthy", two), 2);
+    assert_eq!(series(&text, "cdflow_route_instances_healthy", one), 0);
+
+    let stats = stats(&local);
+    let versions = stats["versions"].as_array().unwrap();
+    let of = |version: &str| {
+        versions
+            .iter()
+            .find(|v| v["version"] == version)
+            .unwrap_or_else(|| panic!("no {version} in {stats}"))
+    };
+    assert_eq!(of("2.0.0")["healthy_instances"], 2);
+    assert_eq!(
+        of("2.0.0")["requests"],
+        serde_json::json!([{"method": "GET", "status": "2xx", "count": 5}])
+    );
+    assert_eq!(of("1.0.0")["latency"]["count"], 14);
+    let buckets = of("1.0.0")["latency"]["buckets"].as_array().unwrap();
+    assert_eq!(
+        buckets.len(),
+        of("1.0.0")["latency"]["bounds"].as_array().unwrap().len() + 1
+    );
+    assert_eq!(buckets.iter().map(|n| n.as_u64().unwrap()).sum::<u64>(), 14);
+}
+
+/// Under 16 clients, instance 0 of 2 closes its port and is killed every few seconds: every
+/// answer the clients got is counted (exactly), the refused and broken attempts are counted
+/// as upstream errors, and the GETs sent again as retries. No `metrics_port`: the metrics are on
+/// a free port that `cdflow status` tells.
+#[test]
+fn retries_after_an_instance_is_killed_are_counted_and_every_answer_is() {
+    let local = Local::python(2);
+    local.release(
+        "1.0.0",
+        20,
+        "    CRASH_AFTER: \"2\"\n    CRASH_LINGER: \"0.5\"\n",
+    );
+    local.cdflow(&["push", "--to", "staging"]).success();
+    let url = local.status_of("staging").unwrap()["metrics"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let port: u16 = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/metrics")
+        .parse()
+        .unwrap();
+    let load = Load::start(local.staging, 16, 10);
+    std::thread::sleep(Duration::from_secs(8));
+    let (tally, _) = load.finish();
+    assert_all_answered(&tally, "staging");
+    let text = scrape(port);
+    let one = "version=\"1.0.0\"";
+    assert_eq!(
+        series(
+            &text,
+            "cdflow_route_requests_total",
+            &format!("{one},method=\"GET\",status=\"2xx\"")
+        ),
+        tally.ok as u64,
+        "every answer the clients got, no more"
+    );
+    assert_eq!(
+        series(&text, "cdflow_route_request_duration_seconds_count", one),
+        tally.ok as u64
+    );
+    let log = local.cdflow(&["logs", "--env", "staging"]).stdout;
+    let crashes = log.matches("killed by signal 9").count();
+    assert!(crashes >= 2, "instance 0 crashed {crashes} times:\n{log}");
+    let errors = series(&text, "cdflow_route_upstream_errors_total", one);
+    let retries = series(&text, "cdflow_route_retries_total", one);
+    eprintln!(
+        "{} GETs, {crashes} crashes: {errors} upstream errors, {retries} retries",
+        tally.ok
+    );
+    assert!(retries >= 1, "no retry counted:\n{text}");
+    // Every failed GET was sent again: the clients saw no failure.
+    assert_eq!(errors, retries, "{text}");
+    crate::harness::wait_for("both instances healthy again", || {
+        series(&scrape(port), "cdflow_route_instances_healthy", one) == 2
+    });
+}
+
+/// A `metrics_port` in use, the route's own port, or another environment's route is refused
+/// before anything is pushed or promoted, the holder named.
+#[test]
+fn a_metrics_port_in_use_or_the_routes_own_is_refused_before_the_push() {
+    let local = Local::python(1);
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    release_with_metrics_port(&local, "1.0.0", port, "");
+    local
+        .cdflow(&["push", "--to", "staging"])
+        .failure(2)
+        .stderr_has("nothing was changed")
+        .stderr_has(&format!(
+            "the metrics port of `staging`, {port} on 127.0.0.1, is in use by another program: \
+             stop it, or set another `metrics_port` under [env.staging] in cdflow.toml"
+        ));
+    release_with_metrics_port(&local, "1.0.0", local.staging, "");
+    local
+        .cdflow(&["push", "--to", "staging"])
+        .failure(2)
+        .stderr_has(&format!(
+            "[env.staging] metrics_port {} is also the route's port",
+            local.staging
+        ));
+    assert!(local.status_of("staging").is_none(), "nothing was deployed");
+    drop(held);
+
+    // Another environment's route holds it: that one is named.
+    local.push("1.0.0");
+    let toml = local.project.read("cdflow.toml").replace(
+        &format!("port = {}\n", local.production),
+        &format!(
+            "port = {}\nmetrics_port = {}\n",
+            local.production, local.staging
+        ),
+    );
+    local.project.write("cdflow.toml", &toml);
+    local.project.git_cmd(&[
+        "commit",
+        "-q",
+        "-am",
+        "production's metrics on staging's route",
+    ]);
+    local
+        .cdflow(&[
+            "promote",
+            "--from",
+            "staging",
+            "--to",
+            "production",
+            "--force",
+        ])
+        .failure(2)
+        .stderr_has(&format!(
+            "the metrics port of `production`, {}, is already the route of `staging` of the app \
+             `pyapp` on this machine",
+            local.staging
+        ));
+    assert!(
+        local.status_of("production").is_none(),
+        "nothing was promoted"
+    );
+}

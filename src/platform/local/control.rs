@@ -9,7 +9,11 @@
 //!                                          < {"progress":"instance 0 healthy on port 41234"}
 //!                                          < {"done":{...status...}}
 //! > {"op":"stop"}                          < {"done":{...status...}}  (then the server exits)
+//! > {"op":"stats"}                         < {"stats":{"versions":[...]}}
 //! ```
+//!
+//! `stats` gives what the route counted per version (see [`super::metrics`]): requests by method
+//! and status class, upstream errors, retries, a latency histogram and healthy instances.
 //!
 //! This file also holds the client side: starting a server when none runs, and stopping one.
 
@@ -25,6 +29,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::layout::EnvPaths;
+use super::metrics::Snapshot;
 use super::spec::{EnvFile, RunSpec};
 use super::supervisor::InstanceView;
 use crate::error::Interrupted;
@@ -42,6 +47,9 @@ pub enum Request {
     },
     /// Stop every instance and exit.
     Stop,
+    /// What the route has counted per version ([`Snapshot`]): the same numbers as its
+    /// Prometheus metrics, for an analysis that compares versions.
+    Stats,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -50,6 +58,8 @@ pub enum Reply {
     Progress(String),
     Done(Box<Status>),
     Failed(String),
+    /// The answer to `stats`.
+    Stats(Box<Snapshot>),
 }
 
 /// What a server says of its environment.
@@ -63,6 +73,10 @@ pub struct Status {
     /// What the route serves, if anything.
     pub serving: Option<RunSpec>,
     pub route_port: Option<u16>,
+    /// Where the route's metrics are served on 127.0.0.1 (none with `no-route`, or before a
+    /// first deploy).
+    #[serde(default)]
+    pub metrics_port: Option<u16>,
     /// The serving deployment's instances, then any others still running (starting or
     /// draining).
     pub instances: Vec<InstanceView>,
@@ -133,6 +147,7 @@ pub fn call(
                     Reply::Progress(text) => progress(&text),
                     Reply::Done(status) => return Ok(*status),
                     Reply::Failed(text) => return Err(anyhow!(text)),
+                    Reply::Stats(_) => bail!("the server of `{}` answered out of turn", paths.env),
                 }
             }
             Ok(_) => {}
@@ -255,7 +270,7 @@ pub fn ensure_server(state_root: &Path, paths: &EnvPaths) -> Result<()> {
 }
 
 /// What the server keeps of cdflow's environment (and so what instances may inherit).
-const SERVER_ENV: [&str; 11] = [
+const SERVER_ENV: [&str; 12] = [
     "PATH",
     "HOME",
     "LANG",
@@ -267,6 +282,8 @@ const SERVER_ENV: [&str; 11] = [
     "LOGNAME",
     "RUST_BACKTRACE",
     "RUST_LOG",
+    // `off` turns the route's metrics off, to measure what they cost (bench/metrics).
+    super::proxy::METRICS_SWITCH,
 ];
 
 fn wait_for_server(paths: &EnvPaths, mut child: Option<&mut std::process::Child>) -> Result<()> {

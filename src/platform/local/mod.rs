@@ -23,6 +23,7 @@ mod layout;
 mod legacy;
 mod logs;
 mod memory;
+mod metrics;
 mod pids;
 mod ports;
 mod proxy;
@@ -178,6 +179,9 @@ impl Platform for Local {
                 env.name, env.name
             ));
         }
+        if let (Some(metrics), false) = (env.config.metrics_port, no_route) {
+            problems.extend(metrics_problem(&local, &paths, env.name, port, metrics));
+        }
         problems
     }
 
@@ -203,6 +207,7 @@ impl Platform for Local {
             droplet: &artifact.droplet(),
             runtime: artifact.meta.runtime,
             route_port: port,
+            metrics_port: env.config.metrics_port,
         };
         let mut spec =
             RunSpec::from_manifest(application, placement, &artifact.meta.default_command)?;
@@ -248,6 +253,7 @@ impl Platform for Local {
             droplet: &artifact.droplet(),
             runtime: artifact.meta.runtime,
             route_port: port,
+            metrics_port: to.config.metrics_port,
         };
         let mut spec =
             RunSpec::from_manifest(application, placement, &artifact.meta.default_command)?;
@@ -282,8 +288,9 @@ impl Platform for Local {
         let (next, mut target) = file
             .rolled_back(version, &time::now())
             .map_err(|err| user_error(format!("cannot roll back `{}`: {err}", env.name)))?;
-        // The route stays where cdflow.toml says it is now.
+        // The route and its metrics stay where cdflow.toml says they are now.
         target.spec.route_port = route_port(env);
+        target.spec.metrics_port = env.config.metrics_port;
         let opened = exec.for_real(|| {
             artifacts::open(&self.state.local(), &target.spec.artifact)
                 .with_context(|| format!("cannot roll back to {}", target.spec.version))
@@ -298,6 +305,7 @@ impl Platform for Local {
         let mut next = next;
         if let Some(last) = next.history.last_mut() {
             last.spec.route_port = target.spec.route_port;
+            last.spec.metrics_port = target.spec.metrics_port;
         }
         run(exec, &self.state, &paths, target.spec, next)
     }
@@ -375,6 +383,57 @@ fn check_settings(env: &Target) -> Vec<String> {
         })
         .into_iter()
         .collect()
+}
+
+/// Why the route's metrics cannot be served on `metrics` (`metrics_port` of [env.NAME]), found
+/// before a run changes anything: the route's own port, a port another environment's server
+/// holds, a port in use by another program, or one this user may not bind.
+fn metrics_problem(
+    local: &Path,
+    ours: &EnvPaths,
+    name: &str,
+    route: u16,
+    metrics: u16,
+) -> Option<String> {
+    let fix = format!("set another `metrics_port` under [env.{name}] in cdflow.toml");
+    if metrics == route {
+        return Some(format!(
+            "[env.{name}] metrics_port {metrics} is also the route's port: the metrics need a \
+             port of their own; {fix}"
+        ));
+    }
+    if let Some(why) = ports::privileged_problem(metrics, ports::try_bind) {
+        return Some(format!("[env.{name}] metrics_port {metrics}: {why}; {fix}"));
+    }
+    if control::status(ours).is_some_and(|status| status.metrics_port == Some(metrics)) {
+        return None;
+    }
+    let holder = EnvPaths::all(local)
+        .into_iter()
+        .filter(|p| !(p.app == ours.app && p.env == ours.env))
+        .find_map(|p| {
+            let status = control::status(&p)?;
+            let what = if status.metrics_port == Some(metrics) {
+                "metrics"
+            } else if status.route_port == Some(metrics) {
+                "route"
+            } else {
+                return None;
+            };
+            Some(format!("the {what} of `{}` of the app `{}`", p.env, p.app))
+        });
+    let in_use =
+        ports::try_bind(metrics).is_err_and(|err| err.kind() == std::io::ErrorKind::AddrInUse);
+    match holder {
+        Some(holder) => Some(format!(
+            "the metrics port of `{name}`, {metrics}, is already {holder} on this machine: {fix}"
+        )),
+        None if in_use => Some(format!(
+            "the metrics port of `{name}`, {metrics} on 127.0.0.1, is in use by another \
+             program: stop it, or {fix}"
+        )),
+        None => None,
+    }
 }
 
 /// The port of an environment's route: from cdflow.toml, else a default.
@@ -635,6 +694,7 @@ fn env_report(local: &Path, paths: &EnvPaths, origin: Option<&str>) -> Environme
         version: None,
         artifact: None,
         url: None,
+        metrics: None,
         server_pid: None,
         instances: Vec::new(),
         running: None,
@@ -651,6 +711,9 @@ fn env_report(local: &Path, paths: &EnvPaths, origin: Option<&str>) -> Environme
     match control::status(paths) {
         Some(status) => {
             report.server_pid = Some(status.server_pid);
+            report.metrics = status
+                .metrics_port
+                .map(|port| format!("http://127.0.0.1:{port}/metrics"));
             match &status.serving {
                 Some(spec) => {
                     report.state = EnvState::Serving;
@@ -705,9 +768,14 @@ fn show_env(ui: &Ui, report: &EnvironmentStatus) {
     let url = report.url.as_deref().unwrap_or("no route (no-route)");
     match report.state {
         EnvState::Serving => ui.note(&format!(
-            "{env}: {} {version} ({artifact}) at {url} (server pid {})",
+            "{env}: {} {version} ({artifact}) at {url} (server pid {}){}",
             report.app,
-            report.server_pid.unwrap_or_default()
+            report.server_pid.unwrap_or_default(),
+            report
+                .metrics
+                .as_deref()
+                .map(|url| format!("; metrics at {url}"))
+                .unwrap_or_default()
         )),
         EnvState::Deploying => ui.note(&format!(
             "{env}: nothing serves yet (server pid {} is deploying or about to exit)",

@@ -51,6 +51,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use super::logs::LogSink;
+use super::metrics::{Metrics, Snapshot, VersionStats};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type UpstreamBody = Either<Full<Bytes>, Incoming>;
@@ -76,16 +77,19 @@ pub struct Slot {
     pub in_flight: AtomicUsize,
     /// The instance's current process, replaced at each restart.
     pub backend: ArcSwapOption<Backend>,
+    /// Its version's counters: what it answers counts there.
+    pub stats: Arc<VersionStats>,
 }
 
 impl Slot {
-    pub fn new(index: u32) -> Slot {
+    pub fn new(index: u32, stats: Arc<VersionStats>) -> Slot {
         Slot {
             index,
             healthy: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             backend: ArcSwapOption::empty(),
+            stats,
         }
     }
 }
@@ -135,7 +139,14 @@ pub struct Proxy {
     changed: Notify,
     /// For the route's own events: an instance it took out.
     logs: LogSink,
+    /// What the route counts per version; `None` when the metrics are off (see
+    /// [`METRICS_SWITCH`]).
+    metrics: Option<Metrics>,
 }
+
+/// The environment variable that turns the route's metrics off when it is `off` in the
+/// server's environment: for `bench/metrics`, which measures what they cost.
+pub const METRICS_SWITCH: &str = "CDFLOW_ROUTE_METRICS";
 
 impl Proxy {
     pub fn new(logs: LogSink) -> Proxy {
@@ -155,7 +166,45 @@ impl Proxy {
             client,
             changed: Notify::new(),
             logs,
+            metrics: (std::env::var_os(METRICS_SWITCH).as_deref()
+                != Some(std::ffi::OsStr::new("off")))
+            .then(Metrics::default),
         }
+    }
+
+    /// Whether the route counts what it serves.
+    pub fn counts(&self) -> bool {
+        self.metrics.is_some()
+    }
+
+    /// The counters of `version`, for its instances' slots (unused counters when the metrics
+    /// are off).
+    pub fn version_stats(&self, version: &str) -> Arc<VersionStats> {
+        match &self.metrics {
+            Some(metrics) => metrics.version(version),
+            None => Arc::new(VersionStats::new(version)),
+        }
+    }
+
+    /// What the route has counted, per version, with each one's healthy instances in the route
+    /// now.
+    pub fn stats(&self) -> Snapshot {
+        let Some(metrics) = &self.metrics else {
+            return Snapshot {
+                versions: Vec::new(),
+            };
+        };
+        let route = self.route.load();
+        metrics.snapshot(|version| {
+            route
+                .iter()
+                .filter(|slot| {
+                    std::ptr::eq(Arc::as_ptr(&slot.stats), version)
+                        && slot.healthy.load(Ordering::Acquire)
+                        && !slot.retired.load(Ordering::Acquire)
+                })
+                .count() as u32
+        })
     }
 
     /// Points the route at `slots`, in one step.
@@ -199,10 +248,34 @@ impl Proxy {
         }
     }
 
+    /// Forwards the request and counts its answer for the version that gave it.
     async fn handle(
+        &self,
+        request: Request<Incoming>,
+        forwarded_for: HeaderValue,
+    ) -> Response<ProxyBody> {
+        let mut answered_by = None;
+        if self.metrics.is_none() {
+            return self.forward(request, forwarded_for, &mut answered_by).await;
+        }
+        let started = Instant::now();
+        let method = request.method().clone();
+        let response = self.forward(request, forwarded_for, &mut answered_by).await;
+        // Answered by the route itself with no instance tried: the version it points at.
+        let stats = answered_by.or_else(|| self.route.load().first().map(|s| Arc::clone(&s.stats)));
+        if let Some(stats) = stats {
+            stats.answered(&method, response.status(), started.elapsed());
+        }
+        response
+    }
+
+    /// Sends the request to an instance, again to another when it may; `answered_by` is set to
+    /// the version of the last instance tried.
+    async fn forward(
         &self,
         mut request: Request<Incoming>,
         forwarded_for: HeaderValue,
+        answered_by: &mut Option<Arc<VersionStats>>,
     ) -> Response<ProxyBody> {
         // Only HTTP/1.1 switches protocols (hyper hands over no connection of HTTP/1.0).
         let asks_upgrade =
@@ -269,6 +342,9 @@ impl Proxy {
                 break;
             };
             tried[attempt] = Some(slot.index);
+            if self.metrics.is_some() {
+                *answered_by = Some(Arc::clone(&slot.stats));
+            }
             let body = match (&buffered, streamed.take()) {
                 (Some(bytes), _) => Either::Left(Full::new(bytes.clone())),
                 (None, Some(body)) => Either::Right(body),
@@ -349,10 +425,12 @@ impl Proxy {
                                 backend.port,
                                 error_chain(&err)
                             );
+                            slot.stats.upstream_error();
                             sent_and_failed += 1;
                             if sent_and_failed >= SENT_ATTEMPTS {
                                 break;
                             }
+                            slot.stats.retry();
                         }
                     }
                 }
@@ -381,9 +459,11 @@ impl Proxy {
                         sent_and_failed += 1;
                         can_retry && idempotent && sent_and_failed < SENT_ATTEMPTS
                     };
+                    slot.stats.upstream_error();
                     if !retry {
                         break;
                     }
+                    slot.stats.retry();
                 }
             }
         }

@@ -100,6 +100,8 @@ struct Inner {
     /// the old ones while they drain. Kept so that a stop reaches them too.
     others: Vec<Arc<Generation>>,
     route: Option<Route>,
+    /// The route's metrics, served at `/metrics` on their own port while the route serves.
+    metrics: Option<Route>,
     /// Since when nothing has served and nobody has called; `None` while something serves or
     /// a deploy runs.
     idle_since: Option<Instant>,
@@ -279,6 +281,10 @@ impl Server {
                     .write_all(send(Reply::Done(Box::new(status))).as_bytes())
                     .await;
             }
+            Ok(Request::Stats) => {
+                let stats = Reply::Stats(Box::new(self.cell.proxy.stats()));
+                let _ = write.write_all(send(stats).as_bytes()).await;
+            }
             Ok(Request::Stop) => {
                 let status = self.status();
                 let _ = write
@@ -328,6 +334,7 @@ impl Server {
             server_pid: std::process::id(),
             serving: inner.current.as_ref().map(|g| (*g.spec).clone()),
             route_port: inner.route.as_ref().map(|r| r.port),
+            metrics_port: inner.metrics.as_ref().map(|r| r.port),
             instances,
         }
     }
@@ -356,6 +363,43 @@ impl Server {
         Ok(Some(listener))
     }
 
+    /// A listener for the route's metrics when there is none yet or `metrics_port` changed;
+    /// none when they are off. Bound, like the route's, before any instance starts. Without a
+    /// `metrics_port`, a free port, kept for the server's life.
+    async fn bind_metrics(&self, spec: &RunSpec) -> Result<Option<TcpListener>, String> {
+        if spec.no_route || !self.cell.proxy.counts() {
+            return Ok(None);
+        }
+        let wanted = spec.metrics_port;
+        let current = self.inner().metrics.as_ref().map(|r| r.port);
+        if current.is_some() && (wanted.is_none() || wanted == current) {
+            return Ok(None);
+        }
+        let listener = TcpListener::bind(("127.0.0.1", wanted.unwrap_or(0)))
+            .await
+            .map_err(|err| {
+                format!(
+                    "the route's metrics port {} cannot be used ({err}): choose another with \
+                     `metrics_port` under [env.{}] in cdflow.toml",
+                    wanted.unwrap_or(0),
+                    self.paths.env
+                )
+            })?;
+        Ok(Some(listener))
+    }
+
+    /// Serves the route's metrics on `listener`, in place of any before.
+    fn open_metrics(&self, listener: TcpListener) {
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let task = tokio::spawn(super::metrics::serve(
+            listener,
+            Arc::clone(&self.cell.proxy),
+            self.paths.app.clone(),
+            self.paths.env.clone(),
+        ));
+        self.inner().metrics = Some(Route { port, task });
+    }
+
     /// Serves the route on `listener`. A route on another port closes; its open connections
     /// finish.
     fn open_route(&self, port: u16, listener: TcpListener) {
@@ -374,8 +418,9 @@ impl Server {
         let result = self.deploy_locked(spec, env_file, &progress).await;
         let mut inner = self.inner();
         if inner.current.is_none() {
-            // Nothing serves: free the port, and let the server go if nothing comes.
+            // Nothing serves: free the ports, and let the server go if nothing comes.
             inner.route = None;
+            inner.metrics = None;
             inner.idle_since = Some(Instant::now());
         }
         drop(inner);
@@ -395,6 +440,7 @@ impl Server {
             true => None,
             false => self.bind_route(spec.route_port).await?,
         };
+        let new_metrics = self.bind_metrics(&spec).await?;
         let what = format!("{} {} ({})", spec.app, spec.version, short(&spec.artifact));
         let message = format!(
             "starting {} instance(s) of {what}, health check {}",
@@ -434,6 +480,10 @@ impl Server {
         } else if generation.spec.no_route {
             // An app with `no-route` has no route: a route it had before closes.
             self.inner().route = None;
+            self.inner().metrics = None;
+        }
+        if let Some(listener) = new_metrics {
+            self.open_metrics(listener);
         }
         let old = {
             let mut inner = self.inner();
@@ -650,6 +700,7 @@ impl Server {
         let (current, others) = {
             let mut inner = self.inner();
             inner.route = None;
+            inner.metrics = None;
             (inner.current.take(), std::mem::take(&mut inner.others))
         };
         let mut all: Vec<Arc<Generation>> = others;

@@ -79,6 +79,10 @@ pub struct RunSpec {
     /// The manifest's `no-route`: the route's port is not bound, and nothing is proxied.
     #[serde(default)]
     pub no_route: bool,
+    /// The port of the route's metrics on 127.0.0.1 (`metrics_port` in cdflow.toml); `None`:
+    /// any free one, kept while the server lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_port: Option<u16>,
 }
 
 impl RunSpec {
@@ -139,6 +143,7 @@ impl RunSpec {
                 .max(1),
             route_port: placement.route_port,
             no_route: application.no_route == Some(true),
+            metrics_port: placement.metrics_port,
         })
     }
 
@@ -174,6 +179,7 @@ pub struct Placement<'a> {
     pub droplet: &'a Path,
     pub runtime: super::spec::Runtime,
     pub route_port: u16,
+    pub metrics_port: Option<u16>,
 }
 
 /// One switch of an environment's route.
@@ -324,6 +330,7 @@ mod tests {
                 start_timeout_secs: 60,
                 route_port: 8081,
                 no_route: false,
+                metrics_port: None,
             },
         }
     }
@@ -378,6 +385,7 @@ mod tests {
             droplet: Path::new("/d"),
             runtime: Runtime::Python,
             route_port: 8081,
+            metrics_port: None,
         };
         let spec = RunSpec::from_manifest(&application, placement, "python app.py").unwrap();
         assert_eq!(spec.command, "python app.py");

@@ -145,7 +145,7 @@ pub struct Cell {
 
 impl Instance {
     pub fn start(cell: &Cell, spec: Arc<RunSpec>, index: u32) -> Instance {
-        let slot = Arc::new(Slot::new(index));
+        let slot = Arc::new(Slot::new(index, cell.proxy.version_stats(&spec.version)));
         let status = Arc::new(Mutex::new(InstanceStatus {
             pid: None,
             port: None,
@@ -784,6 +784,7 @@ mod tests {
             start_timeout_secs: 60,
             route_port: 8081,
             no_route: false,
+            metrics_port: None,
         };
         let env: std::collections::HashMap<_, _> = instance_env(
             &spec,
