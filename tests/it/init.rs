@@ -497,9 +497,20 @@ fn http(port: u16, method: &str, path: &str, content_type: &str, body: &str) -> 
 /// `cdflow init`, then `cdflow release` on the local platform: both environments answer the
 /// talk's POST case and report the bumped version.
 fn release_on_local(template: &str, name: &str, with: &[&str]) -> ReleasedOnLocal {
+    release_edited_on_local(template, name, with, |_| {})
+}
+
+/// `release_on_local`, with `edit` applied to the new service's folder before the release.
+fn release_edited_on_local(
+    template: &str,
+    name: &str,
+    with: &[&str],
+    edit: impl Fn(&Path),
+) -> ReleasedOnLocal {
     let project = Project::empty();
     init_with(&project, name, template, with).success();
-    // The one change: free ports instead of 8081 and 8082, so that tests run side by side.
+    edit(&project.path(name));
+    // Free ports instead of 8081 and 8082, so that tests run side by side.
     let (staging, production) = (free_port(), free_port());
     let config_path = project.path(&format!("{name}/cdflow.toml"));
     let config = std::fs::read_to_string(&config_path).unwrap();
@@ -579,11 +590,32 @@ fn a_new_python_service_releases_on_the_local_platform() {
     release_on_local("python-falcon", "orders-api", &[]);
 }
 
-/// The talk's layout with its Redis binding: each environment counts in a real redis-server
-/// of its own, which the local platform started.
+/// The talk's layout with the talk's own bindings (`services: [redis30-example,
+/// other-example-app-service]`): each environment counts in a real redis-server of its own,
+/// which the local platform started, beside a user-provided service.
 #[test]
-fn a_new_python_service_with_redis_releases_on_the_local_platform() {
-    let released = release_on_local("python-falcon", "counter-api", &["redis"]);
+fn a_new_python_service_with_the_talks_services_releases_on_the_local_platform() {
+    let talks = |dir: &Path| {
+        let edit = |file: &str, from: &str, to: &str| {
+            let path = dir.join(file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(text.contains(from), "{file}: {text}");
+            std::fs::write(&path, text.replace(from, to)).unwrap();
+        };
+        edit(
+            "manifest.yml",
+            "  - counter-api-redis\n",
+            "  - redis30-example\n  - other-example-app-service\n",
+        );
+        edit(
+            "cdflow.toml",
+            "[services.counter-api-redis]\nkind = \"redis\"\n",
+            "[services.redis30-example]\nkind = \"redis\"\n\n\
+             [services.other-example-app-service]\nkind = \"user-provided\"\n\
+             credentials = { url = \"https://other.example.com\" }\n",
+        );
+    };
+    let released = release_edited_on_local("python-falcon", "counter-api", &["redis"], talks);
     let visits = |port| {
         let (status, body) = http(port, "GET", "/visits", "text/plain", "");
         assert_eq!(status, 200, "{port}: {body}");
