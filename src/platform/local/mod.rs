@@ -44,6 +44,7 @@ use self::layout::{check_app_name, check_env_name, EnvPaths};
 use self::spec::{EnvFile, Placement, Record, RunSpec};
 use super::{Deployment, Platform, Release, Target};
 use crate::app_manifest::{Application, Resolved};
+use crate::config::Strategy;
 use crate::error::user_error;
 use crate::events::{EnvState, EnvironmentStatus, Event, InstanceState};
 use crate::exec::Exec;
@@ -373,7 +374,7 @@ fn manifest_application<'a>(manifest: &'a Resolved, app: &str) -> Result<&'a App
 /// Problems with a local environment's settings, found before a run changes anything.
 fn check_settings(env: &Target) -> Vec<String> {
     let port = route_port(env);
-    ports::privileged_problem(port, ports::try_bind)
+    let mut problems: Vec<String> = ports::privileged_problem(port, ports::try_bind)
         .map(|why| {
             format!(
                 "[env.{}] port {port}: {why}; choose a port from 1024 up with `port` under \
@@ -382,7 +383,17 @@ fn check_settings(env: &Target) -> Vec<String> {
             )
         })
         .into_iter()
-        .collect()
+        .collect();
+    // The route cannot split traffic by weight yet: a canary would silently be a rolling
+    // deployment, with no verification.
+    if env.config.strategy == Strategy::Canary {
+        problems.push(format!(
+            "[env.{}] strategy = \"canary\": the local platform does not run canary \
+             deployments yet (cf environments do); remove it, or deploy this environment to cf",
+            env.name
+        ));
+    }
+    problems
 }
 
 /// Why the route's metrics cannot be served on `metrics` (`metrics_port` of [env.NAME]), found
