@@ -585,18 +585,25 @@ impl Cf {
         }
         // Keys in sorted order: the same text whether serde_json keeps insertion order (a
         // feature another crate may turn on) or sorts, so the printed command is stable.
-        let mut body = json!({
-            "droplet": { "guid": copied },
-            "relationships": app,
-            "strategy": "rolling",
-        });
-        if let Some(steps) = canary_steps {
-            body["strategy"] = Value::from("canary");
-            if let Some(options) = canary::deployment_options(steps) {
-                body["options"] = options;
-            }
+        // Written whole, never added to: an added key goes last where insertion order is kept.
+        let strategy = match canary_steps {
+            Some(_) => "canary",
+            None => "rolling",
+        };
+        let body = match canary_steps.and_then(canary::deployment_options) {
+            Some(options) => json!({
+                "droplet": { "guid": copied },
+                "options": options,
+                "relationships": app,
+                "strategy": strategy,
+            }),
+            None => json!({
+                "droplet": { "guid": copied },
+                "relationships": app,
+                "strategy": strategy,
+            }),
         }
-        let body = body.to_string();
+        .to_string();
         let deployment = self.curl(exec, env, &["-X", "POST", "/v3/deployments", "-d", &body])?;
         let id = exec.answer(&text_at(&deployment, &["guid"]), "DEPLOYMENT-GUID");
         if id.is_empty() {
