@@ -162,6 +162,13 @@ impl Credentials {
     }
 }
 
+/// Whether a cf command failed because its token expired: what cf prints when it cannot
+/// refresh it.
+fn token_expired(err: &anyhow::Error) -> bool {
+    let text = format!("{err:#}");
+    text.contains("Please log back in to re-authenticate") || text.contains("token expired")
+}
+
 /// The environments this process has logged in to: one login per environment and run, not
 /// one per stage. Each environment has its own CF_HOME, where cf keeps (and refreshes) its
 /// token.
@@ -179,12 +186,37 @@ impl Cf {
     }
 
     /// Runs a cf command in the environment's own CF_HOME, which holds cf's OAuth tokens and
-    /// so is its owner's alone (0700).
+    /// so is its owner's alone (0700). A token that expired in a long run (cf refreshes a
+    /// user's token itself, but keeps no client secret to refresh a client's with) gets a new
+    /// login and the command one more try: cf refused it before doing anything.
     fn cf(&self, exec: &Exec, env: &Target, args: &[String]) -> Result<Output> {
+        match self.cf_once(exec, env, args) {
+            Err(err) if token_expired(&err) && self.forget_login(env) => {
+                exec.ui().note(&format!(
+                    "cf's token for `{}` expired: logging in again",
+                    env.name
+                ));
+                self.login(exec, env)?;
+                self.cf_once(exec, env, args)
+            }
+            other => other,
+        }
+    }
+
+    fn cf_once(&self, exec: &Exec, env: &Target, args: &[String]) -> Result<Output> {
         let home = self.home(env);
         exec.create_private_dir_all(&home)?;
         let home = home.display().to_string();
         exec.run_with_env(cmd!(exec.sh(), "cf {args...}"), &[("CF_HOME", &home)])
+    }
+
+    /// Forgets that this process logged in to `env`; whether it had.
+    fn forget_login(&self, env: &Target) -> bool {
+        let home = self.home(env).display().to_string();
+        let mut logged_in = LOGGED_IN.lock().unwrap_or_else(|e| e.into_inner());
+        let before = logged_in.len();
+        logged_in.retain(|known| *known != home);
+        logged_in.len() != before
     }
 
     /// `cf api`, `cf auth`, `cf target`: logged in and pointed at the environment's space.
@@ -202,7 +234,7 @@ impl Cf {
         if logged_in.contains(&home) {
             return Ok(());
         }
-        self.cf(exec, env, &args(&["api", &api]))?;
+        self.cf_once(exec, env, &args(&["api", &api]))?;
         match Credentials::from_env() {
             Some(Credentials::Client) => {
                 let id = std::env::var("CF_CLIENT_ID").unwrap_or_default();
@@ -217,10 +249,10 @@ impl Cf {
                 )?;
             }
             Some(Credentials::User) | None => {
-                self.cf(exec, env, &args(&["auth"]))?;
+                self.cf_once(exec, env, &args(&["auth"]))?;
             }
         }
-        self.cf(exec, env, &args(&["target", "-o", &org, "-s", &space]))?;
+        self.cf_once(exec, env, &args(&["target", "-o", &org, "-s", &space]))?;
         logged_in.push(home);
         Ok(())
     }

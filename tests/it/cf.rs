@@ -915,6 +915,49 @@ fn client_credentials_log_in_once_per_environment() {
     );
 }
 
+/// A client's token expires in a long run and cf cannot refresh it (it keeps no client
+/// secret): cdflow logs in again and gives the refused command one more try, and the release
+/// goes through. A user's token cf refreshes itself: nothing to do there.
+#[test]
+fn an_expired_client_token_gets_a_new_login_and_the_run_goes_on() {
+    let app = CfApp::new();
+    let origin = app.origin.to_str().unwrap().to_string();
+    let output = app
+        .command(&["release", "--repo", &origin], None)
+        .env_remove("CF_USERNAME")
+        .env_remove("CF_PASSWORD")
+        .env("CF_CLIENT_ID", "ci-client")
+        .env("CF_CLIENT_SECRET", "client-secret")
+        // Each login lasts three commands of its space.
+        .env("CF_STANDIN_TOKEN_CALLS", "3")
+        .output()
+        .unwrap();
+    let run = run_of(output);
+    run.success()
+        .stdout_has("cf's token for `staging` expired: logging in again")
+        .stdout_has("cf's token for `production` expired: logging in again");
+    let calls = app.calls();
+    let staging_auths = calls
+        .iter()
+        .filter(|c| *c == "staging: auth --client-credentials")
+        .count();
+    assert!(staging_auths >= 2, "{calls:#?}");
+    // Each login is followed by its target again, then by the refused command.
+    let again = calls
+        .iter()
+        .position(|c| c == "staging: auth --client-credentials")
+        .and_then(|first| {
+            calls[first + 1..]
+                .iter()
+                .position(|c| c == "staging: auth --client-credentials")
+                .map(|second| first + 1 + second)
+        })
+        .unwrap();
+    assert_eq!(calls[again - 1], "staging: api https://api.cf.example.com");
+    assert_eq!(calls[again + 1], "staging: target -o acme -s staging");
+    assert_eq!(app.origin_git(&["tag", "-l"]), "v0.1.1");
+}
+
 /// A cf CLI older than v7, and e2e tests that would have no URL (a `no-route` app with no `url`
 /// in cdflow.toml), are refused before anything runs.
 #[test]
