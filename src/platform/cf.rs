@@ -162,6 +162,24 @@ impl Credentials {
     }
 }
 
+/// The text of a request body for `cf curl -d`, its objects' keys in sorted order at every
+/// depth: the same text whether serde_json keeps insertion order (a feature another crate of
+/// the build may turn on) or sorts, so that the printed command is stable.
+fn request_body(value: Value) -> String {
+    fn sorted(value: Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+            }
+            Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+            other => other,
+        }
+    }
+    sorted(value).to_string()
+}
+
 /// Whether a cf command failed because its token expired: what cf prints when it cannot
 /// refresh it.
 fn token_expired(err: &anyhow::Error) -> bool {
@@ -310,11 +328,9 @@ impl Cf {
             Some(label) => json!({ VERSION_KEY: label }),
             None => json!({}),
         };
-        // Keys in sorted order, as in `start_deployment`.
-        let body = json!({
+        let body = request_body(json!({
             "metadata": { "annotations": { VERSION_KEY: version }, "labels": labels }
-        })
-        .to_string();
+        }));
         let path = format!("/v3/droplets/{droplet}");
         if let Err(err) = self.curl(exec, env, &["-X", "PATCH", &path, "-d", &body]) {
             exec.ui().warn(&format!(
@@ -595,7 +611,7 @@ impl Cf {
         canary_steps: Option<&[u32]>,
     ) -> Result<(String, String)> {
         let app = json!({ "app": { "data": { "guid": app_guid } } });
-        let relationship = json!({ "relationships": app }).to_string();
+        let relationship = request_body(json!({ "relationships": app }));
         let copy_path = format!("/v3/droplets?source_guid={droplet}");
         let copy = self.curl(exec, env, &["-X", "POST", &copy_path, "-d", &relationship])?;
         let copied = exec.answer(&text_at(&copy, &["guid"]), "COPIED-DROPLET-GUID");
@@ -615,27 +631,18 @@ impl Cf {
         if version != UNKNOWN {
             self.mark(exec, env, &copied, version);
         }
-        // Keys in sorted order: the same text whether serde_json keeps insertion order (a
-        // feature another crate may turn on) or sorts, so the printed command is stable.
-        // Written whole, never added to: an added key goes last where insertion order is kept.
-        let strategy = match canary_steps {
-            Some(_) => "canary",
-            None => "rolling",
-        };
-        let body = match canary_steps.and_then(canary::deployment_options) {
-            Some(options) => json!({
-                "droplet": { "guid": copied },
-                "options": options,
-                "relationships": app,
-                "strategy": strategy,
-            }),
-            None => json!({
-                "droplet": { "guid": copied },
-                "relationships": app,
-                "strategy": strategy,
-            }),
+        let mut body = json!({
+            "droplet": { "guid": copied },
+            "relationships": app,
+            "strategy": "rolling",
+        });
+        if let Some(steps) = canary_steps {
+            body["strategy"] = Value::from("canary");
+            if let Some(options) = canary::deployment_options(steps) {
+                body["options"] = options;
+            }
         }
-        .to_string();
+        let body = request_body(body);
         let deployment = self.curl(exec, env, &["-X", "POST", "/v3/deployments", "-d", &body])?;
         let id = exec.answer(&text_at(&deployment, &["guid"]), "DEPLOYMENT-GUID");
         if id.is_empty() {
@@ -974,6 +981,16 @@ fn text_at(value: &Value, keys: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_bodies_have_their_keys_sorted_at_every_depth() {
+        let mut body = json!({ "strategy": "canary", "droplet": { "guid": "d" } });
+        body["options"] = json!({ "canary": { "steps": [{ "z": 1, "a": 2 }] } });
+        assert_eq!(
+            request_body(body),
+            r#"{"droplet":{"guid":"d"},"options":{"canary":{"steps":[{"a":2,"z":1}]}},"strategy":"canary"}"#
+        );
+    }
 
     #[test]
     fn a_version_is_a_label_where_it_fits_one() {

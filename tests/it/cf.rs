@@ -1242,6 +1242,20 @@ fn a_rust_app_for_the_binary_buildpack_is_pushed_as_its_built_binary() {
     );
 }
 
+/// The stand-in cf itself, called directly, in the CF_HOME `home`, logging to `log`, with none
+/// of the instructions a test may have left in the environment.
+fn stand_in(home: &Path, log: &Path) -> std::process::Command {
+    let mut command =
+        std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cf"));
+    command.env("CF_HOME", home).env("CF_STANDIN_LOG", log);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("CF_STANDIN_") && name != "CF_STANDIN_LOG" {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 /// The stand-in holds to what cdflow depends on in cf v8, so that a cdflow that broke it would
 /// fail these tests as it would fail against a foundation.
 #[test]
@@ -1251,16 +1265,11 @@ fn the_cf_stand_in_holds_to_cf_v8_semantics() {
     std::fs::create_dir_all(&home).unwrap();
     let log = root.path().join("cf.log");
     let cf = |args: &[&str], credentials: bool| {
-        let mut command = std::process::Command::new(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cf"),
-        );
+        let mut command = stand_in(&home, &log);
         command
             .args(args)
-            .env("CF_HOME", &home)
-            .env("CF_STANDIN_LOG", &log)
             .env_remove("CF_USERNAME")
-            .env_remove("CF_PASSWORD")
-            .env_remove("CF_STANDIN_FAIL");
+            .env_remove("CF_PASSWORD");
         if credentials {
             command
                 .env("CF_USERNAME", "ci-client")
@@ -1692,18 +1701,12 @@ fn the_cf_stand_in_plays_canary_deployments_as_cf_does() {
     std::fs::create_dir_all(&home).unwrap();
     let log = root.path().join("cf.log");
     let cf = |args: &[&str], cli: &str| {
-        let mut command = std::process::Command::new(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cf"),
-        );
+        let mut command = stand_in(&home, &log);
         command
             .args(args)
-            .env("CF_HOME", &home)
-            .env("CF_STANDIN_LOG", &log)
             .env("CF_STANDIN_VERSION", cli)
             .env("CF_USERNAME", "ci-bot")
-            .env("CF_PASSWORD", PASSWORD)
-            .env_remove("CF_STANDIN_FAIL")
-            .env_remove("CF_STANDIN_CANARY_ERRORS");
+            .env("CF_PASSWORD", PASSWORD);
         run_of(command.output().unwrap())
     };
     let v8_10 = "8.10.0+7cd5bb3.2024-12-16";

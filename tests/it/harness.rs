@@ -250,7 +250,7 @@ pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 /// Whether a process runs (a zombie does not).
-pub fn pid_alive(pid: &str) -> bool {
+pub fn pid_alive(pid: impl std::fmt::Display) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .unwrap_or_default()

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::harness::free_port;
-use crate::harness::{kill_leftovers, run_of, tags_of, Project, Run};
+use crate::harness::{kill_leftovers, pid_alive, run_of, tags_of, Project, Run};
 
 /// These tests start many processes and watch timing on a small machine: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -283,18 +283,6 @@ impl Drop for Local {
         let _ = self.cdflow(&["down"]);
         kill_leftovers(self.state.path());
     }
-}
-
-fn alive(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // A zombie is as good as gone.
-    !stat.is_empty()
-        && !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
 }
 
 fn cdflow_toml(version: &str, staging: u16, production: u16) -> String {
@@ -633,7 +621,7 @@ fn a_version_that_fails_its_health_check_never_gets_traffic() {
         .collect();
     assert_eq!(failed_pids.len(), 2, "{log}");
     assert!(
-        failed_pids.iter().all(|pid| !alive(*pid)),
+        failed_pids.iter().all(|pid| !pid_alive(*pid)),
         "{failed_pids:?}"
     );
 }
@@ -682,8 +670,8 @@ fn an_instance_killed_with_sigkill_is_restarted_and_the_route_keeps_answering() 
     let restarted = local.wait_for_restart(victim, Duration::from_secs(15));
     std::thread::sleep(Duration::from_millis(300));
     let (tally, _) = load.finish();
-    assert!(alive(restarted));
-    assert!(!alive(victim));
+    assert!(pid_alive(restarted));
+    assert!(!pid_alive(victim));
     assert_all_answered(&tally, "staging");
     assert!(tally.sent > 50, "only {} requests", tally.sent);
     let log = local.cdflow(&["logs", "--env", "staging"]);
@@ -813,7 +801,7 @@ fn an_instance_over_its_memory_limit_is_killed_and_restarted() {
     .unwrap();
     let _ = post.read_to_end(&mut Vec::new());
     local.wait_for_restart(victim, Duration::from_secs(15));
-    assert!(!alive(victim));
+    assert!(!pid_alive(victim));
     assert_eq!(get(local.staging, "/").unwrap().1, "1.0.0\n");
     local
         .cdflow(&["logs", "--env", "staging"])
@@ -835,7 +823,7 @@ fn a_hung_instance_with_a_memory_limit_still_fails_its_health_checks_and_is_rest
     // SAFETY: kill(2) on the instance's pid, read from `cdflow status` just now.
     unsafe { libc::kill(victim as i32, libc::SIGSTOP) };
     local.wait_for_restart(victim, Duration::from_secs(30));
-    assert!(!alive(victim));
+    assert!(!pid_alive(victim));
     assert_eq!(get(local.staging, "/").unwrap().1, "1.0.0\n");
     local
         .cdflow(&["logs", "--env", "staging"])
@@ -1138,7 +1126,7 @@ fn status_logs_down_and_up() {
         .success()
         .stdout_has("staging of pyapp: stopped");
     for (_, pid, port, _, _) in &instances {
-        assert!(!alive(*pid), "instance pid {pid} still runs");
+        assert!(!pid_alive(*pid), "instance pid {pid} still runs");
         assert!(TcpStream::connect(("127.0.0.1", *port)).is_err());
     }
     assert!(TcpStream::connect(("127.0.0.1", local.staging)).is_err());
@@ -2509,7 +2497,7 @@ fn instance_folders_left_by_a_killed_server_are_removed() {
         .unwrap_or_else(|| panic!("no server pid in:\n{status}"));
     // SAFETY: kill(2) on the server's pid, read from `cdflow status` just now.
     unsafe { libc::kill(server, libc::SIGKILL) };
-    crate::harness::wait_for("the server to die", || !alive(server as u32));
+    crate::harness::wait_for("the server to die", || !pid_alive(server as u32));
     let left = instance_dirs(&local, "staging");
     assert_eq!(left.len(), 1, "{left:?}");
     local.cdflow(&["down"]).success();

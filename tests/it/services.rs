@@ -11,7 +11,9 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::harness::{free_port, kill_leftovers, run_of, tags_of, wait_for, Project, Run};
+use crate::harness::{
+    free_port, kill_leftovers, pid_alive, run_of, tags_of, wait_for, Project, Run,
+};
 
 /// Each test starts servers of its own on a small machine: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -269,17 +271,6 @@ fn assert_get(port: u16, path: &str, expected: &str) {
     assert_eq!(get(port, path), (200, expected.to_string()), "GET {path}");
 }
 
-fn alive(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty()
-        && !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-}
-
 /// The talk's promise for state: data written through the bound services outlives every kind
 /// of redeploy, and each environment has its own.
 #[test]
@@ -412,8 +403,8 @@ fn service_data_survives_pushes_promote_rollback_down_and_up_apart_per_environme
     // Down stops the services with the instances; up brings all back, with the data, on the
     // same ports.
     svc.cdflow(&["down"]).success();
-    assert!(!alive(redis_pid), "redis-server still runs");
-    assert!(!alive(pg_pid), "postgres still runs");
+    assert!(!pid_alive(redis_pid), "redis-server still runs");
+    assert!(!pid_alive(pg_pid), "postgres still runs");
     assert!(TcpStream::connect(("127.0.0.1", redis_port)).is_err());
     assert!(TcpStream::connect(("127.0.0.1", pg_port)).is_err());
     assert_eq!(svc.status_of("staging", "cache"), (redis_port, None));
