@@ -1,6 +1,8 @@
 //! Canary verification, whatever the platform: the plan an environment's settings give
-//! (`strategy = "canary"`, docs/canary.md), the probe traffic cdflow measures itself, and the
-//! verdict that compares the canary's numbers with the stable version's.
+//! (`strategy = "canary"`, docs/canary.md), the probe traffic cdflow measures itself, the
+//! verdict that compares the canary's numbers with the stable version's, and the e2e tier run
+//! against the route with the canary in it. Where the numbers come from is the platform's:
+//! on cf the probes' own answers, on the local platform the route's counts per version.
 //!
 //! The probes are GETs of the environment's URL at a steady rate for the window, sent by
 //! `curl` (through the Exec seam, so a dry run shows them): it speaks the HTTPS of a real
@@ -10,6 +12,7 @@ use anyhow::{Context, Result};
 use xshell::cmd;
 
 use crate::exec::Exec;
+use crate::platform::Release;
 
 /// How many probes per second of the window.
 const PROBES_PER_SECOND: u64 = 10;
@@ -41,8 +44,8 @@ impl Default for Plan {
     }
 }
 
-/// What the probes of one window measured.
-#[derive(Debug, Clone, PartialEq)]
+/// What one window measured: the probes, or (local platform) the requests a version answered.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sample {
     pub requests: usize,
     /// Answers of 5xx, and probes that got no answer in time.
@@ -122,13 +125,19 @@ pub fn probe(exec: &Exec, url: &str, window_secs: u64) -> Result<Option<Sample>>
 }
 
 /// Whether the canary's numbers stay within the plan's thresholds of the stable version's;
-/// the error names the numbers that broke them.
-pub fn judge(plan: &Plan, stable: &Sample, canary: &Sample) -> std::result::Result<(), String> {
+/// the error names the numbers that broke them. `unit` names what was counted (`probes`,
+/// `requests`).
+pub fn judge(
+    plan: &Plan,
+    stable: &Sample,
+    canary: &Sample,
+    unit: &str,
+) -> std::result::Result<(), String> {
     let mut broken = Vec::new();
     let rise = canary.error_rate() - stable.error_rate();
     if rise > plan.max_error_rate {
         broken.push(format!(
-            "error rate {:.1}% ({} of {} probes) against the stable version's {:.1}%: up \
+            "error rate {:.1}% ({} of {} {unit}) against the stable version's {:.1}%: up \
              {rise:.1} points, more than the {:.1} allowed (canary_max_error_rate)",
             canary.error_rate(),
             canary.errors,
@@ -162,15 +171,15 @@ impl From<&Sample> for crate::events::Probes {
     }
 }
 
-/// Tells the reader what a pause's probes measured and the verdict: a line, or with `--json`
-/// a typed `canary` event.
+/// Tells the reader what a pause measured and the verdict: a line, or with `--json` a typed
+/// `canary` event. `unit` names what was counted, as for [`judge`].
 pub fn report(
     exec: &Exec,
     env: &str,
     pause: u32,
-    stable: &Sample,
-    canary: &Sample,
+    (stable, canary): (&Sample, &Sample),
     verdict: &std::result::Result<(), String>,
+    unit: &str,
 ) {
     let ui = exec.ui();
     if ui.is_json() {
@@ -183,18 +192,34 @@ pub fn report(
             reason: verdict.clone().err(),
         }));
     } else {
-        ui.note(&format!("canary pause {pause}: {}", describe(canary)));
+        ui.note(&format!("canary pause {pause}: {}", describe(canary, unit)));
     }
 }
 
 /// One line on a window's numbers, for the run's output.
-pub fn describe(sample: &Sample) -> String {
+pub fn describe(sample: &Sample, unit: &str) -> String {
     format!(
-        "{} probes, {:.1}% errors, p99 {:.0} ms",
+        "{} {unit}, {:.1}% errors, p99 {:.0} ms",
         sample.requests,
         sample.error_rate(),
         sample.p99_ms
     )
+}
+
+/// Runs the app's e2e tier, if it has one, against `url` (its `APP_URL`) with the canary in
+/// the route; the error says it failed.
+pub fn e2e(exec: &Exec, release: &Release, url: &str) -> std::result::Result<(), String> {
+    let Some(e2e) = &release.e2e else {
+        return Ok(());
+    };
+    let mut vars: Vec<(&str, &str)> = e2e
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    vars.push(("APP_URL", url));
+    crate::stages::run_words(exec, e2e.command, &vars)
+        .map_err(|err| format!("the e2e tests against the canary failed: {err:#}"))
 }
 
 #[cfg(test)]
@@ -234,13 +259,13 @@ mod tests {
             errors: 1,
             p99_ms: 400.0,
         };
-        assert_eq!(judge(&plan, &stable, &fine), Ok(()));
+        assert_eq!(judge(&plan, &stable, &fine, "probes"), Ok(()));
         let bad = Sample {
             requests: 100,
             errors: 5,
             p99_ms: 900.0,
         };
-        let why = judge(&plan, &stable, &bad).unwrap_err();
+        let why = judge(&plan, &stable, &bad, "probes").unwrap_err();
         assert!(why.contains("error rate 5.0% (5 of 100 probes)"), "{why}");
         assert!(why.contains("stable version's 0.0%"), "{why}");
         assert!(why.contains("p99 latency 900 ms"), "{why}");

@@ -171,9 +171,11 @@ pub struct CanaryCheck {
     pub env: String,
     /// Which pause of the deployment, from 1.
     pub pause: u32,
-    /// The stable version, before the deployment.
+    /// The stable version: on cf, its probes before the deployment; on the local platform,
+    /// the requests it answered in the same window as the canary.
     pub stable: Probes,
-    /// The route with the canary taking its share.
+    /// On cf, the probes of the route with the canary taking its share; on the local
+    /// platform, the requests the canary itself answered.
     pub canary: Probes,
     /// Whether the numbers stayed within the thresholds (the e2e tier runs after).
     pub passed: bool,
@@ -182,7 +184,7 @@ pub struct CanaryCheck {
     pub reason: Option<String>,
 }
 
-/// What one window of probes measured.
+/// What one window measured: probes (cf) or the requests a version answered (local).
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Probes {
     pub requests: u64,
@@ -234,6 +236,17 @@ pub struct EnvironmentStatus {
     /// Orphaned: the instance processes its dead server left running.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub orphans: Option<u32>,
+    /// Local: a canary in progress next to the version that serves (docs/canary.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryShare>,
+}
+
+/// A canary in progress on the local platform.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CanaryShare {
+    pub version: String,
+    /// The percentage of the route's requests it gets.
+    pub weight: u32,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, JsonSchema, PartialEq, Eq)]

@@ -448,6 +448,7 @@ impl Cf {
             services: Vec::new(),
             up_refused: None,
             orphans: None,
+            canary: None,
         })
     }
 

@@ -2828,26 +2828,3 @@ fn a_metrics_port_in_use_or_the_routes_own_is_refused_before_the_push() {
         "nothing was promoted"
     );
 }
-
-/// The route cannot split traffic yet: a local environment that asks for a canary is refused
-/// before anything is staged, rather than deployed rolling with no verification.
-#[test]
-fn a_canary_strategy_on_a_local_environment_is_refused_before_anything_runs() {
-    let local = Local::python(1);
-    let config = local.project.read("cdflow.toml").replace(
-        &format!("[env.staging]\nport = {}\n", local.staging),
-        &format!(
-            "[env.staging]\nport = {}\nstrategy = \"canary\"\n",
-            local.staging
-        ),
-    );
-    assert!(config.contains("strategy = \"canary\""), "{config}");
-    local.project.write("cdflow.toml", &config);
-    local.project.git_cmd(&["commit", "-qam", "canary"]);
-    local
-        .cdflow(&["push", "--env", "staging"])
-        .failure(2)
-        .stderr_has("[env.staging] strategy = \"canary\": the local platform does not run canary");
-    assert_eq!(local.artifacts(), 0, "nothing was staged");
-    assert!(get(local.staging, "/").is_err(), "nothing serves");
-}

@@ -146,8 +146,10 @@ impl Cf {
         ));
         let sample = canary::probe(exec, url, plan.window_secs)?;
         if let Some(sample) = &sample {
-            exec.ui()
-                .note(&format!("stable version: {}", canary::describe(sample)));
+            exec.ui().note(&format!(
+                "stable version: {}",
+                canary::describe(sample, "probes")
+            ));
         }
         Ok(sample)
     }
@@ -236,11 +238,7 @@ impl Cf {
         plan: &Plan,
         stable: Option<Sample>,
     ) -> Result<()> {
-        let stable = stable.unwrap_or(Sample {
-            requests: 0,
-            errors: 0,
-            p99_ms: 0.0,
-        });
+        let stable = stable.unwrap_or_default();
         let path = format!("/v3/deployments/{deployment}");
         let mut pause = 0;
         let mut polls = 0;
@@ -323,21 +321,11 @@ impl Cf {
         let sample =
             canary::probe(exec, url, plan.window_secs).map_err(|err| format!("{err:#}"))?;
         if let Some(sample) = sample {
-            let verdict = canary::judge(plan, stable, &sample);
-            canary::report(exec, env.name, pause, stable, &sample, &verdict);
+            let verdict = canary::judge(plan, stable, &sample, "probes");
+            canary::report(exec, env.name, pause, (stable, &sample), &verdict, "probes");
             verdict.map_err(|why| format!("the canary broke its thresholds: {why}"))?;
         }
-        if let Some(e2e) = &release.e2e {
-            let mut vars: Vec<(&str, &str)> = e2e
-                .env
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            vars.push(("APP_URL", url));
-            crate::stages::run_words(exec, e2e.command, &vars)
-                .map_err(|err| format!("the e2e tests against the canary failed: {err:#}"))?;
-        }
-        Ok(())
+        canary::e2e(exec, release, url)
     }
 
     /// Cancels the canary (the stable instances take the whole route again), waits for cf to

@@ -12,6 +12,23 @@
 //! > {"op":"stats"}                         < {"stats":{"versions":[...]}}
 //! ```
 //!
+//! A deploy that asks for a canary (`"canary": 10`, its first weight) starts the new version's
+//! instances as a deploy does but, once they are healthy, gives them that percentage of the
+//! route's requests instead of the whole route (see [`super::proxy`]), and answers `done` with
+//! the status's `canary` set. The connection then stays open for the canary's next steps, one
+//! request and its answer at a time:
+//!
+//! ```text
+//! > {"op":"canary_weight","weight":50}     < {"done":{...status...}}
+//! > {"op":"canary_finish"}                 < progress..., {"done":{...status...}}
+//! > {"op":"canary_cancel"}                 < progress..., {"done":{...status...}}
+//! ```
+//!
+//! The canary lives as long as that connection, its lease: when the connection closes before
+//! a finish (the cdflow running the canary was killed, say), the server cancels the canary,
+//! and the stable version, which never stopped, takes the whole route again. A deploy (or a
+//! rollback) that comes while a canary runs cancels it first.
+//!
 //! `stats` gives what the route counted per version (see [`super::metrics`]): requests by method
 //! and status class, upstream errors, retries, a latency histogram and healthy instances.
 //!
@@ -44,7 +61,21 @@ pub enum Request {
     Deploy {
         spec: Box<RunSpec>,
         env_file: Box<EnvFile>,
+        /// Start as a canary with this share of the requests (percent), if something else
+        /// serves; `env_file` is then written when the canary finishes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        canary: Option<u32>,
     },
+    /// On the connection of a canary's deploy: give the canary this share of the requests.
+    CanaryWeight {
+        weight: u32,
+    },
+    /// On the connection of a canary's deploy: make the canary the whole route and retire the
+    /// stable version, as a deploy's switch does.
+    CanaryFinish,
+    /// On the connection of a canary's deploy: give the whole route back to the stable version
+    /// and stop the canary.
+    CanaryCancel,
     /// Stop every instance and exit.
     Stop,
     /// What the route has counted per version ([`Snapshot`]): the same numbers as its
@@ -77,9 +108,20 @@ pub struct Status {
     /// first deploy).
     #[serde(default)]
     pub metrics_port: Option<u16>,
-    /// The serving deployment's instances, then any others still running (starting or
-    /// draining).
+    /// The serving deployment's instances, then any others still running (a canary, or
+    /// starting, or draining).
     pub instances: Vec<InstanceView>,
+    /// A canary in progress: the version, and its share of the route's requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryView>,
+}
+
+/// A canary in progress, as the server says it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryView {
+    pub version: String,
+    /// Percent of the route's requests.
+    pub weight: u32,
 }
 
 /// Paths of unix sockets are limited to about 100 bytes; a longer one is reached through
@@ -117,62 +159,112 @@ pub fn call(
     paths: &EnvPaths,
     request: &Request,
     patient: bool,
-    mut progress: impl FnMut(&str),
+    progress: impl FnMut(&str),
 ) -> Result<Status> {
+    Session::open(paths)?.send(request, patient, progress)
+}
+
+/// What the route has counted per version (the `stats` request).
+pub fn stats(paths: &EnvPaths) -> Result<Snapshot> {
     let mut stream =
         connect(paths).with_context(|| format!("the server of `{}` does not answer", paths.env))?;
-    let tick = if patient {
-        Duration::from_millis(200)
-    } else {
-        Duration::from_secs(5)
-    };
-    stream.set_read_timeout(Some(tick))?;
-    let mut line = serde_json::to_string(request)?;
-    line.push('\n');
-    stream.write_all(line.as_bytes())?;
-    let mut reader = BufReader::new(stream);
-    let mut buffer = Vec::new();
-    loop {
-        match reader.read_until(b'\n', &mut buffer) {
-            Ok(0) => bail!(
-                "the server of `{}` closed the connection before answering; see {}",
-                paths.env,
-                paths.server_log().display()
-            ),
-            Ok(_) if buffer.ends_with(b"\n") => {
-                let reply: Reply = serde_json::from_slice(&buffer)
-                    .with_context(|| format!("the server of `{}` answered nonsense", paths.env))?;
-                buffer.clear();
-                match reply {
-                    Reply::Progress(text) => progress(&text),
-                    Reply::Done(status) => return Ok(*status),
-                    Reply::Failed(text) => return Err(anyhow!(text)),
-                    Reply::Stats(_) => bail!("the server of `{}` answered out of turn", paths.env),
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"{\"op\":\"stats\"}\n")?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .with_context(|| format!("the server of `{}` did not give its stats", paths.env))?;
+    match serde_json::from_str::<Reply>(&line) {
+        Ok(Reply::Stats(snapshot)) => Ok(*snapshot),
+        Ok(Reply::Failed(text)) => Err(anyhow!(text)),
+        _ => bail!(
+            "the server of `{}` answered its stats with nonsense: {line}",
+            paths.env
+        ),
+    }
+}
+
+/// One connection to the server, kept for several requests: a canary's (see the module's
+/// documentation), whose lease ends when this is dropped.
+pub struct Session<'a> {
+    paths: &'a EnvPaths,
+    reader: BufReader<UnixStream>,
+}
+
+impl<'a> Session<'a> {
+    pub fn open(paths: &'a EnvPaths) -> Result<Session<'a>> {
+        let stream = connect(paths)
+            .with_context(|| format!("the server of `{}` does not answer", paths.env))?;
+        Ok(Session {
+            paths,
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// Sends `request` and returns the final reply, as [`call`] does.
+    pub fn send(
+        &mut self,
+        request: &Request,
+        patient: bool,
+        mut progress: impl FnMut(&str),
+    ) -> Result<Status> {
+        let paths = self.paths;
+        let tick = if patient {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(5)
+        };
+        self.reader.get_ref().set_read_timeout(Some(tick))?;
+        let mut line = serde_json::to_string(request)?;
+        line.push('\n');
+        self.reader.get_mut().write_all(line.as_bytes())?;
+        let reader = &mut self.reader;
+        let mut buffer = Vec::new();
+        loop {
+            match reader.read_until(b'\n', &mut buffer) {
+                Ok(0) => bail!(
+                    "the server of `{}` closed the connection before answering; see {}",
+                    paths.env,
+                    paths.server_log().display()
+                ),
+                Ok(_) if buffer.ends_with(b"\n") => {
+                    let reply: Reply = serde_json::from_slice(&buffer).with_context(|| {
+                        format!("the server of `{}` answered nonsense", paths.env)
+                    })?;
+                    buffer.clear();
+                    match reply {
+                        Reply::Progress(text) => progress(&text),
+                        Reply::Done(status) => return Ok(*status),
+                        Reply::Failed(text) => return Err(anyhow!(text)),
+                        Reply::Stats(_) => {
+                            bail!("the server of `{}` answered out of turn", paths.env)
+                        }
+                    }
                 }
+                Ok(_) => {}
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if !patient {
+                        bail!(
+                            "the server of `{}` did not answer within {}s",
+                            paths.env,
+                            tick.as_secs()
+                        );
+                    }
+                    if crate::signals::stop_requested() {
+                        return Err(anyhow::Error::new(Interrupted).context(format!(
+                            "stopped waiting; the server of `{}` finishes what it was asked on its \
+                             own (see `cdflow status`)",
+                            paths.env
+                        )));
+                    }
+                }
+                Err(err) => return Err(err).context("reading the server's answer"),
             }
-            Ok(_) => {}
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                if !patient {
-                    bail!(
-                        "the server of `{}` did not answer within {}s",
-                        paths.env,
-                        tick.as_secs()
-                    );
-                }
-                if crate::signals::stop_requested() {
-                    return Err(anyhow::Error::new(Interrupted).context(format!(
-                        "stopped waiting; the server of `{}` finishes what it was asked on its \
-                         own (see `cdflow status`)",
-                        paths.env
-                    )));
-                }
-            }
-            Err(err) => return Err(err).context("reading the server's answer"),
         }
     }
 }

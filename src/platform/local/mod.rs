@@ -16,6 +16,7 @@
 //! `forget`.
 
 mod artifacts;
+mod canary;
 mod control;
 mod identity;
 mod keys;
@@ -46,7 +47,7 @@ use super::{Deployment, Platform, Release, Target};
 use crate::app_manifest::{Application, Resolved};
 use crate::config::Strategy;
 use crate::error::user_error;
-use crate::events::{EnvState, EnvironmentStatus, Event, InstanceState};
+use crate::events::{CanaryShare, EnvState, EnvironmentStatus, Event, InstanceState};
 use crate::exec::Exec;
 use crate::lock::{self, Wait};
 use crate::state::State;
@@ -72,8 +73,16 @@ impl Local {
     }
 
     /// Runs `spec` on its environment, recorded as `how` (push, promote), with the deploy lock
-    /// held. `origin` is the app's repository, recorded as its identity by a first deploy.
-    fn deploy(&self, exec: &Exec, spec: RunSpec, origin: &str, how: &str) -> Result<Deployment> {
+    /// held: as a canary verified for `release` when `env` says `strategy = "canary"`. `origin`
+    /// is the app's repository, recorded as its identity by a first deploy.
+    fn deploy(
+        &self,
+        exec: &Exec,
+        spec: RunSpec,
+        (release, env): (&Release, &Target),
+        how: &str,
+    ) -> Result<Deployment> {
+        let origin = release.origin;
         check_app_name(&spec.app)?;
         let paths = EnvPaths::new(&self.state, &spec.app, &spec.env);
         let _lock = deploy_lock(
@@ -90,7 +99,10 @@ impl Local {
             spec,
         };
         let next = file.pushed(record.clone());
-        run(exec, &self.state, &paths, record.spec, next)
+        match env.config.canary() {
+            Some(plan) => canary::run(exec, &self.state, &paths, record.spec, next, &plan, release),
+            None => run(exec, &self.state, &paths, record.spec, next),
+        }
     }
 
     /// Moves environments of the layout before apps had folders into it; not in a dry run,
@@ -144,6 +156,14 @@ impl Platform for Local {
                 problems.extend(application.problems());
                 problems.extend(keys::review(manifest, &application.name).refused);
                 no_route = application.no_route == Some(true);
+                if no_route && env.config.strategy == Strategy::Canary {
+                    problems.push(format!(
+                        "[env.{}] strategy = \"canary\": `{}` has no route (no-route), so \
+                         there is no traffic to split; remove the strategy, or give the app \
+                         its route",
+                        env.name, application.name
+                    ));
+                }
                 problems.extend(services::problems(env, &application.services));
                 // What Python staging would refuse, found before anything is bumped or pushed,
                 // in the folder that staging reads (the manifest's `path`, if it gives one).
@@ -165,6 +185,14 @@ impl Platform for Local {
             problems.push(format!("{err:#}"));
         }
         problems.extend(check_settings(env));
+        if env.config.strategy == Strategy::Canary {
+            if let Some(why) = crate::tools::missing("curl", &exec.dir()) {
+                problems.push(format!(
+                    "[env.{}] verifies its canary with probes that curl sends, but {why}",
+                    env.name
+                ));
+            }
+        }
         let port = route_port(env);
         let ours = control::status(&paths).is_some_and(|status| status.route_port == Some(port));
         let in_use =
@@ -192,7 +220,7 @@ impl Platform for Local {
         review_keys(exec, release)?;
         let port = route_port(env);
         let Some(artifact) = stage::stage(exec, &self.state, release, application)? else {
-            return Ok(dry_run(exec, env, release.version, port, application));
+            return dry_run(exec, env, release.version, port, application);
         };
         exec.ui().note(&format!(
             "staged {} {} as {} ({})",
@@ -213,7 +241,7 @@ impl Platform for Local {
         let mut spec =
             RunSpec::from_manifest(application, placement, &artifact.meta.default_command)?;
         spec.bindings = self.bind(exec, &spec.app, env, &application.services)?;
-        self.deploy(exec, spec, release.origin, "push")
+        self.deploy(exec, spec, (release, env), "push")
     }
 
     fn promote(
@@ -245,7 +273,7 @@ impl Platform for Local {
                 "would check the artifact {} byte for byte",
                 verified.artifact
             ));
-            return Ok(dry_run(exec, to, &verified.version, port, application));
+            return dry_run(exec, to, &verified.version, port, application);
         };
         let placement = Placement {
             env: to.name,
@@ -262,7 +290,7 @@ impl Platform for Local {
         self.deploy(
             exec,
             spec,
-            release.origin,
+            (release, to),
             &format!("promote from {}", from.name),
         )
     }
@@ -374,7 +402,7 @@ fn manifest_application<'a>(manifest: &'a Resolved, app: &str) -> Result<&'a App
 /// Problems with a local environment's settings, found before a run changes anything.
 fn check_settings(env: &Target) -> Vec<String> {
     let port = route_port(env);
-    let mut problems: Vec<String> = ports::privileged_problem(port, ports::try_bind)
+    ports::privileged_problem(port, ports::try_bind)
         .map(|why| {
             format!(
                 "[env.{}] port {port}: {why}; choose a port from 1024 up with `port` under \
@@ -383,17 +411,7 @@ fn check_settings(env: &Target) -> Vec<String> {
             )
         })
         .into_iter()
-        .collect();
-    // The route cannot split traffic by weight yet: a canary would silently be a rolling
-    // deployment, with no verification.
-    if env.config.strategy == Strategy::Canary {
-        problems.push(format!(
-            "[env.{}] strategy = \"canary\": the local platform does not run canary \
-             deployments yet (cf environments do); remove it, or deploy this environment to cf",
-            env.name
-        ));
-    }
-    problems
+        .collect()
 }
 
 /// Why the route's metrics cannot be served on `metrics` (`metrics_port` of [env.NAME]), found
@@ -566,6 +584,7 @@ fn run(
     let request = control::Request::Deploy {
         spec: Box::new(spec),
         env_file: Box::new(next),
+        canary: None,
     };
     let env = paths.env.clone();
     control::call(paths, &request, true, |text| {
@@ -581,19 +600,36 @@ fn dry_run(
     version: &str,
     port: u16,
     application: &Application,
-) -> Deployment {
-    exec.ui().note(&format!(
-        "would start {} instance(s) of {} {version} and switch http://127.0.0.1:{port} to them",
-        application.instances(),
-        application.name
-    ));
-    Deployment {
+) -> Result<Deployment> {
+    match env.config.canary() {
+        None => exec.ui().note(&format!(
+            "would start {} instance(s) of {} {version} and switch http://127.0.0.1:{port} to \
+             them",
+            application.instances(),
+            application.name
+        )),
+        Some(plan) => {
+            let steps: Vec<String> = canary::steps(&plan)
+                .iter()
+                .map(|weight| format!("{weight}%"))
+                .collect();
+            exec.ui().note(&format!(
+                "would start {} instance(s) of {} {version} as a canary of                  http://127.0.0.1:{port}, give it {} of the requests, and at each step measure                  {} s of its requests against the stable version's, with these probes:",
+                application.instances(),
+                application.name,
+                steps.join(", then "),
+                plan.window_secs
+            ));
+            crate::canary::probe(exec, &format!("http://127.0.0.1:{port}"), plan.window_secs)?;
+        }
+    }
+    Ok(Deployment {
         env: env.name.to_string(),
         platform: NAME.into(),
         version: version.to_string(),
         url: format!("http://127.0.0.1:{port}"),
         artifact: "(dry run)".into(),
-    }
+    })
 }
 
 /// Keeps the environments that `app` and `env` (each, if given) name; an empty choice of a
@@ -713,6 +749,7 @@ fn env_report(local: &Path, paths: &EnvPaths, origin: Option<&str>) -> Environme
         services: services::statuses(local, &paths.app, &paths.env),
         up_refused: None,
         orphans: None,
+        canary: None,
     };
     let shown = |report: &mut EnvironmentStatus, spec: &RunSpec| {
         report.version = Some(spec.version.clone());
@@ -725,6 +762,10 @@ fn env_report(local: &Path, paths: &EnvPaths, origin: Option<&str>) -> Environme
             report.metrics = status
                 .metrics_port
                 .map(|port| format!("http://127.0.0.1:{port}/metrics"));
+            report.canary = status.canary.as_ref().map(|canary| CanaryShare {
+                version: canary.version.clone(),
+                weight: canary.weight,
+            });
             match &status.serving {
                 Some(spec) => {
                     report.state = EnvState::Serving;
@@ -809,6 +850,12 @@ fn show_env(ui: &Ui, report: &EnvironmentStatus) {
             }
         }
         EnvState::Empty => ui.note(&format!("{env}: stopped; nothing was deployed there")),
+    }
+    if let Some(canary) = &report.canary {
+        ui.note(&format!(
+            "  canary {} takes {}% of the requests (docs/canary.md)",
+            canary.version, canary.weight
+        ));
     }
     for instance in &report.instances {
         let restarts = match instance.restarts {
@@ -909,6 +956,7 @@ pub fn up(state: &State, ui: &Ui, app: Option<&str>) -> Result<()> {
             let request = control::Request::Deploy {
                 spec: Box::new(current.spec.clone()),
                 env_file: Box::new(next),
+                canary: None,
             };
             control::call(&paths, &request, true, |text| {
                 ui.note(&format!("{name}: {text}"))

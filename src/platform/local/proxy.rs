@@ -9,6 +9,16 @@
 //! with sequentially consistent atomics, either the request sees the retirement and picks again
 //! from the new route, or the server sees the request and waits for it.
 //!
+//! A canary ([`Proxy::start_canary`]) is a second cell of slots, the new version's, with a
+//! weight: that percentage of the requests goes to the canary, the rest to the route's slots
+//! (the stable version). The split is counted, not drawn: request `n` goes to the canary when
+//! `(n * 61) % 100 < weight`, which sends exactly `weight` of every 100 consecutive requests
+//! there, spread out (61 is prime to 100), for one multiplication. A side with no slot to
+//! offer (all unhealthy or retired) gives the request to the other; a retry may go to either.
+//! Finishing a canary makes its slots the route; cancelling it empties the cell; in both, the
+//! slots that leave are retired and drained with the same protocol as a switch. Without a
+//! canary, the only cost on a request's way is one relaxed load of the weight.
+//!
 //! Connections to instances are pooled (HTTP/1.1 keep-alive) by hyper-util's client, keyed by
 //! the instance's port. Every start of an instance gets a fresh port, and a retired slot is never
 //! picked again, so a pooled connection to an old instance is never reused after a switch.
@@ -33,7 +43,7 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -131,9 +141,25 @@ impl Drop for InFlight {
     }
 }
 
+/// The slots a request already tried, by address (0: none); a slot's address is stable while
+/// any route holds it.
+type Tried = [usize; ATTEMPTS];
+
+fn key(slot: &Arc<Slot>) -> usize {
+    Arc::as_ptr(slot) as usize
+}
+
+/// A slot picked for one attempt, its current process, and the request counted in flight.
+type Picked = (Arc<Slot>, Arc<Backend>, InFlight);
+
 pub struct Proxy {
     route: ArcSwap<Vec<Arc<Slot>>>,
     next: AtomicUsize,
+    /// A canary's slots (empty when none runs), and the percentage of requests they get.
+    canary: ArcSwap<Vec<Arc<Slot>>>,
+    weight: AtomicU32,
+    /// Counts the requests split between the canary and the route.
+    split: AtomicUsize,
     client: Client<HttpConnector, UpstreamBody>,
     /// Woken when the route switches or an instance's health changes.
     changed: Notify,
@@ -163,6 +189,9 @@ impl Proxy {
         Proxy {
             route: ArcSwap::from_pointee(Vec::new()),
             next: AtomicUsize::new(0),
+            canary: ArcSwap::from_pointee(Vec::new()),
+            weight: AtomicU32::new(0),
+            split: AtomicUsize::new(0),
             client,
             changed: Notify::new(),
             logs,
@@ -195,9 +224,11 @@ impl Proxy {
             };
         };
         let route = self.route.load();
+        let canary = self.canary.load();
         metrics.snapshot(|version| {
             route
                 .iter()
+                .chain(canary.iter())
                 .filter(|slot| {
                     std::ptr::eq(Arc::as_ptr(&slot.stats), version)
                         && slot.healthy.load(Ordering::Acquire)
@@ -210,6 +241,32 @@ impl Proxy {
     /// Points the route at `slots`, in one step.
     pub fn switch(&self, slots: Vec<Arc<Slot>>) {
         self.route.store(Arc::new(slots));
+        self.changed.notify_waiters();
+    }
+
+    /// Gives `slots` (a canary's) `weight` percent of the requests, the route the rest.
+    pub fn start_canary(&self, slots: Vec<Arc<Slot>>, weight: u32) {
+        self.canary.store(Arc::new(slots));
+        self.set_weight(weight);
+    }
+
+    /// The canary's share of the requests, in percent.
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight.min(100), Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Makes the canary the whole route, in one step; the caller retires the slots it replaced.
+    pub fn finish_canary(&self) {
+        let canary = self.canary.load_full();
+        self.route.store(canary);
+        self.end_canary();
+    }
+
+    /// Gives the route back all the requests; the caller retires the canary's slots.
+    pub fn end_canary(&self) {
+        self.weight.store(0, Ordering::SeqCst);
+        self.canary.store(Arc::new(Vec::new()));
         self.changed.notify_waiters();
     }
 
@@ -334,14 +391,14 @@ impl Proxy {
         );
 
         let started = Instant::now();
-        let mut tried: [Option<u32>; ATTEMPTS] = [None; ATTEMPTS];
+        let mut tried: Tried = [0; ATTEMPTS];
         let mut sent_and_failed = 0;
         let mut last_error = String::new();
         for attempt in 0..ATTEMPTS {
             let Some((slot, backend, guard)) = self.pick(&tried, started).await else {
                 break;
             };
-            tried[attempt] = Some(slot.index);
+            tried[attempt] = key(&slot);
             if self.metrics.is_some() {
                 *answered_by = Some(Arc::clone(&slot.stats));
             }
@@ -480,13 +537,10 @@ impl Proxy {
         }
     }
 
-    /// A healthy slot of the current route not yet tried, counted as in flight; waits for one
-    /// while there is none, up to [`WAIT_FOR_INSTANCE`] since `since`.
-    async fn pick(
-        &self,
-        tried: &[Option<u32>],
-        since: Instant,
-    ) -> Option<(Arc<Slot>, Arc<Backend>, InFlight)> {
+    /// A healthy slot of the current route (or of the canary, for its share) not yet tried,
+    /// counted as in flight; waits for one while there is none, up to [`WAIT_FOR_INSTANCE`]
+    /// since `since`.
+    async fn pick(&self, tried: &Tried, since: Instant) -> Option<Picked> {
         loop {
             if let Some(picked) = self.try_pick(tried) {
                 return Some(picked);
@@ -505,36 +559,64 @@ impl Proxy {
         }
     }
 
-    /// Round robin over the healthy slots not yet tried whose process is not marked down; when
-    /// there is none, any such slot already tried (a retry on the same instance beats a 502).
-    fn try_pick(&self, tried: &[Option<u32>]) -> Option<(Arc<Slot>, Arc<Backend>, InFlight)> {
+    /// Round robin over the healthy slots not yet tried whose process is not marked down, on
+    /// the side the split gives (the canary's or the route's), then on the other; when there
+    /// is none, any such slot already tried (a retry on the same instance beats a 502).
+    fn try_pick(&self, tried: &Tried) -> Option<Picked> {
         let route = self.route.load();
-        let n = route.len();
-        if n == 0 {
-            return None;
-        }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        // A first attempt has tried nothing: one pass.
-        let passes = if tried[0].is_some() { 2 } else { 1 };
-        for pass in 0..passes {
-            let want_tried = pass == 1;
-            for k in 0..n {
-                let slot = &route[(start + k) % n];
-                if (passes == 2 && tried.contains(&Some(slot.index)) != want_tried)
-                    || !slot.healthy.load(Ordering::Acquire)
-                {
-                    continue;
-                }
-                slot.in_flight.fetch_add(1, Ordering::SeqCst);
-                let guard = InFlight(Arc::clone(slot));
-                if slot.retired.load(Ordering::SeqCst) {
-                    // Switched away since the route was loaded; the caller looks again.
-                    continue;
-                }
-                if let Some(backend) = slot.backend.load_full() {
-                    if !backend.down.load(Ordering::Acquire) {
-                        return Some((Arc::clone(slot), backend, guard));
-                    }
+        // A first attempt has tried nothing: one pass, with no look at what was tried.
+        let passes: &[Option<bool>] = if tried[0] != 0 {
+            &[Some(false), Some(true)]
+        } else {
+            &[None]
+        };
+        let weight = self.weight.load(Ordering::Relaxed);
+        if weight == 0 {
+            return passes
+                .iter()
+                .find_map(|want| self.scan(&route, start, tried, *want));
+        }
+        let canary = self.canary.load();
+        let n = self.split.fetch_add(1, Ordering::Relaxed);
+        let sides: [&[Arc<Slot>]; 2] = if (n.wrapping_mul(61) % 100) < weight as usize {
+            [&canary, &route]
+        } else {
+            [&route, &canary]
+        };
+        passes.iter().find_map(|want| {
+            sides
+                .iter()
+                .find_map(|side| self.scan(side, start, tried, *want))
+        })
+    }
+
+    /// A healthy slot of `slots` from `start` round, counted in flight: any, or with `want`
+    /// only those tried (`Some(true)`) or not (`Some(false)`).
+    fn scan(
+        &self,
+        slots: &[Arc<Slot>],
+        start: usize,
+        tried: &Tried,
+        want: Option<bool>,
+    ) -> Option<Picked> {
+        let n = slots.len();
+        for k in 0..n {
+            let slot = &slots[(start + k) % n];
+            if want.is_some_and(|want| tried.contains(&key(slot)) != want)
+                || !slot.healthy.load(Ordering::Acquire)
+            {
+                continue;
+            }
+            slot.in_flight.fetch_add(1, Ordering::SeqCst);
+            let guard = InFlight(Arc::clone(slot));
+            if slot.retired.load(Ordering::SeqCst) {
+                // Switched away since the route was loaded; the caller looks again.
+                continue;
+            }
+            if let Some(backend) = slot.backend.load_full() {
+                if !backend.down.load(Ordering::Acquire) {
+                    return Some((Arc::clone(slot), backend, guard));
                 }
             }
         }

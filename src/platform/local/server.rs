@@ -15,21 +15,30 @@
 //! SIGKILL. If a new instance fails (exits, or is not
 //! healthy by the manifest's `timeout`), the new instances are stopped and the route never
 //! moved.
+//!
+//! A canary deploy (docs/canary.md) stops short of the switch: the healthy new instances get a
+//! share of the route's requests next to the stable ones. cdflow, which measures, then moves
+//! the share, and finishes the canary (the switch above, from the retirement of the stable
+//! instances on) or cancels it (the canary's instances are retired and stopped the same way;
+//! the stable ones never stopped). The canary lives as long as the control connection of the
+//! cdflow that started it (see [`super::control`]).
 
+use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use super::artifacts::short;
-use super::control::{socket_path, Reply, Request, Status};
+use super::control::{socket_path, CanaryView, Reply, Request, Status};
 use super::layout::{local_dir, EnvPaths};
 use super::logs::LogSink;
 use super::pids::Registry;
@@ -91,11 +100,27 @@ struct Server {
     deploying: tokio::sync::Mutex<()>,
     inner: Mutex<Inner>,
     exit: Notify,
+    /// Numbers the canaries, so that a connection acts only on its own.
+    canaries: AtomicU64,
+}
+
+/// The progress lines of a piece of work, for its caller.
+type Progress = Arc<dyn Fn(String) + Send + Sync>;
+
+/// A canary in progress: its instances take `weight` percent of the route's requests.
+struct CanaryRun {
+    id: u64,
+    generation: Arc<Generation>,
+    weight: u32,
+    /// What the environment's record becomes when the canary finishes.
+    env_file: EnvFile,
 }
 
 #[derive(Default)]
 struct Inner {
     current: Option<Arc<Generation>>,
+    /// A canary next to `current`, taking a share of the route.
+    canary: Option<CanaryRun>,
     /// Instances started but not (or no longer) serving: a deploy's new ones while they start,
     /// the old ones while they drain. Kept so that a stop reaches them too.
     others: Vec<Arc<Generation>>,
@@ -202,6 +227,7 @@ async fn serve(paths: EnvPaths) -> Result<()> {
             ..Inner::default()
         }),
         exit: Notify::new(),
+        canaries: AtomicU64::new(0),
     });
     logs.event(
         "API",
@@ -266,57 +292,112 @@ impl Server {
                 .map_err(|err| format!("cannot read the request: {err}")),
             _ => return,
         };
-        let send = |reply: Reply| {
-            let mut line = serde_json::to_string(&reply).unwrap_or_default();
-            line.push('\n');
-            line
-        };
         match request {
             Err(err) => {
-                let _ = write.write_all(send(Reply::Failed(err)).as_bytes()).await;
+                let _ = write
+                    .write_all(line_of(&Reply::Failed(err)).as_bytes())
+                    .await;
             }
             Ok(Request::Ping | Request::Status) => {
                 let status = self.status();
                 let _ = write
-                    .write_all(send(Reply::Done(Box::new(status))).as_bytes())
+                    .write_all(line_of(&Reply::Done(Box::new(status))).as_bytes())
                     .await;
             }
             Ok(Request::Stats) => {
                 let stats = Reply::Stats(Box::new(self.cell.proxy.stats()));
-                let _ = write.write_all(send(stats).as_bytes()).await;
+                let _ = write.write_all(line_of(&stats).as_bytes()).await;
             }
             Ok(Request::Stop) => {
                 let status = self.status();
                 let _ = write
-                    .write_all(send(Reply::Done(Box::new(status))).as_bytes())
+                    .write_all(line_of(&Reply::Done(Box::new(status))).as_bytes())
                     .await;
                 self.exit.notify_one();
             }
-            Ok(Request::Deploy { spec, env_file }) => {
-                let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
-                // A task of its own: a client that goes away does not cut a deploy in half.
+            Ok(Request::Deploy {
+                spec,
+                env_file,
+                canary,
+            }) => {
                 let server = Arc::clone(&self);
-                let deploy = tokio::spawn(async move {
-                    let progress = tx.clone();
-                    let result = server
-                        .deploy(*spec, *env_file, move |text| {
-                            let _ = progress.send(Reply::Progress(text));
-                        })
-                        .await;
-                    let _ = tx.send(match result {
-                        Ok(status) => Reply::Done(Box::new(status)),
-                        Err(text) => Reply::Failed(text),
-                    });
-                });
-                while let Some(reply) = rx.recv().await {
-                    if write.write_all(send(reply).as_bytes()).await.is_err() {
-                        break;
-                    }
+                let started = relayed(&mut write, move |progress| async move {
+                    server
+                        .deploy(*spec, *env_file, canary, move |text| progress(text))
+                        .await
+                })
+                .await
+                .flatten();
+                if let Some(id) = started {
+                    self.canary_session(id, &mut lines, &mut write).await;
                 }
-                let _ = deploy.await;
+            }
+            Ok(Request::CanaryWeight { .. } | Request::CanaryFinish | Request::CanaryCancel) => {
+                let refused = Reply::Failed(
+                    "a canary's steps are asked on the connection of its deploy".into(),
+                );
+                let _ = write.write_all(line_of(&refused).as_bytes()).await;
             }
         }
         let _ = write.shutdown().await;
+    }
+
+    /// The steps of canary `id`, asked on the connection of its deploy, until it finishes or
+    /// is cancelled. The connection is the canary's lease: when it closes first, the canary is
+    /// cancelled.
+    async fn canary_session(
+        self: &Arc<Self>,
+        id: u64,
+        lines: &mut tokio::io::Lines<BufReader<OwnedReadHalf>>,
+        write: &mut OwnedWriteHalf,
+    ) {
+        loop {
+            let request = match lines.next_line().await {
+                Ok(Some(line)) => serde_json::from_str::<Request>(&line)
+                    .map_err(|err| format!("cannot read the request: {err}")),
+                _ => {
+                    let why = "the cdflow running it went away";
+                    let _ = self.cancel_canary(Some(id), why, Arc::new(|_| {})).await;
+                    return;
+                }
+            };
+            let server = Arc::clone(self);
+            match request {
+                Ok(Request::CanaryWeight { weight }) => {
+                    relayed(write, move |_| async move {
+                        server.canary_weight(id, weight).map(|status| (status, ()))
+                    })
+                    .await;
+                }
+                Ok(Request::CanaryFinish) => {
+                    relayed(write, move |progress| async move {
+                        server.finish_canary(id, progress).await
+                    })
+                    .await;
+                    return;
+                }
+                Ok(Request::CanaryCancel) => {
+                    relayed(write, move |progress| async move {
+                        server
+                            .cancel_canary(Some(id), "cdflow cancelled it", progress)
+                            .await
+                    })
+                    .await;
+                    return;
+                }
+                other => {
+                    let text = match other {
+                        Err(text) => text,
+                        Ok(_) => "a canary's connection takes only its steps (canary_weight, \
+                                  canary_finish, canary_cancel)"
+                            .into(),
+                    };
+                    let _ = write
+                        .write_all(line_of(&Reply::Failed(text)).as_bytes())
+                        .await;
+                }
+            }
+        }
     }
 
     fn status(&self) -> Status {
@@ -324,6 +405,9 @@ impl Server {
         let mut instances = Vec::new();
         if let Some(current) = &inner.current {
             instances.extend(current.lock().iter().map(Instance::view));
+        }
+        if let Some(canary) = &inner.canary {
+            instances.extend(canary.generation.lock().iter().map(Instance::view));
         }
         for other in &inner.others {
             instances.extend(other.lock().iter().map(Instance::view));
@@ -336,6 +420,10 @@ impl Server {
             route_port: inner.route.as_ref().map(|r| r.port),
             metrics_port: inner.metrics.as_ref().map(|r| r.port),
             instances,
+            canary: inner.canary.as_ref().map(|run| CanaryView {
+                version: run.generation.spec.version.clone(),
+                weight: run.weight,
+            }),
         }
     }
 
@@ -407,15 +495,22 @@ impl Server {
         self.inner().route = Some(Route { port, task });
     }
 
+    /// Deploys `spec`, as a canary with `canary` percent of the requests when asked and
+    /// something else serves; returns the status, and the canary's number when one started.
     async fn deploy(
         self: &Arc<Self>,
         spec: RunSpec,
         env_file: EnvFile,
+        canary: Option<u32>,
         progress: impl Fn(String),
-    ) -> Result<Status, String> {
+    ) -> Result<(Status, Option<u64>), String> {
         let _one_at_a_time = self.deploying.lock().await;
         self.inner().idle_since = None;
-        let result = self.deploy_locked(spec, env_file, &progress).await;
+        // Whoever asked for a canary in progress lost the deploy lock: a new deploy wins.
+        let _ = self
+            .cancel_canary_locked(None, "a new deploy came", &progress)
+            .await;
+        let result = self.deploy_locked(spec, env_file, canary, &progress).await;
         let mut inner = self.inner();
         if inner.current.is_none() {
             // Nothing serves: free the ports, and let the server go if nothing comes.
@@ -424,15 +519,16 @@ impl Server {
             inner.idle_since = Some(Instant::now());
         }
         drop(inner);
-        result.map(|()| self.status())
+        result.map(|canary| (self.status(), canary))
     }
 
     async fn deploy_locked(
         self: &Arc<Self>,
         spec: RunSpec,
         env_file: EnvFile,
+        canary: Option<u32>,
         progress: &impl Fn(String),
-    ) -> Result<(), String> {
+    ) -> Result<Option<u64>, String> {
         let logs = &self.cell.logs;
         let started = Instant::now();
         // Until the switch, the route stays where it is, even when its port changes.
@@ -473,6 +569,41 @@ impl Server {
             return Err(format!("{failure}\n{what} was stopped; {serving}"));
         }
 
+        if let Some(weight) = canary {
+            let stable = self.inner().current.clone();
+            let no_canary = match &stable {
+                None => Some("nothing served before, so there is no stable version to compare"),
+                Some(_) if generation.spec.no_route => Some("the app has no route (no-route)"),
+                Some(_) if new_route.is_some() => Some("the route moves to another port"),
+                Some(stable) if stable.spec.version == generation.spec.version => Some(
+                    "the stable version is the same version, which the route's counts cannot \
+                     tell apart",
+                ),
+                Some(_) => None,
+            };
+            match no_canary {
+                Some(why) => {
+                    let message = format!("no canary: {why}; {what} takes the whole route");
+                    logs.event("API", message.clone());
+                    progress(message);
+                }
+                None => {
+                    if let Some(listener) = new_metrics {
+                        self.open_metrics(listener);
+                    }
+                    let id = self.begin_canary(&generation, env_file, weight);
+                    let message = format!(
+                        "{what} healthy after {:.2}s; it takes {weight}% of the route's \
+                         requests as a canary",
+                        started.elapsed().as_secs_f64()
+                    );
+                    logs.event("API", message.clone());
+                    progress(message);
+                    return Ok(Some(id));
+                }
+            }
+        }
+
         // The switch: one store, the route now points at the new instances only.
         self.cell.proxy.switch(generation.slots());
         if let Some(listener) = new_route {
@@ -506,6 +637,22 @@ impl Server {
         };
         logs.event("API", message.clone());
         progress(message);
+        self.record_and_retire(&generation, old, env_file, progress)
+            .await;
+        Ok(None)
+    }
+
+    /// After a switch to `generation`: writes `env_file` as the environment's record, retires
+    /// and stops the `old` instances once their requests are answered, and stops the services
+    /// that nothing binds any more.
+    async fn record_and_retire(
+        &self,
+        generation: &Arc<Generation>,
+        old: Option<Arc<Generation>>,
+        env_file: EnvFile,
+        progress: &impl Fn(String),
+    ) {
+        let logs = &self.cell.logs;
         // Synced to disk, off the thread that proxies.
         let paths = self.paths.clone();
         let saved = tokio::task::spawn_blocking(move || {
@@ -560,6 +707,137 @@ impl Server {
             logs.event("API", text.clone());
             progress(text);
         }
+    }
+
+    /// Gives `generation` `weight` percent of the route's requests next to what serves;
+    /// returns the canary's number.
+    fn begin_canary(&self, generation: &Arc<Generation>, env_file: EnvFile, weight: u32) -> u64 {
+        let id = self.canaries.fetch_add(1, Ordering::Relaxed) + 1;
+        self.cell.proxy.start_canary(generation.slots(), weight);
+        let mut inner = self.inner();
+        inner.others.retain(|g| !Arc::ptr_eq(g, generation));
+        inner.canary = Some(CanaryRun {
+            id,
+            generation: Arc::clone(generation),
+            weight,
+            env_file,
+        });
+        id
+    }
+
+    /// Gives canary `id` `weight` percent of the route's requests.
+    fn canary_weight(&self, id: u64, weight: u32) -> Result<Status, String> {
+        let what = {
+            let mut inner = self.inner();
+            let run = match inner.canary.as_mut() {
+                Some(run) if run.id == id => run,
+                _ => return Err(GONE.into()),
+            };
+            run.weight = weight;
+            self.cell.proxy.set_weight(weight);
+            format!(
+                "{} {}",
+                run.generation.spec.app, run.generation.spec.version
+            )
+        };
+        self.cell.logs.event(
+            "API",
+            format!("canary {what} takes {weight}% of the route's requests"),
+        );
+        Ok(self.status())
+    }
+
+    /// Makes canary `id` the whole route, then retires the stable version as a switch does.
+    async fn finish_canary(&self, id: u64, progress: Progress) -> Result<(Status, ()), String> {
+        let _one_at_a_time = self.deploying.lock().await;
+        let (run, old) = {
+            let mut inner = self.inner();
+            let run = match inner.canary.take() {
+                Some(run) if run.id == id => run,
+                other => {
+                    inner.canary = other;
+                    return Err(GONE.into());
+                }
+            };
+            self.cell.proxy.finish_canary();
+            let old = inner.current.replace(Arc::clone(&run.generation));
+            if let Some(old) = &old {
+                inner.others.push(Arc::clone(old));
+            }
+            (run, old)
+        };
+        let spec = &run.generation.spec;
+        let message = format!(
+            "route {} switched to {} {}: the canary takes every request",
+            spec.url(),
+            spec.app,
+            spec.version
+        );
+        self.cell.logs.event("API", message.clone());
+        progress(message);
+        self.record_and_retire(&run.generation, old, run.env_file, &|text| progress(text))
+            .await;
+        Ok((self.status(), ()))
+    }
+
+    /// Cancels canary `id` (any, with `None`): what serves takes the whole route again, and the
+    /// canary's instances stop once their requests are answered.
+    async fn cancel_canary(
+        &self,
+        id: Option<u64>,
+        why: &str,
+        progress: Progress,
+    ) -> Result<(Status, ()), String> {
+        let _one_at_a_time = self.deploying.lock().await;
+        self.cancel_canary_locked(id, why, &|text| progress(text))
+            .await?;
+        Ok((self.status(), ()))
+    }
+
+    async fn cancel_canary_locked(
+        &self,
+        id: Option<u64>,
+        why: &str,
+        progress: &impl Fn(String),
+    ) -> Result<(), String> {
+        let run = {
+            let mut inner = self.inner();
+            let run = match inner.canary.take() {
+                Some(run) if id.is_none_or(|id| run.id == id) => run,
+                other => {
+                    inner.canary = other;
+                    return match id {
+                        Some(_) => Err(GONE.into()),
+                        None => Ok(()),
+                    };
+                }
+            };
+            self.cell.proxy.end_canary();
+            // Listed while it drains, so that a stop reaches it.
+            inner.others.push(Arc::clone(&run.generation));
+            run
+        };
+        let generation = run.generation;
+        let what = format!("{} {}", generation.spec.app, generation.spec.version);
+        let stable = match &self.inner().current {
+            Some(current) => format!("{} {}", current.spec.app, current.spec.version),
+            None => "nothing".into(),
+        };
+        let message = format!("canary {what} cancelled ({why}): {stable} takes the whole route");
+        self.cell.logs.event("API", message.clone());
+        progress(message);
+        let drained = generation.drain(DRAIN_TIMEOUT).await;
+        if !drained {
+            let message = format!(
+                "canary {what}: requests still in flight after {}s; stopping it anyway",
+                DRAIN_TIMEOUT.as_secs()
+            );
+            self.cell.logs.event("API", message.clone());
+            progress(message);
+        }
+        generation.stop(STOP_GRACE).await;
+        self.forget(&generation);
+        progress(format!("canary {what} stopped"));
         Ok(())
     }
 
@@ -701,7 +979,11 @@ impl Server {
             let mut inner = self.inner();
             inner.route = None;
             inner.metrics = None;
-            (inner.current.take(), std::mem::take(&mut inner.others))
+            let canary = inner.canary.take().map(|run| run.generation);
+            (
+                inner.current.take().into_iter().chain(canary),
+                std::mem::take(&mut inner.others),
+            )
         };
         let mut all: Vec<Arc<Generation>> = others;
         all.extend(current);
@@ -725,4 +1007,46 @@ impl Server {
             self.cell.logs.event("API", text);
         }
     }
+}
+
+/// What a canary's step answers when the canary is no longer the connection's.
+const GONE: &str = "the canary no longer runs: a later deploy to the environment cancelled it";
+
+/// A reply as the line that carries it.
+fn line_of(reply: &Reply) -> String {
+    let mut line = serde_json::to_string(reply).unwrap_or_default();
+    line.push('\n');
+    line
+}
+
+/// Runs `work` in a task of its own (a client that goes away does not cut it in half), passing
+/// its progress lines and then its end to `write`; returns what it returned with its status.
+async fn relayed<T, Fut>(
+    write: &mut OwnedWriteHalf,
+    work: impl FnOnce(Progress) -> Fut,
+) -> Option<T>
+where
+    T: Send + 'static,
+    Fut: Future<Output = Result<(Status, T), String>> + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
+    let progress_tx = tx.clone();
+    let progress: Progress = Arc::new(move |text| {
+        let _ = progress_tx.send(Reply::Progress(text));
+    });
+    let work = work(progress);
+    let task = tokio::spawn(async move {
+        let (reply, value) = match work.await {
+            Ok((status, value)) => (Reply::Done(Box::new(status)), Some(value)),
+            Err(text) => (Reply::Failed(text), None),
+        };
+        let _ = tx.send(reply);
+        value
+    });
+    while let Some(reply) = rx.recv().await {
+        if write.write_all(line_of(&reply).as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    task.await.ok().flatten()
 }
