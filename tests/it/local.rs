@@ -393,27 +393,27 @@ fn request(
 
 /// What the clients of a load saw.
 #[derive(Debug, Default)]
-struct Tally {
-    sent: usize,
-    ok: usize,
-    failures: Vec<String>,
+pub(crate) struct Tally {
+    pub(crate) sent: usize,
+    pub(crate) ok: usize,
+    pub(crate) failures: Vec<String>,
     /// A client that got an older version after a newer one.
     regressions: Vec<String>,
-    versions: BTreeMap<String, usize>,
+    pub(crate) versions: BTreeMap<String, usize>,
     slow: usize,
     keep_alive_reconnects: usize,
 }
 
 /// Clients sending requests at a route until told to stop: half of them on keep-alive
 /// connections, half with `Connection: close`; every `slow_every`-th request of each is slow.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     clients: Vec<std::thread::JoinHandle<Tally>>,
     started: Instant,
 }
 
 impl Load {
-    fn start(port: u16, clients: usize, slow_every: usize) -> Load {
+    pub(crate) fn start(port: u16, clients: usize, slow_every: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let clients = (0..clients)
             .map(|i| {
@@ -429,7 +429,7 @@ impl Load {
         }
     }
 
-    fn finish(self) -> (Tally, Duration) {
+    pub(crate) fn finish(self) -> (Tally, Duration) {
         self.stop.store(true, Ordering::SeqCst);
         let mut total = Tally::default();
         for client in self.clients {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bump;
+mod canary;
 mod cf;
 mod ci_examples;
 mod git_http;

@@ -75,8 +75,9 @@ pub(super) fn run(
         stable: &stable,
         canary: &version,
     };
-    // The stable version's numbers of the last window in which it answered anything: at a
-    // step of 100% it answers nothing, and the canary is compared with what it did before.
+    // The stable version's numbers of the last window in which it had a share: at a step of
+    // 100% it answers only what was in flight, and the canary is compared with what it did
+    // before.
     let mut reference = Sample::default();
     for (index, weight) in steps.iter().enumerate() {
         let pause = index as u32 + 1;
@@ -156,7 +157,7 @@ fn verify(
     let after = control::stats(paths).map_err(text)?;
     let stable = window(&before, &after, versions.stable);
     let canary = window(&before, &after, versions.canary);
-    if stable.requests > 0 {
+    if stable.requests > 0 && step.weight < 100 {
         *reference = stable;
     }
     exec.ui().note(&format!(

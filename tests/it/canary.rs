@@ -1,0 +1,322 @@
+//! Canary releases on the local platform (docs/canary.md): the route splits the requests
+//! between the stable version and the canary, cdflow judges the canary on its own requests and
+//! finishes or cancels it, under 64 clients that see no failure but the canary's own.
+
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::harness::wait_for;
+use crate::local::{get, Load, Local, Tally};
+
+/// The canary tests' app: `GET /` answers its version, `/health` is up; with FAIL_EVERY=N,
+/// every Nth request of each instance (health checks aside) answers 500 `injected VERSION`.
+const APP_PY: &str = r#"
+import os, signal, threading
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+
+VERSION = os.environ.get("VERSION", "?")
+FAIL_EVERY = int(os.environ.get("FAIL_EVERY", "0"))
+COUNT = [0]
+LOCK = threading.Lock()
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, code, body):
+        body = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path == "/health":
+            return self.answer(200, "up\n")
+        if FAIL_EVERY:
+            with LOCK:
+                COUNT[0] += 1
+                fail = COUNT[0] % FAIL_EVERY == 0
+            if fail:
+                return self.answer(500, "injected " + VERSION + "\n")
+        return self.answer(200, VERSION + "\n")
+
+signal.signal(signal.SIGTERM, lambda *args: os._exit(0))
+ThreadingHTTPServer.daemon_threads = True
+ThreadingHTTPServer.request_queue_size = 256
+server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+server.serve_forever()
+"#;
+
+/// The test app with this file's app, two instances.
+fn canary_app() -> Local {
+    let local = Local::python(2);
+    local.project.write("app.py", APP_PY);
+    local
+}
+
+/// Commits `version` of the app, `extra` lines under its manifest's env, with staging a canary
+/// environment of these `steps` and a `window` of seconds.
+fn release(local: &Local, version: &str, extra: &str, steps: &str, window: u32) {
+    local.release(version, 20, extra);
+    let toml = local.project.read("cdflow.toml").replace(
+        &format!("[env.staging]\nport = {}\n", local.staging),
+        &format!(
+            "[env.staging]\nport = {}\nstrategy = \"canary\"\ncanary_steps = {steps}\n\
+             canary_window = {window}\n",
+            local.staging
+        ),
+    );
+    assert!(toml.contains("strategy = \"canary\""), "{toml}");
+    local.project.write("cdflow.toml", &toml);
+    local
+        .project
+        .git_cmd(&["commit", "-q", "-am", "a canary environment"]);
+}
+
+/// The versions of staging's instances, as `cdflow status --json` shows them.
+fn instance_versions(local: &Local) -> Vec<String> {
+    let status = local.status_of("staging").unwrap();
+    status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["version"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The failures that are not the canary's injected 500s, and how many of those there were.
+fn failures_besides_injected(tally: &Tally) -> (Vec<&String>, usize) {
+    let injected = tally
+        .failures
+        .iter()
+        .filter(|f| f.ends_with(": 500 injected 2.0.0"))
+        .count();
+    let others = tally
+        .failures
+        .iter()
+        .filter(|f| !f.ends_with(": 500 injected 2.0.0"))
+        .collect();
+    (others, injected)
+}
+
+/// A canary whose every 20th request fails (5%) is cancelled at its first step: the run fails
+/// with its error rate, the stable version serves alone again, and the 64 clients saw no
+/// failure but the canary's.
+#[test]
+fn a_canary_answering_five_percent_errors_is_cancelled_with_its_error_rate() {
+    let local = canary_app();
+    release(&local, "1.0.0", "", "[10, 50, 100]", 2);
+    local
+        .cdflow(&["push", "--to", "staging"])
+        .success()
+        .stdout_has("no canary: nothing served before");
+    let load = Load::start(local.staging, 64, usize::MAX);
+    std::thread::sleep(Duration::from_millis(300));
+
+    release(
+        &local,
+        "2.0.0",
+        "    FAIL_EVERY: \"20\"\n",
+        "[10, 50, 100]",
+        2,
+    );
+    let run = local.cdflow(&["push", "--to", "staging"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (tally, _) = load.finish();
+    run.failure(2)
+        .stdout_has("canary pause 1")
+        .stderr_has("the canary broke its thresholds: error rate ")
+        .stderr_has("against the stable version's 0.0%")
+        .stderr_has("was cancelled: 1.0.0 serves the whole route again");
+    assert!(!run.stdout.contains("canary pause 2"), "{run}");
+    let rate: f64 = run
+        .stderr
+        .split("error rate ")
+        .nth(1)
+        .and_then(|rest| rest.split('%').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap();
+    assert!((4.0..=6.0).contains(&rate), "{rate}% in\n{run}");
+
+    let status = local.status_of("staging").unwrap();
+    assert_eq!(status["version"], "1.0.0");
+    assert!(status.get("canary").is_none(), "{status}");
+    assert_eq!(instance_versions(&local), ["1.0.0", "1.0.0"]);
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+
+    let (others, injected) = failures_besides_injected(&tally);
+    assert!(
+        others.is_empty(),
+        "{} of {} requests failed besides the injected errors, e.g. {:?}",
+        others.len(),
+        tally.sent,
+        &others[..others.len().min(10)]
+    );
+    assert!(injected > 0, "the clients met the canary: {tally:?}");
+    assert!(tally.versions.contains_key("2.0.0"), "{:?}", tally.versions);
+}
+
+/// A healthy canary goes through its steps to the whole route; the old instances stop, and
+/// the 64 clients saw no failure.
+#[test]
+fn a_healthy_canary_reaches_the_whole_route_with_no_failed_request() {
+    let local = canary_app();
+    release(&local, "1.0.0", "", "[10, 50, 100]", 2);
+    local.cdflow(&["push", "--to", "staging"]).success();
+    let load = Load::start(local.staging, 64, usize::MAX);
+    std::thread::sleep(Duration::from_millis(300));
+
+    release(&local, "2.0.0", "", "[10, 50, 100]", 2);
+    let run = local.cdflow(&["push", "--to", "staging", "--json"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (tally, _) = load.finish();
+    run.success();
+    let checks: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["event"] == "canary")
+        .collect();
+    assert_eq!(checks.len(), 3, "{run}");
+    for (check, pause) in checks.iter().zip(1..) {
+        assert_eq!(check["pause"], pause, "{check}");
+        assert_eq!(check["passed"], true, "{check}");
+        assert!(check["canary"]["requests"].as_u64().unwrap() > 0, "{check}");
+        assert_eq!(check["canary"]["errors"], 0, "{check}");
+    }
+
+    let status = local.status_of("staging").unwrap();
+    assert_eq!(status["version"], "2.0.0");
+    assert!(status.get("canary").is_none(), "{status}");
+    assert_eq!(instance_versions(&local), ["2.0.0", "2.0.0"]);
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "2.0.0\n".into()));
+    assert!(
+        tally.failures.is_empty(),
+        "{} of {} requests failed, e.g. {:?}",
+        tally.failures.len(),
+        tally.sent,
+        &tally.failures[..tally.failures.len().min(10)]
+    );
+    assert_eq!(tally.ok, tally.sent);
+    assert!(tally.versions.contains_key("1.0.0") && tally.versions.contains_key("2.0.0"));
+}
+
+/// A cdflow killed in the middle of a canary's window leaves no half-canary: the canary's
+/// connection to the server was its lease, and the stable version takes the whole route again
+/// with no request failed. `status` shows the canary while it runs.
+#[test]
+fn a_cdflow_killed_mid_canary_leaves_the_stable_version_serving() {
+    let local = canary_app();
+    release(&local, "1.0.0", "", "[25]", 30);
+    local.cdflow(&["push", "--to", "staging"]).success();
+    let load = Load::start(local.staging, 64, usize::MAX);
+    release(&local, "2.0.0", "", "[25]", 30);
+    let mut command = local.command(&["push", "--to", "staging"]);
+    // A group of its own, so that its probes (curl) go with it.
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let mut cdflow = command.spawn().unwrap();
+    wait_for("the canary to take its share", || {
+        local
+            .status_of("staging")
+            .is_some_and(|status| status["canary"]["weight"] == 25)
+    });
+    let shown = local.cdflow(&["status"]);
+    shown
+        .success()
+        .stdout_has("canary 2.0.0 takes 25% of the requests");
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) of the process group this test started.
+    unsafe { libc::kill(-(cdflow.id() as i32), libc::SIGKILL) };
+    cdflow.wait().unwrap();
+    wait_for("the canary to be cancelled", || {
+        local
+            .status_of("staging")
+            .is_some_and(|status| status.get("canary").is_none())
+            && instance_versions(&local) == ["1.0.0", "1.0.0"]
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (tally, _) = load.finish();
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+    assert!(
+        tally.failures.is_empty(),
+        "{} of {} requests failed, e.g. {:?}",
+        tally.failures.len(),
+        tally.sent,
+        &tally.failures[..tally.failures.len().min(10)]
+    );
+    assert!(tally.versions.contains_key("2.0.0"), "{:?}", tally.versions);
+    let log = std::fs::read_to_string(
+        local
+            .state
+            .path()
+            .join("local/apps/pyapp/envs/staging/app.log"),
+    )
+    .unwrap();
+    assert!(
+        log.contains("cancelled (the cdflow running it went away)"),
+        "{log}"
+    );
+}
+
+/// A promote to a canary environment runs the canary there; a dry run shows the probes.
+#[test]
+fn a_promote_runs_a_canary_and_a_dry_run_shows_its_probes() {
+    let local = canary_app();
+    let canary_production = |local: &Local| {
+        let toml = local.project.read("cdflow.toml").replace(
+            &format!("[env.production]\nport = {}\n", local.production),
+            &format!(
+                "[env.production]\nport = {}\nstrategy = \"canary\"\ncanary_window = 1\n",
+                local.production
+            ),
+        );
+        assert!(toml.contains("canary_window = 1"), "{toml}");
+        local.project.write("cdflow.toml", &toml);
+        local
+            .project
+            .git_cmd(&["commit", "-q", "-am", "a canary production"]);
+    };
+    local.release("1.0.0", 20, "");
+    canary_production(&local);
+    local.cdflow(&["push", "--to", "staging"]).success();
+    local.promote();
+    local.release("2.0.0", 20, "");
+    canary_production(&local);
+    local.cdflow(&["push", "--to", "staging"]).success();
+
+    let plan = local.cdflow(&[
+        "promote",
+        "--from",
+        "staging",
+        "--to",
+        "production",
+        "--force",
+        "--dry-run",
+    ]);
+    plan.success()
+        .stdout_has("as a canary of")
+        .stdout_has("give it 10% of the requests")
+        .stdout_has("curl --silent --max-time 10 --rate 10/s");
+    assert_eq!(get(local.production, "/").unwrap().1, "1.0.0\n");
+
+    let run = local.cdflow(&[
+        "promote",
+        "--from",
+        "staging",
+        "--to",
+        "production",
+        "--force",
+    ]);
+    run.success()
+        .stdout_has("takes 10% of the route's requests as a canary")
+        .stdout_has("canary pause 1");
+    assert_eq!(get(local.production, "/").unwrap().1, "2.0.0\n");
+}
