@@ -320,3 +320,46 @@ fn a_promote_runs_a_canary_and_a_dry_run_shows_its_probes() {
         .stdout_has("canary pause 1");
     assert_eq!(get(local.production, "/").unwrap().1, "2.0.0\n");
 }
+
+/// A cdflow stopped with SIGTERM in the middle of a canary's window cancels the canary itself
+/// before it exits, says so, and ends as interrupted; its probes stop with it.
+#[test]
+fn a_cdflow_stopped_mid_canary_cancels_it_and_ends_as_interrupted() {
+    let local = canary_app();
+    release(&local, "1.0.0", "", "[50]", 30);
+    local.cdflow(&["push", "--to", "staging"]).success();
+    release(&local, "2.0.0", "", "[50]", 30);
+    let mut command = local.command(&["push", "--to", "staging"]);
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let cdflow = command.spawn().unwrap();
+    let group = cdflow.id() as i32;
+    wait_for("the canary to take its share", || {
+        local
+            .status_of("staging")
+            .is_some_and(|status| status["canary"]["weight"] == 50)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) of the child this test started.
+    unsafe { libc::kill(group, libc::SIGTERM) };
+    let output = cdflow.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // SAFETY: kill(2) with signal 0 only asks whether the group has a process left.
+    let left = unsafe { libc::kill(-group, 0) } == 0;
+    if left {
+        // SAFETY: kill(2) of the process group this test started.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+    }
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("was cancelled: 1.0.0 serves the whole route again"),
+        "{stderr}"
+    );
+    assert!(!left, "the probes stopped with cdflow");
+    let status = local.status_of("staging").unwrap();
+    assert!(status.get("canary").is_none(), "{status}");
+    assert_eq!(instance_versions(&local), ["1.0.0", "1.0.0"]);
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+}

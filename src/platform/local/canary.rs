@@ -63,11 +63,23 @@ pub(super) fn run(
         env_file: Box::new(next),
         canary: Some(steps[0]),
     };
+    let mut said_why = false;
     let status = session
-        .send(&request, true, note)
+        .send(&request, true, |text| {
+            said_why |= text.starts_with("no canary:");
+            note(text)
+        })
         .with_context(|| format!("`{env}` did not switch to {version}"))?;
     if status.canary.is_none() {
-        // The server said why there is no canary: nothing served before, say.
+        // The server said why there is no canary (nothing served before, say), unless it is
+        // the server of an older cdflow, which knows no canaries and switched.
+        if !said_why {
+            exec.ui().warn(&format!(
+                "the server of `{env}` was started by an older cdflow, which runs no canaries: \
+                 it switched to {version} at once (`cdflow down --env {env}` then `cdflow up` \
+                 restarts it with this cdflow)"
+            ));
+        }
         return Ok(deployment);
     }
     let stable = status.serving.map(|spec| spec.version).unwrap_or_default();
@@ -85,24 +97,29 @@ pub(super) fn run(
             pause,
             weight: *weight,
         };
-        if index > 0 {
-            session
+        let moved = match index {
+            0 => Ok(()),
+            _ => session
                 .send(&Request::CanaryWeight { weight: *weight }, true, note)
-                .with_context(|| format!("the canary in `{env}` could not take {weight}%"))?;
-        }
-        if let Err(why) = verify(
-            exec,
-            paths,
-            release,
-            &url,
-            plan,
-            &versions,
-            &step,
-            &mut reference,
-        ) {
+                .map(|_| ())
+                .map_err(|err| format!("the canary could not take {weight}%: {err:#}")),
+        };
+        let verified = moved.and_then(|()| {
+            verify(
+                exec,
+                paths,
+                release,
+                &url,
+                plan,
+                &versions,
+                &step,
+                &mut reference,
+            )
+        });
+        if let Err(why) = verified {
             let err = cancel(exec, &mut session, paths, &versions, why);
-            // Stopped while verifying (the probes or the e2e tier were stopped): cancelled all
-            // the same, and the run ends as interrupted.
+            // Stopped while verifying (the probes or the e2e tier were stopped) or moving the
+            // share: cancelled all the same, and the run ends as interrupted.
             if crate::signals::stop_requested() {
                 return Err(
                     anyhow::Error::new(crate::error::Interrupted).context(format!("{err:#}"))
@@ -191,7 +208,7 @@ fn cancel(
     // Run to its end even when cdflow is being stopped: a canary left in the route would keep
     // its share (the server would cancel it anyway when this cdflow's connection closes).
     let cancelled = exec.critical(|| {
-        session.send(&Request::CanaryCancel, true, |text| {
+        session.send_to_the_end(&Request::CanaryCancel, |text| {
             exec.ui().note(&format!("{env}: {text}"))
         })
     });

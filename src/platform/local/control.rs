@@ -206,6 +206,26 @@ impl<'a> Session<'a> {
         &mut self,
         request: &Request,
         patient: bool,
+        progress: impl FnMut(&str),
+    ) -> Result<Status> {
+        self.send_with(request, patient, true, progress)
+    }
+
+    /// Sends `request` and waits for its final reply however long it takes, even when cdflow
+    /// is being stopped: for a canary's cancel, whose end the run reports.
+    pub fn send_to_the_end(
+        &mut self,
+        request: &Request,
+        progress: impl FnMut(&str),
+    ) -> Result<Status> {
+        self.send_with(request, true, false, progress)
+    }
+
+    fn send_with(
+        &mut self,
+        request: &Request,
+        patient: bool,
+        interruptible: bool,
         mut progress: impl FnMut(&str),
     ) -> Result<Status> {
         let paths = self.paths;
@@ -255,7 +275,7 @@ impl<'a> Session<'a> {
                             tick.as_secs()
                         );
                     }
-                    if crate::signals::stop_requested() {
+                    if interruptible && crate::signals::stop_requested() {
                         return Err(anyhow::Error::new(Interrupted).context(format!(
                             "stopped waiting; the server of `{}` finishes what it was asked on its \
                              own (see `cdflow status`)",
