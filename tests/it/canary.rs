@@ -363,3 +363,21 @@ fn a_cdflow_stopped_mid_canary_cancels_it_and_ends_as_interrupted() {
     assert_eq!(instance_versions(&local), ["1.0.0", "1.0.0"]);
     assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
 }
+
+/// The same version again cannot be told from the stable one by the route's counts, which are
+/// kept per version: it is deployed with a plain switch, and the run says so.
+#[test]
+fn the_same_version_again_is_switched_with_no_canary() {
+    let local = canary_app();
+    release(&local, "1.0.0", "", "[10]", 1);
+    local.cdflow(&["push", "--to", "staging"]).success();
+    let first = local.status_of("staging").unwrap()["instances"][0]["pid"].clone();
+    local
+        .cdflow(&["push", "--to", "staging"])
+        .success()
+        .stdout_has("no canary: the stable version is the same version");
+    let status = local.status_of("staging").unwrap();
+    assert_eq!(status["version"], "1.0.0");
+    assert_ne!(status["instances"][0]["pid"], first, "new instances serve");
+    assert_eq!(instance_versions(&local), ["1.0.0", "1.0.0"]);
+}

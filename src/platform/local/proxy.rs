@@ -11,9 +11,9 @@
 //!
 //! A canary ([`Proxy::start_canary`]) is a second cell of slots, the new version's, with a
 //! weight: that percentage of the requests goes to the canary, the rest to the route's slots
-//! (the stable version). The split is counted, not drawn: request `n` goes to the canary when
-//! `(n * 61) % 100 < weight`, which sends exactly `weight` of every 100 consecutive requests
-//! there, spread out (61 is prime to 100), for one multiplication. A side with no slot to
+//! (the stable version). The split is counted, not drawn: of every 100 requests, exactly
+//! `weight` go to the canary, evenly spread ([`to_canary`]), for a counter and a little integer
+//! arithmetic. A side with no slot to
 //! offer (all unhealthy or retired) gives the request to the other; a retry may go to either.
 //! Finishing a canary makes its slots the route; cancelling it empties the cell; in both, the
 //! slots that leave are retired and drained with the same protocol as a switch. Without a
@@ -579,7 +579,7 @@ impl Proxy {
         }
         let canary = self.canary.load();
         let n = self.split.fetch_add(1, Ordering::Relaxed);
-        let sides: [&[Arc<Slot>]; 2] = if (n.wrapping_mul(61) % 100) < weight as usize {
+        let sides: [&[Arc<Slot>]; 2] = if to_canary(n, weight) {
             [&canary, &route]
         } else {
             [&route, &canary]
@@ -622,6 +622,13 @@ impl Proxy {
         }
         None
     }
+}
+
+/// Whether the `n`th request split goes to the canary: `weight` of every 100 (from a multiple
+/// of 100), evenly spread as a line drawn on a grid is: each time `k * weight / 100` steps up.
+fn to_canary(n: usize, weight: u32) -> bool {
+    let (k, weight) = (n % 100, weight.min(100) as usize);
+    (k + 1) * weight / 100 > k * weight / 100
 }
 
 /// Whether the request asks to switch protocols: `Upgrade` present and named in `Connection`.
@@ -744,4 +751,39 @@ fn refused(err: &(dyn std::error::Error + 'static)) -> bool {
         source = error.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_canary_gets_its_weight_of_every_hundred_requests_spread_out() {
+        for weight in [0, 1, 10, 25, 50, 99, 100] {
+            for start in [0, 300, 1_000_000] {
+                let picked: Vec<bool> =
+                    (start..start + 100).map(|n| to_canary(n, weight)).collect();
+                assert_eq!(
+                    picked.iter().filter(|p| **p).count(),
+                    weight as usize,
+                    "weight {weight} from {start}"
+                );
+            }
+        }
+        // Evenly: 10% is every 10th request, 30% every third or fourth.
+        let gaps = |weight| {
+            (0..1000usize)
+                .filter(|n| to_canary(*n, weight))
+                .collect::<Vec<_>>()
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .collect::<Vec<_>>()
+        };
+        assert!(gaps(10).iter().all(|gap| *gap == 10), "{:?}", gaps(10));
+        assert!(
+            gaps(30).iter().all(|gap| (3..=4).contains(gap)),
+            "{:?}",
+            gaps(30)
+        );
+    }
 }
