@@ -141,7 +141,9 @@ fn a_canary_answering_five_percent_errors_is_cancelled_with_its_error_rate() {
         .and_then(|rest| rest.split('%').next())
         .and_then(|number| number.parse().ok())
         .unwrap();
-    assert!((4.0..=6.0).contains(&rate), "{rate}% in\n{run}");
+    // About 5%: each instance's count of requests runs on from before the window, and a
+    // window of a loaded machine may hold only some tens of the canary's requests.
+    assert!((2.5..=7.5).contains(&rate), "{rate}% in\n{run}");
 
     let status = local.status_of("staging").unwrap();
     assert_eq!(status["version"], "1.0.0");
