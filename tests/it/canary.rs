@@ -268,10 +268,12 @@ fn a_cdflow_killed_mid_canary_leaves_the_stable_version_serving() {
     );
 }
 
-/// A promote to a canary environment runs the canary there; a dry run shows the probes.
+/// A promote to a canary environment runs the canary there, the e2e tier against its route;
+/// a dry run shows the probes.
 #[test]
 fn a_promote_runs_a_canary_and_a_dry_run_shows_its_probes() {
     let local = canary_app();
+    let e2e_urls = local.state.path().join("e2e-urls");
     let canary_production = |local: &Local| {
         let toml = local.project.read("cdflow.toml").replace(
             &format!("[env.production]\nport = {}\n", local.production),
@@ -279,6 +281,11 @@ fn a_promote_runs_a_canary_and_a_dry_run_shows_its_probes() {
                 "[env.production]\nport = {}\nstrategy = \"canary\"\ncanary_window = 1\n",
                 local.production
             ),
+        );
+        // The e2e tier notes where it was sent.
+        let toml = format!(
+            "{toml}\n[e2e]\ncommand = \"sh -c 'echo $APP_URL >> {}'\"\n",
+            e2e_urls.display()
         );
         assert!(toml.contains("canary_window = 1"), "{toml}");
         local.project.write("cdflow.toml", &toml);
@@ -321,6 +328,11 @@ fn a_promote_runs_a_canary_and_a_dry_run_shows_its_probes() {
         .stdout_has("takes 10% of the route's requests as a canary")
         .stdout_has("canary pause 1");
     assert_eq!(get(local.production, "/").unwrap().1, "2.0.0\n");
+    assert_eq!(
+        std::fs::read_to_string(&e2e_urls).unwrap(),
+        format!("http://127.0.0.1:{}\n", local.production),
+        "the e2e tier ran once, against the route with the canary in it"
+    );
 }
 
 /// A cdflow stopped with SIGTERM in the middle of a canary's window cancels the canary itself
