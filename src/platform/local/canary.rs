@@ -128,8 +128,10 @@ pub(super) fn run(
             return Err(err);
         }
     }
+    // Seen to its end even when cdflow is being stopped: the switch is under way in the server
+    // either way, and the run says what serves.
     session
-        .send(&Request::CanaryFinish, true, note)
+        .send_to_the_end(&Request::CanaryFinish, note)
         .with_context(|| {
             format!("the canary passed, but `{env}` could not switch to it: {stable} serves")
         })?;

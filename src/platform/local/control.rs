@@ -212,7 +212,7 @@ impl<'a> Session<'a> {
     }
 
     /// Sends `request` and waits for its final reply however long it takes, even when cdflow
-    /// is being stopped: for a canary's cancel, whose end the run reports.
+    /// is being stopped: for a canary's finish or cancel, whose end the run reports.
     pub fn send_to_the_end(
         &mut self,
         request: &Request,
