@@ -395,3 +395,23 @@ fn the_same_version_again_is_switched_with_no_canary() {
     assert_ne!(status["instances"][0]["pid"], first, "new instances serve");
     assert_eq!(instance_versions(&local), ["1.0.0", "1.0.0"]);
 }
+
+/// An app with `no-route` has no requests to split: its canary is refused before anything is
+/// staged.
+#[test]
+fn a_canary_of_an_app_without_a_route_is_refused_before_anything_runs() {
+    let local = canary_app();
+    release(&local, "1.0.0", "", "[10]", 1);
+    let manifest = local.project.read("manifest.yml").replace(
+        "  command: python app.py\n",
+        "  command: python app.py\n  no-route: true\n",
+    );
+    assert!(manifest.contains("no-route: true"), "{manifest}");
+    local.project.write("manifest.yml", &manifest);
+    local.project.git_cmd(&["commit", "-q", "-am", "no route"]);
+    local
+        .cdflow(&["push", "--to", "staging"])
+        .failure(2)
+        .stderr_has("[env.staging] strategy = \"canary\": `pyapp` has no route (no-route)");
+    assert!(local.status_of("staging").is_none(), "nothing was deployed");
+}
