@@ -71,12 +71,14 @@ pub enum Command {
     Bump(BumpArgs),
 
     /// Switch an environment back to an earlier version, without a build.
+    #[command(after_help = ROLLBACK_HELP)]
     Rollback(RollbackArgs),
 
     /// Show what serves each environment of each app: version, artifact, route, instances.
     Status,
 
     /// Show an environment's logs.
+    #[command(after_help = LOGS_HELP)]
     Logs(LogsArgs),
 
     /// Check an environment every interval (its e2e tests), with metrics, alerts, rollback.
@@ -241,11 +243,29 @@ pub struct ManifestArgs {
     pub env: String,
 }
 
+const ROLLBACK_HELP: &str = "\
+Examples:
+  cdflow rollback --env production                     in the checkout: the release before
+  cdflow rollback --env production --version 1.0.1     back to a release by its version
+  cdflow rollback --app orders --env production        from any folder, by the state folder's
+                                                       records ($CDFLOW_STATE_DIR, else ./.cdflow)";
+
+const LOGS_HELP: &str = "\
+Examples:
+  cdflow logs --env staging -f                 in the checkout, following new lines
+  cdflow logs --app orders --env staging       from any folder, by the state folder's records
+                                               ($CDFLOW_STATE_DIR, else ./.cdflow)";
+
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
     /// The environment to roll back.
     #[arg(long)]
     pub env: String,
+
+    /// The app to roll back, as `cdflow status` names it: from any folder, with the settings
+    /// the state folder recorded at its last deploy (default: the checkout's app).
+    #[arg(long)]
+    pub app: Option<String>,
 
     /// The version to go back to (default: the one before the current one). `--to` is its
     /// older name.
@@ -258,6 +278,11 @@ pub struct LogsArgs {
     /// The environment whose logs to show.
     #[arg(long)]
     pub env: String,
+
+    /// The app whose logs to show, as `cdflow status` names it: from any folder, with the
+    /// settings the state folder recorded at its last deploy (default: the checkout's app).
+    #[arg(long)]
+    pub app: Option<String>,
 
     /// Keep printing new lines as they come.
     #[arg(long, short = 'f')]

@@ -13,6 +13,7 @@ mod bump;
 mod canary;
 mod cli;
 mod config;
+mod env_record;
 mod error;
 mod events;
 mod exec;
@@ -120,8 +121,12 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
         | Command::Push(_)
         | Command::E2e(_)
         | Command::Promote(_)
-        | Command::Rollback(_)
         | Command::Watch(_) => state.secure(ui, true)?,
+        // `--app` outside a checkout reads a state folder that exists, and makes none.
+        Command::Rollback(args) => state.secure(
+            ui,
+            args.app.is_none() || here.join(config::FILE_NAME).is_file(),
+        )?,
         Command::History
         | Command::Logs(_)
         | Command::Status
@@ -239,7 +244,7 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             )))
         }
         Command::Rollback(args) => {
-            let app = App::load(&here)?;
+            let app = env_record::Subject::find(&here, &state, args.app.as_deref(), &args.env)?;
             ui.add_secrets(&app.secret_names());
             let env = app.target(&args.env)?;
             let exec = exec_in(Mode::Real)?;
@@ -247,12 +252,14 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             // between a release's push and its e2e tests.
             let _lock = lock::acquire(
                 ui,
-                &runner::lock_path(&state, &app.name, &args.env),
-                &format!("rollback of {} on {}", app.name, args.env),
+                &runner::lock_path(&state, app.name(), &args.env),
+                &format!("rollback of {} on {}", app.name(), args.env),
                 lock::Wait::No,
             )?;
             let platform = platform::for_env(&state, &env);
-            let deployment = platform.rollback(&exec, &app.name, &env, args.to.as_deref())?;
+            let deployment = platform.rollback(&exec, app.name(), &env, args.to.as_deref())?;
+            let secrets = app.secret_names();
+            env_record::record(&exec, &state, app.name(), &env, &secrets, "rollback")?;
             ui.note(&format!(
                 "{} now serves {} ({}) at {}",
                 deployment.env, deployment.version, deployment.artifact, deployment.url
@@ -260,11 +267,11 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             Ok(())
         }
         Command::Logs(args) => {
-            let app = App::load(&here)?;
+            let app = env_record::Subject::find(&here, &state, args.app.as_deref(), &args.env)?;
             ui.add_secrets(&app.secret_names());
             let env = app.target(&args.env)?;
             let exec = exec_in(Mode::Real)?;
-            platform::for_env(&state, &env).logs(&exec, &app.name, &env, args.follow)
+            platform::for_env(&state, &env).logs(&exec, app.name(), &env, args.follow)
         }
         Command::Status => {
             platform::local::status(&state, ui)?;

@@ -27,6 +27,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::app::App;
+use crate::env_record;
 use crate::error::{is_interrupted, user_error};
 use crate::events::Event;
 use crate::exec::{CommandFailed, Exec, Mode};
@@ -431,6 +432,18 @@ impl Watcher<'_> {
         });
         match rolled {
             Ok(deployment) => {
+                let secrets = self.app.secret_names();
+                let recorded = env_record::record(
+                    &exec,
+                    self.state,
+                    &self.app.name,
+                    &self.target,
+                    &secrets,
+                    "rollback",
+                );
+                if let Err(err) = recorded {
+                    self.ui.warn(&format!("{err:#}"));
+                }
                 self.metrics.rollbacks.inc();
                 self.say(
                     Said::Rollback,
