@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::harness::{free_port, run_of, shared_target, Project, Run};
 
 const PASSWORD: &str = "pa55-w0rd-never-shown";
-const TOKEN: &str = "filter-token-never-shown";
+pub(crate) const TOKEN: &str = "filter-token-never-shown";
 
 /// A repository with a bare `origin`, holding a small app released to two cf spaces.
 pub struct CfApp {
@@ -211,7 +211,7 @@ fn normalize(line: &str, state: &Path) -> String {
     out.replace(&format!("{}/", state.display()), "STATE/")
 }
 
-const LOGIN_STAGING: [&str; 3] = [
+pub(crate) const LOGIN_STAGING: [&str; 3] = [
     "staging: api https://api.cf.example.com",
     "staging: auth",
     "staging: target -o acme -s staging",
@@ -779,7 +779,7 @@ fn each_cf_home_is_private() {
 }
 
 /// Releases the next `count` patch versions (0.1.1, 0.1.2, ...) to staging and production.
-fn release_times(app: &CfApp, count: usize) {
+pub(crate) fn release_times(app: &CfApp, count: usize) {
     let origin = app.origin.to_str().unwrap().to_string();
     for _ in 0..count {
         app.cdflow(&["release", "--repo", &origin], None).success();
@@ -787,13 +787,13 @@ fn release_times(app: &CfApp, count: usize) {
 }
 
 /// The cf calls made since the first `before` of them.
-fn calls_since(app: &CfApp, before: usize) -> Vec<String> {
+pub(crate) fn calls_since(app: &CfApp, before: usize) -> Vec<String> {
     app.calls()[before..].to_vec()
 }
 
 /// The cf calls of a rollback of production to `revision`: with `--to`, found through the
 /// droplets' annotations first.
-fn rollback_to_revision(revision: u32, to_version: bool) -> Vec<String> {
+pub(crate) fn rollback_to_revision(revision: u32, to_version: bool) -> Vec<String> {
     let mut calls: Vec<String> = LOGIN_PRODUCTION.iter().map(|s| s.to_string()).collect();
     calls.extend([
         "production: app filter --guid".to_string(),

@@ -190,7 +190,7 @@ impl Local {
 
     /// Pushes `version` to staging, and returns how long the push took.
     #[track_caller]
-    fn push(&self, version: &str) -> Duration {
+    pub(crate) fn push(&self, version: &str) -> Duration {
         self.release(version, 20, "");
         let started = Instant::now();
         self.cdflow(&["push", "--to", "staging"])

@@ -1,5 +1,6 @@
 //! cdflow's integration tests: one binary, sharing a small harness.
 
+mod anywhere;
 mod bench;
 mod bump;
 mod cf;
