@@ -235,6 +235,28 @@ fn recorded(state: &State, app: &str, env: &str) -> Result<Subject> {
             )))
         }
     };
+    if platform == PlatformKind::Cf {
+        let missing: Vec<&str> = [
+            ("api", &record.api),
+            ("org", &record.org),
+            ("space", &record.space),
+        ]
+        .into_iter()
+        .filter(|(_, value)| value.is_none())
+        .map(|(key, _)| key)
+        .collect();
+        if !missing.is_empty() {
+            return Err(user_error(format!(
+                "{} records no {} for `{env}` of `{app}`, which cf needs: run this in `{app}`'s                  checkout, where cdflow.toml gives them; its next push, promote or rollback                  (`cdflow rollback --env {env}` there) records them",
+                file.display(),
+                match missing.split_last() {
+                    Some((last, [])) => last.to_string(),
+                    Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+                    None => String::new(),
+                }
+            )));
+        }
+    }
     let config = EnvSection {
         platform,
         port: record.port,
@@ -403,6 +425,20 @@ mod tests {
         ));
         assert!(err.contains("there is no state folder"), "{err}");
         assert!(err.contains(state::ENV_VAR), "{err}");
+    }
+
+    #[test]
+    fn a_cf_record_without_its_space_names_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::locate(dir.path());
+        let file = path(&state, "orders", "staging");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, r#"{"platform": "cf", "api": "https://api.example"}"#).unwrap();
+        let err = message(Subject::find(dir.path(), &state, Some("orders"), "staging"));
+        assert!(
+            err.contains("records no org and space for `staging`"),
+            "{err}"
+        );
     }
 
     #[test]
