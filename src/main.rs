@@ -258,8 +258,13 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             )?;
             let platform = platform::for_env(&state, &env);
             let deployment = platform.rollback(&exec, app.name(), &env, args.to.as_deref())?;
+            // The rollback happened: a record that cannot be written is told, not a failure.
             let secrets = app.secret_names();
-            env_record::record(&exec, &state, app.name(), &env, &secrets, "rollback")?;
+            if let Err(err) =
+                env_record::record(&exec, &state, app.name(), &env, &secrets, "rollback")
+            {
+                ui.warn(&format!("{err:#}"));
+            }
             ui.note(&format!(
                 "{} now serves {} ({}) at {}",
                 deployment.env, deployment.version, deployment.artifact, deployment.url
