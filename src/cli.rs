@@ -24,7 +24,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Print only errors and warnings while stages run (what read commands print stays).
+    /// Print only errors and warnings from a command that acts (a read command's answer stays).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 

@@ -109,6 +109,7 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             }
         }
     }
+    ui.set_acting(acts(&cli.command));
     let here = std::env::current_dir()?;
     let dir = Path::new("");
     let state = State::locate(&here);
@@ -338,6 +339,36 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
                 Ok(())
             }
         },
+    }
+}
+
+/// Whether a command acts (runs stages, deploys, commits, starts or stops things) rather than
+/// answers a question: what it prints is progress, which `-q` silences, where a read command's
+/// answer stays.
+fn acts(command: &Command) -> bool {
+    match command {
+        Command::Release(_)
+        | Command::Test(_)
+        | Command::Push(_)
+        | Command::E2e(_)
+        | Command::Promote(_)
+        | Command::Init(_)
+        | Command::Rollback(_)
+        | Command::Watch(_)
+        | Command::Down(_)
+        | Command::Up(_)
+        | Command::Forget(_)
+        | Command::ServeEnv(_)
+        | Command::Reap => true,
+        Command::Bump(args) => !args.show,
+        // `man --dir` writes files, but the files are what was asked for: its lines name them.
+        Command::History
+        | Command::Manifest(_)
+        | Command::Pipelines
+        | Command::Status
+        | Command::Logs(_)
+        | Command::Completions(_)
+        | Command::Man(_) => false,
     }
 }
 

@@ -228,7 +228,7 @@ fn quiet_ui(ui: &Ui, app: &App) -> Ui {
         return ui.clone();
     }
     let quiet = Ui::new(Style::Plain, Secrets::from_env([])).with_verbosity(Verbosity::Quiet);
-    quiet.set_in_run(true);
+    quiet.set_acting(true);
     quiet.add_secrets(&app.secret_names());
     quiet
 }
@@ -344,7 +344,12 @@ impl Watcher<'_> {
                 check.started, check.env, check.seconds, check.failures_in_a_row
             )
         };
-        self.ui.note(&line);
+        // With `-q`, a failure is still told, as a warning: it is what the watch is for.
+        if !check.passed && self.ui.silenced() {
+            self.ui.warn(&line);
+        } else {
+            self.ui.note(&line);
+        }
     }
 
     /// Runs `on_failure` with the failure in its environment; `None` when there is none. Its
@@ -476,7 +481,12 @@ impl Watcher<'_> {
                 Said::Rollback => Event::Rollback { env, message },
             });
         } else {
-            self.ui.note(&format!("{}: {message}", self.target.name));
+            let line = format!("{}: {message}", self.target.name);
+            // With `-q`, a rollback is still told, as a warning: the environment changed.
+            match kind {
+                Said::Rollback if self.ui.silenced() => self.ui.warn(&line),
+                _ => self.ui.note(&line),
+            }
         }
     }
 
