@@ -295,8 +295,8 @@ Examples:
   cdflow watch --env production --interval 10    every 10 seconds
   cdflow watch --env staging --once --json       one check, its result as JSON
 
-Settings under [watch] in cdflow.toml: command, interval, on_failure, rollback_after,
-rollback_within, metrics_port (see docs/watch.md).";
+Settings under [watch] in cdflow.toml: command, interval, timeout, on_failure,
+rollback_after, rollback_within, metrics_port (see docs/watch.md).";
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {

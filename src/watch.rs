@@ -30,7 +30,7 @@ use crate::app::App;
 use crate::env_record;
 use crate::error::{is_interrupted, user_error};
 use crate::events::Event;
-use crate::exec::{CommandFailed, Exec, Mode};
+use crate::exec::{CommandFailed, Exec, Mode, TimedOut};
 use crate::lock;
 use crate::platform::{self, Deployment, Platform, Target};
 use crate::releases;
@@ -43,6 +43,9 @@ use crate::ui::{Style, Ui, Verbosity};
 
 /// Seconds between checks when neither `--interval` nor `[watch] interval` says.
 pub const DEFAULT_INTERVAL: u64 = 60;
+/// Seconds a check may take when `[watch] timeout` does not say: long enough for an e2e suite,
+/// short enough that a hung one is told within minutes rather than never.
+pub const DEFAULT_TIMEOUT: u64 = 300;
 /// The metrics port when neither `--metrics-port` nor `[watch] metrics_port` says.
 pub const DEFAULT_METRICS_PORT: u16 = 9469;
 /// How long after a deployment `rollback_after` applies, when `rollback_within` does not say.
@@ -68,6 +71,8 @@ struct Settings {
     /// Where the command comes from, to say it.
     source: &'static str,
     interval: Duration,
+    /// How long a check, or `on_failure`, may run before it is stopped (its process group).
+    timeout: Duration,
     on_failure: Option<String>,
     rollback_after: Option<u64>,
     rollback_within: Duration,
@@ -105,6 +110,7 @@ impl Settings {
                     .or(watch.interval)
                     .unwrap_or(DEFAULT_INTERVAL),
             ),
+            timeout: Duration::from_secs(watch.timeout.unwrap_or(DEFAULT_TIMEOUT)),
             on_failure: watch.on_failure.clone(),
             rollback_after: watch.rollback_after,
             rollback_within: Duration::from_secs(
@@ -317,6 +323,7 @@ impl Watcher<'_> {
         env.push(("APP_URL".into(), url.to_string()));
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let (program, args) = words(&self.settings.command)?;
+        exec.set_timeout(self.settings.timeout);
         exec.run_with_env(exec.sh().cmd(program).args(args), &env)?;
         Ok(())
     }
@@ -359,6 +366,8 @@ impl Watcher<'_> {
             return Ok(None);
         };
         let exec = self.exec()?;
+        // A hung alert must not stop the monitoring either.
+        exec.set_timeout(self.settings.timeout);
         let (program, args) = words(command)?;
         let failures = check.failures_in_a_row.to_string();
         // Values are given as variables of the command's environment, never spliced into its
@@ -521,6 +530,18 @@ fn words(command: &str) -> Result<(String, Vec<String>)> {
 
 /// What a failed check has to say: the end of its output, or why it could not run.
 fn failure_output(err: &anyhow::Error) -> String {
+    if let Some(timed_out) = err.chain().find_map(|e| e.downcast_ref::<TimedOut>()) {
+        // The reason last: it is the line a check's line shows.
+        let stopped = format!(
+            "the check was stopped after {}s, its time limit (`timeout` in [watch])",
+            timed_out.after.as_secs()
+        );
+        return if timed_out.tail.is_empty() {
+            stopped
+        } else {
+            format!("the end of its output:\n{}\n{stopped}", timed_out.tail)
+        };
+    }
     match err.chain().find_map(|e| e.downcast_ref::<CommandFailed>()) {
         Some(failed) => {
             let how = match failed.code {
@@ -893,6 +914,23 @@ mod tests {
         assert_eq!(
             failure_output(&anyhow::anyhow!("nothing serves")),
             "nothing serves"
+        );
+    }
+
+    #[test]
+    fn a_stopped_check_ends_with_why() {
+        let timed_out = |tail: &str| {
+            anyhow::Error::new(TimedOut {
+                command: "check".into(),
+                after: Duration::from_secs(300),
+                tail: tail.into(),
+            })
+        };
+        let stopped = "the check was stopped after 300s, its time limit (`timeout` in [watch])";
+        assert_eq!(failure_output(&timed_out("")), stopped);
+        assert_eq!(
+            failure_output(&timed_out("GET / ...")),
+            format!("the end of its output:\nGET / ...\n{stopped}")
         );
     }
 }

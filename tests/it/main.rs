@@ -20,3 +20,4 @@ mod services;
 mod surface;
 mod tools;
 mod watch;
+mod watch_timeout;
