@@ -294,6 +294,7 @@ Examples:
   cdflow watch --env production                  every 60s until SIGINT or SIGTERM
   cdflow watch --env production --interval 10    every 10 seconds
   cdflow watch --env staging --once --json       one check, its result as JSON
+  cdflow watch --env production --dry-run        the commands a check would run
 
 Settings under [watch] in cdflow.toml: command, interval, timeout, on_failure,
 rollback_after, rollback_within, metrics_port (see docs/watch.md).";
@@ -320,6 +321,10 @@ pub struct WatchArgs {
     /// `metrics_port` in [watch], else 9469; none with --count or --once).
     #[arg(long, value_name = "PORT")]
     pub metrics_port: Option<u16>,
+
+    /// Print the commands one check would run (and `on_failure`), run nothing, record nothing.
+    #[arg(long, conflicts_with_all = ["count", "once", "metrics_port", "interval"])]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -309,6 +309,7 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
                 interval: args.interval,
                 count: if args.once { Some(1) } else { args.count },
                 metrics_port: args.metrics_port,
+                dry_run: args.dry_run,
             };
             watch::run(ui, &state, &app, &options)
         }

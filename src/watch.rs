@@ -62,6 +62,8 @@ pub struct Options {
     /// Stop after this many checks (`--count`, `--once`).
     pub count: Option<u64>,
     pub metrics_port: Option<u16>,
+    /// Print what one check would run, and run nothing (`--dry-run`).
+    pub dry_run: bool,
 }
 
 /// The settings of one watch: the command line over `[watch]` over the defaults.
@@ -137,6 +139,9 @@ enum Said {
 pub fn run(ui: &Ui, state: &State, app: &App, options: &Options) -> Result<()> {
     let target = app.target(&options.env)?;
     let settings = Settings::resolve(app, options)?;
+    if options.dry_run {
+        return dry_run(ui, state, app, target, &settings);
+    }
     let metrics = Metrics::new(&app.name, target.name);
     let address = match settings.metrics_port {
         Some(port) => Some(serve_metrics(port, metrics.registry.clone())?),
@@ -147,6 +152,7 @@ pub fn run(ui: &Ui, state: &State, app: &App, options: &Options) -> Result<()> {
     let watcher = Watcher {
         ui,
         quiet: quiet_ui(ui, app),
+        mode: Mode::Real,
         state,
         app,
         target,
@@ -206,6 +212,53 @@ pub fn run(ui: &Ui, state: &State, app: &App, options: &Options) -> Result<()> {
     }
 }
 
+/// `--dry-run`: the commands of one check, as a real one would run them (what finds the URL,
+/// the check with `APP_URL`, `on_failure`), printed and not run; nothing recorded or served.
+fn dry_run(ui: &Ui, state: &State, app: &App, target: Target, settings: &Settings) -> Result<()> {
+    let metrics = Metrics::new(&app.name, target.name);
+    let watcher = Watcher {
+        ui,
+        quiet: ui.clone(),
+        mode: Mode::DryRun,
+        state,
+        app,
+        target,
+        platform: platform::for_env(state, &target),
+        settings,
+        metrics: &metrics,
+    };
+    let env = target.name;
+    ui.note(&format!(
+        "dry run: a check of `{env}` of {}, every {}s, stopped after {}s:",
+        app.name,
+        settings.interval.as_secs(),
+        settings.timeout.as_secs()
+    ));
+    let exec = watcher.exec()?;
+    let deployment = watcher
+        .platform
+        .serving(&exec, &app.name, &watcher.target)?;
+    // The check would fail without a URL: said as the check would say it.
+    let url = watcher
+        .url(deployment.as_ref())
+        .map_err(|why| user_error(format!("a check would fail: {why}")))?;
+    watcher.run_check(&exec, &url)?;
+    if let Some(command) = &settings.on_failure {
+        ui.note("when checks start failing, with CDFLOW_WATCH_* set:");
+        let (program, args) = words(command)?;
+        exec.run(exec.sh().cmd(program).args(args))?;
+    }
+    if let Some(after) = settings.rollback_after {
+        ui.note(&format!(
+            "after {after} failed checks in a row within {}s of a deployment: a rollback to \
+             the release before, as `cdflow rollback --env {env}` makes",
+            settings.rollback_within.as_secs()
+        ));
+    }
+    ui.note("dry run: nothing was run");
+    Ok(())
+}
+
 fn announce(ui: &Ui, app: &App, target: &Target, settings: &Settings, metrics: Option<String>) {
     let every = settings.interval.as_secs();
     if ui.is_json() {
@@ -242,6 +295,8 @@ fn quiet_ui(ui: &Ui, app: &App) -> Ui {
 struct Watcher<'a> {
     ui: &'a Ui,
     quiet: Ui,
+    /// Real, or a dry run that prints the commands and runs none.
+    mode: Mode,
     state: &'a State,
     app: &'a App,
     target: Target<'a>,
@@ -254,7 +309,7 @@ impl Watcher<'_> {
     /// A seam for one check: a fresh one each time, so that a watch that runs for months does
     /// not keep the record of every command it ever ran.
     fn exec(&self) -> Result<Exec> {
-        Exec::new(&self.app.dir, Mode::Real, self.quiet.clone())
+        Exec::new(&self.app.dir, self.mode, self.quiet.clone())
     }
 
     /// Runs one check; `None` when a signal stopped it.

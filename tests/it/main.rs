@@ -20,4 +20,5 @@ mod services;
 mod surface;
 mod tools;
 mod watch;
+mod watch_dry_run;
 mod watch_timeout;
