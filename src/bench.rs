@@ -166,6 +166,7 @@ pub fn measure(url: &str, duration: Duration, connections: u32) -> Result<Measur
         .enable_all()
         .build()
         .context("could not start the load's runtime")?;
+    let aside = StdoutAside::new();
     let results = runtime.block_on(async {
         let benchmark = httpress::Benchmark::builder()
             .url(url)
@@ -182,9 +183,15 @@ pub fn measure(url: &str, duration: Duration, connections: u32) -> Result<Measur
             () = stop_requested() => Ok(None),
         }
     });
-    // The load's tasks still in flight after a stop end with the runtime.
-    runtime.shutdown_background();
-    let Some(results) = results? else {
+    // The load's tasks still in flight after a stop end with the runtime; its threads are
+    // waited for (a moment at most: nothing in the load blocks), so that none of them writes
+    // to stdout once it is cdflow's again.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    drop(aside);
+    let results = results?;
+    // On a SIGINT the library also ends the load itself, early, with the numbers so far:
+    // numbers of a cut load are not a measurement.
+    let (Some(results), false) = (results, crate::signals::stop_requested()) else {
         return Err(anyhow::Error::new(Interrupted).context("the load was stopped"));
     };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -196,6 +203,43 @@ pub fn measure(url: &str, duration: Duration, connections: u32) -> Result<Measur
         p50_ms: ms(results.latency_p50),
         p99_ms: ms(results.latency_p99),
     })
+}
+
+/// While it lives, what is written to stdout goes to stderr. The load library (httpress)
+/// listens for Ctrl-C itself, and on one prints a line of its own to stdout, which would break
+/// `--json`'s one event per line. It has no option to leave signals alone, and the handler
+/// cannot be told apart from cdflow's in the signal registry, so its stdout is moved aside for
+/// the length of the load (when nothing of cdflow's prints: the load blocks the thread that
+/// does). Not a fork of the crate, nor a process of its own for the load.
+struct StdoutAside(Option<std::os::fd::OwnedFd>);
+
+impl StdoutAside {
+    fn new() -> StdoutAside {
+        use std::io::Write as _;
+        use std::os::fd::AsFd as _;
+        let _ = std::io::stdout().flush();
+        let Ok(saved) = std::io::stdout().as_fd().try_clone_to_owned() else {
+            return StdoutAside(None);
+        };
+        // SAFETY: dup2(2) between the process's own standard descriptors; touches no memory.
+        if unsafe { libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) } < 0 {
+            return StdoutAside(None);
+        }
+        StdoutAside(Some(saved))
+    }
+}
+
+impl Drop for StdoutAside {
+    fn drop(&mut self) {
+        use std::io::Write as _;
+        use std::os::fd::AsRawFd as _;
+        let Some(saved) = self.0.take() else {
+            return;
+        };
+        let _ = std::io::stdout().flush();
+        // SAFETY: as above, with the descriptor saved by `new`, still open.
+        unsafe { libc::dup2(saved.as_raw_fd(), libc::STDOUT_FILENO) };
+    }
 }
 
 /// Returns once cdflow was asked to stop.

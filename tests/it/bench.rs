@@ -170,6 +170,12 @@ fn a_release_made_twice_as_slow_fails_the_bench_and_an_unchanged_one_passes() {
 /// bench stage, with nothing recorded as numbers, and every line it printed is an event.
 #[test]
 fn a_sigterm_stops_the_load_at_once() {
+    the_load_stops_at_once_on(libc::SIGTERM);
+}
+
+/// `signal` sent to `cdflow release --json` in the middle of a load stops it at once, and every
+/// line cdflow printed, before and after, is an event.
+pub(crate) fn the_load_stops_at_once_on(signal: libc::c_int) {
     use std::io::{BufRead, BufReader};
     use std::time::{Duration, Instant};
 
@@ -204,7 +210,7 @@ fn a_sigterm_stops_the_load_at_once() {
     );
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: kill(2) on the child this test started.
-    unsafe { libc::kill(release.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(release.id() as i32, signal) };
     let signalled = Instant::now();
     let status = loop {
         if let Some(status) = release.try_wait().unwrap() {
@@ -212,7 +218,7 @@ fn a_sigterm_stops_the_load_at_once() {
         }
         if signalled.elapsed() > Duration::from_secs(20) {
             let _ = release.kill();
-            panic!("cdflow still runs 20 s after SIGTERM");
+            panic!("cdflow still runs 20 s after signal {signal}");
         }
         std::thread::sleep(Duration::from_millis(50));
     };

@@ -2,6 +2,7 @@
 
 mod anywhere;
 mod bench;
+mod bench_sigint;
 mod bump;
 mod cf;
 mod ci_examples;
