@@ -112,18 +112,19 @@ pub fn run(
         humantime::format_duration(plan.duration)
     ));
     let measured = measure(&url, plan.duration, plan.connections)?;
+    let ms = |d: Duration| round(d.as_secs_f64() * 1000.0, 3);
     let mut result = BenchResult {
         stage: plan.stage.clone(),
         env: plan.env.clone(),
         url,
         version: deployment.map(|d| d.version),
         connections: plan.connections,
-        seconds: round(measured.seconds, 3),
-        requests: measured.requests,
-        errors: measured.errors,
-        requests_per_second: round(measured.requests_per_second, 1),
-        p50_ms: round(measured.p50_ms, 3),
-        p99_ms: round(measured.p99_ms, 3),
+        seconds: round(measured.duration.as_secs_f64(), 3),
+        requests: measured.total_requests as u64,
+        errors: measured.failed_requests as u64,
+        requests_per_second: round(measured.throughput, 1),
+        p50_ms: ms(measured.latency_p50),
+        p99_ms: ms(measured.latency_p99),
         baseline,
         max_regression: plan.thresholds.max_regression,
         max_errors: plan.thresholds.max_errors,
@@ -147,20 +148,10 @@ pub fn run(
     Err(anyhow::anyhow!(evidence(&result)))
 }
 
-/// What one load measured.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Measured {
-    pub seconds: f64,
-    pub requests: u64,
-    pub errors: u64,
-    pub requests_per_second: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-}
-
 /// Sends GET `url` on `connections` keep-alive connections for `duration`, each sending its
-/// next request when its answer came. A SIGINT or SIGTERM stops the load at once.
-pub fn measure(url: &str, duration: Duration, connections: u32) -> Result<Measured> {
+/// next request when its answer came. A SIGINT or SIGTERM stops the load at once. The
+/// library's numbers, which `run` keeps, rounded, as a [`BenchResult`].
+fn measure(url: &str, duration: Duration, connections: u32) -> Result<httpress::BenchmarkResults> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -194,15 +185,7 @@ pub fn measure(url: &str, duration: Duration, connections: u32) -> Result<Measur
     let (Some(results), false) = (results, crate::signals::stop_requested()) else {
         return Err(anyhow::Error::new(Interrupted).context("the load was stopped"));
     };
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    Ok(Measured {
-        seconds: results.duration.as_secs_f64(),
-        requests: results.total_requests as u64,
-        errors: results.failed_requests as u64,
-        requests_per_second: results.throughput,
-        p50_ms: ms(results.latency_p50),
-        p99_ms: ms(results.latency_p99),
-    })
+    Ok(results)
 }
 
 /// While it lives, what is written to stdout goes to stderr. The load library (httpress)
