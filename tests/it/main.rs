@@ -17,6 +17,7 @@ mod plans;
 mod quickstart;
 mod quiet;
 mod release;
+mod repo_arg;
 mod services;
 mod surface;
 mod tools;
