@@ -4,6 +4,7 @@ mod anywhere;
 mod bench;
 mod bench_sigint;
 mod bump;
+mod bump_message;
 mod cf;
 mod ci_examples;
 mod git_http;
