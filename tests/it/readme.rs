@@ -308,8 +308,8 @@ fn text_of(lines: &[String]) -> String {
     lines.iter().map(|line| format!("{line}\n")).collect()
 }
 
-/// The project a block's commands run in, known by its doc and its first command: every block
-/// that runs needs an entry here.
+/// The project a block's commands run in, known by its doc and its first command (its words,
+/// a comment left out): every block that runs needs an entry here.
 fn prepare(block: &Block, first: &str) -> Session {
     match (block.doc.to_str().unwrap(), first) {
         ("README.md", "cdflow bump --show") | ("README.md", "cdflow pipelines") => {
@@ -407,7 +407,7 @@ struct Mismatch {
 /// Runs a block's commands; returns the ones whose output differs from the doc.
 fn check(block: &Block) -> Vec<Mismatch> {
     let steps = steps(block);
-    let mut session = prepare(block, &steps[0].command);
+    let mut session = prepare(block, &words(&steps[0].command).join(" "));
     let mut mismatches = Vec::new();
     for step in &steps {
         let place = format!("{}:{}", block.doc.display(), step.at + 1);
@@ -552,4 +552,40 @@ fn the_docs_console_examples_print_what_they_show() {
          docs)",
         reports.join("\n")
     );
+}
+
+/// The reader itself: a dry run's `$ git` lines are output, a `# comment` is not an argument,
+/// and an example whose output differs is caught, line for line.
+#[test]
+fn a_block_whose_output_differs_is_caught() {
+    let doc = "intro\n\n```console\n\
+        $ cdflow pipelines     # what there is\n\
+        release    clone, test, bump, ...\n\
+        promote    promote the version verified on staging to staging  (built in)\n\
+        ...\n\
+        $ git tag v1\n\
+        ```\n";
+    let blocks = blocks(Path::new("README.md"), doc);
+    assert_eq!(blocks.len(), 1);
+    let steps = steps(&blocks[0]);
+    assert_eq!(steps.len(), 1, "`$ git` is output, not a command");
+    assert!(steps[0].commented);
+    assert_eq!(words(&steps[0].command), ["cdflow", "pipelines"]);
+    assert_eq!(steps[0].output.len(), 4);
+    let mismatches = check(&blocks[0]);
+    assert_eq!(mismatches.len(), 1);
+    let report = &mismatches[0].report;
+    assert!(
+        report.contains("README.md:4: `cdflow pipelines"),
+        "{report}"
+    );
+    assert!(
+        report.contains("-promote    promote the version verified on staging to staging"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("-release"),
+        "a line ending in `...` matches: {report}"
+    );
+    assert_eq!(mismatches[0].lines, 4..8);
 }
