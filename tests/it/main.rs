@@ -14,6 +14,7 @@ mod kill;
 mod local;
 mod plans;
 mod quickstart;
+mod readme;
 mod release;
 mod services;
 mod surface;
