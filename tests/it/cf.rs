@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
-use crate::harness::{free_port, run_of, shared_target, Project, Run};
+use crate::harness::{free_port, run_of, shared_target, Guard, Project, Run};
 
 const PASSWORD: &str = "pa55-w0rd-never-shown";
 const TOKEN: &str = "filter-token-never-shown";
@@ -97,15 +97,7 @@ vars = {{ instances = "2" }}
     }
 
     fn with_origin(project: Project) -> CfApp {
-        let origin = project.dir.parent().unwrap().join("origin.git");
-        let status = std::process::Command::new("git")
-            .args(["init", "-q", "--bare", "-b", "main"])
-            .arg(&origin)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        project.git_cmd(&["remote", "add", "origin", origin.to_str().unwrap()]);
-        project.git_cmd(&["push", "-q", "origin", "main"]);
+        let origin = project.add_origin();
         let root = project.dir.parent().unwrap().to_path_buf();
         CfApp {
             origin,
@@ -278,16 +270,6 @@ fn promote_to_production() -> Vec<String> {
     calls
 }
 
-/// A process killed when the test ends, even by a panic.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn release_of_the_example_app_runs_its_real_tiers_and_its_e2e_against_a_running_instance() {
     // The instance that staging stands for: the example app itself, built and started here.
@@ -305,7 +287,7 @@ fn release_of_the_example_app_runs_its_real_tiers_and_its_e2e_against_a_running_
         "{}",
         String::from_utf8_lossy(&build.stderr)
     );
-    let _instance = Running(
+    let _instance = Guard::child(
         app.project
             .command(shared_target().join("debug/example_app"))
             .env("PORT", port.to_string())

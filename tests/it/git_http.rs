@@ -3,10 +3,10 @@
 //! Basic auth, with the token given to cdflow only in its environment (`CDFLOW_GIT_TOKEN`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use crate::cf::CfApp;
-use crate::harness::wait_for;
+use crate::harness::{wait_for, Guard};
 
 const TOKEN: &str = "ghs_s3cret-push-token-never-shown";
 const USER: &str = "x-access-token";
@@ -89,7 +89,7 @@ server.serve_forever()
 
 /// The server, stopped when dropped.
 struct GitServer {
-    child: Child,
+    _server: Guard,
     /// `http://127.0.0.1:PORT/origin.git`: the app's bare origin.
     url: String,
     log: PathBuf,
@@ -102,19 +102,22 @@ impl GitServer {
         std::fs::write(&script, SERVER).unwrap();
         let port_file = root.join("git-server.port");
         let log = root.join("git-server.log");
-        let child = Command::new("python3")
-            .arg(&script)
-            .env("GIT_ROOT", root)
-            .env("EXPECTED_AUTH", format!("{USER}:{TOKEN}"))
-            .env("PORT_FILE", &port_file)
-            .env("SERVER_LOG", &log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+        // Guarded at once: stopped even if it never listens.
+        let server = Guard::child(
+            Command::new("python3")
+                .arg(&script)
+                .env("GIT_ROOT", root)
+                .env("EXPECTED_AUTH", format!("{USER}:{TOKEN}"))
+                .env("PORT_FILE", &port_file)
+                .env("SERVER_LOG", &log)
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         wait_for("the git server to listen", || port_file.exists());
         let port = std::fs::read_to_string(&port_file).unwrap();
         GitServer {
-            child,
+            _server: server,
             url: format!("http://127.0.0.1:{port}/origin.git"),
             log,
         }
@@ -122,13 +125,6 @@ impl GitServer {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for GitServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

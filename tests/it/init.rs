@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{free_port, run_of, shared_target, Project, Run};
+use crate::harness::{free_port, run_of, shared_target, Guard, Project, Run};
 use crate::tools;
 
 const TEMPLATES: [&str; 2] = ["rust-service", "python-falcon"];
@@ -526,9 +526,11 @@ fn release_edited_on_local(
     );
 
     // Stops the environments when the test ends, whatever happens.
+    let mut down = in_service(&project, name, env!("CARGO_BIN_EXE_cdflow"));
+    down.arg("down");
     let released = ReleasedOnLocal {
+        _environments: Guard::environments(down, state_dir(&project)),
         project,
-        name: name.to_string(),
         staging,
         production,
     };
@@ -566,16 +568,11 @@ fn release_edited_on_local(
 
 /// A service that `release_on_local` released; its environments stop when it is dropped.
 struct ReleasedOnLocal {
+    // Dropped first, while the project is still there.
+    _environments: Guard,
     project: Project,
-    name: String,
     staging: u16,
     production: u16,
-}
-
-impl Drop for ReleasedOnLocal {
-    fn drop(&mut self) {
-        let _ = cdflow_in(&self.project, &self.name, &["down"]);
-    }
 }
 
 /// `demo` sorts elsewhere in the lock file than the template's own name: the release's test

@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::harness::free_port;
+use crate::harness::{free_port, Guard};
 use crate::harness::{kill_leftovers, pid_alive, run_of, tags_of, Project, Run};
 
 /// These tests start many processes and watch timing on a small machine: one at a time.
@@ -1151,7 +1151,7 @@ fn status_logs_down_and_up() {
 
 /// `cdflow logs -f` running in the background, its output read line by line.
 struct FollowLogs {
-    child: Child,
+    _child: Guard,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
@@ -1167,7 +1167,10 @@ impl FollowLogs {
                 }
             }
         });
-        FollowLogs { child, lines }
+        FollowLogs {
+            _child: Guard::child(child),
+            lines,
+        }
     }
 
     #[track_caller]
@@ -1185,13 +1188,6 @@ impl FollowLogs {
             "`cdflow logs -f` did not show {text:?}; it showed:\n{}",
             seen.join("\n")
         );
-    }
-}
-
-impl Drop for FollowLogs {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -1723,17 +1719,7 @@ fn other_app(staging: u16, production: u16) -> (Project, PathBuf) {
         ),
         ("app.py", "print('other')\n"),
     ]);
-    let origin = project.dir.parent().unwrap().join("origin.git");
-    project.git_cmd(&[
-        "init",
-        "-q",
-        "--bare",
-        "-b",
-        "main",
-        origin.to_str().unwrap(),
-    ]);
-    project.git_cmd(&["remote", "add", "origin", origin.to_str().unwrap()]);
-    project.git_cmd(&["push", "-q", "origin", "main"]);
+    let origin = project.add_origin();
     (project, origin)
 }
 
@@ -2062,17 +2048,7 @@ fn python_app(name: &str, staging: u16, production: u16) -> (Project, PathBuf) {
         ("cdflow.toml", &toml),
         ("manifest.yml", &manifest),
     ]);
-    let origin = project.dir.parent().unwrap().join("origin.git");
-    project.git_cmd(&[
-        "init",
-        "-q",
-        "--bare",
-        "-b",
-        "main",
-        origin.to_str().unwrap(),
-    ]);
-    project.git_cmd(&["remote", "add", "origin", origin.to_str().unwrap()]);
-    project.git_cmd(&["push", "-q", "origin", "main"]);
+    let origin = project.add_origin();
     (project, origin)
 }
 

@@ -3,36 +3,9 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::harness::{free_port, run_of, shared_target, Project, Run};
-
-/// Stops every environment of a state folder when the test ends, even by a panic.
-struct Environments<'a> {
-    project: &'a Project,
-    state: PathBuf,
-}
-
-impl Environments<'_> {
-    fn cdflow(&self, args: &[&str]) -> Run {
-        let output = self
-            .project
-            .command(env!("CARGO_BIN_EXE_cdflow"))
-            .args(args)
-            .env("CDFLOW_STATE_DIR", &self.state)
-            .env("CARGO_TARGET_DIR", shared_target())
-            .output()
-            .unwrap();
-        run_of(output)
-    }
-}
-
-impl Drop for Environments<'_> {
-    fn drop(&mut self) {
-        self.cdflow(&["down"]);
-    }
-}
+use crate::harness::{free_port, run_of, shared_target, Guard, Project};
 
 /// One HTTP/1.1 request on a fresh connection; the status and the body.
 fn http(port: u16, method: &str, path: &str, json: Option<&str>) -> (u16, String) {
@@ -71,13 +44,20 @@ fn the_example_app_is_released_through_every_stage_twice() {
     project.git_cmd(&["commit", "-qam", "free ports for the test"]);
     let origin = project.dir.parent().unwrap().join("example-app.git");
     project.git_cmd(&["clone", "-q", "--bare", ".", origin.to_str().unwrap()]);
-    let envs = Environments {
-        project: &project,
-        state: project.dir.parent().unwrap().join("state"),
+    let state = project.dir.parent().unwrap().join("state");
+    let cdflow_command = |args: &[&str]| {
+        let mut command = project.command(env!("CARGO_BIN_EXE_cdflow"));
+        command
+            .args(args)
+            .env("CDFLOW_STATE_DIR", &state)
+            .env("CARGO_TARGET_DIR", shared_target());
+        command
     };
+    let cdflow = |args: &[&str]| run_of(cdflow_command(args).output().unwrap());
+    let _environments = Guard::environments(cdflow_command(&["down"]), &state);
 
     for version in ["0.1.1", "0.1.2"] {
-        let run = envs.cdflow(&["release", "--repo", origin.to_str().unwrap()]);
+        let run = cdflow(&["release", "--repo", origin.to_str().unwrap()]);
         run.success()
             .stdout_has(&format!("`release` succeeded: version {version}"))
             .stdout_has(&format!("staging      http://127.0.0.1:{staging}"))
@@ -102,7 +82,7 @@ fn the_example_app_is_released_through_every_stage_twice() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&tags.stdout), "v0.1.1\nv0.1.2\n");
     // Production runs the very artifact that passed e2e on staging.
-    let status = envs.cdflow(&["status"]);
+    let status = cdflow(&["status"]);
     status.success();
     let digests: Vec<&str> = status
         .stdout

@@ -11,9 +11,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::harness::{
-    free_port, kill_leftovers, pid_alive, run_of, tags_of, wait_for, Project, Run,
-};
+use crate::harness::{free_port, pid_alive, run_of, tags_of, wait_for, Guard, Project, Run};
 
 /// Each test starts servers of its own on a small machine: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -113,6 +111,8 @@ fn manifest(version: &str, services: &str) -> String {
 /// The test app with its own state folder and route ports; stops what it started when
 /// dropped, even on panic.
 struct Svc {
+    // Dropped first, while the project and the state folder are still there.
+    _environments: Guard,
     project: Project,
     state: tempfile::TempDir,
     staging: u16,
@@ -132,9 +132,14 @@ impl Svc {
             ("cdflow.toml", &cdflow_toml("1.0.0", staging, production)),
             ("manifest.yml", &manifest("1.0.0", services)),
         ]);
+        let state = tempfile::tempdir().unwrap();
         Svc {
+            _environments: Guard::environments(
+                Svc::cdflow_command(&project, state.path(), &["down"]),
+                state.path(),
+            ),
             project,
-            state: tempfile::tempdir().unwrap(),
+            state,
             staging,
             production,
             services: services.to_string(),
@@ -143,9 +148,13 @@ impl Svc {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = self.project.command(env!("CARGO_BIN_EXE_cdflow"));
+        Svc::cdflow_command(&self.project, self.state.path(), args)
+    }
+
+    fn cdflow_command(project: &Project, state: &Path, args: &[&str]) -> Command {
+        let mut command = project.command(env!("CARGO_BIN_EXE_cdflow"));
         command
-            .env("CDFLOW_STATE_DIR", self.state.path())
+            .env("CDFLOW_STATE_DIR", state)
             .env("SVC_TOKEN", TOKEN)
             .args(args);
         command
@@ -205,13 +214,6 @@ impl Svc {
             }
         }
         panic!("no service {service} in {env}:\n{status}");
-    }
-}
-
-impl Drop for Svc {
-    fn drop(&mut self) {
-        let _ = self.cdflow(&["down"]);
-        kill_leftovers(self.state.path());
     }
 }
 
@@ -415,15 +417,6 @@ fn service_data_survives_pushes_promote_rollback_down_and_up_apart_per_environme
     assert_eq!(svc.status_of("staging", "db").0, pg_port);
 }
 
-fn bare_origin(project: &Project) -> PathBuf {
-    let origin = project.dir.parent().unwrap().join("origin.git");
-    let origin_text = origin.to_str().unwrap();
-    project.git_cmd(&["init", "-q", "--bare", "-b", "main", origin_text]);
-    project.git_cmd(&["remote", "add", "origin", origin_text]);
-    project.git_cmd(&["push", "-q", "origin", "main"]);
-    origin
-}
-
 /// A folder of links to every program of /usr/bin but redis's, for a PATH without redis.
 fn path_without_redis(root: &Path) -> PathBuf {
     let bin = root.join("bin-without-redis");
@@ -445,7 +438,7 @@ fn path_without_redis(root: &Path) -> PathBuf {
 #[test]
 fn an_undeclared_service_and_a_missing_server_are_refused_before_the_bump() {
     let svc = Svc::new("cache, nosuch");
-    let origin = bare_origin(&svc.project);
+    let origin = svc.project.add_origin();
     let release = |path: Option<&Path>| {
         let mut command = svc.command(&["release", "--repo", origin.to_str().unwrap()]);
         if let Some(path) = path {

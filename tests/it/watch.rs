@@ -2,13 +2,13 @@
 //! route, a real `on_failure` command, the metrics scraped over loopback, and a real rollback.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::free_port;
+use crate::harness::{free_port, Guard};
 use crate::local::{get, Local};
 
 /// The app: `GET /` answers its version, or 500 while the file named by `BROKEN_WHEN` exists
@@ -94,7 +94,7 @@ fn add_watch_settings(local: &Local, settings: &str) {
 /// A `cdflow watch` running in the background, its JSON lines read as they come; killed if the
 /// test ends without stopping it.
 struct Watch {
-    child: Child,
+    child: Guard,
     lines: mpsc::Receiver<Value>,
     seen: Vec<Value>,
 }
@@ -119,7 +119,7 @@ impl Watch {
             }
         });
         Watch {
-            child,
+            child: Guard::child(child),
             lines,
             seen: Vec::new(),
         }
@@ -140,13 +140,6 @@ impl Watch {
                 return value;
             }
         }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -296,9 +289,9 @@ fn a_failing_production_is_alerted_within_an_interval_and_rolled_back() {
 
     // SIGTERM stops it cleanly, between two checks or in one.
     // SAFETY: kill(2) on the child this test started.
-    unsafe { libc::kill(watch.child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(watch.child.process().id() as i32, libc::SIGTERM) };
     watch.next("note");
-    let status = watch.child.wait().unwrap();
+    let status = watch.child.process().wait().unwrap();
     assert_eq!(status.code(), Some(0), "{:#?}", watch.seen);
 
     local

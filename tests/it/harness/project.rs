@@ -1,9 +1,8 @@
-//! A small harness for cdflow's integration tests: projects in temporary folders with real git,
-//! an isolated HOME, and the cdflow binary run as a user would run it.
+//! Projects in temporary folders with real git and an isolated HOME, and the cdflow binary run
+//! in them as a user would run it; every `--json` event it prints checked against the schema.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 pub struct Project {
     // Held so that the folder lives as long as the project.
@@ -100,6 +99,17 @@ impl Project {
             String::from_utf8_lossy(&output.stderr)
         );
         project
+    }
+
+    /// A bare repository `origin.git` beside the project, made its `origin`, with `main`
+    /// pushed: what a release clones from and pushes the version to. Returns its path.
+    pub fn add_origin(&self) -> PathBuf {
+        let origin = self.dir.parent().unwrap().join("origin.git");
+        let origin_text = origin.to_str().unwrap();
+        self.git_cmd(&["init", "-q", "--bare", "-b", "main", origin_text]);
+        self.git_cmd(&["remote", "add", "origin", origin_text]);
+        self.git_cmd(&["push", "-q", "origin", "main"]);
+        origin
     }
 
     pub fn write(&self, path: &str, content: &str) {
@@ -229,73 +239,6 @@ pub fn check_events(stdout: &str) {
 /// example app, the services `cdflow init` makes), so that their dependencies compile once.
 pub fn shared_target() -> PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("apps")
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits up to a minute for `done`, polling; panics naming `what` if it never comes.
-pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Whether a process runs (a zombie does not).
-pub fn pid_alive(pid: impl std::fmt::Display) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
-}
-
-/// Kills what `cdflow down` may have left in a state folder: the servers and process groups
-/// of every `pids.json` (of every app, and of the layout before apps had folders), and every
-/// backing service's process.
-pub fn kill_leftovers(state: &Path) {
-    let mut files = Vec::new();
-    collect_named(state, "pids.json", &mut files);
-    collect_named(&state.join("local/services"), "pid", &mut files);
-    for file in files {
-        let Ok(text) = std::fs::read_to_string(&file) else {
-            continue;
-        };
-        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        let mut targets = Vec::new();
-        for pid in [&json["server"]["pid"], &json["pid"]] {
-            targets.extend(pid.as_i64().map(|pid| pid as i32));
-        }
-        for group in json["groups"].as_array().into_iter().flatten() {
-            targets.extend(group["pid"].as_i64().map(|pid| -(pid as i32)));
-        }
-        for target in targets {
-            if target != 0 && target != -1 {
-                // SAFETY: kill(2) touches no memory; 0 and -1 are refused above.
-                unsafe { libc::kill(target, libc::SIGKILL) };
-            }
-        }
-    }
-}
-
-fn collect_named(dir: &Path, name: &str, found: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_named(&path, name, found);
-        } else if path.file_name() == Some(name.as_ref()) {
-            found.push(path);
-        }
-    }
 }
 
 /// The tags of a repository, one per line.
