@@ -1,13 +1,10 @@
 //! `cdflow init`: a new service from each template, refused names and folders, the generated
 //! projects' own tests, and a whole `cdflow release` of each on the local platform.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use crate::harness::{free_port, run_of, shared_target, Guard, Project, Run};
+use crate::harness::{free_port, get, run_of, shared_target, Guard, Project, Request, Run};
 use crate::tools;
 
 const TEMPLATES: [&str; 2] = ["rust-service", "python-falcon"];
@@ -471,27 +468,13 @@ fn the_python_service_passes_its_own_tests() {
     }
 }
 
-/// One HTTP/1.0 request (so that the answer is never chunked): its status and its body.
-fn http(port: u16, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+/// The talk's POST case sent as `content_type`: its status and body.
+fn post_body(port: u16, content_type: &str) -> (u16, String) {
+    let answer = Request::post("/")
+        .body(content_type, TALK_BODY)
+        .send(port)
         .unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
-    (status, body.to_string())
+    (answer.status, answer.body)
 }
 
 /// `cdflow init`, then `cdflow release` on the local platform: both environments answer the
@@ -543,7 +526,7 @@ fn release_edited_on_local(
     }
     run_of(release.output().unwrap()).success();
     for port in [staging, production] {
-        let (status, body) = http(port, "POST", "/", "application/json", TALK_BODY);
+        let (status, body) = post_body(port, "application/json");
         assert_eq!(status, 200, "{template} on {port}: {body}");
         let kept: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
@@ -551,9 +534,9 @@ fn release_edited_on_local(
             serde_json::json!({"abra": 123}),
             "{template} on {port}"
         );
-        let (status, _) = http(port, "POST", "/", "text/plain", TALK_BODY);
+        let (status, _) = post_body(port, "text/plain");
         assert_eq!(status, 415, "{template} on {port}");
-        let (status, body) = http(port, "GET", "/health", "text/plain", "");
+        let (status, body) = get(port, "/health").unwrap();
         assert_eq!(status, 200, "{template} on {port}: {body}");
         let health: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(health["version"], "0.1.1", "{template} on {port}: {body}");
@@ -614,7 +597,7 @@ fn a_new_python_service_with_the_talks_services_releases_on_the_local_platform()
     };
     let released = release_edited_on_local("python-falcon", "counter-api", &["redis"], talks);
     let visits = |port| {
-        let (status, body) = http(port, "GET", "/visits", "text/plain", "");
+        let (status, body) = get(port, "/visits").unwrap();
         assert_eq!(status, 200, "{port}: {body}");
         let body: serde_json::Value = serde_json::from_str(&body).unwrap();
         body["visits"].as_u64().unwrap()

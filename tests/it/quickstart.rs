@@ -1,36 +1,7 @@
 //! The README's main command, on free ports: the example app released on the local platform
 //! from a repository seeded by scripts/seed-example, twice, through every stage.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
-use crate::harness::{free_port, run_of, shared_target, Guard, Project};
-
-/// One HTTP/1.1 request on a fresh connection; the status and the body.
-fn http(port: u16, method: &str, path: &str, json: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let body = json.unwrap_or("");
-    let content_type = if json.is_some() {
-        "Content-Type: application/json\r\n"
-    } else {
-        ""
-    };
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let status = answer[9..12].parse().unwrap();
-    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, body.to_string())
-}
+use crate::harness::{free_port, get, run_of, shared_target, Guard, Project, Request};
 
 #[test]
 fn the_example_app_is_released_through_every_stage_twice() {
@@ -63,14 +34,20 @@ fn the_example_app_is_released_through_every_stage_twice() {
             .stdout_has(&format!("staging      http://127.0.0.1:{staging}"))
             .stdout_has(&format!("production   http://127.0.0.1:{production}"));
         for port in [staging, production] {
-            let (status, body) = http(port, "GET", "/health", None);
+            let (status, body) = get(port, "/health").unwrap();
             assert_eq!(status, 200);
             assert!(
                 body.contains(&format!("\"version\":\"{version}\"")),
                 "{body}"
             );
-            let (status, body) = http(port, "POST", "/", Some(r#"{"abra": 123, "kadabra": 4}"#));
-            assert_eq!((status, body.as_str()), (200, r#"{"abra":123}"#));
+            let answer = Request::post("/")
+                .json(r#"{"abra": 123, "kadabra": 4}"#)
+                .send(port)
+                .unwrap();
+            assert_eq!(
+                (answer.status, answer.body.as_str()),
+                (200, r#"{"abra":123}"#)
+            );
         }
     }
     // The version went back to the repository each time, as CI would leave it.

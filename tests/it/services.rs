@@ -4,14 +4,12 @@
 //! CI installs redis-server and postgresql (.ci/run); a machine without them fails these tests
 //! with the command that installs them, rather than skipping what they check.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
-use crate::harness::{free_port, pid_alive, run_of, tags_of, wait_for, Guard, Project, Run};
+use crate::harness::{free_port, get, pid_alive, run_of, tags_of, wait_for, Guard, Project, Run};
 
 /// Each test starts servers of its own on a small machine: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -241,36 +239,13 @@ fn which(program: &str) -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
-/// One GET: (status, body).
-fn get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    let code = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    loop {
-        line.clear();
-        reader.read_line(&mut line).unwrap();
-        if line.trim_end().is_empty() {
-            break;
-        }
-    }
-    let mut body = String::new();
-    reader.read_to_string(&mut body).unwrap();
-    (code, body)
-}
-
 #[track_caller]
 fn assert_get(port: u16, path: &str, expected: &str) {
-    assert_eq!(get(port, path), (200, expected.to_string()), "GET {path}");
+    assert_eq!(
+        get(port, path).unwrap(),
+        (200, expected.to_string()),
+        "GET {path}"
+    );
 }
 
 /// The talk's promise for state: data written through the bound services outlives every kind
@@ -282,7 +257,7 @@ fn service_data_survives_pushes_promote_rollback_down_and_up_apart_per_environme
 
     // What the instances are given, as CF's brokers give it; the secrets nowhere in cdflow's
     // output.
-    let (code, body) = get(svc.staging, "/env");
+    let (code, body) = get(svc.staging, "/env").unwrap();
     assert_eq!(code, 200, "{body}");
     let vcap: serde_json::Value = serde_json::from_str(&body).unwrap();
     let redis = &vcap["p-redis"][0];

@@ -3,8 +3,10 @@
 //! (`processes`), the one HTTP client over loopback (`http`), and the local platform with its
 //! test apps (`platform`). Everything is re-exported here: tests use `crate::harness::Name`.
 
+mod http;
 mod processes;
 mod project;
 
+pub use http::*;
 pub use processes::*;
 pub use project::*;
