@@ -10,38 +10,7 @@
 use crate::local::Local;
 
 /// GET / answers the version after DELAY_MS milliseconds; /health at once.
-const DELAYED_APP: &str = r#"
-import os, signal, time
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-
-VERSION = os.environ.get("VERSION", "?")
-DELAY = int(os.environ.get("DELAY_MS", "0")) / 1000
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # The answer leaves in one write, with no wait for an ACK (Nagle's algorithm against the
-    # client's delayed ACK would add up to 200 ms to some answers, and make p99 a lottery).
-    wbufsize = 1 << 16
-    disable_nagle_algorithm = True
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        if self.path != "/health":
-            time.sleep(DELAY)
-        body = (VERSION + "\n").encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-signal.signal(signal.SIGTERM, lambda *args: os._exit(0))
-ThreadingHTTPServer.daemon_threads = True
-ThreadingHTTPServer.request_queue_size = 256
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"#;
+const DELAYED_APP: &str = include_str!("../fixtures/apps/delayed/app.py");
 
 const PERF_PIPELINE: &str = "description: push to staging, then measure it against the last release
 stages:

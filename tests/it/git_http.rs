@@ -14,78 +14,7 @@ const USER: &str = "x-access-token";
 /// A smart-HTTP git server: every request needs `Authorization: Basic USER:TOKEN`, else 401
 /// (a private repository); the rest is `git http-backend`, run as CGI. The expected header
 /// comes in the environment, so that no argv holds the token in this test either.
-const SERVER: &str = r#"
-import base64, http.server, os, subprocess, sys
-
-expected = "Basic " + base64.b64encode(os.environ["EXPECTED_AUTH"].encode()).decode()
-log = open(os.environ["SERVER_LOG"], "a", buffering=1)
-
-class Git(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.git()
-
-    def do_POST(self):
-        self.git()
-
-    def log_message(self, *args):
-        pass
-
-    def body(self):
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            data = b""
-            while True:
-                size = int(self.rfile.readline().split(b";")[0], 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return data
-                data += self.rfile.read(size)
-                self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-    def git(self):
-        path, _, query = self.path.partition("?")
-        if self.headers.get("Authorization") != expected:
-            log.write(f"401 {self.command} {path}\n")
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="git"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        log.write(f"200 {self.command} {path}\n")
-        body = self.body()
-        env = dict(os.environ, GIT_PROJECT_ROOT=os.environ["GIT_ROOT"], GIT_HTTP_EXPORT_ALL="1",
-                   PATH_INFO=path, QUERY_STRING=query, REQUEST_METHOD=self.command,
-                   CONTENT_TYPE=self.headers.get("Content-Type", ""),
-                   CONTENT_LENGTH=str(len(body)), REMOTE_USER="ci", REMOTE_ADDR="127.0.0.1")
-        del env["EXPECTED_AUTH"]
-        for header, var in [("Content-Encoding", "HTTP_CONTENT_ENCODING"),
-                            ("Git-Protocol", "HTTP_GIT_PROTOCOL")]:
-            if self.headers.get(header):
-                env[var] = self.headers[header]
-        out = subprocess.run(["git", "http-backend"], input=body, env=env,
-                             stdout=subprocess.PIPE).stdout
-        sep = b"\r\n\r\n" if b"\r\n\r\n" in out else b"\n\n"
-        head, _, rest = out.partition(sep)
-        status, headers = 200, []
-        for line in head.decode().splitlines():
-            name, _, value = line.partition(":")
-            if name.lower() == "status":
-                status = int(value.split()[0])
-            elif name:
-                headers.append((name, value.strip()))
-        self.send_response(status)
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(rest)))
-        self.end_headers()
-        self.wfile.write(rest)
-
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Git)
-with open(os.environ["PORT_FILE"] + ".tmp", "w") as f:
-    f.write(str(server.server_address[1]))
-os.rename(os.environ["PORT_FILE"] + ".tmp", os.environ["PORT_FILE"])
-server.serve_forever()
-"#;
+const SERVER: &str = include_str!("../fixtures/servers/git_http.py");
 
 /// The server, stopped when dropped.
 struct GitServer {

@@ -32,105 +32,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// the instance whose index is CRASH_INSTANCE (default 0) kills itself with SIGKILL S seconds
 /// after it starts listening, whatever it is doing; with CRASH_LINGER=L as well, it first
 /// closes its port and closes each kept-alive connection after its answer, for L seconds.
-const APP_PY: &str = r#"
-import json, os, signal, socket, sys, threading, time
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-from urllib.parse import urlparse, parse_qs
-
-VERSION = os.environ.get("VERSION", "?")
-ACCESS_LOG = bool(os.environ.get("ACCESS_LOG"))
-HELD = []
-SICK_FOR = [0]
-CRASHING = []
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def log_request(self, code="-", size="-"):
-        if ACCESS_LOG:
-            print('%s - - [%s] "%s" %s %s "%s" "%s"' % (
-                self.client_address[0], self.log_date_time_string(), self.requestline, code,
-                size, self.headers.get("Referer", "-"), self.headers.get("User-Agent", "-")),
-                flush=True)
-
-    def answer(self, code, body, kind="text/plain"):
-        body = body.encode()
-        self.send_response(code)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        if CRASHING:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_POST(self):
-        url = urlparse(self.path)
-        if url.path == "/grow":
-            HELD.append(b"x" * (int(parse_qs(url.query)["mb"][0]) * 1024 * 1024))
-            return self.answer(200, "holding more\n")
-        if url.path == "/sick":
-            SICK_FOR[0] = int(parse_qs(url.query)["checks"][0])
-            return self.answer(200, "sick\n")
-        return self.answer(404, "no such thing\n")
-
-    def do_GET(self):
-        url = urlparse(self.path)
-        query = parse_qs(url.query)
-        if url.path == "/health":
-            if os.environ.get("FAIL_HEALTH"):
-                return self.answer(500, "down\n")
-            if SICK_FOR[0] > 0:
-                SICK_FOR[0] -= 1
-                return self.answer(500, "sick\n")
-            return self.answer(200, json.dumps({"status": "up", "version": VERSION}), "application/json")
-        if url.path == "/slow":
-            time.sleep(int(query.get("ms", ["300"])[0]) / 1000)
-            return self.answer(200, "slow " + VERSION + "\n")
-        if url.path == "/env":
-            keys = ["PORT", "VCAP_APP_PORT", "VCAP_APPLICATION", "VCAP_SERVICES", "CF_INSTANCE_INDEX", "GREETING", "VIRTUAL_ENV"]
-            return self.answer(200, json.dumps({k: os.environ.get(k) for k in keys}), "application/json")
-        if url.path == "/echo" and self.headers.get("Upgrade") == "echo":
-            self.send_response(101)
-            self.send_header("Upgrade", "echo")
-            self.send_header("Connection", "Upgrade")
-            self.end_headers()
-            self.wfile.flush()
-            while True:
-                data = self.connection.recv(4096)
-                if not data:
-                    break
-                self.connection.sendall(data)
-            self.close_connection = True
-            return
-        if url.path == "/say":
-            print("said:", url.query, flush=True)
-        return self.answer(200, VERSION + "\n")
-
-def stop(*args):
-    print("SIGTERM: bye", flush=True)
-    os._exit(0)
-
-signal.signal(signal.SIGTERM, stop)
-time.sleep(float(os.environ.get("START_DELAY", "0")))
-ThreadingHTTPServer.daemon_threads = True
-ThreadingHTTPServer.request_queue_size = 256
-server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
-if os.environ.get("CRASH_AFTER") and os.environ.get("CF_INSTANCE_INDEX") == os.environ.get("CRASH_INSTANCE", "0"):
-    def crash():
-        time.sleep(float(os.environ["CRASH_AFTER"]))
-        if float(os.environ.get("CRASH_LINGER", "0")) > 0:
-            CRASHING.append(True)
-            server.socket.shutdown(socket.SHUT_RDWR)
-            time.sleep(float(os.environ["CRASH_LINGER"]))
-        os.kill(os.getpid(), signal.SIGKILL)
-    threading.Thread(target=crash, daemon=True).start()
-print("listening on", os.environ["PORT"], "as instance", os.environ.get("CF_INSTANCE_INDEX"), flush=True)
-server.serve_forever()
-"#;
+const APP_PY: &str = include_str!("../fixtures/apps/echo/app.py");
 
 /// A project of the test app with its own state folder and route ports.
 pub(crate) struct Local {
@@ -1977,50 +1879,7 @@ fn environments_of_the_old_layout_are_moved_and_their_servers_stopped_by_down() 
 /// a file of its working folder (`visits.log`), to one of its own sources (`app.py`: a hard
 /// link to the artifact would change the artifact's inode), to `$HOME/notes.txt` and to
 /// `$TMPDIR/scratch`; it answers what it sees there, as JSON.
-const WRITER_PY: &str = r##"
-import json, os, signal, tempfile
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-
-INDEX = os.environ["CF_INSTANCE_INDEX"]
-
-def append(path, line):
-    with open(path, "a") as f:
-        f.write(line + "\n")
-    with open(path) as f:
-        return f.read()
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        if self.path == "/health":
-            body = "ok\n"
-        else:
-            home = os.environ["HOME"]
-            answer = {
-                "index": INDEX,
-                "version": os.environ.get("VERSION"),
-                "cwd": os.getcwd(),
-                "home": home,
-                "tmp": tempfile.gettempdir(),
-                "visits": append("visits.log", "instance " + INDEX),
-                "notes": append(os.path.join(home, "notes.txt"), "instance " + INDEX),
-                "scratch": append(os.path.join(tempfile.gettempdir(), "scratch"), INDEX),
-            }
-            append("app.py", "# instance " + INDEX + " was here")
-            body = json.dumps(answer)
-        body = body.encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-signal.signal(signal.SIGTERM, lambda *args: os._exit(0))
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"##;
+const WRITER_PY: &str = include_str!("../fixtures/apps/writer/app.py");
 
 /// Every file and folder under `root`: its mode and content (a symlink's target).
 fn tree(root: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
@@ -2242,31 +2101,7 @@ fn instance_folders_left_by_a_killed_server_are_removed() {
 
 /// Instance 0 answers `/half` with its headers and is killed before its body; instance 1
 /// answers in full. The route sends the GET again rather than cut the client's connection.
-const HALF_PY: &str = r##"
-import os, signal
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-
-INDEX = os.environ["CF_INSTANCE_INDEX"]
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        body = ("a whole answer from instance " + INDEX + "\n").encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.flush()
-        if self.path == "/half" and INDEX == "0":
-            os.kill(os.getpid(), signal.SIGKILL)
-        self.wfile.write(body)
-
-signal.signal(signal.SIGTERM, lambda *args: os._exit(0))
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"##;
+const HALF_PY: &str = include_str!("../fixtures/apps/half/app.py");
 
 #[test]
 fn an_instance_killed_between_its_headers_and_its_body_fails_no_get() {

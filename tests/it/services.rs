@@ -18,72 +18,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// PostgreSQL; `/get` answers `redis=X pg=Y` (`-` for nothing); `/env` shows VCAP_SERVICES.
 /// Redis is spoken with a few lines of RESP on a raw socket, PostgreSQL through `psql`: the
 /// standard library is all it needs.
-const APP_PY: &str = r#"
-import json, os, socket, subprocess
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-from urllib.parse import urlparse, parse_qs
-
-SERVICES = json.loads(os.environ["VCAP_SERVICES"])
-print("bound to", os.environ["VCAP_SERVICES"], flush=True)
-
-def redis(*args):
-    c = SERVICES["p-redis"][0]["credentials"]
-    with socket.create_connection((c["host"], c["port"])) as s:
-        def send(*words):
-            words = [w.encode() for w in words]
-            s.sendall(b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words))
-        send("AUTH", c["password"])
-        send(*args)
-        f = s.makefile("rb")
-        assert f.readline() == b"+OK\r\n"
-        line = f.readline()
-        if line.startswith(b"$"):
-            n = int(line[1:])
-            return None if n < 0 else f.read(n + 2)[:-2].decode()
-        if line.startswith(b"-"):
-            raise RuntimeError(line.decode())
-        return line[1:].strip().decode()
-
-def sql(statement):
-    c = SERVICES["postgresql"][0]["credentials"]
-    out = subprocess.run(["psql", "-X", c["uri"], "-tAq", "-v", "ON_ERROR_STOP=1", "-c", statement],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr)
-    return out.stdout.strip()
-
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def answer(self, code, body):
-        body = body.encode()
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self):
-        url = urlparse(self.path)
-        try:
-            if url.path == "/health":
-                return self.answer(200, "up")
-            if url.path == "/env":
-                return self.answer(200, os.environ["VCAP_SERVICES"])
-            sql("CREATE TABLE IF NOT EXISTS kv (k text PRIMARY KEY, v text)")
-            if url.path == "/set":
-                value = parse_qs(url.query)["v"][0]
-                redis("SET", "k", value)
-                sql("INSERT INTO kv VALUES ('k', '%s') ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v" % value)
-                return self.answer(200, "ok")
-            if url.path == "/get":
-                return self.answer(200, "redis=%s pg=%s" % (redis("GET", "k") or "-", sql("SELECT v FROM kv WHERE k = 'k'") or "-"))
-        except Exception as err:
-            return self.answer(500, repr(err))
-        return self.answer(404, "no")
-
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"#;
+const APP_PY: &str = include_str!("../fixtures/apps/services/app.py");
 
 /// The secret that the user-provided service reads from the environment.
 const TOKEN: &str = "tok-5ecret-value-42";

@@ -14,54 +14,13 @@ use crate::local::Local;
 /// The app: `GET /` answers its version, or 500 while the file named by `BROKEN_WHEN` exists
 /// (the fault is injected from outside, into the version that has the variable); `/health`
 /// always passes, so that the broken version deploys as a real bad release would.
-const APP_PY: &str = r#"
-import os, signal
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-
-VERSION = os.environ.get("VERSION", "?")
-FLAG = os.environ.get("BROKEN_WHEN")
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        if self.path == "/health":
-            code, body = 200, "up"
-        elif FLAG and os.path.exists(FLAG):
-            code, body = 500, "broken on purpose in " + VERSION
-        else:
-            code, body = 200, VERSION
-        body = (body + "\n").encode()
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-signal.signal(signal.SIGTERM, lambda *args: os._exit(0))
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"#;
+const APP_PY: &str = include_str!("../fixtures/apps/breakable/app.py");
 
 /// The check: what an e2e tier does, in a few lines.
-const CHECK_PY: &str = r#"
-import os, sys, urllib.request, urllib.error
-try:
-    with urllib.request.urlopen(os.environ["APP_URL"] + "/", timeout=10) as answer:
-        print("GET / answered", answer.status, answer.read().decode().strip())
-except urllib.error.HTTPError as err:
-    print("GET / answered", err.code, err.read().decode().strip())
-    sys.exit(1)
-"#;
+const CHECK_PY: &str = include_str!("../fixtures/apps/breakable/check.py");
 
 /// The alert: one JSON line per call with what cdflow gave it, as a webhook would get it.
-const ALERT_PY: &str = r#"
-import json, os
-keys = [k for k in os.environ if k.startswith("CDFLOW_WATCH_")]
-with open("alerts.jsonl", "a") as out:
-    out.write(json.dumps({k: os.environ[k] for k in keys}) + "\n")
-"#;
+const ALERT_PY: &str = include_str!("../fixtures/apps/breakable/alert.py");
 
 /// The test app, released as 1.0.0 (healthy) and promoted, then 1.0.1 (which breaks when the
 /// flag file appears) promoted over it.
