@@ -7,7 +7,7 @@
 //! fall of nearly 50% in requests/s and a rise of about 100% in p99, well past the pipeline's
 //! 40%, while an unchanged release stays well within it.
 
-use crate::local::Local;
+use crate::harness::Local;
 
 /// GET / answers the version after DELAY_MS milliseconds; /health at once.
 const DELAYED_APP: &str = include_str!("../fixtures/apps/delayed/app.py");

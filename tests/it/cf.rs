@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
-use crate::harness::{free_port, run_of, shared_target, Guard, Project, Run};
+use crate::harness::{environment_of, free_port, run_of, shared_target, Guard, Project, Run};
 
 const PASSWORD: &str = "pa55-w0rd-never-shown";
 const TOKEN: &str = "filter-token-never-shown";
@@ -1002,12 +1002,7 @@ fn status_shows_the_cf_environments() {
     // The same, typed, for scripts.
     let json = app.cdflow(&["status", "--json"], None);
     json.success();
-    let production: serde_json::Value = json
-        .stdout
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .find(|e| e["event"] == "environment" && e["env"] == "production")
-        .unwrap();
+    let production = environment_of(&json, "filter", "production").unwrap();
     assert_eq!(production["platform"], "cf");
     assert_eq!(production["state"], "serving");
     assert_eq!(production["version"], "0.1.1");

@@ -3,207 +3,23 @@
 //! Most tests deploy a tiny Python app that uses only the standard library, so that staging it
 //! takes a fraction of a second and no network. One builds and serves the real example app.
 //! Every test has its own state folder and free ports, and stops what it started when its
-//! [`Local`] is dropped, even on panic: `cdflow down`, then a kill of whatever `pids.json` still
-//! lists. Requests are sent by the tests' own HTTP/1.1 client, which counts the outcome of every
-//! request it sends and never hides a reconnect.
+//! [`Local`] is dropped, even on panic (see tests/it/harness/platform.rs). Requests are sent by
+//! the harness's HTTP/1.1 client, which counts the outcome of every request it sends and never
+//! hides a reconnect.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::harness::{assert_all_answered, free_port, Guard, Request, Tally};
+use crate::harness::{
+    assert_all_answered, cdflow_toml, free_port, manifest, pid_alive, run_of, tags_of, FollowLogs,
+    Project, Request, Run, Tally, APP_PY,
+};
 // At their old paths too, for tests written against them.
-pub(crate) use crate::harness::{get, post, Load};
-use crate::harness::{kill_leftovers, pid_alive, run_of, tags_of, Project, Run};
-
-/// These tests start many processes and watch timing on a small machine: one at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// The test app: `GET /` answers its version; `/slow?ms=N` after N ms; `/health` fails when
-/// FAIL_HEALTH is set, and for the next N checks after `POST /sick?checks=N`; `/env` shows what
-/// the platform gave it; `/say?x` prints x to stdout; `POST /grow?mb=N` holds N more megabytes;
-/// `/echo` with `Upgrade: echo` switches protocols and sends back every byte it gets. With
-/// ACCESS_LOG set it logs every request to stdout as gunicorn's access log does (the combined
-/// format: address, time, request line, status, size, referrer, user agent). With CRASH_AFTER=S
-/// the instance whose index is CRASH_INSTANCE (default 0) kills itself with SIGKILL S seconds
-/// after it starts listening, whatever it is doing; with CRASH_LINGER=L as well, it first
-/// closes its port and closes each kept-alive connection after its answer, for L seconds.
-const APP_PY: &str = include_str!("../fixtures/apps/echo/app.py");
-
-/// A project of the test app with its own state folder and route ports.
-pub(crate) struct Local {
-    pub(crate) project: Project,
-    pub(crate) state: tempfile::TempDir,
-    pub(crate) staging: u16,
-    pub(crate) production: u16,
-    instances: u32,
-    _one_at_a_time: MutexGuard<'static, ()>,
-}
-
-impl Local {
-    pub(crate) fn python(instances: u32) -> Local {
-        let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        let staging = free_port();
-        let production = free_port();
-        let project = Project::git(&[
-            ("app.py", APP_PY),
-            ("cdflow.toml", &cdflow_toml("1.0.0", staging, production)),
-            ("manifest.yml", &manifest("1.0.0", instances, 20, "")),
-        ]);
-        Local {
-            project,
-            state: tempfile::tempdir().unwrap(),
-            staging,
-            production,
-            instances,
-            _one_at_a_time: serial,
-        }
-    }
-
-    pub(crate) fn command(&self, args: &[&str]) -> Command {
-        let mut command = self.project.command(env!("CARGO_BIN_EXE_cdflow"));
-        command
-            .env("CDFLOW_STATE_DIR", self.state.path())
-            .args(args);
-        command
-    }
-
-    pub(crate) fn cdflow(&self, args: &[&str]) -> Run {
-        run_of(self.command(args).output().unwrap())
-    }
-
-    /// Makes `version` the app's version, with `extra` lines under the manifest's env and the
-    /// given start timeout, and commits.
-    pub(crate) fn release(&self, version: &str, timeout: u32, extra: &str) {
-        self.project.write(
-            "cdflow.toml",
-            &cdflow_toml(version, self.staging, self.production),
-        );
-        self.project.write(
-            "manifest.yml",
-            &manifest(version, self.instances, timeout, extra),
-        );
-        self.project
-            .git_cmd(&["commit", "-q", "--allow-empty", "-am", version]);
-    }
-
-    /// Pushes `version` to staging, and returns how long the push took.
-    #[track_caller]
-    fn push(&self, version: &str) -> Duration {
-        self.release(version, 20, "");
-        let started = Instant::now();
-        self.cdflow(&["push", "--to", "staging"])
-            .success()
-            .stdout_has(&format!("route http://127.0.0.1:{} switched", self.staging));
-        started.elapsed()
-    }
-
-    #[track_caller]
-    pub(crate) fn promote(&self) -> Duration {
-        let started = Instant::now();
-        self.cdflow(&[
-            "promote",
-            "--from",
-            "staging",
-            "--to",
-            "production",
-            "--force",
-        ])
-        .success();
-        started.elapsed()
-    }
-
-    fn artifacts(&self) -> usize {
-        std::fs::read_dir(self.state.path().join("local/artifacts"))
-            .map(|dir| dir.count())
-            .unwrap_or(0)
-    }
-
-    /// `(index, pid, port, state, restarts)` of each instance `cdflow status` shows for `env`.
-    fn instances(&self, env: &str) -> Vec<(u32, u32, u16, String, u32)> {
-        let Some(environment) = self.status_of(env) else {
-            return Vec::new();
-        };
-        environment["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|i| i["pid"].is_u64())
-            .map(|i| {
-                let number = |key: &str| i[key].as_u64().unwrap();
-                (
-                    number("index") as u32,
-                    number("pid") as u32,
-                    number("port") as u16,
-                    i["phase"].as_str().unwrap().to_string(),
-                    number("restarts") as u32,
-                )
-            })
-            .collect()
-    }
-
-    /// The `environment` event that `cdflow status --json` prints for `env` of the test app.
-    pub(crate) fn status_of(&self, env: &str) -> Option<serde_json::Value> {
-        let status = self.cdflow(&["status", "--json"]);
-        status.success();
-        status
-            .stdout
-            .lines()
-            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-            .find(|event| {
-                event["event"] == "environment" && event["env"] == env && event["app"] == "pyapp"
-            })
-    }
-
-    /// Waits up to `timeout` until staging's instance 0 runs again in place of process
-    /// `victim`: a new pid, healthy, restarted once. Returns the new pid.
-    #[track_caller]
-    fn wait_for_restart(&self, victim: u32, timeout: Duration) -> u32 {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let now = self.instances("staging");
-            let zero = now.iter().find(|i| i.0 == 0);
-            if let Some((_, pid, _, state, restarts)) = zero {
-                if *pid != victim && state == "healthy" && *restarts == 1 {
-                    return *pid;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "instance 0 (pid {victim}) was not restarted: {now:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        let _ = self.cdflow(&["down"]);
-        kill_leftovers(self.state.path());
-    }
-}
-
-fn cdflow_toml(version: &str, staging: u16, production: u16) -> String {
-    format!(
-        "[app]\nname = \"pyapp\"\n\n[version]\ncurrent = \"{version}\"\n\n\
-         [env.staging]\nport = {staging}\n\n[env.production]\nport = {production}\n\n\
-         [services.db]\nkind = \"user-provided\"\n"
-    )
-}
-
-fn manifest(version: &str, instances: u32, timeout: u32, extra_env: &str) -> String {
-    format!(
-        "applications:\n- name: pyapp\n  command: python app.py\n  instances: {instances}\n  \
-         buildpacks: [python_buildpack]\n  health-check-type: http\n  \
-         health-check-http-endpoint: /health\n  timeout: {timeout}\n  services: [db]\n  env:\n    \
-         VERSION: \"{version}\"\n    GREETING: \"hello, world\"\n{extra_env}"
-    )
-}
+pub(crate) use crate::harness::{get, post, Load, Local};
 
 #[test]
 fn zero_downtime_through_twenty_pushes_and_promotes_under_load() {
@@ -452,8 +268,7 @@ fn an_instance_that_refuses_connections_is_taken_out_until_its_next_passing_chec
     assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
     let waited = started.elapsed();
     eprintln!("the GET waited {waited:.2?} for the instance to listen");
-    let log = wait_for_log(
-        &local,
+    let log = local.wait_for_log(
         "[HEALTH/0] back in the route: the process runs",
         Duration::from_secs(5),
     );
@@ -512,23 +327,6 @@ fn a_hung_instance_with_a_memory_limit_still_fails_its_health_checks_and_is_rest
         .stdout_has(&format!("stopped unhealthy instance 0 (pid {victim})"));
 }
 
-/// Waits up to `timeout` until `cdflow logs` shows `text`; returns the log.
-#[track_caller]
-fn wait_for_log(local: &Local, text: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let log = local.cdflow(&["logs", "--env", "staging"]).stdout;
-        if log.contains(text) {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the log never showed {text:?}:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// A running instance is checked every second. An app that logs every request (as gunicorn
 /// does) would put a line a second per instance into the log for the checks alone, so those
 /// stay out unless the check fails; what the platform logs of its checks is what changes: the first pass, a failure,
@@ -561,7 +359,7 @@ fn passing_health_checks_stay_out_of_the_log_and_failures_show_once() {
     let pids: Vec<u32> = local.instances("staging").iter().map(|i| i.1).collect();
     // One failed check, then passes again: logged once each, the instance stays.
     assert_eq!(post(local.staging, "/sick?checks=1"), 200);
-    let log = wait_for_log(&local, "healthy again", Duration::from_secs(10));
+    let log = local.wait_for_log("healthy again", Duration::from_secs(10));
     let sick = if log.contains("[HEALTH/0] check 1 of 3 failed") {
         0
     } else {
@@ -808,48 +606,6 @@ fn status_logs_down_and_up() {
     assert_eq!(local.instances("staging").len(), 2);
 }
 
-/// `cdflow logs -f` running in the background, its output read line by line.
-struct FollowLogs {
-    _child: Guard,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl FollowLogs {
-    fn start(mut command: Command) -> FollowLogs {
-        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        FollowLogs {
-            _child: Guard::child(child),
-            lines,
-        }
-    }
-
-    #[track_caller]
-    fn wait_for(&mut self, text: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let mut seen = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return,
-                Ok(line) => seen.push(line),
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "`cdflow logs -f` did not show {text:?}; it showed:\n{}",
-            seen.join("\n")
-        );
-    }
-}
-
 #[test]
 fn deploys_to_one_environment_queue_and_a_killed_deployer_blocks_nobody() {
     let local = Local::python(1);
@@ -934,15 +690,11 @@ fn deploys_to_one_environment_queue_and_a_killed_deployer_blocks_nobody() {
 
 #[test]
 fn a_state_folder_deep_enough_to_overflow_a_socket_path_still_works() {
-    let mut local = Local::python(1);
     // A unix socket path holds about 100 bytes; this state folder's is longer.
-    let deep = local
-        .state
-        .path()
-        .join("a-folder-with-a-long-name".repeat(5));
+    let shallow = tempfile::tempdir().unwrap();
+    let deep = shallow.path().join("a-folder-with-a-long-name".repeat(5));
     std::fs::create_dir_all(&deep).unwrap();
-    let state = tempfile::Builder::new().tempdir_in(&deep).unwrap();
-    let shallow = std::mem::replace(&mut local.state, state);
+    let local = Local::python_in(1, tempfile::Builder::new().tempdir_in(&deep).unwrap());
     local.push("1.0.0");
     assert_eq!(get(local.staging, "/").unwrap().1, "1.0.0\n");
     local
@@ -1266,7 +1018,6 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn the_example_app_is_built_once_and_serves_its_route() {
-    let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let staging = free_port();
     let production = free_port();
     let project = example_app_project(staging, production);
@@ -1284,14 +1035,13 @@ fn the_example_app_is_built_once_and_serves_its_route() {
     project.git_cmd(&["init", "-q", "-b", "main"]);
     project.git_cmd(&["add", "-A"]);
     project.git_cmd(&["commit", "-q", "-m", "example app"]);
-    let local = Local {
+    let local = Local::new(
         project,
-        state: tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
         staging,
         production,
-        instances: 2,
-        _one_at_a_time: serial,
-    };
+        2,
+    );
     // Built once for every run of this test, like the build cache of a CI machine.
     let target = crate::harness::shared_target();
     let push = || {
@@ -1629,15 +1379,16 @@ fn a_v3_web_process_runs_its_instances_with_its_memory_from_the_manifests_path()
         .stdout_has("the `worker` process of `pyapp` runs on cf only")
         .stdout_has("starting 2 instance(s)")
         .stdout_has("health check http /health");
-    let status = local.cdflow(&["status"]);
-    status.success();
-    let limited: Vec<&str> = status
-        .stdout
-        .lines()
-        .filter(|line| line.starts_with("  instance") && line.contains(" of 64M ("))
-        .collect();
-    assert_eq!(limited.len(), 2, "{status}");
-    assert_eq!(local.instances("staging").len(), 2, "{status}");
+    let staging = local.status_of("staging").unwrap();
+    // What the instances hold, of the web process's limit of 64M.
+    let limited = staging["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["memory_bytes"].is_u64() && i["memory_limit_bytes"] == 64 * 1024 * 1024)
+        .count();
+    assert_eq!(limited, 2, "{staging}");
+    assert_eq!(local.instances("staging").len(), 2, "{staging}");
     assert_eq!(get(local.staging, "/").unwrap().1, "1.0.0\n");
     // The folder `path` names, not the checkout (whose cdflow.toml and manifest stay out).
     // `.cfignore` itself stays out, as with the cf CLI.
@@ -2080,13 +1831,9 @@ fn instances_write_in_folders_of_their_own_and_the_artifact_stays_as_staged() {
 fn instance_folders_left_by_a_killed_server_are_removed() {
     let local = Local::python(1);
     local.push("1.0.0");
-    let status = local.cdflow(&["status"]).stdout;
-    let server: i32 = status
-        .split("(server pid ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no server pid in:\n{status}"));
+    let server = local.status_of("staging").unwrap()["server_pid"]
+        .as_i64()
+        .expect("a server pid") as i32;
     // SAFETY: kill(2) on the server's pid, read from `cdflow status` just now.
     unsafe { libc::kill(server, libc::SIGKILL) };
     crate::harness::wait_for("the server to die", || !pid_alive(server as u32));

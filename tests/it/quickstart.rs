@@ -1,7 +1,9 @@
 //! The README's main command, on free ports: the example app released on the local platform
 //! from a repository seeded by scripts/seed-example, twice, through every stage.
 
-use crate::harness::{free_port, get, run_of, shared_target, Guard, Project, Request};
+use crate::harness::{
+    environment_of, free_port, get, run_of, shared_target, Guard, Project, Request,
+};
 
 #[test]
 fn the_example_app_is_released_through_every_stage_twice() {
@@ -59,14 +61,15 @@ fn the_example_app_is_released_through_every_stage_twice() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&tags.stdout), "v0.1.1\nv0.1.2\n");
     // Production runs the very artifact that passed e2e on staging.
-    let status = cdflow(&["status"]);
+    let status = cdflow(&["status", "--json"]);
     status.success();
-    let digests: Vec<&str> = status
-        .stdout
-        .lines()
-        .filter(|line| line.contains("example-app 0.1.2"))
-        .filter_map(|line| line.split(['(', ')']).nth(1))
+    let digests: Vec<serde_json::Value> = ["staging", "production"]
+        .iter()
+        .filter_map(|env| environment_of(&status, "example-app", env))
+        .filter(|environment| environment["version"] == "0.1.2")
+        .map(|environment| environment["artifact"].clone())
         .collect();
     assert_eq!(digests.len(), 2, "{status}");
+    assert!(digests[0].is_string(), "{status}");
     assert_eq!(digests[0], digests[1], "{status}");
 }

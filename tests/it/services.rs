@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::harness::{free_port, get, pid_alive, run_of, tags_of, wait_for, Guard, Project, Run};
+use crate::harness::{
+    environment_of, free_port, get, pid_alive, run_of, tags_of, wait_for, Guard, Project, Run,
+};
 
 /// Each test starts servers of its own on a small machine: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -126,27 +128,20 @@ impl Svc {
             .join(service)
     }
 
-    /// `(port, pid)` of a running service, as `cdflow status` shows it.
+    /// `(port, pid)` of a service, as `cdflow status --json` shows it: a pid while it runs.
     fn status_of(&self, env: &str, service: &str) -> (u16, Option<u32>) {
-        let status = self.cdflow(&["status"]);
-        let mut in_env = false;
-        for line in status.stdout.lines() {
-            if !line.starts_with(' ') {
-                in_env = line.starts_with(&format!("{env}:"));
-                continue;
-            }
-            let prefix = format!("  service {service}: ");
-            if let (true, Some(rest)) = (in_env, line.strip_prefix(&prefix)) {
-                // "redis, port 12345, running (pid 678), data in /..."
-                let port = rest.split("port ").nth(1).unwrap().split(',').next();
-                let pid = rest
-                    .split("(pid ")
-                    .nth(1)
-                    .map(|p| p.split(')').next().unwrap().parse().unwrap());
-                return (port.unwrap().parse().unwrap(), pid);
-            }
-        }
-        panic!("no service {service} in {env}:\n{status}");
+        let status = self.cdflow(&["status", "--json"]);
+        status.success();
+        let environment = environment_of(&status, "svcapp", env)
+            .unwrap_or_else(|| panic!("no environment {env}:\n{status}"));
+        let found = environment["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == service)
+            .unwrap_or_else(|| panic!("no service {service} in {env}:\n{status}"));
+        let port = found["port"].as_u64().unwrap() as u16;
+        (port, found["pid"].as_u64().map(|pid| pid as u32))
     }
 }
 

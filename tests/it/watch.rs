@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{free_port, get, Guard};
-use crate::local::Local;
+use crate::harness::{free_port, get, Guard, Local};
 
 /// The app: `GET /` answers its version, or 500 while the file named by `BROKEN_WHEN` exists
 /// (the fault is injected from outside, into the version that has the variable); `/health`

@@ -4,9 +4,11 @@
 //! test apps (`platform`). Everything is re-exported here: tests use `crate::harness::Name`.
 
 mod http;
+mod platform;
 mod processes;
 mod project;
 
 pub use http::*;
+pub use platform::*;
 pub use processes::*;
 pub use project::*;
