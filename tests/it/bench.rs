@@ -29,22 +29,16 @@ stages:
 fn release(local: &Local, version: &str, delay: u32) -> (crate::harness::Run, serde_json::Value) {
     local.release(version, 20, &format!("    DELAY_MS: \"{delay}\"\n"));
     let run = local.cdflow(&["release", "--pipeline", "perf", "--json"]);
-    let bench = events(&run.stdout)
+    let bench = run
+        .events()
         .into_iter()
         .find(|e| e["event"] == "bench")
         .unwrap_or_else(|| panic!("no bench event:\n{run}"));
     (run, bench)
 }
 
-fn events(stdout: &str) -> Vec<serde_json::Value> {
-    stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
-}
-
 fn run_id(run: &crate::harness::Run) -> String {
-    events(&run.stdout)
+    run.events()
         .into_iter()
         .find_map(|e| e["run"].as_str().map(str::to_string))
         .expect("the run's events carry its id")
@@ -110,7 +104,8 @@ fn a_release_made_twice_as_slow_fails_the_bench_and_an_unchanged_one_passes() {
     // The record keeps every run's numbers, the failed one's too; history shows them.
     let history = local.cdflow(&["history", "--json"]);
     history.success();
-    let rows: Vec<serde_json::Value> = events(&history.stdout)
+    let rows: Vec<serde_json::Value> = history
+        .events()
         .into_iter()
         .filter(|e| e["event"] == "history_row")
         .collect();
@@ -199,7 +194,8 @@ fn a_sigterm_stops_the_load_at_once() {
 
     let history = local.cdflow(&["history", "--json"]);
     history.success();
-    let row = events(&history.stdout)
+    let row = history
+        .events()
         .into_iter()
         .find(|e| e["event"] == "history_row")
         .unwrap();

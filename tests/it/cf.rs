@@ -6,7 +6,9 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
-use crate::harness::{environment_of, free_port, run_of, shared_target, Guard, Project, Run};
+use crate::harness::{
+    environment_of, free_port, git_at, run_of, shared_target, Guard, Project, Run,
+};
 
 const PASSWORD: &str = "pa55-w0rd-never-shown";
 const TOKEN: &str = "filter-token-never-shown";
@@ -156,13 +158,7 @@ vars = {{ instances = "2" }}
     }
 
     pub fn origin_git(&self, args: &[&str]) -> String {
-        let output = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&self.origin)
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).trim().to_string()
+        git_at(&self.origin, args)
     }
 
     /// Every file the run left in the state folder, as text.
@@ -1524,11 +1520,7 @@ fn a_promote_whose_canary_fails_is_cancelled_without_a_rollback() {
     let run = canary_run(&app, &["--json", "release", "--repo", &origin], Some("50"));
     run.failure(2);
     // The typed event of the pause (checked against the schema by the harness), then the error.
-    let events: Vec<serde_json::Value> = run
-        .stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
+    let events = run.events();
     let canary = events
         .iter()
         .find(|e| e["event"] == "canary")

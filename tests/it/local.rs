@@ -15,8 +15,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    assert_all_answered, cdflow_toml, free_port, manifest, pid_alive, run_of, tags_of, FollowLogs,
-    Project, Request, Run, Tally, APP_PY,
+    assert_all_answered, cdflow_toml, free_port, git_at, manifest, pid_alive, run_of, tags_of,
+    FollowLogs, Project, Request, Run, Tally, APP_PY,
 };
 // At their old paths too, for tests written against them.
 pub(crate) use crate::harness::{get, post, Load, Local};
@@ -1079,18 +1079,7 @@ fn the_example_app_is_built_once_and_serves_its_route() {
             .unwrap()
     };
     assert_eq!(digest(&first), digest(&second));
-    let promote_started = Instant::now();
-    local
-        .cdflow(&[
-            "promote",
-            "--from",
-            "staging",
-            "--to",
-            "production",
-            "--force",
-        ])
-        .success();
-    let promote_took = promote_started.elapsed();
+    let promote_took = local.promote();
     assert_eq!(get(production, "/").unwrap().1, "Hello world\n");
     eprintln!(
         "example app: first push {first_took:.2?}, push of a built artifact {second_took:.2?}, \
@@ -1146,14 +1135,8 @@ fn release_from(project: &Project, origin: &Path, state: &Path, dry_run: bool) -
 
 /// The version `cdflow.toml` says on origin's main: what a release would have bumped.
 fn version_on(origin: &Path) -> String {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(origin)
-        .args(["show", "main:cdflow.toml"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    text.lines()
+    git_at(origin, &["show", "main:cdflow.toml"])
+        .lines()
         .find_map(|line| line.strip_prefix("current = "))
         .unwrap_or_default()
         .trim_matches('"')

@@ -2,7 +2,7 @@
 //! from a repository seeded by scripts/seed-example, twice, through every stage.
 
 use crate::harness::{
-    environment_of, free_port, get, run_of, shared_target, Guard, Project, Request,
+    environment_of, free_port, get, run_of, shared_target, tags_of, Guard, Project, Request,
 };
 
 #[test]
@@ -53,13 +53,7 @@ fn the_example_app_is_released_through_every_stage_twice() {
         }
     }
     // The version went back to the repository each time, as CI would leave it.
-    let tags = std::process::Command::new("git")
-        .arg("-C")
-        .arg(&origin)
-        .args(["tag", "-l"])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&tags.stdout), "v0.1.1\nv0.1.2\n");
+    assert_eq!(tags_of(&origin), "v0.1.1\nv0.1.2");
     // Production runs the very artifact that passed e2e on staging.
     let status = cdflow(&["status", "--json"]);
     status.success();

@@ -228,9 +228,8 @@ pub fn manifest(version: &str, instances: u32, timeout: u32, extra_env: &str) ->
 /// The `environment` event of `env` of `app` among the events of a `cdflow status --json`.
 pub fn environment_of(status: &Run, app: &str, env: &str) -> Option<serde_json::Value> {
     status
-        .stdout
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .events()
+        .into_iter()
         .find(|event| event["event"] == "environment" && event["env"] == env && event["app"] == app)
 }
 

@@ -42,6 +42,14 @@ impl Run {
         assert!(self.stdout.contains(text), "stdout lacks {text:?}:\n{self}");
         self
     }
+
+    /// The JSON lines of stdout, parsed (the events of a `--json` run); other lines left out.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
 }
 
 impl std::fmt::Display for Run {
@@ -243,10 +251,16 @@ pub fn shared_target() -> PathBuf {
 
 /// The tags of a repository, one per line.
 pub fn tags_of(origin: &Path) -> String {
+    git_at(origin, &["tag", "-l"])
+}
+
+/// Runs git in the repository `repo` (an origin, most often) and returns its trimmed stdout:
+/// empty when git fails, as when what is asked for is not there.
+pub fn git_at(repo: &Path, args: &[&str]) -> String {
     let output = Command::new("git")
         .arg("-C")
-        .arg(origin)
-        .args(["tag", "-l"])
+        .arg(repo)
+        .args(args)
         .output()
         .unwrap();
     String::from_utf8_lossy(&output.stdout).trim().to_string()
