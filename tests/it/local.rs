@@ -15,8 +15,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    assert_all_answered, cdflow_toml, free_port, git_at, manifest, pid_alive, run_of, tags_of,
-    FollowLogs, Project, Request, Run, Tally, APP_PY,
+    assert_all_answered, cdflow_toml, free_port, git_at, manifest, other_app, pid_alive,
+    python_app, release_from, run_of, tags_of, FollowLogs, Project, Request, Run, Tally, APP_PY,
 };
 // At their old paths too, for tests written against them.
 pub(crate) use crate::harness::{get, post, Load, Local};
@@ -1098,41 +1098,6 @@ fn print_copy_times(local: &Local, env: &str) {
     eprintln!("{env}: each instance's app copied in {times:?}");
 }
 
-/// Another app, `other`, in a repository with an origin, whose environments are local on the
-/// given ports and whose tiers and e2e pass at once: what a second team releases on the same
-/// machine.
-fn other_app(staging: u16, production: u16) -> (Project, PathBuf) {
-    let project = Project::git(&[
-        (
-            "cdflow.toml",
-            &format!(
-                "[app]\nname = \"other\"\n\n[version]\ncurrent = \"0.1.0\"\n\n[test]\nunit = \
-                 \"true\"\n\n[e2e]\ncommand = \"true\"\n\n[env.staging]\nport = {staging}\n\n\
-                 [env.production]\nport = {production}\n"
-            ),
-        ),
-        (
-            "manifest.yml",
-            "applications:\n- name: other\n  command: python app.py\n  memory: 64M\n",
-        ),
-        ("app.py", "print('other')\n"),
-    ]);
-    let origin = project.add_origin();
-    (project, origin)
-}
-
-/// A release of `project` from `origin` with `state` as the state folder.
-fn release_from(project: &Project, origin: &Path, state: &Path, dry_run: bool) -> Run {
-    let mut command = project.command(env!("CARGO_BIN_EXE_cdflow"));
-    command
-        .env("CDFLOW_STATE_DIR", state)
-        .args(["release", "--repo", origin.to_str().unwrap()]);
-    if dry_run {
-        command.arg("--dry-run");
-    }
-    run_of(command.output().unwrap())
-}
-
 /// The version `cdflow.toml` says on origin's main: what a release would have bumped.
 fn version_on(origin: &Path) -> String {
     git_at(origin, &["show", "main:cdflow.toml"])
@@ -1428,21 +1393,6 @@ fn docker_is_refused_and_a_no_route_app_runs_without_its_route() {
         .cdflow(&["e2e", "--against", "staging"])
         .failure(2)
         .stderr_has("the e2e tests against `staging` have no URL: its manifest says `no-route`");
-}
-
-/// The test app under another name, in a repository with an origin, its environments on the
-/// given ports, its tiers and e2e passing at once: another team's service on the same machine.
-fn python_app(name: &str, staging: u16, production: u16) -> (Project, PathBuf) {
-    let toml = cdflow_toml("1.0.0", staging, production).replace("pyapp", name)
-        + "\n[test]\nunit = \"true\"\n\n[e2e]\ncommand = \"true\"\n";
-    let manifest = manifest("1.0.0", 1, 20, "").replace("name: pyapp", &format!("name: {name}"));
-    let project = Project::git(&[
-        ("app.py", APP_PY),
-        ("cdflow.toml", &toml),
-        ("manifest.yml", &manifest),
-    ]);
-    let origin = project.add_origin();
-    (project, origin)
 }
 
 /// Two apps share a machine and a state folder, each with its own routes; `down --app` stops

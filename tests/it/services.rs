@@ -7,14 +7,12 @@
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::MutexGuard;
 
 use crate::harness::{
-    environment_of, free_port, get, pid_alive, run_of, tags_of, wait_for, Guard, Project, Run,
+    environment_of, free_port, get, one_at_a_time, pid_alive, run_of, tags_of, wait_for, Guard,
+    Project, Run,
 };
-
-/// Each test starts servers of its own on a small machine: one at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The test app: `/set?v=X` stores X under the key `k` in its redis and in a table of its
 /// PostgreSQL; `/get` answers `redis=X pg=Y` (`-` for nothing); `/env` shows VCAP_SERVICES.
@@ -59,7 +57,7 @@ struct Svc {
 
 impl Svc {
     fn new(services: &str) -> Svc {
-        let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let serial = one_at_a_time();
         require_servers();
         let (staging, production) = (free_port(), free_port());
         let project = Project::git(&[

@@ -365,3 +365,67 @@ pub fn assert_all_answered(tally: &Tally, what: &str) {
         &tally.regressions[..tally.regressions.len().min(10)]
     );
 }
+
+/// A server on 127.0.0.1 for the client's own tests: on the one connection it accepts, it
+/// reads a request head and writes the next of `answers`, for each of them, then closes.
+fn serve(answers: Vec<&'static str>) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream);
+        for answer in answers {
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 0 && !line.ends_with("\r\n\r\n") {}
+            reader.get_mut().write_all(answer.as_bytes()).unwrap();
+        }
+    });
+    port
+}
+
+#[test]
+fn the_client_reads_bodies_by_length_by_chunks_and_until_close() {
+    let answers = [
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            200,
+            "hello",
+        ),
+        (
+            "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n \
+             world\r\n0\r\n\r\n",
+            201,
+            "hello world",
+        ),
+        (
+            "HTTP/1.0 404 Not Found\r\n\r\nto the end",
+            404,
+            "to the end",
+        ),
+    ];
+    for (answer, status, body) in answers {
+        let port = serve(vec![answer]);
+        assert_eq!(
+            get(port, "/").unwrap(),
+            (status, body.to_string()),
+            "{answer:?}"
+        );
+    }
+}
+
+#[test]
+fn a_kept_alive_connection_serves_requests_until_the_server_closes_it() {
+    let port = serve(vec![
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na",
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nb",
+    ]);
+    let mut connection = Connection::default();
+    let first = connection.send(port, &Request::get("/"), true).unwrap();
+    assert_eq!((first.status, first.body.as_str()), (200, "a"));
+    assert!(connection.is_open());
+    let second = connection.send(port, &Request::get("/"), true).unwrap();
+    assert_eq!((second.status, second.body.as_str()), (200, "b"));
+    assert!(!connection.is_open(), "the server said it closes");
+    let refused = connection.send(port, &Request::get("/"), true);
+    assert!(refused.is_err(), "the server takes no second connection");
+}

@@ -4,14 +4,22 @@
 //! Every `Local` stops what it started when it is dropped, even on panic.
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{free_port, run_of, Guard, Project, Run};
 
-/// These tests start many processes and watch timing on a small machine: one at a time.
+/// The tests that deploy to the local platform start many processes and watch timing on a
+/// small machine: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Held while a test deploys to the local platform, so that no other such test runs meanwhile
+/// (a panic in one does not stop the next).
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The test app: `GET /` answers its version; `/slow?ms=N` after N ms; `/health` fails when
 /// FAIL_HEALTH is set, and for the next N checks after `POST /sick?checks=N`; `/env` shows what
@@ -66,7 +74,7 @@ impl Local {
         production: u16,
         instances: u32,
     ) -> Local {
-        let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let serial = one_at_a_time();
         let mut down = project.command(env!("CARGO_BIN_EXE_cdflow"));
         down.env("CDFLOW_STATE_DIR", state.path()).arg("down");
         Local {
@@ -223,6 +231,56 @@ pub fn manifest(version: &str, instances: u32, timeout: u32, extra_env: &str) ->
          health-check-http-endpoint: /health\n  timeout: {timeout}\n  services: [db]\n  env:\n    \
          VERSION: \"{version}\"\n    GREETING: \"hello, world\"\n{extra_env}"
     )
+}
+
+/// The test app under another name, in a repository with an origin, its environments on the
+/// given ports, its tiers and e2e passing at once: another team's service on the same machine.
+pub fn python_app(name: &str, staging: u16, production: u16) -> (Project, PathBuf) {
+    let toml = cdflow_toml("1.0.0", staging, production).replace("pyapp", name)
+        + "\n[test]\nunit = \"true\"\n\n[e2e]\ncommand = \"true\"\n";
+    let manifest = manifest("1.0.0", 1, 20, "").replace("name: pyapp", &format!("name: {name}"));
+    let project = Project::git(&[
+        ("app.py", APP_PY),
+        ("cdflow.toml", &toml),
+        ("manifest.yml", &manifest),
+    ]);
+    let origin = project.add_origin();
+    (project, origin)
+}
+
+/// Another app, `other`, in a repository with an origin, whose environments are local on the
+/// given ports and whose tiers and e2e pass at once: what a second team releases on the same
+/// machine.
+pub fn other_app(staging: u16, production: u16) -> (Project, PathBuf) {
+    let project = Project::git(&[
+        (
+            "cdflow.toml",
+            &format!(
+                "[app]\nname = \"other\"\n\n[version]\ncurrent = \"0.1.0\"\n\n[test]\nunit = \
+                 \"true\"\n\n[e2e]\ncommand = \"true\"\n\n[env.staging]\nport = {staging}\n\n\
+                 [env.production]\nport = {production}\n"
+            ),
+        ),
+        (
+            "manifest.yml",
+            "applications:\n- name: other\n  command: python app.py\n  memory: 64M\n",
+        ),
+        ("app.py", "print('other')\n"),
+    ]);
+    let origin = project.add_origin();
+    (project, origin)
+}
+
+/// A release of `project` from `origin` with `state` as the state folder.
+pub fn release_from(project: &Project, origin: &Path, state: &Path, dry_run: bool) -> Run {
+    let mut command = project.command(env!("CARGO_BIN_EXE_cdflow"));
+    command
+        .env("CDFLOW_STATE_DIR", state)
+        .args(["release", "--repo", origin.to_str().unwrap()]);
+    if dry_run {
+        command.arg("--dry-run");
+    }
+    run_of(command.output().unwrap())
 }
 
 /// The `environment` event of `env` of `app` among the events of a `cdflow status --json`.

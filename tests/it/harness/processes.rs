@@ -120,3 +120,12 @@ impl Drop for Guard {
         }
     }
 }
+
+#[test]
+fn a_guard_kills_its_child_when_dropped() {
+    let mut guard = Guard::child(Command::new("sleep").arg("60").spawn().unwrap());
+    let pid = guard.process().id();
+    assert!(pid_alive(pid));
+    drop(guard);
+    assert!(!pid_alive(pid), "the guard's child outlived it");
+}
