@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 use crate::harness::{
-    environment_of, free_port, git_at, run_of, shared_target, Guard, Project, Run,
+    environment_of, files_under, free_port, git_at, run_of, shared_target, Guard, Project, Run,
 };
 
 const PASSWORD: &str = "pa55-w0rd-never-shown";
@@ -163,22 +163,10 @@ vars = {{ instances = "2" }}
 
     /// Every file the run left in the state folder, as text.
     fn state_text(&self) -> String {
-        fn walk(dir: &Path, out: &mut String) {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                return;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    walk(&path, out);
-                } else if let Ok(text) = std::fs::read_to_string(&path) {
-                    out.push_str(&text);
-                }
-            }
-        }
-        let mut out = String::new();
-        walk(&self.state, &mut out);
-        out
+        files_under(&self.state)
+            .iter()
+            .filter_map(|path| std::fs::read_to_string(path).ok())
+            .collect()
     }
 }
 

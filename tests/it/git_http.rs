@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::cf::CfApp;
-use crate::harness::{wait_for, Guard};
+use crate::harness::{files_under, wait_for, Guard};
 
 const TOKEN: &str = "ghs_s3cret-push-token-never-shown";
 const USER: &str = "x-access-token";
@@ -58,21 +58,12 @@ impl GitServer {
 }
 
 /// Every file under `dir`, with its bytes.
-fn files_under(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_symlink() {
-            continue;
-        }
-        if path.is_dir() {
-            files_under(&path, out);
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            out.push((path, bytes));
-        }
-    }
+fn files_with_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    files_under(dir)
+        .into_iter()
+        .filter(|path| !path.is_symlink())
+        .filter_map(|path| Some((path.clone(), std::fs::read(&path).ok()?)))
+        .collect()
 }
 
 fn holds(bytes: &[u8], text: &str) -> bool {
@@ -140,9 +131,8 @@ fn the_push_back_takes_its_token_from_the_environment_and_shows_it_nowhere() {
 
     // No file of the state folder (records, logs, the workspace and its .git/config) or of the
     // checkout holds it.
-    let mut files = Vec::new();
-    files_under(&app.state, &mut files);
-    files_under(&app.project.dir, &mut files);
+    let mut files = files_with_bytes(&app.state);
+    files.extend(files_with_bytes(&app.project.dir));
     let configs: Vec<_> = files
         .iter()
         .filter(|(path, _)| path.ends_with(".git/config") && path.starts_with(&app.state))

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::harness::{free_port, get, run_of, shared_target, Guard, Project, Request, Run};
+use crate::harness::{self, free_port, get, run_of, shared_target, Guard, Project, Request, Run};
 use crate::tools;
 
 const TEMPLATES: [&str; 2] = ["rust-service", "python-falcon"];
@@ -51,25 +51,16 @@ fn git_in(project: &Project, name: &str, args: &[&str]) -> String {
         .to_string()
 }
 
-/// Every file under `dir` but `.git`, relative, sorted.
+/// Every file under the folder `dir` but `.git`, relative, sorted.
 fn files_under(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.file_name() == Some(".git".as_ref()) {
-                continue;
-            }
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                out.push(path.strip_prefix(root).unwrap().display().to_string());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
+    assert!(dir.is_dir(), "no folder {}", dir.display());
+    let mut files: Vec<String> = harness::files_under(dir)
+        .iter()
+        .filter(|path| !harness::in_git_dir(dir, path))
+        .map(|path| path.strip_prefix(dir).unwrap().display().to_string())
+        .collect();
+    files.sort();
+    files
 }
 
 fn init(project: &Project, name: &str, template: &str) -> Run {

@@ -15,8 +15,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    assert_all_answered, cdflow_toml, free_port, git_at, manifest, other_app, pid_alive,
-    python_app, release_from, run_of, tags_of, FollowLogs, Project, Request, Run, Tally, APP_PY,
+    assert_all_answered, cdflow_toml, files_under, free_port, git_at, manifest, other_app,
+    pid_alive, python_app, release_from, run_of, tags_of, FollowLogs, Project, Request, Run, Tally,
+    APP_PY,
 };
 // At their old paths too, for tests written against them.
 pub(crate) use crate::harness::{get, post, Load, Local};
@@ -1281,19 +1282,15 @@ fn droplet_app_files(local: &Local) -> Vec<String> {
         .find(|path| !path.file_name().unwrap().to_string_lossy().starts_with('.'))
         .expect("an artifact");
     let app = artifact.join("droplet/app");
-    let mut files = Vec::new();
-    let mut dirs = vec![app.clone()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else {
-                let relative = path.strip_prefix(&app).unwrap();
-                files.push(relative.to_string_lossy().into_owned());
-            }
-        }
-    }
+    let mut files: Vec<String> = files_under(&app)
+        .iter()
+        .map(|path| {
+            path.strip_prefix(&app)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
     files.sort();
     files
 }

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use super::files_under;
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -35,9 +37,14 @@ pub fn pid_alive(pid: impl std::fmt::Display) -> bool {
 /// of every `pids.json` (of every app, and of the layout before apps had folders), and every
 /// backing service's process.
 pub fn kill_leftovers(state: &Path) {
-    let mut files = Vec::new();
-    collect_named(state, "pids.json", &mut files);
-    collect_named(&state.join("local/services"), "pid", &mut files);
+    let named = |dir: &Path, name: &str| {
+        files_under(dir)
+            .into_iter()
+            .filter(|path| path.file_name() == Some(name.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    let mut files = named(state, "pids.json");
+    files.extend(named(&state.join("local/services"), "pid"));
     for file in files {
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
@@ -57,17 +64,6 @@ pub fn kill_leftovers(state: &Path) {
                 // SAFETY: kill(2) touches no memory; 0 and -1 are refused above.
                 unsafe { libc::kill(target, libc::SIGKILL) };
             }
-        }
-    }
-}
-
-fn collect_named(dir: &Path, name: &str, found: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_named(&path, name, found);
-        } else if path.file_name() == Some(name.as_ref()) {
-            found.push(path);
         }
     }
 }

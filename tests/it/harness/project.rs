@@ -174,9 +174,14 @@ impl Project {
 
     /// Everything git and the files hold, to compare before and after a failed command.
     pub fn snapshot(&self) -> Snapshot {
-        let mut files = Vec::new();
-        collect(&self.dir, &self.dir, &mut files);
-        files.sort();
+        let files = files_under(&self.dir)
+            .into_iter()
+            .filter(|path| !in_git_dir(&self.dir, path))
+            .map(|path| {
+                let bytes = std::fs::read(&path).unwrap();
+                (path.strip_prefix(&self.dir).unwrap().to_path_buf(), bytes)
+            })
+            .collect();
         Snapshot {
             files,
             head: self.git_cmd(&["rev-parse", "HEAD"]),
@@ -196,19 +201,30 @@ pub struct Snapshot {
     index: String,
 }
 
-fn collect(root: &Path, dir: &Path, files: &mut Vec<(PathBuf, Vec<u8>)>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name() == Some(".git".as_ref()) {
-            continue;
-        }
-        if path.is_dir() {
-            collect(root, &path, files);
-        } else {
-            let relative = path.strip_prefix(root).unwrap().to_path_buf();
-            files.push((relative, std::fs::read(&path).unwrap()));
+/// Every file under `dir` (a symlink too, as a file: the walk does not follow links), sorted;
+/// none if there is no such folder.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                dirs.push(entry.path());
+            } else {
+                files.push(entry.path());
+            }
         }
     }
+    files.sort();
+    files
+}
+
+/// Whether `path` is in a `.git` folder below `root`.
+pub fn in_git_dir(root: &Path, path: &Path) -> bool {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .components()
+        .any(|part| part.as_os_str() == ".git")
 }
 
 pub fn run_of(output: Output) -> Run {
