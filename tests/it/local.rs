@@ -713,24 +713,13 @@ fn a_state_folder_deep_enough_to_overflow_a_socket_path_still_works() {
 }
 
 /// Writes a wheel of the package `hello-srv` whose console script `hello-srv` runs `app.py`
-/// from the current folder (made with Python's zipfile: no network, no build tools).
+/// from the current folder (made by tests/fixtures/wheels/hello_srv.py with Python's zipfile:
+/// no network, no build tools).
 fn write_console_script_wheel(dir: &Path) {
-    let script = r#"
-import sys, zipfile
-files = {
-    "hello_srv.py": "import runpy\ndef main():\n    runpy.run_path('app.py', run_name='__main__')\n",
-    "hello_srv-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: hello-srv\nVersion: 1.0\n",
-    "hello_srv-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    "hello_srv-1.0.dist-info/entry_points.txt": "[console_scripts]\nhello-srv = hello_srv:main\n",
-}
-files["hello_srv-1.0.dist-info/RECORD"] = "".join(name + ",,\n" for name in files) + "hello_srv-1.0.dist-info/RECORD,,\n"
-with zipfile.ZipFile(sys.argv[1], "w") as wheel:
-    for name, text in files.items():
-        wheel.writestr(name, text)
-"#;
     std::fs::create_dir_all(dir).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wheels/hello_srv.py");
     let status = Command::new("python3")
-        .args(["-c", script])
+        .arg(script)
         .arg(dir.join("hello_srv-1.0-py3-none-any.whl"))
         .status()
         .unwrap();
