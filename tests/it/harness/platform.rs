@@ -216,6 +216,8 @@ impl Local {
     }
 }
 
+/// The test app's cdflow.toml: `pyapp` at `version`, its routes on the given ports, and a
+/// user-provided service `db`.
 pub fn cdflow_toml(version: &str, staging: u16, production: u16) -> String {
     format!(
         "[app]\nname = \"pyapp\"\n\n[version]\ncurrent = \"{version}\"\n\n\
@@ -224,6 +226,8 @@ pub fn cdflow_toml(version: &str, staging: u16, production: u16) -> String {
     )
 }
 
+/// The test app's manifest: `instances` instances checked on `/health`, `timeout` seconds to
+/// start, bound to `db`, with `extra_env` (indented lines) after its env.
 pub fn manifest(version: &str, instances: u32, timeout: u32, extra_env: &str) -> String {
     format!(
         "applications:\n- name: pyapp\n  command: python app.py\n  instances: {instances}\n  \
