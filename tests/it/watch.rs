@@ -2,66 +2,24 @@
 //! route, a real `on_failure` command, the metrics scraped over loopback, and a real rollback.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::free_port;
-use crate::local::{get, Local};
+use crate::harness::{free_port, get, Guard, Local};
 
 /// The app: `GET /` answers its version, or 500 while the file named by `BROKEN_WHEN` exists
 /// (the fault is injected from outside, into the version that has the variable); `/health`
 /// always passes, so that the broken version deploys as a real bad release would.
-const APP_PY: &str = r#"
-import os, signal
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-
-VERSION = os.environ.get("VERSION", "?")
-FLAG = os.environ.get("BROKEN_WHEN")
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        if self.path == "/health":
-            code, body = 200, "up"
-        elif FLAG and os.path.exists(FLAG):
-            code, body = 500, "broken on purpose in " + VERSION
-        else:
-            code, body = 200, VERSION
-        body = (body + "\n").encode()
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-signal.signal(signal.SIGTERM, lambda *args: os._exit(0))
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"#;
+const APP_PY: &str = include_str!("../fixtures/apps/breakable/app.py");
 
 /// The check: what an e2e tier does, in a few lines.
-const CHECK_PY: &str = r#"
-import os, sys, urllib.request, urllib.error
-try:
-    with urllib.request.urlopen(os.environ["APP_URL"] + "/", timeout=10) as answer:
-        print("GET / answered", answer.status, answer.read().decode().strip())
-except urllib.error.HTTPError as err:
-    print("GET / answered", err.code, err.read().decode().strip())
-    sys.exit(1)
-"#;
+const CHECK_PY: &str = include_str!("../fixtures/apps/breakable/check.py");
 
 /// The alert: one JSON line per call with what cdflow gave it, as a webhook would get it.
-const ALERT_PY: &str = r#"
-import json, os
-keys = [k for k in os.environ if k.startswith("CDFLOW_WATCH_")]
-with open("alerts.jsonl", "a") as out:
-    out.write(json.dumps({k: os.environ[k] for k in keys}) + "\n")
-"#;
+const ALERT_PY: &str = include_str!("../fixtures/apps/breakable/alert.py");
 
 /// The test app, released as 1.0.0 (healthy) and promoted, then 1.0.1 (which breaks when the
 /// flag file appears) promoted over it.
@@ -94,7 +52,7 @@ fn add_watch_settings(local: &Local, settings: &str) {
 /// A `cdflow watch` running in the background, its JSON lines read as they come; killed if the
 /// test ends without stopping it.
 struct Watch {
-    child: Child,
+    child: Guard,
     lines: mpsc::Receiver<Value>,
     seen: Vec<Value>,
 }
@@ -119,7 +77,7 @@ impl Watch {
             }
         });
         Watch {
-            child,
+            child: Guard::child(child),
             lines,
             seen: Vec::new(),
         }
@@ -140,13 +98,6 @@ impl Watch {
                 return value;
             }
         }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -296,9 +247,9 @@ fn a_failing_production_is_alerted_within_an_interval_and_rolled_back() {
 
     // SIGTERM stops it cleanly, between two checks or in one.
     // SAFETY: kill(2) on the child this test started.
-    unsafe { libc::kill(watch.child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(watch.child.process().id() as i32, libc::SIGTERM) };
     watch.next("note");
-    let status = watch.child.wait().unwrap();
+    let status = watch.child.process().wait().unwrap();
     assert_eq!(status.code(), Some(0), "{:#?}", watch.seen);
 
     local
