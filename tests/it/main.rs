@@ -2,9 +2,7 @@
 
 mod anywhere;
 mod bench;
-mod bench_sigint;
 mod bump;
-mod bump_message;
 mod cf;
 mod ci_examples;
 mod git_http;
@@ -17,11 +15,9 @@ mod local;
 mod plans;
 mod quickstart;
 mod quiet;
+mod readme;
 mod release;
-mod repo_arg;
 mod services;
 mod surface;
 mod tools;
 mod watch;
-mod watch_dry_run;
-mod watch_timeout;
