@@ -112,18 +112,19 @@ pub fn run(
         humantime::format_duration(plan.duration)
     ));
     let measured = measure(&url, plan.duration, plan.connections)?;
+    let ms = |d: Duration| round(d.as_secs_f64() * 1000.0, 3);
     let mut result = BenchResult {
         stage: plan.stage.clone(),
         env: plan.env.clone(),
         url,
         version: deployment.map(|d| d.version),
         connections: plan.connections,
-        seconds: round(measured.seconds, 3),
-        requests: measured.requests,
-        errors: measured.errors,
-        requests_per_second: round(measured.requests_per_second, 1),
-        p50_ms: round(measured.p50_ms, 3),
-        p99_ms: round(measured.p99_ms, 3),
+        seconds: round(measured.duration.as_secs_f64(), 3),
+        requests: measured.total_requests as u64,
+        errors: measured.failed_requests as u64,
+        requests_per_second: round(measured.throughput, 1),
+        p50_ms: ms(measured.latency_p50),
+        p99_ms: ms(measured.latency_p99),
         baseline,
         max_regression: plan.thresholds.max_regression,
         max_errors: plan.thresholds.max_errors,
@@ -147,25 +148,16 @@ pub fn run(
     Err(anyhow::anyhow!(evidence(&result)))
 }
 
-/// What one load measured.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Measured {
-    pub seconds: f64,
-    pub requests: u64,
-    pub errors: u64,
-    pub requests_per_second: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-}
-
 /// Sends GET `url` on `connections` keep-alive connections for `duration`, each sending its
-/// next request when its answer came. A SIGINT or SIGTERM stops the load at once.
-pub fn measure(url: &str, duration: Duration, connections: u32) -> Result<Measured> {
+/// next request when its answer came. A SIGINT or SIGTERM stops the load at once. The
+/// library's numbers, which `run` keeps, rounded, as a [`BenchResult`].
+fn measure(url: &str, duration: Duration, connections: u32) -> Result<httpress::BenchmarkResults> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("could not start the load's runtime")?;
+    let aside = StdoutAside::new();
     let results = runtime.block_on(async {
         let benchmark = httpress::Benchmark::builder()
             .url(url)
@@ -182,20 +174,55 @@ pub fn measure(url: &str, duration: Duration, connections: u32) -> Result<Measur
             () = stop_requested() => Ok(None),
         }
     });
-    // The load's tasks still in flight after a stop end with the runtime.
-    runtime.shutdown_background();
-    let Some(results) = results? else {
+    // The load's tasks still in flight after a stop end with the runtime; its threads are
+    // waited for (a moment at most: nothing in the load blocks), so that none of them writes
+    // to stdout once it is cdflow's again.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    drop(aside);
+    let results = results?;
+    // On a SIGINT the library also ends the load itself, early, with the numbers so far:
+    // numbers of a cut load are not a measurement.
+    let (Some(results), false) = (results, crate::signals::stop_requested()) else {
         return Err(anyhow::Error::new(Interrupted).context("the load was stopped"));
     };
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    Ok(Measured {
-        seconds: results.duration.as_secs_f64(),
-        requests: results.total_requests as u64,
-        errors: results.failed_requests as u64,
-        requests_per_second: results.throughput,
-        p50_ms: ms(results.latency_p50),
-        p99_ms: ms(results.latency_p99),
-    })
+    Ok(results)
+}
+
+/// While it lives, what is written to stdout goes to stderr. The load library (httpress)
+/// listens for Ctrl-C itself, and on one prints a line of its own to stdout, which would break
+/// `--json`'s one event per line. It has no option to leave signals alone, and the handler
+/// cannot be told apart from cdflow's in the signal registry, so its stdout is moved aside for
+/// the length of the load (when nothing of cdflow's prints: the load blocks the thread that
+/// does). Not a fork of the crate, nor a process of its own for the load.
+struct StdoutAside(Option<std::os::fd::OwnedFd>);
+
+impl StdoutAside {
+    fn new() -> StdoutAside {
+        use std::io::Write as _;
+        use std::os::fd::AsFd as _;
+        let _ = std::io::stdout().flush();
+        let Ok(saved) = std::io::stdout().as_fd().try_clone_to_owned() else {
+            return StdoutAside(None);
+        };
+        // SAFETY: dup2(2) between the process's own standard descriptors; touches no memory.
+        if unsafe { libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) } < 0 {
+            return StdoutAside(None);
+        }
+        StdoutAside(Some(saved))
+    }
+}
+
+impl Drop for StdoutAside {
+    fn drop(&mut self) {
+        use std::io::Write as _;
+        use std::os::fd::AsRawFd as _;
+        let Some(saved) = self.0.take() else {
+            return;
+        };
+        let _ = std::io::stdout().flush();
+        // SAFETY: as above, with the descriptor saved by `new`, still open.
+        unsafe { libc::dup2(saved.as_raw_fd(), libc::STDOUT_FILENO) };
+    }
 }
 
 /// Returns once cdflow was asked to stop.

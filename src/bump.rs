@@ -103,10 +103,17 @@ pub fn read_version(dir: &Path, loaded: &config::Loaded) -> Result<VersionFacts>
                         loaded.location(source.span().start),
                         source.get_ref()
                     ),
+                    // `dir` is relative, and empty for the current folder: named in full.
                     None => format!(
                         "no version found in {}: there is no Cargo.toml; for an app without \
                          one, add to cdflow.toml:\n\n[version]\ncurrent = \"0.1.0\"",
-                        dir.display()
+                        std::env::current_dir()
+                            .map(|here| match dir.as_os_str().is_empty() {
+                                true => here,
+                                false => here.join(dir),
+                            })
+                            .unwrap_or_else(|_| dir.to_path_buf())
+                            .display()
                     ),
                 }));
             }

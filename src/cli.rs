@@ -24,7 +24,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Print only errors and warnings while stages run (what read commands print stays).
+    /// Print only errors and warnings from a command that acts (a read command's answer stays).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
@@ -71,12 +71,14 @@ pub enum Command {
     Bump(BumpArgs),
 
     /// Switch an environment back to an earlier version, without a build.
+    #[command(after_help = ROLLBACK_HELP)]
     Rollback(RollbackArgs),
 
     /// Show what serves each environment of each app: version, artifact, route, instances.
     Status,
 
     /// Show an environment's logs.
+    #[command(after_help = LOGS_HELP)]
     Logs(LogsArgs),
 
     /// Check an environment every interval (its e2e tests), with metrics, alerts, rollback.
@@ -241,11 +243,29 @@ pub struct ManifestArgs {
     pub env: String,
 }
 
+const ROLLBACK_HELP: &str = "\
+Examples:
+  cdflow rollback --env production                     in the checkout: the release before
+  cdflow rollback --env production --version 1.0.1     back to a release by its version
+  cdflow rollback --app orders --env production        from any folder, by the state folder's
+                                                       records ($CDFLOW_STATE_DIR, else ./.cdflow)";
+
+const LOGS_HELP: &str = "\
+Examples:
+  cdflow logs --env staging -f                 in the checkout, following new lines
+  cdflow logs --app orders --env staging       from any folder, by the state folder's records
+                                               ($CDFLOW_STATE_DIR, else ./.cdflow)";
+
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
     /// The environment to roll back.
     #[arg(long)]
     pub env: String,
+
+    /// The app to roll back, as `cdflow status` names it: from any folder, with the settings
+    /// the state folder recorded at its last deploy (default: the checkout's app).
+    #[arg(long)]
+    pub app: Option<String>,
 
     /// The version to go back to (default: the one before the current one). `--to` is its
     /// older name.
@@ -259,6 +279,11 @@ pub struct LogsArgs {
     #[arg(long)]
     pub env: String,
 
+    /// The app whose logs to show, as `cdflow status` names it: from any folder, with the
+    /// settings the state folder recorded at its last deploy (default: the checkout's app).
+    #[arg(long)]
+    pub app: Option<String>,
+
     /// Keep printing new lines as they come.
     #[arg(long, short = 'f')]
     pub follow: bool,
@@ -269,9 +294,10 @@ Examples:
   cdflow watch --env production                  every 60s until SIGINT or SIGTERM
   cdflow watch --env production --interval 10    every 10 seconds
   cdflow watch --env staging --once --json       one check, its result as JSON
+  cdflow watch --env production --dry-run        the commands a check would run
 
-Settings under [watch] in cdflow.toml: command, interval, on_failure, rollback_after,
-rollback_within, metrics_port (see docs/watch.md).";
+Settings under [watch] in cdflow.toml: command, interval, timeout, on_failure,
+rollback_after, rollback_within, metrics_port (see docs/watch.md).";
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
@@ -295,6 +321,10 @@ pub struct WatchArgs {
     /// `metrics_port` in [watch], else 9469; none with --count or --once).
     #[arg(long, value_name = "PORT")]
     pub metrics_port: Option<u16>,
+
+    /// Print the commands one check would run (and `on_failure`), run nothing, record nothing.
+    #[arg(long, conflicts_with_all = ["count", "once", "metrics_port", "interval"])]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -104,6 +104,9 @@ pub struct WatchSection {
     /// Seconds between the starts of two checks.
     #[serde(default, deserialize_with = "positive")]
     pub interval: Option<u64>,
+    /// Seconds a check (and `on_failure`) may take before it is stopped and counts as failed.
+    #[serde(default, deserialize_with = "positive")]
+    pub timeout: Option<u64>,
     /// Run once per streak of failed checks, the failure given in `CDFLOW_WATCH_*` variables.
     #[serde(default, deserialize_with = "command_words")]
     pub on_failure: Option<String>,

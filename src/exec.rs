@@ -69,6 +69,9 @@ pub struct Exec {
     records: RefCell<Vec<Record>>,
     /// Where each command's whole output is kept, during a run: the run's own folder.
     logs: RefCell<Option<PathBuf>>,
+    /// How long an action may run before it is stopped with its process group (a watch's
+    /// check); `None`: as long as it takes.
+    timeout: std::cell::Cell<Option<Duration>>,
 }
 
 impl Exec {
@@ -82,6 +85,7 @@ impl Exec {
             critical: std::cell::Cell::new(false),
             records: RefCell::new(Vec::new()),
             logs: RefCell::new(None),
+            timeout: std::cell::Cell::new(None),
         })
     }
 
@@ -96,6 +100,12 @@ impl Exec {
     /// failure can show its last lines and point at the rest.
     pub fn keep_logs_in(&self, dir: &Path) {
         *self.logs.borrow_mut() = Some(dir.to_path_buf());
+    }
+
+    /// Stops every action run from now on that takes longer than `timeout`, with its process
+    /// group, as a [`TimedOut`] error: for commands that must not block cdflow for ever.
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.timeout.set(Some(timeout));
     }
 
     /// The shell that commands are built from (`cmd!(exec.sh(), "git status")`).
@@ -382,6 +392,19 @@ impl Exec {
             if let Some(status) = child.try_wait()? {
                 break status;
             }
+            if let Some(after) = self.timeout.get().filter(|t| started.elapsed() >= *t) {
+                stop_group(child);
+                // What ignored the SIGTERM and outlived the leader goes too.
+                stop_leftovers(child.id() as libc::pid_t);
+                self.ui
+                    .command_finished(line, None, started.elapsed(), None);
+                let output = self.masked_output(lines, output, live);
+                return Err(anyhow::Error::new(TimedOut {
+                    command: line.to_string(),
+                    after,
+                    tail: output.tail(TAIL_LINES),
+                }));
+            }
             if crate::signals::stop_requested() && !self.critical.get() {
                 stop_group(child);
                 self.ui
@@ -519,6 +542,31 @@ impl std::fmt::Display for CommandFailed {
 }
 
 impl std::error::Error for CommandFailed {}
+
+/// A command that ran longer than its seam's timeout, and was stopped with its process group.
+#[derive(Debug)]
+pub struct TimedOut {
+    pub command: String,
+    pub after: Duration,
+    pub tail: String,
+}
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` was stopped after {}s, its time limit",
+            self.command,
+            self.after.as_secs()
+        )?;
+        if !self.tail.is_empty() {
+            write!(f, "; the end of its output:\n{}", self.tail)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TimedOut {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stream {

@@ -13,6 +13,7 @@ mod bump;
 mod canary;
 mod cli;
 mod config;
+mod env_record;
 mod error;
 mod events;
 mod exec;
@@ -108,6 +109,7 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             }
         }
     }
+    ui.set_acting(acts(&cli.command));
     let here = std::env::current_dir()?;
     let dir = Path::new("");
     let state = State::locate(&here);
@@ -120,8 +122,12 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
         | Command::Push(_)
         | Command::E2e(_)
         | Command::Promote(_)
-        | Command::Rollback(_)
         | Command::Watch(_) => state.secure(ui, true)?,
+        // `--app` outside a checkout reads a state folder that exists, and makes none.
+        Command::Rollback(args) => state.secure(
+            ui,
+            args.app.is_none() || here.join(config::FILE_NAME).is_file(),
+        )?,
         Command::History
         | Command::Logs(_)
         | Command::Status
@@ -239,7 +245,7 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             )))
         }
         Command::Rollback(args) => {
-            let app = App::load(&here)?;
+            let app = env_record::Subject::find(&here, &state, args.app.as_deref(), &args.env)?;
             ui.add_secrets(&app.secret_names());
             let env = app.target(&args.env)?;
             let exec = exec_in(Mode::Real)?;
@@ -247,12 +253,19 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             // between a release's push and its e2e tests.
             let _lock = lock::acquire(
                 ui,
-                &runner::lock_path(&state, &app.name, &args.env),
-                &format!("rollback of {} on {}", app.name, args.env),
+                &runner::lock_path(&state, app.name(), &args.env),
+                &format!("rollback of {} on {}", app.name(), args.env),
                 lock::Wait::No,
             )?;
             let platform = platform::for_env(&state, &env);
-            let deployment = platform.rollback(&exec, &app.name, &env, args.to.as_deref())?;
+            let deployment = platform.rollback(&exec, app.name(), &env, args.to.as_deref())?;
+            // The rollback happened: a record that cannot be written is told, not a failure.
+            let secrets = app.secret_names();
+            if let Err(err) =
+                env_record::record(&exec, &state, app.name(), &env, &secrets, "rollback")
+            {
+                ui.warn(&format!("{err:#}"));
+            }
             ui.note(&format!(
                 "{} now serves {} ({}) at {}",
                 deployment.env, deployment.version, deployment.artifact, deployment.url
@@ -260,11 +273,11 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             Ok(())
         }
         Command::Logs(args) => {
-            let app = App::load(&here)?;
+            let app = env_record::Subject::find(&here, &state, args.app.as_deref(), &args.env)?;
             ui.add_secrets(&app.secret_names());
             let env = app.target(&args.env)?;
             let exec = exec_in(Mode::Real)?;
-            platform::for_env(&state, &env).logs(&exec, &app.name, &env, args.follow)
+            platform::for_env(&state, &env).logs(&exec, app.name(), &env, args.follow)
         }
         Command::Status => {
             platform::local::status(&state, ui)?;
@@ -296,6 +309,7 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
                 interval: args.interval,
                 count: if args.once { Some(1) } else { args.count },
                 metrics_port: args.metrics_port,
+                dry_run: args.dry_run,
             };
             watch::run(ui, &state, &app, &options)
         }
@@ -326,6 +340,36 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
                 Ok(())
             }
         },
+    }
+}
+
+/// Whether a command acts (runs stages, deploys, commits, starts or stops things) rather than
+/// answers a question: what it prints is progress, which `-q` silences, where a read command's
+/// answer stays.
+fn acts(command: &Command) -> bool {
+    match command {
+        Command::Release(_)
+        | Command::Test(_)
+        | Command::Push(_)
+        | Command::E2e(_)
+        | Command::Promote(_)
+        | Command::Init(_)
+        | Command::Rollback(_)
+        | Command::Watch(_)
+        | Command::Down(_)
+        | Command::Up(_)
+        | Command::Forget(_)
+        | Command::ServeEnv(_)
+        | Command::Reap => true,
+        Command::Bump(args) => !args.show,
+        // `man --dir` writes files, but the files are what was asked for: its lines name them.
+        Command::History
+        | Command::Manifest(_)
+        | Command::Pipelines
+        | Command::Status
+        | Command::Logs(_)
+        | Command::Completions(_)
+        | Command::Man(_) => false,
     }
 }
 

@@ -146,7 +146,12 @@ impl RepoUrl {
             source: Source::None,
         };
         let Ok(mut url) = Url::parse(text) else {
-            return verbatim;
+            // Not a URL (`-https://user:token@host/...`, refused later): what it would hide
+            // is masked all the same wherever it shows, the refusal first.
+            return RepoUrl {
+                secrets: embedded_credentials(text),
+                ..verbatim
+            };
         };
         let user = url.username().to_string();
         let password = url.password().map(String::from);
@@ -169,7 +174,15 @@ impl RepoUrl {
             ],
             // A user alone, on http, is a token (https://TOKEN@host/...).
             None if http && !user.is_empty() => vec![user.clone(), decode(&user)],
-            None => return RepoUrl { scope, ..verbatim },
+            // A URL of another kind may still hold one inside its path
+            // (`ext::https://user:token@...`); its own user (ssh's) is no secret.
+            None => {
+                return RepoUrl {
+                    scope,
+                    secrets: embedded_credentials(&url[url::Position::BeforePath..]),
+                    ..verbatim
+                }
+            }
         };
         let _ = url.set_password(None);
         let mut helper = None;
@@ -283,9 +296,53 @@ impl RepoUrl {
     }
 }
 
+/// The credentials of every `scheme://user[:password]@host` inside `text`, in each form they
+/// may show: for a repository that is not a URL itself, and is printed as it was given.
+fn embedded_credentials(text: &str) -> Vec<String> {
+    let decode = |text: &str| percent_decode_str(text).decode_utf8_lossy().into_owned();
+    let mut secrets = Vec::new();
+    for (at, _) in text.match_indices("://") {
+        let rest = &text[at + 3..];
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        let Some(end) = authority.rfind('@') else {
+            continue;
+        };
+        let userinfo = &authority[..end];
+        // `user:password` hides the password; a user alone is a token (`https://TOKEN@host`).
+        let password = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
+        for secret in [userinfo, password] {
+            for form in [secret.to_string(), decode(secret)] {
+                if !form.is_empty() && !secrets.contains(&form) {
+                    secrets.push(form);
+                }
+            }
+        }
+    }
+    secrets
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_inside_what_is_not_a_url_are_masked_too() {
+        let repo = RepoUrl::parse("-https://ci-bot:t%40ken@git.example.com/app.git");
+        assert_eq!(
+            repo.url(),
+            "-https://ci-bot:t%40ken@git.example.com/app.git",
+            "printed as given, to be refused"
+        );
+        for shown in ["ci-bot:t%40ken", "t%40ken", "ci-bot:t@ken", "t@ken"] {
+            assert!(repo.secrets().contains(&shown.to_string()), "{shown}");
+        }
+        let ext = RepoUrl::parse("ext::https://t0ken@git.example.com/app.git");
+        assert_eq!(ext.secrets(), ["t0ken"]);
+        assert!(RepoUrl::parse("-x").secrets().is_empty());
+        assert!(RepoUrl::parse("git@host.example.com:app.git")
+            .secrets()
+            .is_empty());
+    }
 
     #[test]
     fn http_credentials_are_split_off_decoded_and_masked() {

@@ -28,7 +28,6 @@ pub fn run(
     pipeline: &Pipeline,
     settings: &Settings,
 ) -> Result<RunRecord> {
-    let _in_run = InRun::start(exec.ui());
     let clones = pipeline
         .stages
         .iter()
@@ -257,22 +256,6 @@ fn git_credentials(exec: &Exec, repo: &mut RepoUrl, from_command_line: bool) {
             "the credentials in the repository URL are not used: {} gives the token",
             repo_url::TOKEN_VAR
         ));
-    }
-}
-
-/// Marks the run's stages as running for the Ui (what `-q` silences) until dropped.
-struct InRun<'a>(&'a crate::ui::Ui);
-
-impl<'a> InRun<'a> {
-    fn start(ui: &'a crate::ui::Ui) -> InRun<'a> {
-        ui.set_in_run(true);
-        InRun(ui)
-    }
-}
-
-impl Drop for InRun<'_> {
-    fn drop(&mut self) {
-        self.0.set_in_run(false);
     }
 }
 

@@ -11,6 +11,7 @@ use crate::app::App;
 use crate::app_manifest::Resolved;
 use crate::bench;
 use crate::bump;
+use crate::env_record;
 use crate::error::user_error;
 use crate::exec::Exec;
 use crate::facts::Facts;
@@ -599,6 +600,8 @@ fn push(ctx: &mut Context, to: &str) -> Result<()> {
     })?;
     let template = std::fs::read_to_string(&app.manifest)?;
     releases::deployed(ctx.exec, ctx.state, &app.name, &deployment, &template)?;
+    let secrets = app.secret_names();
+    env_record::record(ctx.exec, ctx.state, &app.name, &target, &secrets, "push")?;
     ctx.exec.ui().note(&format!(
         "{to} serves {} at {}",
         deployment.version, deployment.url
@@ -768,6 +771,8 @@ fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
             .with_context(|| format!("promote from `{from}` to `{to}` failed"))
     })?;
     releases::deployed(ctx.exec, ctx.state, &app.name, &deployment, &template)?;
+    let secrets = app.secret_names();
+    env_record::record(ctx.exec, ctx.state, &app.name, &target, &secrets, "promote")?;
     ctx.exec.ui().note(&format!(
         "{to} serves {} at {}",
         deployment.version, deployment.url

@@ -39,7 +39,8 @@ impl Style {
 /// How much a run prints besides errors and warnings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Verbosity {
-    /// Errors and warnings only, while stages run (`-q`).
+    /// Errors and warnings only, from a command that acts (`-q`); what a read command prints
+    /// as its answer stays.
     Quiet,
     /// Stages, the commands they run, and notes.
     #[default]
@@ -53,8 +54,9 @@ pub enum Verbosity {
 pub struct Ui {
     style: Style,
     verbosity: Verbosity,
-    /// Whether a pipeline's stages are running: what `-q` silences.
-    in_run: Rc<std::cell::Cell<bool>>,
+    /// Whether the command acts (runs stages, deploys, commits, starts or stops things), and so
+    /// prints progress, which `-q` silences; a read command's answer is never silenced.
+    acting: Rc<std::cell::Cell<bool>>,
     secrets: Rc<RefCell<Secrets>>,
     /// The spinner of the running stage, on a terminal; lines are printed above it.
     spinner: Rc<RefCell<Option<ProgressBar>>>,
@@ -89,7 +91,7 @@ impl Ui {
         Ui {
             style,
             verbosity: Verbosity::Normal,
-            in_run: Rc::new(std::cell::Cell::new(false)),
+            acting: Rc::new(std::cell::Cell::new(false)),
             secrets: Rc::new(RefCell::new(secrets)),
             spinner: Rc::new(RefCell::new(None)),
             run: Rc::new(RefCell::new(None)),
@@ -106,14 +108,16 @@ impl Ui {
         self.verbosity == Verbosity::Verbose
     }
 
-    /// Marks the start and the end of a pipeline's stages, whose progress `-q` silences.
-    pub fn set_in_run(&self, running: bool) {
-        self.in_run.set(running);
+    /// Says whether the command acts, and so whether what it prints is progress that `-q`
+    /// silences (set once, by `main`, from the command).
+    pub fn set_acting(&self, acting: bool) {
+        self.acting.set(acting);
     }
 
-    /// Whether progress is silenced now: `-q` while stages run, in text styles.
-    fn silenced(&self) -> bool {
-        self.verbosity == Verbosity::Quiet && self.in_run.get() && self.style != Style::Json
+    /// Whether progress is silenced: `-q` in a command that acts, in text styles (JSON events
+    /// are for machines, which filter them themselves).
+    pub fn silenced(&self) -> bool {
+        self.verbosity == Verbosity::Quiet && self.acting.get() && self.style != Style::Json
     }
 
     /// Adds secrets learnt later (those an app's cdflow.toml names).

@@ -27,9 +27,10 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::app::App;
+use crate::env_record;
 use crate::error::{is_interrupted, user_error};
 use crate::events::Event;
-use crate::exec::{CommandFailed, Exec, Mode};
+use crate::exec::{CommandFailed, Exec, Mode, TimedOut};
 use crate::lock;
 use crate::platform::{self, Deployment, Platform, Target};
 use crate::releases;
@@ -42,6 +43,9 @@ use crate::ui::{Style, Ui, Verbosity};
 
 /// Seconds between checks when neither `--interval` nor `[watch] interval` says.
 pub const DEFAULT_INTERVAL: u64 = 60;
+/// Seconds a check may take when `[watch] timeout` does not say: long enough for an e2e suite,
+/// short enough that a hung one is told within minutes rather than never.
+pub const DEFAULT_TIMEOUT: u64 = 300;
 /// The metrics port when neither `--metrics-port` nor `[watch] metrics_port` says.
 pub const DEFAULT_METRICS_PORT: u16 = 9469;
 /// How long after a deployment `rollback_after` applies, when `rollback_within` does not say.
@@ -58,6 +62,8 @@ pub struct Options {
     /// Stop after this many checks (`--count`, `--once`).
     pub count: Option<u64>,
     pub metrics_port: Option<u16>,
+    /// Print what one check would run, and run nothing (`--dry-run`).
+    pub dry_run: bool,
 }
 
 /// The settings of one watch: the command line over `[watch]` over the defaults.
@@ -67,6 +73,8 @@ struct Settings {
     /// Where the command comes from, to say it.
     source: &'static str,
     interval: Duration,
+    /// How long a check, or `on_failure`, may run before it is stopped (its process group).
+    timeout: Duration,
     on_failure: Option<String>,
     rollback_after: Option<u64>,
     rollback_within: Duration,
@@ -104,6 +112,7 @@ impl Settings {
                     .or(watch.interval)
                     .unwrap_or(DEFAULT_INTERVAL),
             ),
+            timeout: Duration::from_secs(watch.timeout.unwrap_or(DEFAULT_TIMEOUT)),
             on_failure: watch.on_failure.clone(),
             rollback_after: watch.rollback_after,
             rollback_within: Duration::from_secs(
@@ -130,6 +139,9 @@ enum Said {
 pub fn run(ui: &Ui, state: &State, app: &App, options: &Options) -> Result<()> {
     let target = app.target(&options.env)?;
     let settings = Settings::resolve(app, options)?;
+    if options.dry_run {
+        return dry_run(ui, state, app, target, &settings);
+    }
     let metrics = Metrics::new(&app.name, target.name);
     let address = match settings.metrics_port {
         Some(port) => Some(serve_metrics(port, metrics.registry.clone())?),
@@ -140,6 +152,7 @@ pub fn run(ui: &Ui, state: &State, app: &App, options: &Options) -> Result<()> {
     let watcher = Watcher {
         ui,
         quiet: quiet_ui(ui, app),
+        mode: Mode::Real,
         state,
         app,
         target,
@@ -199,6 +212,53 @@ pub fn run(ui: &Ui, state: &State, app: &App, options: &Options) -> Result<()> {
     }
 }
 
+/// `--dry-run`: the commands of one check, as a real one would run them (what finds the URL,
+/// the check with `APP_URL`, `on_failure`), printed and not run; nothing recorded or served.
+fn dry_run(ui: &Ui, state: &State, app: &App, target: Target, settings: &Settings) -> Result<()> {
+    let metrics = Metrics::new(&app.name, target.name);
+    let watcher = Watcher {
+        ui,
+        quiet: ui.clone(),
+        mode: Mode::DryRun,
+        state,
+        app,
+        target,
+        platform: platform::for_env(state, &target),
+        settings,
+        metrics: &metrics,
+    };
+    let env = target.name;
+    ui.note(&format!(
+        "dry run: a check of `{env}` of {}, every {}s, stopped after {}s:",
+        app.name,
+        settings.interval.as_secs(),
+        settings.timeout.as_secs()
+    ));
+    let exec = watcher.exec()?;
+    let deployment = watcher
+        .platform
+        .serving(&exec, &app.name, &watcher.target)?;
+    // The check would fail without a URL: said as the check would say it.
+    let url = watcher
+        .url(deployment.as_ref())
+        .map_err(|why| user_error(format!("a check would fail: {why}")))?;
+    watcher.run_check(&exec, &url)?;
+    if let Some(command) = &settings.on_failure {
+        ui.note("when checks start failing, with CDFLOW_WATCH_* set:");
+        let (program, args) = words(command)?;
+        exec.run(exec.sh().cmd(program).args(args))?;
+    }
+    if let Some(after) = settings.rollback_after {
+        ui.note(&format!(
+            "after {after} failed checks in a row within {}s of a deployment: a rollback to \
+             the release before, as `cdflow rollback --env {env}` makes",
+            settings.rollback_within.as_secs()
+        ));
+    }
+    ui.note("dry run: nothing was run");
+    Ok(())
+}
+
 fn announce(ui: &Ui, app: &App, target: &Target, settings: &Settings, metrics: Option<String>) {
     let every = settings.interval.as_secs();
     if ui.is_json() {
@@ -227,7 +287,7 @@ fn quiet_ui(ui: &Ui, app: &App) -> Ui {
         return ui.clone();
     }
     let quiet = Ui::new(Style::Plain, Secrets::from_env([])).with_verbosity(Verbosity::Quiet);
-    quiet.set_in_run(true);
+    quiet.set_acting(true);
     quiet.add_secrets(&app.secret_names());
     quiet
 }
@@ -235,6 +295,8 @@ fn quiet_ui(ui: &Ui, app: &App) -> Ui {
 struct Watcher<'a> {
     ui: &'a Ui,
     quiet: Ui,
+    /// Real, or a dry run that prints the commands and runs none.
+    mode: Mode,
     state: &'a State,
     app: &'a App,
     target: Target<'a>,
@@ -247,7 +309,7 @@ impl Watcher<'_> {
     /// A seam for one check: a fresh one each time, so that a watch that runs for months does
     /// not keep the record of every command it ever ran.
     fn exec(&self) -> Result<Exec> {
-        Exec::new(&self.app.dir, Mode::Real, self.quiet.clone())
+        Exec::new(&self.app.dir, self.mode, self.quiet.clone())
     }
 
     /// Runs one check; `None` when a signal stopped it.
@@ -316,6 +378,7 @@ impl Watcher<'_> {
         env.push(("APP_URL".into(), url.to_string()));
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let (program, args) = words(&self.settings.command)?;
+        exec.set_timeout(self.settings.timeout);
         exec.run_with_env(exec.sh().cmd(program).args(args), &env)?;
         Ok(())
     }
@@ -343,7 +406,12 @@ impl Watcher<'_> {
                 check.started, check.env, check.seconds, check.failures_in_a_row
             )
         };
-        self.ui.note(&line);
+        // With `-q`, a failure is still told, as a warning: it is what the watch is for.
+        if !check.passed && self.ui.silenced() {
+            self.ui.warn(&line);
+        } else {
+            self.ui.note(&line);
+        }
     }
 
     /// Runs `on_failure` with the failure in its environment; `None` when there is none. Its
@@ -353,6 +421,8 @@ impl Watcher<'_> {
             return Ok(None);
         };
         let exec = self.exec()?;
+        // A hung alert must not stop the monitoring either.
+        exec.set_timeout(self.settings.timeout);
         let (program, args) = words(command)?;
         let failures = check.failures_in_a_row.to_string();
         // Values are given as variables of the command's environment, never spliced into its
@@ -431,6 +501,18 @@ impl Watcher<'_> {
         });
         match rolled {
             Ok(deployment) => {
+                let secrets = self.app.secret_names();
+                let recorded = env_record::record(
+                    &exec,
+                    self.state,
+                    &self.app.name,
+                    &self.target,
+                    &secrets,
+                    "rollback",
+                );
+                if let Err(err) = recorded {
+                    self.ui.warn(&format!("{err:#}"));
+                }
                 self.metrics.rollbacks.inc();
                 self.say(
                     Said::Rollback,
@@ -463,7 +545,12 @@ impl Watcher<'_> {
                 Said::Rollback => Event::Rollback { env, message },
             });
         } else {
-            self.ui.note(&format!("{}: {message}", self.target.name));
+            let line = format!("{}: {message}", self.target.name);
+            // With `-q`, a rollback is still told, as a warning: the environment changed.
+            match kind {
+                Said::Rollback if self.ui.silenced() => self.ui.warn(&line),
+                _ => self.ui.note(&line),
+            }
         }
     }
 
@@ -498,6 +585,18 @@ fn words(command: &str) -> Result<(String, Vec<String>)> {
 
 /// What a failed check has to say: the end of its output, or why it could not run.
 fn failure_output(err: &anyhow::Error) -> String {
+    if let Some(timed_out) = err.chain().find_map(|e| e.downcast_ref::<TimedOut>()) {
+        // The reason last: it is the line a check's line shows.
+        let stopped = format!(
+            "the check was stopped after {}s, its time limit (`timeout` in [watch])",
+            timed_out.after.as_secs()
+        );
+        return if timed_out.tail.is_empty() {
+            stopped
+        } else {
+            format!("the end of its output:\n{}\n{stopped}", timed_out.tail)
+        };
+    }
     match err.chain().find_map(|e| e.downcast_ref::<CommandFailed>()) {
         Some(failed) => {
             let how = match failed.code {
@@ -870,6 +969,23 @@ mod tests {
         assert_eq!(
             failure_output(&anyhow::anyhow!("nothing serves")),
             "nothing serves"
+        );
+    }
+
+    #[test]
+    fn a_stopped_check_ends_with_why() {
+        let timed_out = |tail: &str| {
+            anyhow::Error::new(TimedOut {
+                command: "check".into(),
+                after: Duration::from_secs(300),
+                tail: tail.into(),
+            })
+        };
+        let stopped = "the check was stopped after 300s, its time limit (`timeout` in [watch])";
+        assert_eq!(failure_output(&timed_out("")), stopped);
+        assert_eq!(
+            failure_output(&timed_out("GET / ...")),
+            format!("the end of its output:\nGET / ...\n{stopped}")
         );
     }
 }

@@ -7,41 +7,10 @@
 //! fall of nearly 50% in requests/s and a rise of about 100% in p99, well past the pipeline's
 //! 40%, while an unchanged release stays well within it.
 
-use crate::local::Local;
+use crate::harness::Local;
 
 /// GET / answers the version after DELAY_MS milliseconds; /health at once.
-const DELAYED_APP: &str = r#"
-import os, signal, time
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-
-VERSION = os.environ.get("VERSION", "?")
-DELAY = int(os.environ.get("DELAY_MS", "0")) / 1000
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # The answer leaves in one write, with no wait for an ACK (Nagle's algorithm against the
-    # client's delayed ACK would add up to 200 ms to some answers, and make p99 a lottery).
-    wbufsize = 1 << 16
-    disable_nagle_algorithm = True
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        if self.path != "/health":
-            time.sleep(DELAY)
-        body = (VERSION + "\n").encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-signal.signal(signal.SIGTERM, lambda *args: os._exit(0))
-ThreadingHTTPServer.daemon_threads = True
-ThreadingHTTPServer.request_queue_size = 256
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"#;
+const DELAYED_APP: &str = include_str!("../fixtures/apps/delayed/app.py");
 
 const PERF_PIPELINE: &str = "description: push to staging, then measure it against the last release
 stages:
@@ -60,22 +29,16 @@ stages:
 fn release(local: &Local, version: &str, delay: u32) -> (crate::harness::Run, serde_json::Value) {
     local.release(version, 20, &format!("    DELAY_MS: \"{delay}\"\n"));
     let run = local.cdflow(&["release", "--pipeline", "perf", "--json"]);
-    let bench = events(&run.stdout)
+    let bench = run
+        .events()
         .into_iter()
         .find(|e| e["event"] == "bench")
         .unwrap_or_else(|| panic!("no bench event:\n{run}"));
     (run, bench)
 }
 
-fn events(stdout: &str) -> Vec<serde_json::Value> {
-    stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
-}
-
 fn run_id(run: &crate::harness::Run) -> String {
-    events(&run.stdout)
+    run.events()
         .into_iter()
         .find_map(|e| e["run"].as_str().map(str::to_string))
         .expect("the run's events carry its id")
@@ -141,7 +104,8 @@ fn a_release_made_twice_as_slow_fails_the_bench_and_an_unchanged_one_passes() {
     // The record keeps every run's numbers, the failed one's too; history shows them.
     let history = local.cdflow(&["history", "--json"]);
     history.success();
-    let rows: Vec<serde_json::Value> = events(&history.stdout)
+    let rows: Vec<serde_json::Value> = history
+        .events()
         .into_iter()
         .filter(|e| e["event"] == "history_row")
         .collect();
@@ -170,6 +134,12 @@ fn a_release_made_twice_as_slow_fails_the_bench_and_an_unchanged_one_passes() {
 /// bench stage, with nothing recorded as numbers, and every line it printed is an event.
 #[test]
 fn a_sigterm_stops_the_load_at_once() {
+    the_load_stops_at_once_on(libc::SIGTERM);
+}
+
+/// `signal` sent to `cdflow release --json` in the middle of a load stops it at once, and every
+/// line cdflow printed, before and after, is an event.
+pub(crate) fn the_load_stops_at_once_on(signal: libc::c_int) {
     use std::io::{BufRead, BufReader};
     use std::time::{Duration, Instant};
 
@@ -204,7 +174,7 @@ fn a_sigterm_stops_the_load_at_once() {
     );
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: kill(2) on the child this test started.
-    unsafe { libc::kill(release.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(release.id() as i32, signal) };
     let signalled = Instant::now();
     let status = loop {
         if let Some(status) = release.try_wait().unwrap() {
@@ -212,7 +182,7 @@ fn a_sigterm_stops_the_load_at_once() {
         }
         if signalled.elapsed() > Duration::from_secs(20) {
             let _ = release.kill();
-            panic!("cdflow still runs 20 s after SIGTERM");
+            panic!("cdflow still runs 20 s after signal {signal}");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -230,11 +200,22 @@ fn a_sigterm_stops_the_load_at_once() {
 
     let history = local.cdflow(&["history", "--json"]);
     history.success();
-    let row = events(&history.stdout)
+    let row = history
+        .events()
         .into_iter()
         .find(|e| e["event"] == "history_row")
         .unwrap();
     assert_eq!(row["status"], "interrupted", "{row}");
     assert_eq!(row["stopped_in"], "bench staging", "{row}");
     assert!(row.get("bench").is_none(), "{row}");
+}
+
+// A SIGINT (Ctrl-C) in the middle of a `bench` stage's load: the load library listens for
+// Ctrl-C too, and must not print its own line into cdflow's `--json` output.
+
+/// As a SIGTERM does: the load stops at once, the run ends as interrupted, and every line on
+/// stdout is an event.
+#[test]
+fn a_sigint_stops_the_load_and_prints_only_events() {
+    the_load_stops_at_once_on(libc::SIGINT);
 }

@@ -625,3 +625,18 @@ fn a_branch_behind_its_upstream_is_refused() {
     project.git_cmd(&["pull", "-q", "--ff-only"]);
     project.cdflow(&["bump", "patch"]).success();
 }
+
+// The error of a bump in a folder with no version names the folder.
+
+#[test]
+fn no_version_names_the_folder() {
+    let project = Project::git(&[("README.md", "x\n")]);
+    let folder = project.dir.canonicalize().unwrap();
+    project
+        .cdflow(&["bump", "patch"])
+        .failure(2)
+        .stderr_has(&format!(
+            "no version found in {}: there is no Cargo.toml",
+            folder.display()
+        ));
+}

@@ -6,8 +6,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::harness::wait_for;
-use crate::local::{get, Load, Local, Tally};
+use crate::harness::{get, wait_for, Load, Local, Tally};
 
 /// The canary tests' app: `GET /` answers its version, `/health` is up; with FAIL_EVERY=N,
 /// every Nth request of each instance (health checks aside) answers 500 `injected VERSION`.

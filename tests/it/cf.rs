@@ -6,10 +6,12 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
-use crate::harness::{free_port, run_of, shared_target, Project, Run};
+use crate::harness::{
+    environment_of, files_under, free_port, git_at, run_of, shared_target, Guard, Project, Run,
+};
 
 const PASSWORD: &str = "pa55-w0rd-never-shown";
-const TOKEN: &str = "filter-token-never-shown";
+pub(crate) const TOKEN: &str = "filter-token-never-shown";
 
 /// A repository with a bare `origin`, holding a small app released to two cf spaces.
 pub struct CfApp {
@@ -97,15 +99,7 @@ vars = {{ instances = "2" }}
     }
 
     fn with_origin(project: Project) -> CfApp {
-        let origin = project.dir.parent().unwrap().join("origin.git");
-        let status = std::process::Command::new("git")
-            .args(["init", "-q", "--bare", "-b", "main"])
-            .arg(&origin)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        project.git_cmd(&["remote", "add", "origin", origin.to_str().unwrap()]);
-        project.git_cmd(&["push", "-q", "origin", "main"]);
+        let origin = project.add_origin();
         let root = project.dir.parent().unwrap().to_path_buf();
         CfApp {
             origin,
@@ -164,33 +158,15 @@ vars = {{ instances = "2" }}
     }
 
     pub fn origin_git(&self, args: &[&str]) -> String {
-        let output = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&self.origin)
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).trim().to_string()
+        git_at(&self.origin, args)
     }
 
     /// Every file the run left in the state folder, as text.
     fn state_text(&self) -> String {
-        fn walk(dir: &Path, out: &mut String) {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                return;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    walk(&path, out);
-                } else if let Ok(text) = std::fs::read_to_string(&path) {
-                    out.push_str(&text);
-                }
-            }
-        }
-        let mut out = String::new();
-        walk(&self.state, &mut out);
-        out
+        files_under(&self.state)
+            .iter()
+            .filter_map(|path| std::fs::read_to_string(path).ok())
+            .collect()
     }
 }
 
@@ -211,7 +187,7 @@ fn normalize(line: &str, state: &Path) -> String {
     out.replace(&format!("{}/", state.display()), "STATE/")
 }
 
-const LOGIN_STAGING: [&str; 3] = [
+pub(crate) const LOGIN_STAGING: [&str; 3] = [
     "staging: api https://api.cf.example.com",
     "staging: auth",
     "staging: target -o acme -s staging",
@@ -278,16 +254,6 @@ fn promote_to_production() -> Vec<String> {
     calls
 }
 
-/// A process killed when the test ends, even by a panic.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn release_of_the_example_app_runs_its_real_tiers_and_its_e2e_against_a_running_instance() {
     // The instance that staging stands for: the example app itself, built and started here.
@@ -305,7 +271,7 @@ fn release_of_the_example_app_runs_its_real_tiers_and_its_e2e_against_a_running_
         "{}",
         String::from_utf8_lossy(&build.stderr)
     );
-    let _instance = Running(
+    let _instance = Guard::child(
         app.project
             .command(shared_target().join("debug/example_app"))
             .env("PORT", port.to_string())
@@ -779,7 +745,7 @@ fn each_cf_home_is_private() {
 }
 
 /// Releases the next `count` patch versions (0.1.1, 0.1.2, ...) to staging and production.
-fn release_times(app: &CfApp, count: usize) {
+pub(crate) fn release_times(app: &CfApp, count: usize) {
     let origin = app.origin.to_str().unwrap().to_string();
     for _ in 0..count {
         app.cdflow(&["release", "--repo", &origin], None).success();
@@ -787,13 +753,13 @@ fn release_times(app: &CfApp, count: usize) {
 }
 
 /// The cf calls made since the first `before` of them.
-fn calls_since(app: &CfApp, before: usize) -> Vec<String> {
+pub(crate) fn calls_since(app: &CfApp, before: usize) -> Vec<String> {
     app.calls()[before..].to_vec()
 }
 
 /// The cf calls of a rollback of production to `revision`: with `--to`, found through the
 /// droplets' annotations first.
-fn rollback_to_revision(revision: u32, to_version: bool) -> Vec<String> {
+pub(crate) fn rollback_to_revision(revision: u32, to_version: bool) -> Vec<String> {
     let mut calls: Vec<String> = LOGIN_PRODUCTION.iter().map(|s| s.to_string()).collect();
     calls.extend([
         "production: app filter --guid".to_string(),
@@ -1020,12 +986,7 @@ fn status_shows_the_cf_environments() {
     // The same, typed, for scripts.
     let json = app.cdflow(&["status", "--json"], None);
     json.success();
-    let production: serde_json::Value = json
-        .stdout
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .find(|e| e["event"] == "environment" && e["env"] == "production")
-        .unwrap();
+    let production = environment_of(&json, "filter", "production").unwrap();
     assert_eq!(production["platform"], "cf");
     assert_eq!(production["state"], "serving");
     assert_eq!(production["version"], "0.1.1");
@@ -1547,11 +1508,7 @@ fn a_promote_whose_canary_fails_is_cancelled_without_a_rollback() {
     let run = canary_run(&app, &["--json", "release", "--repo", &origin], Some("50"));
     run.failure(2);
     // The typed event of the pause (checked against the schema by the harness), then the error.
-    let events: Vec<serde_json::Value> = run
-        .stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
+    let events = run.events();
     let canary = events
         .iter()
         .find(|e| e["event"] == "canary")

@@ -3,10 +3,10 @@
 //! Basic auth, with the token given to cdflow only in its environment (`CDFLOW_GIT_TOKEN`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use crate::cf::CfApp;
-use crate::harness::wait_for;
+use crate::harness::{files_under, wait_for, Guard};
 
 const TOKEN: &str = "ghs_s3cret-push-token-never-shown";
 const USER: &str = "x-access-token";
@@ -14,82 +14,11 @@ const USER: &str = "x-access-token";
 /// A smart-HTTP git server: every request needs `Authorization: Basic USER:TOKEN`, else 401
 /// (a private repository); the rest is `git http-backend`, run as CGI. The expected header
 /// comes in the environment, so that no argv holds the token in this test either.
-const SERVER: &str = r#"
-import base64, http.server, os, subprocess, sys
-
-expected = "Basic " + base64.b64encode(os.environ["EXPECTED_AUTH"].encode()).decode()
-log = open(os.environ["SERVER_LOG"], "a", buffering=1)
-
-class Git(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.git()
-
-    def do_POST(self):
-        self.git()
-
-    def log_message(self, *args):
-        pass
-
-    def body(self):
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            data = b""
-            while True:
-                size = int(self.rfile.readline().split(b";")[0], 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return data
-                data += self.rfile.read(size)
-                self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-    def git(self):
-        path, _, query = self.path.partition("?")
-        if self.headers.get("Authorization") != expected:
-            log.write(f"401 {self.command} {path}\n")
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="git"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        log.write(f"200 {self.command} {path}\n")
-        body = self.body()
-        env = dict(os.environ, GIT_PROJECT_ROOT=os.environ["GIT_ROOT"], GIT_HTTP_EXPORT_ALL="1",
-                   PATH_INFO=path, QUERY_STRING=query, REQUEST_METHOD=self.command,
-                   CONTENT_TYPE=self.headers.get("Content-Type", ""),
-                   CONTENT_LENGTH=str(len(body)), REMOTE_USER="ci", REMOTE_ADDR="127.0.0.1")
-        del env["EXPECTED_AUTH"]
-        for header, var in [("Content-Encoding", "HTTP_CONTENT_ENCODING"),
-                            ("Git-Protocol", "HTTP_GIT_PROTOCOL")]:
-            if self.headers.get(header):
-                env[var] = self.headers[header]
-        out = subprocess.run(["git", "http-backend"], input=body, env=env,
-                             stdout=subprocess.PIPE).stdout
-        sep = b"\r\n\r\n" if b"\r\n\r\n" in out else b"\n\n"
-        head, _, rest = out.partition(sep)
-        status, headers = 200, []
-        for line in head.decode().splitlines():
-            name, _, value = line.partition(":")
-            if name.lower() == "status":
-                status = int(value.split()[0])
-            elif name:
-                headers.append((name, value.strip()))
-        self.send_response(status)
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(rest)))
-        self.end_headers()
-        self.wfile.write(rest)
-
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Git)
-with open(os.environ["PORT_FILE"] + ".tmp", "w") as f:
-    f.write(str(server.server_address[1]))
-os.rename(os.environ["PORT_FILE"] + ".tmp", os.environ["PORT_FILE"])
-server.serve_forever()
-"#;
+const SERVER: &str = include_str!("../fixtures/servers/git_http.py");
 
 /// The server, stopped when dropped.
 struct GitServer {
-    child: Child,
+    _server: Guard,
     /// `http://127.0.0.1:PORT/origin.git`: the app's bare origin.
     url: String,
     log: PathBuf,
@@ -102,19 +31,22 @@ impl GitServer {
         std::fs::write(&script, SERVER).unwrap();
         let port_file = root.join("git-server.port");
         let log = root.join("git-server.log");
-        let child = Command::new("python3")
-            .arg(&script)
-            .env("GIT_ROOT", root)
-            .env("EXPECTED_AUTH", format!("{USER}:{TOKEN}"))
-            .env("PORT_FILE", &port_file)
-            .env("SERVER_LOG", &log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+        // Guarded at once: stopped even if it never listens.
+        let server = Guard::child(
+            Command::new("python3")
+                .arg(&script)
+                .env("GIT_ROOT", root)
+                .env("EXPECTED_AUTH", format!("{USER}:{TOKEN}"))
+                .env("PORT_FILE", &port_file)
+                .env("SERVER_LOG", &log)
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         wait_for("the git server to listen", || port_file.exists());
         let port = std::fs::read_to_string(&port_file).unwrap();
         GitServer {
-            child,
+            _server: server,
             url: format!("http://127.0.0.1:{port}/origin.git"),
             log,
         }
@@ -125,29 +57,13 @@ impl GitServer {
     }
 }
 
-impl Drop for GitServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Every file under `dir`, with its bytes.
-fn files_under(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_symlink() {
-            continue;
-        }
-        if path.is_dir() {
-            files_under(&path, out);
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            out.push((path, bytes));
-        }
-    }
+fn files_with_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    files_under(dir)
+        .into_iter()
+        .filter(|path| !path.is_symlink())
+        .filter_map(|path| Some((path.clone(), std::fs::read(&path).ok()?)))
+        .collect()
 }
 
 fn holds(bytes: &[u8], text: &str) -> bool {
@@ -215,9 +131,8 @@ fn the_push_back_takes_its_token_from_the_environment_and_shows_it_nowhere() {
 
     // No file of the state folder (records, logs, the workspace and its .git/config) or of the
     // checkout holds it.
-    let mut files = Vec::new();
-    files_under(&app.state, &mut files);
-    files_under(&app.project.dir, &mut files);
+    let mut files = files_with_bytes(&app.state);
+    files.extend(files_with_bytes(&app.project.dir));
     let configs: Vec<_> = files
         .iter()
         .filter(|(path, _)| path.ends_with(".git/config") && path.starts_with(&app.state))

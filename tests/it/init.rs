@@ -1,13 +1,10 @@
 //! `cdflow init`: a new service from each template, refused names and folders, the generated
 //! projects' own tests, and a whole `cdflow release` of each on the local platform.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use crate::harness::{free_port, run_of, shared_target, Project, Run};
+use crate::harness::{self, free_port, get, run_of, shared_target, Guard, Project, Request, Run};
 use crate::tools;
 
 const TEMPLATES: [&str; 2] = ["rust-service", "python-falcon"];
@@ -54,25 +51,16 @@ fn git_in(project: &Project, name: &str, args: &[&str]) -> String {
         .to_string()
 }
 
-/// Every file under `dir` but `.git`, relative, sorted.
+/// Every file under the folder `dir` but `.git`, relative, sorted.
 fn files_under(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.file_name() == Some(".git".as_ref()) {
-                continue;
-            }
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                out.push(path.strip_prefix(root).unwrap().display().to_string());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
+    assert!(dir.is_dir(), "no folder {}", dir.display());
+    let mut files: Vec<String> = harness::files_under(dir)
+        .iter()
+        .filter(|path| !harness::in_git_dir(dir, path))
+        .map(|path| path.strip_prefix(dir).unwrap().display().to_string())
+        .collect();
+    files.sort();
+    files
 }
 
 fn init(project: &Project, name: &str, template: &str) -> Run {
@@ -471,27 +459,13 @@ fn the_python_service_passes_its_own_tests() {
     }
 }
 
-/// One HTTP/1.0 request (so that the answer is never chunked): its status and its body.
-fn http(port: u16, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+/// The talk's POST case sent as `content_type`: its status and body.
+fn post_body(port: u16, content_type: &str) -> (u16, String) {
+    let answer = Request::post("/")
+        .body(content_type, TALK_BODY)
+        .send(port)
         .unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
-    (status, body.to_string())
+    (answer.status, answer.body)
 }
 
 /// `cdflow init`, then `cdflow release` on the local platform: both environments answer the
@@ -526,9 +500,11 @@ fn release_edited_on_local(
     );
 
     // Stops the environments when the test ends, whatever happens.
+    let mut down = in_service(&project, name, env!("CARGO_BIN_EXE_cdflow"));
+    down.arg("down");
     let released = ReleasedOnLocal {
+        _environments: Guard::environments(down, state_dir(&project)),
         project,
-        name: name.to_string(),
         staging,
         production,
     };
@@ -541,7 +517,7 @@ fn release_edited_on_local(
     }
     run_of(release.output().unwrap()).success();
     for port in [staging, production] {
-        let (status, body) = http(port, "POST", "/", "application/json", TALK_BODY);
+        let (status, body) = post_body(port, "application/json");
         assert_eq!(status, 200, "{template} on {port}: {body}");
         let kept: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
@@ -549,9 +525,9 @@ fn release_edited_on_local(
             serde_json::json!({"abra": 123}),
             "{template} on {port}"
         );
-        let (status, _) = http(port, "POST", "/", "text/plain", TALK_BODY);
+        let (status, _) = post_body(port, "text/plain");
         assert_eq!(status, 415, "{template} on {port}");
-        let (status, body) = http(port, "GET", "/health", "text/plain", "");
+        let (status, body) = get(port, "/health").unwrap();
         assert_eq!(status, 200, "{template} on {port}: {body}");
         let health: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(health["version"], "0.1.1", "{template} on {port}: {body}");
@@ -566,16 +542,11 @@ fn release_edited_on_local(
 
 /// A service that `release_on_local` released; its environments stop when it is dropped.
 struct ReleasedOnLocal {
+    // Dropped first, while the project is still there.
+    _environments: Guard,
     project: Project,
-    name: String,
     staging: u16,
     production: u16,
-}
-
-impl Drop for ReleasedOnLocal {
-    fn drop(&mut self) {
-        let _ = cdflow_in(&self.project, &self.name, &["down"]);
-    }
 }
 
 /// `demo` sorts elsewhere in the lock file than the template's own name: the release's test
@@ -617,7 +588,7 @@ fn a_new_python_service_with_the_talks_services_releases_on_the_local_platform()
     };
     let released = release_edited_on_local("python-falcon", "counter-api", &["redis"], talks);
     let visits = |port| {
-        let (status, body) = http(port, "GET", "/visits", "text/plain", "");
+        let (status, body) = get(port, "/visits").unwrap();
         assert_eq!(status, 200, "{port}: {body}");
         let body: serde_json::Value = serde_json::from_str(&body).unwrap();
         body["visits"].as_u64().unwrap()

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::cf::CfApp;
-use crate::harness::{pid_alive, run_of, wait_for};
+use crate::harness::{git_at, pid_alive, run_of, wait_for};
 
 /// A hook that, the first time, writes the pid of its `sleep` to `mark` and sleeps; `filter` is
 /// shell code that exits 0 early when this call is not the instant wanted.
@@ -94,15 +94,7 @@ fn sigkill_and_check(cdflow: &mut std::process::Child, mark: &Path, what: &str) 
 /// Origin holds exactly one version commit, on top of the first commit, and exactly one tag,
 /// on it.
 fn assert_one_release(origin: &Path, tag: &str) {
-    let git = |args: &[&str]| {
-        let output = std::process::Command::new("git")
-            .arg("-C")
-            .arg(origin)
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).trim().to_string()
-    };
+    let git = |args: &[&str]| git_at(origin, args);
     assert_eq!(git(&["tag", "-l"]), tag, "one tag in origin");
     let subjects = git(&["log", "--format=%s", "main"]);
     let bumps = subjects

@@ -3,523 +3,22 @@
 //! Most tests deploy a tiny Python app that uses only the standard library, so that staging it
 //! takes a fraction of a second and no network. One builds and serves the real example app.
 //! Every test has its own state folder and free ports, and stops what it started when its
-//! [`Local`] is dropped, even on panic: `cdflow down`, then a kill of whatever `pids.json` still
-//! lists. Requests are sent by the tests' own HTTP/1.1 client, which counts the outcome of every
-//! request it sends and never hides a reconnect.
+//! [`Local`] is dropped, even on panic (see tests/it/harness/platform.rs). Requests are sent by
+//! the harness's HTTP/1.1 client, which counts the outcome of every request it sends and never
+//! hides a reconnect.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::free_port;
-use crate::harness::{kill_leftovers, pid_alive, run_of, tags_of, Project, Run};
-
-/// These tests start many processes and watch timing on a small machine: one at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// The test app: `GET /` answers its version; `/slow?ms=N` after N ms; `/health` fails when
-/// FAIL_HEALTH is set, and for the next N checks after `POST /sick?checks=N`; `/env` shows what
-/// the platform gave it; `/say?x` prints x to stdout; `POST /grow?mb=N` holds N more megabytes;
-/// `/echo` with `Upgrade: echo` switches protocols and sends back every byte it gets. With
-/// ACCESS_LOG set it logs every request to stdout as gunicorn's access log does (the combined
-/// format: address, time, request line, status, size, referrer, user agent). With CRASH_AFTER=S
-/// the instance whose index is CRASH_INSTANCE (default 0) kills itself with SIGKILL S seconds
-/// after it starts listening, whatever it is doing; with CRASH_LINGER=L as well, it first
-/// closes its port and closes each kept-alive connection after its answer, for L seconds.
-const APP_PY: &str = r#"
-import json, os, signal, socket, sys, threading, time
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-from urllib.parse import urlparse, parse_qs
-
-VERSION = os.environ.get("VERSION", "?")
-ACCESS_LOG = bool(os.environ.get("ACCESS_LOG"))
-HELD = []
-SICK_FOR = [0]
-CRASHING = []
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def log_request(self, code="-", size="-"):
-        if ACCESS_LOG:
-            print('%s - - [%s] "%s" %s %s "%s" "%s"' % (
-                self.client_address[0], self.log_date_time_string(), self.requestline, code,
-                size, self.headers.get("Referer", "-"), self.headers.get("User-Agent", "-")),
-                flush=True)
-
-    def answer(self, code, body, kind="text/plain"):
-        body = body.encode()
-        self.send_response(code)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        if CRASHING:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_POST(self):
-        url = urlparse(self.path)
-        if url.path == "/grow":
-            HELD.append(b"x" * (int(parse_qs(url.query)["mb"][0]) * 1024 * 1024))
-            return self.answer(200, "holding more\n")
-        if url.path == "/sick":
-            SICK_FOR[0] = int(parse_qs(url.query)["checks"][0])
-            return self.answer(200, "sick\n")
-        return self.answer(404, "no such thing\n")
-
-    def do_GET(self):
-        url = urlparse(self.path)
-        query = parse_qs(url.query)
-        if url.path == "/health":
-            if os.environ.get("FAIL_HEALTH"):
-                return self.answer(500, "down\n")
-            if SICK_FOR[0] > 0:
-                SICK_FOR[0] -= 1
-                return self.answer(500, "sick\n")
-            return self.answer(200, json.dumps({"status": "up", "version": VERSION}), "application/json")
-        if url.path == "/slow":
-            time.sleep(int(query.get("ms", ["300"])[0]) / 1000)
-            return self.answer(200, "slow " + VERSION + "\n")
-        if url.path == "/env":
-            keys = ["PORT", "VCAP_APP_PORT", "VCAP_APPLICATION", "VCAP_SERVICES", "CF_INSTANCE_INDEX", "GREETING", "VIRTUAL_ENV"]
-            return self.answer(200, json.dumps({k: os.environ.get(k) for k in keys}), "application/json")
-        if url.path == "/echo" and self.headers.get("Upgrade") == "echo":
-            self.send_response(101)
-            self.send_header("Upgrade", "echo")
-            self.send_header("Connection", "Upgrade")
-            self.end_headers()
-            self.wfile.flush()
-            while True:
-                data = self.connection.recv(4096)
-                if not data:
-                    break
-                self.connection.sendall(data)
-            self.close_connection = True
-            return
-        if url.path == "/say":
-            print("said:", url.query, flush=True)
-        return self.answer(200, VERSION + "\n")
-
-def stop(*args):
-    print("SIGTERM: bye", flush=True)
-    os._exit(0)
-
-signal.signal(signal.SIGTERM, stop)
-time.sleep(float(os.environ.get("START_DELAY", "0")))
-ThreadingHTTPServer.daemon_threads = True
-ThreadingHTTPServer.request_queue_size = 256
-server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
-if os.environ.get("CRASH_AFTER") and os.environ.get("CF_INSTANCE_INDEX") == os.environ.get("CRASH_INSTANCE", "0"):
-    def crash():
-        time.sleep(float(os.environ["CRASH_AFTER"]))
-        if float(os.environ.get("CRASH_LINGER", "0")) > 0:
-            CRASHING.append(True)
-            server.socket.shutdown(socket.SHUT_RDWR)
-            time.sleep(float(os.environ["CRASH_LINGER"]))
-        os.kill(os.getpid(), signal.SIGKILL)
-    threading.Thread(target=crash, daemon=True).start()
-print("listening on", os.environ["PORT"], "as instance", os.environ.get("CF_INSTANCE_INDEX"), flush=True)
-server.serve_forever()
-"#;
-
-/// A project of the test app with its own state folder and route ports.
-pub(crate) struct Local {
-    pub(crate) project: Project,
-    pub(crate) state: tempfile::TempDir,
-    pub(crate) staging: u16,
-    pub(crate) production: u16,
-    instances: u32,
-    _one_at_a_time: MutexGuard<'static, ()>,
-}
-
-impl Local {
-    pub(crate) fn python(instances: u32) -> Local {
-        let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        let staging = free_port();
-        let production = free_port();
-        let project = Project::git(&[
-            ("app.py", APP_PY),
-            ("cdflow.toml", &cdflow_toml("1.0.0", staging, production)),
-            ("manifest.yml", &manifest("1.0.0", instances, 20, "")),
-        ]);
-        Local {
-            project,
-            state: tempfile::tempdir().unwrap(),
-            staging,
-            production,
-            instances,
-            _one_at_a_time: serial,
-        }
-    }
-
-    pub(crate) fn command(&self, args: &[&str]) -> Command {
-        let mut command = self.project.command(env!("CARGO_BIN_EXE_cdflow"));
-        command
-            .env("CDFLOW_STATE_DIR", self.state.path())
-            .args(args);
-        command
-    }
-
-    pub(crate) fn cdflow(&self, args: &[&str]) -> Run {
-        run_of(self.command(args).output().unwrap())
-    }
-
-    /// Makes `version` the app's version, with `extra` lines under the manifest's env and the
-    /// given start timeout, and commits.
-    pub(crate) fn release(&self, version: &str, timeout: u32, extra: &str) {
-        self.project.write(
-            "cdflow.toml",
-            &cdflow_toml(version, self.staging, self.production),
-        );
-        self.project.write(
-            "manifest.yml",
-            &manifest(version, self.instances, timeout, extra),
-        );
-        self.project
-            .git_cmd(&["commit", "-q", "--allow-empty", "-am", version]);
-    }
-
-    /// Pushes `version` to staging, and returns how long the push took.
-    #[track_caller]
-    fn push(&self, version: &str) -> Duration {
-        self.release(version, 20, "");
-        let started = Instant::now();
-        self.cdflow(&["push", "--to", "staging"])
-            .success()
-            .stdout_has(&format!("route http://127.0.0.1:{} switched", self.staging));
-        started.elapsed()
-    }
-
-    #[track_caller]
-    pub(crate) fn promote(&self) -> Duration {
-        let started = Instant::now();
-        self.cdflow(&[
-            "promote",
-            "--from",
-            "staging",
-            "--to",
-            "production",
-            "--force",
-        ])
-        .success();
-        started.elapsed()
-    }
-
-    fn artifacts(&self) -> usize {
-        std::fs::read_dir(self.state.path().join("local/artifacts"))
-            .map(|dir| dir.count())
-            .unwrap_or(0)
-    }
-
-    /// `(index, pid, port, state, restarts)` of each instance `cdflow status` shows for `env`.
-    fn instances(&self, env: &str) -> Vec<(u32, u32, u16, String, u32)> {
-        let Some(environment) = self.status_of(env) else {
-            return Vec::new();
-        };
-        environment["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|i| i["pid"].is_u64())
-            .map(|i| {
-                let number = |key: &str| i[key].as_u64().unwrap();
-                (
-                    number("index") as u32,
-                    number("pid") as u32,
-                    number("port") as u16,
-                    i["phase"].as_str().unwrap().to_string(),
-                    number("restarts") as u32,
-                )
-            })
-            .collect()
-    }
-
-    /// The `environment` event that `cdflow status --json` prints for `env` of the test app.
-    pub(crate) fn status_of(&self, env: &str) -> Option<serde_json::Value> {
-        let status = self.cdflow(&["status", "--json"]);
-        status.success();
-        status
-            .stdout
-            .lines()
-            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-            .find(|event| {
-                event["event"] == "environment" && event["env"] == env && event["app"] == "pyapp"
-            })
-    }
-
-    /// Waits up to `timeout` until staging's instance 0 runs again in place of process
-    /// `victim`: a new pid, healthy, restarted once. Returns the new pid.
-    #[track_caller]
-    fn wait_for_restart(&self, victim: u32, timeout: Duration) -> u32 {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let now = self.instances("staging");
-            let zero = now.iter().find(|i| i.0 == 0);
-            if let Some((_, pid, _, state, restarts)) = zero {
-                if *pid != victim && state == "healthy" && *restarts == 1 {
-                    return *pid;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "instance 0 (pid {victim}) was not restarted: {now:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        let _ = self.cdflow(&["down"]);
-        kill_leftovers(self.state.path());
-    }
-}
-
-fn cdflow_toml(version: &str, staging: u16, production: u16) -> String {
-    format!(
-        "[app]\nname = \"pyapp\"\n\n[version]\ncurrent = \"{version}\"\n\n\
-         [env.staging]\nport = {staging}\n\n[env.production]\nport = {production}\n\n\
-         [services.db]\nkind = \"user-provided\"\n"
-    )
-}
-
-fn manifest(version: &str, instances: u32, timeout: u32, extra_env: &str) -> String {
-    format!(
-        "applications:\n- name: pyapp\n  command: python app.py\n  instances: {instances}\n  \
-         buildpacks: [python_buildpack]\n  health-check-type: http\n  \
-         health-check-http-endpoint: /health\n  timeout: {timeout}\n  services: [db]\n  env:\n    \
-         VERSION: \"{version}\"\n    GREETING: \"hello, world\"\n{extra_env}"
-    )
-}
-
-/// One GET on a connection of its own: (status, body).
-pub(crate) fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut connection = None;
-    request(&mut connection, port, path, false)
-}
-
-/// Sends one GET on `connection` (opening one if there is none) and reads the answer. The
-/// connection is kept for the next request when `keep_alive` and the server allows it.
-fn request(
-    connection: &mut Option<BufReader<TcpStream>>,
-    port: u16,
-    path: &str,
-    keep_alive: bool,
-) -> std::io::Result<(u16, String)> {
-    let result = (|| {
-        if connection.is_none() {
-            let stream = TcpStream::connect(("127.0.0.1", port))?;
-            stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-            stream.set_nodelay(true)?;
-            *connection = Some(BufReader::new(stream));
-        }
-        let reader = connection.as_mut().unwrap();
-        let close = if keep_alive {
-            ""
-        } else {
-            "Connection: close\r\n"
-        };
-        write!(
-            reader.get_mut(),
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{close}\r\n"
-        )?;
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the connection closed before an answer",
-            ));
-        }
-        let code: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("not a status line: {line:?}")))?;
-        let mut length = None;
-        let mut server_closes = false;
-        loop {
-            line.clear();
-            if reader.read_line(&mut line)? == 0 {
-                return Err(std::io::Error::other(
-                    "the connection closed in the headers",
-                ));
-            }
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            let (name, value) = header.split_once(':').unwrap_or((header, ""));
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse::<usize>().ok();
-            }
-            if name.eq_ignore_ascii_case("connection") && value.trim().eq_ignore_ascii_case("close")
-            {
-                server_closes = true;
-            }
-        }
-        let length =
-            length.ok_or_else(|| std::io::Error::other("an answer without Content-Length"))?;
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body)?;
-        Ok((
-            code,
-            String::from_utf8_lossy(&body).into_owned(),
-            server_closes,
-        ))
-    })();
-    match result {
-        Ok((code, body, server_closes)) => {
-            if !keep_alive || server_closes {
-                *connection = None;
-            }
-            Ok((code, body))
-        }
-        Err(err) => {
-            *connection = None;
-            Err(err)
-        }
-    }
-}
-
-/// What the clients of a load saw.
-#[derive(Debug, Default)]
-pub(crate) struct Tally {
-    pub(crate) sent: usize,
-    pub(crate) ok: usize,
-    pub(crate) failures: Vec<String>,
-    /// A client that got an older version after a newer one.
-    regressions: Vec<String>,
-    pub(crate) versions: BTreeMap<String, usize>,
-    slow: usize,
-    keep_alive_reconnects: usize,
-}
-
-/// Clients sending requests at a route until told to stop: half of them on keep-alive
-/// connections, half with `Connection: close`; every `slow_every`-th request of each is slow.
-pub(crate) struct Load {
-    stop: Arc<AtomicBool>,
-    clients: Vec<std::thread::JoinHandle<Tally>>,
-    started: Instant,
-}
-
-impl Load {
-    pub(crate) fn start(port: u16, clients: usize, slow_every: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let clients = (0..clients)
-            .map(|i| {
-                let stop = Arc::clone(&stop);
-                let keep_alive = i % 2 == 0;
-                std::thread::spawn(move || client(port, keep_alive, slow_every, i, &stop))
-            })
-            .collect();
-        Load {
-            stop,
-            clients,
-            started: Instant::now(),
-        }
-    }
-
-    pub(crate) fn finish(self) -> (Tally, Duration) {
-        self.stop.store(true, Ordering::SeqCst);
-        let mut total = Tally::default();
-        for client in self.clients {
-            let tally = client.join().unwrap();
-            total.sent += tally.sent;
-            total.ok += tally.ok;
-            total.slow += tally.slow;
-            total.keep_alive_reconnects += tally.keep_alive_reconnects;
-            total.failures.extend(tally.failures);
-            total.regressions.extend(tally.regressions);
-            for (version, n) in tally.versions {
-                *total.versions.entry(version).or_default() += n;
-            }
-        }
-        (total, self.started.elapsed())
-    }
-}
-
-fn client(port: u16, keep_alive: bool, slow_every: usize, id: usize, stop: &AtomicBool) -> Tally {
-    let mut tally = Tally::default();
-    let mut connection = None;
-    let mut newest: Option<Vec<u64>> = None;
-    let mut n = id; // So that the clients' slow requests do not all come at once.
-    while !stop.load(Ordering::SeqCst) {
-        n += 1;
-        let path = if n % slow_every == 0 {
-            "/slow?ms=300"
-        } else {
-            "/"
-        };
-        let had_connection = connection.is_some();
-        tally.sent += 1;
-        match request(&mut connection, port, path, keep_alive) {
-            Ok((200, body)) => {
-                tally.ok += 1;
-                if path != "/" {
-                    tally.slow += 1;
-                }
-                let version = body.trim().trim_start_matches("slow ").to_string();
-                let order = version_order(&version);
-                if let Some(newest) = &newest {
-                    if order < *newest {
-                        tally
-                            .regressions
-                            .push(format!("client {id} got {version} after {newest:?}"));
-                    }
-                }
-                if newest.as_ref().is_none_or(|newest| order > *newest) {
-                    newest = Some(order);
-                }
-                *tally.versions.entry(version).or_default() += 1;
-            }
-            Ok((code, body)) => tally
-                .failures
-                .push(format!("client {id} {path}: {code} {}", body.trim())),
-            Err(err) => tally.failures.push(format!("client {id} {path}: {err}")),
-        }
-        if keep_alive && had_connection && connection.is_none() {
-            tally.keep_alive_reconnects += 1;
-        }
-    }
-    tally
-}
-
-fn version_order(version: &str) -> Vec<u64> {
-    version
-        .split('.')
-        .map(|part| part.parse().unwrap_or(0))
-        .collect()
-}
-
-#[track_caller]
-fn assert_all_answered(tally: &Tally, what: &str) {
-    assert!(
-        tally.failures.is_empty(),
-        "{what}: {} of {} requests failed, e.g. {:?}",
-        tally.failures.len(),
-        tally.sent,
-        &tally.failures[..tally.failures.len().min(10)]
-    );
-    assert_eq!(
-        tally.sent, tally.ok,
-        "{what}: every request sent is answered 200"
-    );
-    assert!(
-        tally.regressions.is_empty(),
-        "{what}: once a client saw a version, it never sees an older one: {:?}",
-        &tally.regressions[..tally.regressions.len().min(10)]
-    );
-}
+use crate::harness::{
+    assert_all_answered, cdflow_toml, files_under, free_port, get, git_at, manifest, other_app,
+    pid_alive, post, python_app, release_from, run_of, tags_of, FollowLogs, Load, Local, Project,
+    Request, Run, Tally, APP_PY,
+};
 
 #[test]
 fn zero_downtime_through_twenty_pushes_and_promotes_under_load() {
@@ -768,8 +267,7 @@ fn an_instance_that_refuses_connections_is_taken_out_until_its_next_passing_chec
     assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
     let waited = started.elapsed();
     eprintln!("the GET waited {waited:.2?} for the instance to listen");
-    let log = wait_for_log(
-        &local,
+    let log = local.wait_for_log(
         "[HEALTH/0] back in the route: the process runs",
         Duration::from_secs(5),
     );
@@ -794,12 +292,8 @@ fn an_instance_over_its_memory_limit_is_killed_and_restarted() {
 
     // 100 MB more: over the limit, so the instance is killed within a second and restarted.
     // A POST, which the route never sends twice: a retry would grow the new instance too.
-    let mut post = TcpStream::connect(("127.0.0.1", local.staging)).unwrap();
-    post.write_all(
-        b"POST /grow?mb=100 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-    )
-    .unwrap();
-    let _ = post.read_to_end(&mut Vec::new());
+    // The instance may be killed before it answers: the outcome is in the log, not here.
+    let _ = Request::post("/grow?mb=100").send(local.staging);
     local.wait_for_restart(victim, Duration::from_secs(15));
     assert!(!pid_alive(victim));
     assert_eq!(get(local.staging, "/").unwrap().1, "1.0.0\n");
@@ -830,44 +324,6 @@ fn a_hung_instance_with_a_memory_limit_still_fails_its_health_checks_and_is_rest
         .success()
         .stdout_has("[HEALTH/0] check 3 of 3 failed")
         .stdout_has(&format!("stopped unhealthy instance 0 (pid {victim})"));
-}
-
-/// One POST with an empty body, on a connection of its own, through the route (which never
-/// sends a POST twice): its status.
-fn post(port: u16, path: &str) -> u16 {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
-}
-
-/// Waits up to `timeout` until `cdflow logs` shows `text`; returns the log.
-#[track_caller]
-fn wait_for_log(local: &Local, text: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let log = local.cdflow(&["logs", "--env", "staging"]).stdout;
-        if log.contains(text) {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the log never showed {text:?}:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// A running instance is checked every second. An app that logs every request (as gunicorn
@@ -902,7 +358,7 @@ fn passing_health_checks_stay_out_of_the_log_and_failures_show_once() {
     let pids: Vec<u32> = local.instances("staging").iter().map(|i| i.1).collect();
     // One failed check, then passes again: logged once each, the instance stays.
     assert_eq!(post(local.staging, "/sick?checks=1"), 200);
-    let log = wait_for_log(&local, "healthy again", Duration::from_secs(10));
+    let log = local.wait_for_log("healthy again", Duration::from_secs(10));
     let sick = if log.contains("[HEALTH/0] check 1 of 3 failed") {
         0
     } else {
@@ -1149,52 +605,6 @@ fn status_logs_down_and_up() {
     assert_eq!(local.instances("staging").len(), 2);
 }
 
-/// `cdflow logs -f` running in the background, its output read line by line.
-struct FollowLogs {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl FollowLogs {
-    fn start(mut command: Command) -> FollowLogs {
-        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        FollowLogs { child, lines }
-    }
-
-    #[track_caller]
-    fn wait_for(&mut self, text: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let mut seen = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return,
-                Ok(line) => seen.push(line),
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "`cdflow logs -f` did not show {text:?}; it showed:\n{}",
-            seen.join("\n")
-        );
-    }
-}
-
-impl Drop for FollowLogs {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn deploys_to_one_environment_queue_and_a_killed_deployer_blocks_nobody() {
     let local = Local::python(1);
@@ -1279,15 +689,11 @@ fn deploys_to_one_environment_queue_and_a_killed_deployer_blocks_nobody() {
 
 #[test]
 fn a_state_folder_deep_enough_to_overflow_a_socket_path_still_works() {
-    let mut local = Local::python(1);
     // A unix socket path holds about 100 bytes; this state folder's is longer.
-    let deep = local
-        .state
-        .path()
-        .join("a-folder-with-a-long-name".repeat(5));
+    let shallow = tempfile::tempdir().unwrap();
+    let deep = shallow.path().join("a-folder-with-a-long-name".repeat(5));
     std::fs::create_dir_all(&deep).unwrap();
-    let state = tempfile::Builder::new().tempdir_in(&deep).unwrap();
-    let shallow = std::mem::replace(&mut local.state, state);
+    let local = Local::python_in(1, tempfile::Builder::new().tempdir_in(&deep).unwrap());
     local.push("1.0.0");
     assert_eq!(get(local.staging, "/").unwrap().1, "1.0.0\n");
     local
@@ -1305,24 +711,13 @@ fn a_state_folder_deep_enough_to_overflow_a_socket_path_still_works() {
 }
 
 /// Writes a wheel of the package `hello-srv` whose console script `hello-srv` runs `app.py`
-/// from the current folder (made with Python's zipfile: no network, no build tools).
+/// from the current folder (made by tests/fixtures/wheels/hello_srv.py with Python's zipfile:
+/// no network, no build tools).
 fn write_console_script_wheel(dir: &Path) {
-    let script = r#"
-import sys, zipfile
-files = {
-    "hello_srv.py": "import runpy\ndef main():\n    runpy.run_path('app.py', run_name='__main__')\n",
-    "hello_srv-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: hello-srv\nVersion: 1.0\n",
-    "hello_srv-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    "hello_srv-1.0.dist-info/entry_points.txt": "[console_scripts]\nhello-srv = hello_srv:main\n",
-}
-files["hello_srv-1.0.dist-info/RECORD"] = "".join(name + ",,\n" for name in files) + "hello_srv-1.0.dist-info/RECORD,,\n"
-with zipfile.ZipFile(sys.argv[1], "w") as wheel:
-    for name, text in files.items():
-        wheel.writestr(name, text)
-"#;
     std::fs::create_dir_all(dir).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wheels/hello_srv.py");
     let status = Command::new("python3")
-        .args(["-c", script])
+        .arg(script)
         .arg(dir.join("hello_srv-1.0-py3-none-any.whl"))
         .status()
         .unwrap();
@@ -1611,7 +1006,6 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn the_example_app_is_built_once_and_serves_its_route() {
-    let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let staging = free_port();
     let production = free_port();
     let project = example_app_project(staging, production);
@@ -1629,14 +1023,13 @@ fn the_example_app_is_built_once_and_serves_its_route() {
     project.git_cmd(&["init", "-q", "-b", "main"]);
     project.git_cmd(&["add", "-A"]);
     project.git_cmd(&["commit", "-q", "-m", "example app"]);
-    let local = Local {
+    let local = Local::new(
         project,
-        state: tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
         staging,
         production,
-        instances: 2,
-        _one_at_a_time: serial,
-    };
+        2,
+    );
     // Built once for every run of this test, like the build cache of a CI machine.
     let target = crate::harness::shared_target();
     let push = || {
@@ -1674,18 +1067,7 @@ fn the_example_app_is_built_once_and_serves_its_route() {
             .unwrap()
     };
     assert_eq!(digest(&first), digest(&second));
-    let promote_started = Instant::now();
-    local
-        .cdflow(&[
-            "promote",
-            "--from",
-            "staging",
-            "--to",
-            "production",
-            "--force",
-        ])
-        .success();
-    let promote_took = promote_started.elapsed();
+    let promote_took = local.promote();
     assert_eq!(get(production, "/").unwrap().1, "Hello world\n");
     eprintln!(
         "example app: first push {first_took:.2?}, push of a built artifact {second_took:.2?}, \
@@ -1704,61 +1086,10 @@ fn print_copy_times(local: &Local, env: &str) {
     eprintln!("{env}: each instance's app copied in {times:?}");
 }
 
-/// Another app, `other`, in a repository with an origin, whose environments are local on the
-/// given ports and whose tiers and e2e pass at once: what a second team releases on the same
-/// machine.
-fn other_app(staging: u16, production: u16) -> (Project, PathBuf) {
-    let project = Project::git(&[
-        (
-            "cdflow.toml",
-            &format!(
-                "[app]\nname = \"other\"\n\n[version]\ncurrent = \"0.1.0\"\n\n[test]\nunit = \
-                 \"true\"\n\n[e2e]\ncommand = \"true\"\n\n[env.staging]\nport = {staging}\n\n\
-                 [env.production]\nport = {production}\n"
-            ),
-        ),
-        (
-            "manifest.yml",
-            "applications:\n- name: other\n  command: python app.py\n  memory: 64M\n",
-        ),
-        ("app.py", "print('other')\n"),
-    ]);
-    let origin = project.dir.parent().unwrap().join("origin.git");
-    project.git_cmd(&[
-        "init",
-        "-q",
-        "--bare",
-        "-b",
-        "main",
-        origin.to_str().unwrap(),
-    ]);
-    project.git_cmd(&["remote", "add", "origin", origin.to_str().unwrap()]);
-    project.git_cmd(&["push", "-q", "origin", "main"]);
-    (project, origin)
-}
-
-/// A release of `project` from `origin` with `state` as the state folder.
-fn release_from(project: &Project, origin: &Path, state: &Path, dry_run: bool) -> Run {
-    let mut command = project.command(env!("CARGO_BIN_EXE_cdflow"));
-    command
-        .env("CDFLOW_STATE_DIR", state)
-        .args(["release", "--repo", origin.to_str().unwrap()]);
-    if dry_run {
-        command.arg("--dry-run");
-    }
-    run_of(command.output().unwrap())
-}
-
 /// The version `cdflow.toml` says on origin's main: what a release would have bumped.
 fn version_on(origin: &Path) -> String {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(origin)
-        .args(["show", "main:cdflow.toml"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    text.lines()
+    git_at(origin, &["show", "main:cdflow.toml"])
+        .lines()
         .find_map(|line| line.strip_prefix("current = "))
         .unwrap_or_default()
         .trim_matches('"')
@@ -1938,19 +1269,15 @@ fn droplet_app_files(local: &Local) -> Vec<String> {
         .find(|path| !path.file_name().unwrap().to_string_lossy().starts_with('.'))
         .expect("an artifact");
     let app = artifact.join("droplet/app");
-    let mut files = Vec::new();
-    let mut dirs = vec![app.clone()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else {
-                let relative = path.strip_prefix(&app).unwrap();
-                files.push(relative.to_string_lossy().into_owned());
-            }
-        }
-    }
+    let mut files: Vec<String> = files_under(&app)
+        .iter()
+        .map(|path| {
+            path.strip_prefix(&app)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
     files.sort();
     files
 }
@@ -1984,15 +1311,16 @@ fn a_v3_web_process_runs_its_instances_with_its_memory_from_the_manifests_path()
         .stdout_has("the `worker` process of `pyapp` runs on cf only")
         .stdout_has("starting 2 instance(s)")
         .stdout_has("health check http /health");
-    let status = local.cdflow(&["status"]);
-    status.success();
-    let limited: Vec<&str> = status
-        .stdout
-        .lines()
-        .filter(|line| line.starts_with("  instance") && line.contains(" of 64M ("))
-        .collect();
-    assert_eq!(limited.len(), 2, "{status}");
-    assert_eq!(local.instances("staging").len(), 2, "{status}");
+    let staging = local.status_of("staging").unwrap();
+    // What the instances hold, of the web process's limit of 64M.
+    let limited = staging["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["memory_bytes"].is_u64() && i["memory_limit_bytes"] == 64 * 1024 * 1024)
+        .count();
+    assert_eq!(limited, 2, "{staging}");
+    assert_eq!(local.instances("staging").len(), 2, "{staging}");
     assert_eq!(get(local.staging, "/").unwrap().1, "1.0.0\n");
     // The folder `path` names, not the checkout (whose cdflow.toml and manifest stay out).
     // `.cfignore` itself stays out, as with the cf CLI.
@@ -2049,31 +1377,6 @@ fn docker_is_refused_and_a_no_route_app_runs_without_its_route() {
         .cdflow(&["e2e", "--against", "staging"])
         .failure(2)
         .stderr_has("the e2e tests against `staging` have no URL: its manifest says `no-route`");
-}
-
-/// The test app under another name, in a repository with an origin, its environments on the
-/// given ports, its tiers and e2e passing at once: another team's service on the same machine.
-fn python_app(name: &str, staging: u16, production: u16) -> (Project, PathBuf) {
-    let toml = cdflow_toml("1.0.0", staging, production).replace("pyapp", name)
-        + "\n[test]\nunit = \"true\"\n\n[e2e]\ncommand = \"true\"\n";
-    let manifest = manifest("1.0.0", 1, 20, "").replace("name: pyapp", &format!("name: {name}"));
-    let project = Project::git(&[
-        ("app.py", APP_PY),
-        ("cdflow.toml", &toml),
-        ("manifest.yml", &manifest),
-    ]);
-    let origin = project.dir.parent().unwrap().join("origin.git");
-    project.git_cmd(&[
-        "init",
-        "-q",
-        "--bare",
-        "-b",
-        "main",
-        origin.to_str().unwrap(),
-    ]);
-    project.git_cmd(&["remote", "add", "origin", origin.to_str().unwrap()]);
-    project.git_cmd(&["push", "-q", "origin", "main"]);
-    (project, origin)
 }
 
 /// Two apps share a machine and a state folder, each with its own routes; `down --app` stops
@@ -2244,50 +1547,7 @@ fn environments_of_the_old_layout_are_moved_and_their_servers_stopped_by_down() 
 /// a file of its working folder (`visits.log`), to one of its own sources (`app.py`: a hard
 /// link to the artifact would change the artifact's inode), to `$HOME/notes.txt` and to
 /// `$TMPDIR/scratch`; it answers what it sees there, as JSON.
-const WRITER_PY: &str = r##"
-import json, os, signal, tempfile
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-
-INDEX = os.environ["CF_INSTANCE_INDEX"]
-
-def append(path, line):
-    with open(path, "a") as f:
-        f.write(line + "\n")
-    with open(path) as f:
-        return f.read()
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        if self.path == "/health":
-            body = "ok\n"
-        else:
-            home = os.environ["HOME"]
-            answer = {
-                "index": INDEX,
-                "version": os.environ.get("VERSION"),
-                "cwd": os.getcwd(),
-                "home": home,
-                "tmp": tempfile.gettempdir(),
-                "visits": append("visits.log", "instance " + INDEX),
-                "notes": append(os.path.join(home, "notes.txt"), "instance " + INDEX),
-                "scratch": append(os.path.join(tempfile.gettempdir(), "scratch"), INDEX),
-            }
-            append("app.py", "# instance " + INDEX + " was here")
-            body = json.dumps(answer)
-        body = body.encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-signal.signal(signal.SIGTERM, lambda *args: os._exit(0))
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"##;
+const WRITER_PY: &str = include_str!("../fixtures/apps/writer/app.py");
 
 /// Every file and folder under `root`: its mode and content (a symlink's target).
 fn tree(root: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
@@ -2488,13 +1748,9 @@ fn instances_write_in_folders_of_their_own_and_the_artifact_stays_as_staged() {
 fn instance_folders_left_by_a_killed_server_are_removed() {
     let local = Local::python(1);
     local.push("1.0.0");
-    let status = local.cdflow(&["status"]).stdout;
-    let server: i32 = status
-        .split("(server pid ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no server pid in:\n{status}"));
+    let server = local.status_of("staging").unwrap()["server_pid"]
+        .as_i64()
+        .expect("a server pid") as i32;
     // SAFETY: kill(2) on the server's pid, read from `cdflow status` just now.
     unsafe { libc::kill(server, libc::SIGKILL) };
     crate::harness::wait_for("the server to die", || !pid_alive(server as u32));
@@ -2509,31 +1765,7 @@ fn instance_folders_left_by_a_killed_server_are_removed() {
 
 /// Instance 0 answers `/half` with its headers and is killed before its body; instance 1
 /// answers in full. The route sends the GET again rather than cut the client's connection.
-const HALF_PY: &str = r##"
-import os, signal
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-
-INDEX = os.environ["CF_INSTANCE_INDEX"]
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        body = ("a whole answer from instance " + INDEX + "\n").encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.flush()
-        if self.path == "/half" and INDEX == "0":
-            os.kill(os.getpid(), signal.SIGKILL)
-        self.wfile.write(body)
-
-signal.signal(signal.SIGTERM, lambda *args: os._exit(0))
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"##;
+const HALF_PY: &str = include_str!("../fixtures/apps/half/app.py");
 
 #[test]
 fn an_instance_killed_between_its_headers_and_its_body_fails_no_get() {

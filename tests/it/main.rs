@@ -1,5 +1,6 @@
 //! cdflow's integration tests: one binary, sharing a small harness.
 
+mod anywhere;
 mod bench;
 mod bump;
 mod canary;
@@ -14,6 +15,8 @@ mod kill;
 mod local;
 mod plans;
 mod quickstart;
+mod quiet;
+mod readme;
 mod release;
 mod services;
 mod surface;

@@ -9,8 +9,8 @@
 use snapbox::assert_data_eq;
 
 use crate::cf::CfApp;
+use crate::harness::Local;
 use crate::harness::Run;
-use crate::local::Local;
 
 /// `text` with what varies between runs replaced by stable placeholders.
 fn normalised(text: &str, replacements: &[(&str, &str)]) -> String {
@@ -36,7 +36,7 @@ fn normalised(text: &str, replacements: &[(&str, &str)]) -> String {
 }
 
 /// Run ids (`20261127T153341-3104`, a time and a process id) as `[RUN]`.
-fn without_run_ids(text: &str) -> String {
+pub(crate) fn without_run_ids(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
@@ -64,7 +64,7 @@ fn without_run_ids(text: &str) -> String {
 }
 
 /// One line: timestamps, durations, hex ids and ports made stable.
-fn normalised_line(line: &str) -> String {
+pub(crate) fn normalised_line(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut rest = line;
     // A plain-style line starts with `[2026-11-27T15:00:00Z]`.

@@ -1,63 +1,9 @@
 //! The README's main command, on free ports: the example app released on the local platform
 //! from a repository seeded by scripts/seed-example, twice, through every stage.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::time::Duration;
-
-use crate::harness::{free_port, run_of, shared_target, Project, Run};
-
-/// Stops every environment of a state folder when the test ends, even by a panic.
-struct Environments<'a> {
-    project: &'a Project,
-    state: PathBuf,
-}
-
-impl Environments<'_> {
-    fn cdflow(&self, args: &[&str]) -> Run {
-        let output = self
-            .project
-            .command(env!("CARGO_BIN_EXE_cdflow"))
-            .args(args)
-            .env("CDFLOW_STATE_DIR", &self.state)
-            .env("CARGO_TARGET_DIR", shared_target())
-            .output()
-            .unwrap();
-        run_of(output)
-    }
-}
-
-impl Drop for Environments<'_> {
-    fn drop(&mut self) {
-        self.cdflow(&["down"]);
-    }
-}
-
-/// One HTTP/1.1 request on a fresh connection; the status and the body.
-fn http(port: u16, method: &str, path: &str, json: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let body = json.unwrap_or("");
-    let content_type = if json.is_some() {
-        "Content-Type: application/json\r\n"
-    } else {
-        ""
-    };
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let status = answer[9..12].parse().unwrap();
-    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, body.to_string())
-}
+use crate::harness::{
+    environment_of, free_port, get, run_of, shared_target, tags_of, Guard, Project, Request,
+};
 
 #[test]
 fn the_example_app_is_released_through_every_stage_twice() {
@@ -71,45 +17,53 @@ fn the_example_app_is_released_through_every_stage_twice() {
     project.git_cmd(&["commit", "-qam", "free ports for the test"]);
     let origin = project.dir.parent().unwrap().join("example-app.git");
     project.git_cmd(&["clone", "-q", "--bare", ".", origin.to_str().unwrap()]);
-    let envs = Environments {
-        project: &project,
-        state: project.dir.parent().unwrap().join("state"),
+    let state = project.dir.parent().unwrap().join("state");
+    let cdflow_command = |args: &[&str]| {
+        let mut command = project.command(env!("CARGO_BIN_EXE_cdflow"));
+        command
+            .args(args)
+            .env("CDFLOW_STATE_DIR", &state)
+            .env("CARGO_TARGET_DIR", shared_target());
+        command
     };
+    let cdflow = |args: &[&str]| run_of(cdflow_command(args).output().unwrap());
+    let _environments = Guard::environments(cdflow_command(&["down"]), &state);
 
     for version in ["0.1.1", "0.1.2"] {
-        let run = envs.cdflow(&["release", "--repo", origin.to_str().unwrap()]);
+        let run = cdflow(&["release", "--repo", origin.to_str().unwrap()]);
         run.success()
             .stdout_has(&format!("`release` succeeded: version {version}"))
             .stdout_has(&format!("staging      http://127.0.0.1:{staging}"))
             .stdout_has(&format!("production   http://127.0.0.1:{production}"));
         for port in [staging, production] {
-            let (status, body) = http(port, "GET", "/health", None);
+            let (status, body) = get(port, "/health").unwrap();
             assert_eq!(status, 200);
             assert!(
                 body.contains(&format!("\"version\":\"{version}\"")),
                 "{body}"
             );
-            let (status, body) = http(port, "POST", "/", Some(r#"{"abra": 123, "kadabra": 4}"#));
-            assert_eq!((status, body.as_str()), (200, r#"{"abra":123}"#));
+            let answer = Request::post("/")
+                .json(r#"{"abra": 123, "kadabra": 4}"#)
+                .send(port)
+                .unwrap();
+            assert_eq!(
+                (answer.status, answer.body.as_str()),
+                (200, r#"{"abra":123}"#)
+            );
         }
     }
     // The version went back to the repository each time, as CI would leave it.
-    let tags = std::process::Command::new("git")
-        .arg("-C")
-        .arg(&origin)
-        .args(["tag", "-l"])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&tags.stdout), "v0.1.1\nv0.1.2\n");
+    assert_eq!(tags_of(&origin), "v0.1.1\nv0.1.2");
     // Production runs the very artifact that passed e2e on staging.
-    let status = envs.cdflow(&["status"]);
+    let status = cdflow(&["status", "--json"]);
     status.success();
-    let digests: Vec<&str> = status
-        .stdout
-        .lines()
-        .filter(|line| line.contains("example-app 0.1.2"))
-        .filter_map(|line| line.split(['(', ')']).nth(1))
+    let digests: Vec<serde_json::Value> = ["staging", "production"]
+        .iter()
+        .filter_map(|env| environment_of(&status, "example-app", env))
+        .filter(|environment| environment["version"] == "0.1.2")
+        .map(|environment| environment["artifact"].clone())
         .collect();
     assert_eq!(digests.len(), 2, "{status}");
+    assert!(digests[0].is_string(), "{status}");
     assert_eq!(digests[0], digests[1], "{status}");
 }

@@ -4,90 +4,21 @@
 //! CI installs redis-server and postgresql (.ci/run); a machine without them fails these tests
 //! with the command that installs them, rather than skipping what they check.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::MutexGuard;
 
 use crate::harness::{
-    free_port, kill_leftovers, pid_alive, run_of, tags_of, wait_for, Project, Run,
+    environment_of, free_port, get, one_at_a_time, pid_alive, run_of, tags_of, wait_for, Guard,
+    Project, Run,
 };
-
-/// Each test starts servers of its own on a small machine: one at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The test app: `/set?v=X` stores X under the key `k` in its redis and in a table of its
 /// PostgreSQL; `/get` answers `redis=X pg=Y` (`-` for nothing); `/env` shows VCAP_SERVICES.
 /// Redis is spoken with a few lines of RESP on a raw socket, PostgreSQL through `psql`: the
 /// standard library is all it needs.
-const APP_PY: &str = r#"
-import json, os, socket, subprocess
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-from urllib.parse import urlparse, parse_qs
-
-SERVICES = json.loads(os.environ["VCAP_SERVICES"])
-print("bound to", os.environ["VCAP_SERVICES"], flush=True)
-
-def redis(*args):
-    c = SERVICES["p-redis"][0]["credentials"]
-    with socket.create_connection((c["host"], c["port"])) as s:
-        def send(*words):
-            words = [w.encode() for w in words]
-            s.sendall(b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words))
-        send("AUTH", c["password"])
-        send(*args)
-        f = s.makefile("rb")
-        assert f.readline() == b"+OK\r\n"
-        line = f.readline()
-        if line.startswith(b"$"):
-            n = int(line[1:])
-            return None if n < 0 else f.read(n + 2)[:-2].decode()
-        if line.startswith(b"-"):
-            raise RuntimeError(line.decode())
-        return line[1:].strip().decode()
-
-def sql(statement):
-    c = SERVICES["postgresql"][0]["credentials"]
-    out = subprocess.run(["psql", "-X", c["uri"], "-tAq", "-v", "ON_ERROR_STOP=1", "-c", statement],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr)
-    return out.stdout.strip()
-
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def answer(self, code, body):
-        body = body.encode()
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self):
-        url = urlparse(self.path)
-        try:
-            if url.path == "/health":
-                return self.answer(200, "up")
-            if url.path == "/env":
-                return self.answer(200, os.environ["VCAP_SERVICES"])
-            sql("CREATE TABLE IF NOT EXISTS kv (k text PRIMARY KEY, v text)")
-            if url.path == "/set":
-                value = parse_qs(url.query)["v"][0]
-                redis("SET", "k", value)
-                sql("INSERT INTO kv VALUES ('k', '%s') ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v" % value)
-                return self.answer(200, "ok")
-            if url.path == "/get":
-                return self.answer(200, "redis=%s pg=%s" % (redis("GET", "k") or "-", sql("SELECT v FROM kv WHERE k = 'k'") or "-"))
-        except Exception as err:
-            return self.answer(500, repr(err))
-        return self.answer(404, "no")
-
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"#;
+const APP_PY: &str = include_str!("../fixtures/apps/services/app.py");
 
 /// The secret that the user-provided service reads from the environment.
 const TOKEN: &str = "tok-5ecret-value-42";
@@ -113,6 +44,8 @@ fn manifest(version: &str, services: &str) -> String {
 /// The test app with its own state folder and route ports; stops what it started when
 /// dropped, even on panic.
 struct Svc {
+    // Dropped first, while the project and the state folder are still there.
+    _environments: Guard,
     project: Project,
     state: tempfile::TempDir,
     staging: u16,
@@ -124,7 +57,7 @@ struct Svc {
 
 impl Svc {
     fn new(services: &str) -> Svc {
-        let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let serial = one_at_a_time();
         require_servers();
         let (staging, production) = (free_port(), free_port());
         let project = Project::git(&[
@@ -132,9 +65,14 @@ impl Svc {
             ("cdflow.toml", &cdflow_toml("1.0.0", staging, production)),
             ("manifest.yml", &manifest("1.0.0", services)),
         ]);
+        let state = tempfile::tempdir().unwrap();
         Svc {
+            _environments: Guard::environments(
+                Svc::cdflow_command(&project, state.path(), &["down"]),
+                state.path(),
+            ),
             project,
-            state: tempfile::tempdir().unwrap(),
+            state,
             staging,
             production,
             services: services.to_string(),
@@ -143,9 +81,13 @@ impl Svc {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = self.project.command(env!("CARGO_BIN_EXE_cdflow"));
+        Svc::cdflow_command(&self.project, self.state.path(), args)
+    }
+
+    fn cdflow_command(project: &Project, state: &Path, args: &[&str]) -> Command {
+        let mut command = project.command(env!("CARGO_BIN_EXE_cdflow"));
         command
-            .env("CDFLOW_STATE_DIR", self.state.path())
+            .env("CDFLOW_STATE_DIR", state)
             .env("SVC_TOKEN", TOKEN)
             .args(args);
         command
@@ -184,34 +126,20 @@ impl Svc {
             .join(service)
     }
 
-    /// `(port, pid)` of a running service, as `cdflow status` shows it.
+    /// `(port, pid)` of a service, as `cdflow status --json` shows it: a pid while it runs.
     fn status_of(&self, env: &str, service: &str) -> (u16, Option<u32>) {
-        let status = self.cdflow(&["status"]);
-        let mut in_env = false;
-        for line in status.stdout.lines() {
-            if !line.starts_with(' ') {
-                in_env = line.starts_with(&format!("{env}:"));
-                continue;
-            }
-            let prefix = format!("  service {service}: ");
-            if let (true, Some(rest)) = (in_env, line.strip_prefix(&prefix)) {
-                // "redis, port 12345, running (pid 678), data in /..."
-                let port = rest.split("port ").nth(1).unwrap().split(',').next();
-                let pid = rest
-                    .split("(pid ")
-                    .nth(1)
-                    .map(|p| p.split(')').next().unwrap().parse().unwrap());
-                return (port.unwrap().parse().unwrap(), pid);
-            }
-        }
-        panic!("no service {service} in {env}:\n{status}");
-    }
-}
-
-impl Drop for Svc {
-    fn drop(&mut self) {
-        let _ = self.cdflow(&["down"]);
-        kill_leftovers(self.state.path());
+        let status = self.cdflow(&["status", "--json"]);
+        status.success();
+        let environment = environment_of(&status, "svcapp", env)
+            .unwrap_or_else(|| panic!("no environment {env}:\n{status}"));
+        let found = environment["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == service)
+            .unwrap_or_else(|| panic!("no service {service} in {env}:\n{status}"));
+        let port = found["port"].as_u64().unwrap() as u16;
+        (port, found["pid"].as_u64().map(|pid| pid as u32))
     }
 }
 
@@ -239,36 +167,13 @@ fn which(program: &str) -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
-/// One GET: (status, body).
-fn get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    let code = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    loop {
-        line.clear();
-        reader.read_line(&mut line).unwrap();
-        if line.trim_end().is_empty() {
-            break;
-        }
-    }
-    let mut body = String::new();
-    reader.read_to_string(&mut body).unwrap();
-    (code, body)
-}
-
 #[track_caller]
 fn assert_get(port: u16, path: &str, expected: &str) {
-    assert_eq!(get(port, path), (200, expected.to_string()), "GET {path}");
+    assert_eq!(
+        get(port, path).unwrap(),
+        (200, expected.to_string()),
+        "GET {path}"
+    );
 }
 
 /// The talk's promise for state: data written through the bound services outlives every kind
@@ -280,7 +185,7 @@ fn service_data_survives_pushes_promote_rollback_down_and_up_apart_per_environme
 
     // What the instances are given, as CF's brokers give it; the secrets nowhere in cdflow's
     // output.
-    let (code, body) = get(svc.staging, "/env");
+    let (code, body) = get(svc.staging, "/env").unwrap();
     assert_eq!(code, 200, "{body}");
     let vcap: serde_json::Value = serde_json::from_str(&body).unwrap();
     let redis = &vcap["p-redis"][0];
@@ -415,15 +320,6 @@ fn service_data_survives_pushes_promote_rollback_down_and_up_apart_per_environme
     assert_eq!(svc.status_of("staging", "db").0, pg_port);
 }
 
-fn bare_origin(project: &Project) -> PathBuf {
-    let origin = project.dir.parent().unwrap().join("origin.git");
-    let origin_text = origin.to_str().unwrap();
-    project.git_cmd(&["init", "-q", "--bare", "-b", "main", origin_text]);
-    project.git_cmd(&["remote", "add", "origin", origin_text]);
-    project.git_cmd(&["push", "-q", "origin", "main"]);
-    origin
-}
-
 /// A folder of links to every program of /usr/bin but redis's, for a PATH without redis.
 fn path_without_redis(root: &Path) -> PathBuf {
     let bin = root.join("bin-without-redis");
@@ -445,7 +341,7 @@ fn path_without_redis(root: &Path) -> PathBuf {
 #[test]
 fn an_undeclared_service_and_a_missing_server_are_refused_before_the_bump() {
     let svc = Svc::new("cache, nosuch");
-    let origin = bare_origin(&svc.project);
+    let origin = svc.project.add_origin();
     let release = |path: Option<&Path>| {
         let mut command = svc.command(&["release", "--repo", origin.to_str().unwrap()]);
         if let Some(path) = path {

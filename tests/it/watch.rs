@@ -2,66 +2,25 @@
 //! route, a real `on_failure` command, the metrics scraped over loopback, and a real rollback.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::free_port;
-use crate::local::{get, Local};
+use crate::cf::CfApp;
+use crate::harness::{free_port, get, pid_alive, run_of, Guard, Local, Project};
 
 /// The app: `GET /` answers its version, or 500 while the file named by `BROKEN_WHEN` exists
 /// (the fault is injected from outside, into the version that has the variable); `/health`
 /// always passes, so that the broken version deploys as a real bad release would.
-const APP_PY: &str = r#"
-import os, signal
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-
-VERSION = os.environ.get("VERSION", "?")
-FLAG = os.environ.get("BROKEN_WHEN")
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        if self.path == "/health":
-            code, body = 200, "up"
-        elif FLAG and os.path.exists(FLAG):
-            code, body = 500, "broken on purpose in " + VERSION
-        else:
-            code, body = 200, VERSION
-        body = (body + "\n").encode()
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-signal.signal(signal.SIGTERM, lambda *args: os._exit(0))
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"#;
+const APP_PY: &str = include_str!("../fixtures/apps/breakable/app.py");
 
 /// The check: what an e2e tier does, in a few lines.
-const CHECK_PY: &str = r#"
-import os, sys, urllib.request, urllib.error
-try:
-    with urllib.request.urlopen(os.environ["APP_URL"] + "/", timeout=10) as answer:
-        print("GET / answered", answer.status, answer.read().decode().strip())
-except urllib.error.HTTPError as err:
-    print("GET / answered", err.code, err.read().decode().strip())
-    sys.exit(1)
-"#;
+const CHECK_PY: &str = include_str!("../fixtures/apps/breakable/check.py");
 
 /// The alert: one JSON line per call with what cdflow gave it, as a webhook would get it.
-const ALERT_PY: &str = r#"
-import json, os
-keys = [k for k in os.environ if k.startswith("CDFLOW_WATCH_")]
-with open("alerts.jsonl", "a") as out:
-    out.write(json.dumps({k: os.environ[k] for k in keys}) + "\n")
-"#;
+const ALERT_PY: &str = include_str!("../fixtures/apps/breakable/alert.py");
 
 /// The test app, released as 1.0.0 (healthy) and promoted, then 1.0.1 (which breaks when the
 /// flag file appears) promoted over it.
@@ -94,7 +53,7 @@ fn add_watch_settings(local: &Local, settings: &str) {
 /// A `cdflow watch` running in the background, its JSON lines read as they come; killed if the
 /// test ends without stopping it.
 struct Watch {
-    child: Child,
+    child: Guard,
     lines: mpsc::Receiver<Value>,
     seen: Vec<Value>,
 }
@@ -119,7 +78,7 @@ impl Watch {
             }
         });
         Watch {
-            child,
+            child: Guard::child(child),
             lines,
             seen: Vec::new(),
         }
@@ -140,13 +99,6 @@ impl Watch {
                 return value;
             }
         }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -296,9 +248,9 @@ fn a_failing_production_is_alerted_within_an_interval_and_rolled_back() {
 
     // SIGTERM stops it cleanly, between two checks or in one.
     // SAFETY: kill(2) on the child this test started.
-    unsafe { libc::kill(watch.child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(watch.child.process().id() as i32, libc::SIGTERM) };
     watch.next("note");
-    let status = watch.child.wait().unwrap();
+    let status = watch.child.process().wait().unwrap();
     assert_eq!(status.code(), Some(0), "{:#?}", watch.seen);
 
     local
@@ -428,4 +380,135 @@ fn on_cf_a_failing_release_is_rolled_back_with_cf_rollback() {
         "{:#?}",
         app.calls()
     );
+}
+
+// `cdflow watch --dry-run`: the commands one check would run, printed as a real check runs
+// them, and nothing run, recorded or served.
+
+#[test]
+fn a_dry_run_prints_the_check_and_on_failure_and_runs_nothing() {
+    let project = Project::git(&[(
+        "cdflow.toml",
+        "[app]\nname = \"w\"\n\n[version]\ncurrent = \"0.1.0\"\n\n[env.staging]\n\
+         url = \"http://127.0.0.1:1\"\n\n[watch]\ncommand = \"touch checked\"\n\
+         on_failure = \"touch alerted\"\nrollback_after = 2\ntimeout = 30\n",
+    )]);
+    let run = project.cdflow(&["watch", "--env", "staging", "--dry-run"]);
+    run.success()
+        .stdout_has("stopped after 30s")
+        .stdout_has("$ APP_URL=http://127.0.0.1:1 touch checked\n")
+        .stdout_has("$ touch alerted\n")
+        .stdout_has("after 2 failed checks in a row")
+        .stdout_has("dry run: nothing was run");
+    assert!(!project.path("checked").exists(), "{run}");
+    assert!(!project.path("alerted").exists(), "{run}");
+    assert!(
+        !project.path(".cdflow/watch").exists(),
+        "nothing recorded: {run}"
+    );
+
+    // Without a URL, the dry run says why a check would fail.
+    let toml = project.read("cdflow.toml").replace("url = ", "# url = ");
+    project.write("cdflow.toml", &toml);
+    project
+        .cdflow(&["watch", "--env", "staging", "--dry-run"])
+        .failure(2)
+        .stderr_has("a check would fail: nothing serves `staging`");
+
+    project
+        .cdflow(&["watch", "--env", "staging", "--dry-run", "--once"])
+        .failure(2)
+        .stderr_has("cannot be used with");
+}
+
+/// On cf, what finds the route is part of the check: its cf commands are printed, not run.
+#[test]
+fn a_dry_run_on_cf_runs_no_cf_command() {
+    let app = CfApp::new();
+    let run = app.cdflow(&["watch", "--env", "staging", "--dry-run"], None);
+    run.success()
+        .stdout_has("$ CF_HOME=")
+        .stdout_has("cf target -o acme -s staging")
+        .stdout_has("APP_URL=");
+    assert_eq!(app.calls(), Vec::<String>::new(), "{run}");
+    assert!(!app.marker.exists(), "the check did not run: {run}");
+}
+
+// `[watch] timeout`: a check (or an `on_failure` command) that hangs is stopped with its
+// process group, and the check is recorded as failed with the reason, rather than blocking the
+// watch for ever.
+
+/// A watch's settings with a check that hangs (and leaves a grandchild that hangs too), and an
+/// `on_failure` that hangs as well; each writes its pid where the test can find it.
+fn hanging_watch() -> Project {
+    Project::git(&[(
+        "cdflow.toml",
+        "[app]\nname = \"w\"\n\n[version]\ncurrent = \"0.1.0\"\n\n[env.staging]\n\
+         url = \"http://127.0.0.1:1\"\n\n[watch]\n\
+         command = \"sh -c 'echo checking; sleep 600 & echo $! > check.pid; wait'\"\n\
+         on_failure = \"sh -c 'echo $$ > alert.pid; exec sleep 600'\"\n\
+         timeout = 1\n",
+    )])
+}
+
+#[test]
+fn a_hung_check_is_stopped_and_recorded_as_failed() {
+    let project = hanging_watch();
+    let mut child = project
+        .command(env!("CARGO_BIN_EXE_cdflow"))
+        .args(["watch", "--env", "staging", "--once"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Without the timeout this would wait ten minutes: a minute is proof enough, and the test
+    // fails (and cleans up) rather than hangs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            for file in ["check.pid", "alert.pid"] {
+                if let Ok(pid) = std::fs::read_to_string(project.path(file)) {
+                    // SAFETY: kill(2) touches no memory.
+                    unsafe { libc::kill(pid.trim().parse().unwrap(), libc::SIGKILL) };
+                }
+            }
+            panic!("the watch still runs after a minute: the hung check was never stopped");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let watch = run_of(child.wait_with_output().unwrap());
+    watch
+        .failure(1)
+        .stdout_has("FAILED")
+        .stdout_has("the check was stopped after 1s, its time limit (`timeout` in [watch])")
+        .stderr_has("on_failure: `sh -c")
+        .stderr_has("was stopped after 1s");
+    // The check's own child and the alert were stopped with their groups.
+    for file in ["check.pid", "alert.pid"] {
+        let pid = project.read(file);
+        assert!(!pid_alive(pid.trim()), "{file}: {pid} still runs");
+    }
+    let record: serde_json::Value =
+        serde_json::from_str(&project.read(".cdflow/watch/w/staging.json")).unwrap();
+    assert_eq!(record["passed"], false, "{record}");
+    assert_eq!(record["on_failure"], false, "{record}");
+    let output = record["output"].as_str().unwrap();
+    assert!(output.contains("checking"), "its output is kept: {output}");
+    assert!(output.ends_with("(`timeout` in [watch])"), "{output}");
+}
+
+/// The setting is read strictly, like the others.
+#[test]
+fn a_timeout_of_zero_is_refused_at_its_line() {
+    let project = hanging_watch();
+    let toml = project
+        .read("cdflow.toml")
+        .replace("timeout = 1", "timeout = 0");
+    project.write("cdflow.toml", &toml);
+    project
+        .cdflow(&["watch", "--env", "staging", "--once"])
+        .failure(2)
+        .stderr_has("cdflow.toml")
+        .stderr_has("timeout");
 }

@@ -480,6 +480,15 @@ fn route_port(env: &Target) -> u16 {
     HASHED_PORTS.start + (hash % u64::from(HASHED_PORTS.end - HASHED_PORTS.start)) as u16
 }
 
+/// Every environment the local platform has a folder for, as (app, environment): what
+/// `rollback --app` and `logs --app` may name.
+pub fn environments(state: &State) -> Vec<(String, String)> {
+    EnvPaths::all(&state.local())
+        .into_iter()
+        .map(|paths| (paths.app, paths.env))
+        .collect()
+}
+
 /// One deploy per environment at a time; a second one waits, saying who it waits for.
 fn deploy_lock(ui: &Ui, state: &State, paths: &EnvPaths, holder: &str) -> Result<lock::Lock> {
     lock::acquire(ui, &paths.deploy_lock(state), holder, Wait::Yes)

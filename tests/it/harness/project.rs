@@ -1,9 +1,8 @@
-//! A small harness for cdflow's integration tests: projects in temporary folders with real git,
-//! an isolated HOME, and the cdflow binary run as a user would run it.
+//! Projects in temporary folders with real git and an isolated HOME, and the cdflow binary run
+//! in them as a user would run it; every `--json` event it prints checked against the schema.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 pub struct Project {
     // Held so that the folder lives as long as the project.
@@ -42,6 +41,14 @@ impl Run {
     pub fn stdout_has(&self, text: &str) -> &Run {
         assert!(self.stdout.contains(text), "stdout lacks {text:?}:\n{self}");
         self
+    }
+
+    /// The JSON lines of stdout, parsed (the events of a `--json` run); other lines left out.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
     }
 }
 
@@ -102,6 +109,17 @@ impl Project {
         project
     }
 
+    /// A bare repository `origin.git` beside the project, made its `origin`, with `main`
+    /// pushed: what a release clones from and pushes the version to. Returns its path.
+    pub fn add_origin(&self) -> PathBuf {
+        let origin = self.dir.parent().unwrap().join("origin.git");
+        let origin_text = origin.to_str().unwrap();
+        self.git_cmd(&["init", "-q", "--bare", "-b", "main", origin_text]);
+        self.git_cmd(&["remote", "add", "origin", origin_text]);
+        self.git_cmd(&["push", "-q", "origin", "main"]);
+        origin
+    }
+
     pub fn write(&self, path: &str, content: &str) {
         let path = self.dir.join(path);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -156,9 +174,14 @@ impl Project {
 
     /// Everything git and the files hold, to compare before and after a failed command.
     pub fn snapshot(&self) -> Snapshot {
-        let mut files = Vec::new();
-        collect(&self.dir, &self.dir, &mut files);
-        files.sort();
+        let files = files_under(&self.dir)
+            .into_iter()
+            .filter(|path| !in_git_dir(&self.dir, path))
+            .map(|path| {
+                let bytes = std::fs::read(&path).unwrap();
+                (path.strip_prefix(&self.dir).unwrap().to_path_buf(), bytes)
+            })
+            .collect();
         Snapshot {
             files,
             head: self.git_cmd(&["rev-parse", "HEAD"]),
@@ -178,19 +201,30 @@ pub struct Snapshot {
     index: String,
 }
 
-fn collect(root: &Path, dir: &Path, files: &mut Vec<(PathBuf, Vec<u8>)>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name() == Some(".git".as_ref()) {
-            continue;
-        }
-        if path.is_dir() {
-            collect(root, &path, files);
-        } else {
-            let relative = path.strip_prefix(root).unwrap().to_path_buf();
-            files.push((relative, std::fs::read(&path).unwrap()));
+/// Every file under `dir` (a symlink too, as a file: the walk does not follow links), sorted;
+/// none if there is no such folder.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                dirs.push(entry.path());
+            } else {
+                files.push(entry.path());
+            }
         }
     }
+    files.sort();
+    files
+}
+
+/// Whether `path` is in a `.git` folder below `root`.
+pub fn in_git_dir(root: &Path, path: &Path) -> bool {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .components()
+        .any(|part| part.as_os_str() == ".git")
 }
 
 pub fn run_of(output: Output) -> Run {
@@ -231,79 +265,18 @@ pub fn shared_target() -> PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("apps")
 }
 
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits up to a minute for `done`, polling; panics naming `what` if it never comes.
-pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Whether a process runs (a zombie does not).
-pub fn pid_alive(pid: impl std::fmt::Display) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
-}
-
-/// Kills what `cdflow down` may have left in a state folder: the servers and process groups
-/// of every `pids.json` (of every app, and of the layout before apps had folders), and every
-/// backing service's process.
-pub fn kill_leftovers(state: &Path) {
-    let mut files = Vec::new();
-    collect_named(state, "pids.json", &mut files);
-    collect_named(&state.join("local/services"), "pid", &mut files);
-    for file in files {
-        let Ok(text) = std::fs::read_to_string(&file) else {
-            continue;
-        };
-        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        let mut targets = Vec::new();
-        for pid in [&json["server"]["pid"], &json["pid"]] {
-            targets.extend(pid.as_i64().map(|pid| pid as i32));
-        }
-        for group in json["groups"].as_array().into_iter().flatten() {
-            targets.extend(group["pid"].as_i64().map(|pid| -(pid as i32)));
-        }
-        for target in targets {
-            if target != 0 && target != -1 {
-                // SAFETY: kill(2) touches no memory; 0 and -1 are refused above.
-                unsafe { libc::kill(target, libc::SIGKILL) };
-            }
-        }
-    }
-}
-
-fn collect_named(dir: &Path, name: &str, found: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_named(&path, name, found);
-        } else if path.file_name() == Some(name.as_ref()) {
-            found.push(path);
-        }
-    }
-}
-
 /// The tags of a repository, one per line.
 pub fn tags_of(origin: &Path) -> String {
+    git_at(origin, &["tag", "-l"])
+}
+
+/// Runs git in the repository `repo` (an origin, most often) and returns its trimmed stdout:
+/// empty when git fails, as when what is asked for is not there.
+pub fn git_at(repo: &Path, args: &[&str]) -> String {
     let output = Command::new("git")
         .arg("-C")
-        .arg(origin)
-        .args(["tag", "-l"])
+        .arg(repo)
+        .args(args)
         .output()
         .unwrap();
     String::from_utf8_lossy(&output.stdout).trim().to_string()
