@@ -1,7 +1,8 @@
 //! The state folder: what outlives one run of cdflow (run records, the local platform's
 //! artifacts, environments and logs, the shared build cache).
 //!
-//! It is `$CDFLOW_STATE_DIR` when set, else `.cdflow/` in the folder cdflow runs in.
+//! It is `$CDFLOW_STATE_DIR` when set, else `.cdflow/` in the folder cdflow runs in: for the
+//! commands that work on an app, the folder of the nearest cdflow.toml (see main.rs).
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -8,3 +8,126 @@ fn help_and_usage_errors_read_as_recorded() {
         .env("NO_COLOR", "1")
         .case("tests/cmd/*.toml");
 }
+
+/// The shell lines of the README's Install section, as a new user would paste them: all but
+/// `cargo install` (which needs the network; the test runs the binary cargo built instead).
+fn install_lines() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("\n## Install\n").expect("an Install section")..];
+    let section = &section[..section[1..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 1)];
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a sh block in the Install section");
+    block
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with("cargo install"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A fresh HOME and a PATH that has cdflow (as `cargo install` would) and the system's tools.
+fn fresh_user(home: &std::path::Path) -> std::process::Command {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_cdflow"))
+        .parent()
+        .unwrap();
+    let mut bash = std::process::Command::new("bash");
+    bash.args(["--norc", "--noprofile", "-e", "-c"])
+        .current_dir(home)
+        .env_clear()
+        .env("HOME", home)
+        .env(
+            "PATH",
+            format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display()),
+        )
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null());
+    bash
+}
+
+fn have(tool: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+/// What bash's completion of `line` (up to its end) offers, from the completion script `script`.
+fn completed(home: &std::path::Path, script: &std::path::Path, line: &str) -> Vec<String> {
+    let words: Vec<&str> = if line.ends_with(' ') {
+        line.split_whitespace().chain([""]).collect()
+    } else {
+        line.split_whitespace().collect()
+    };
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let cword = words.len() - 1;
+    let previous = if cword > 0 { words[cword - 1] } else { "" };
+    // As bash calls a completion function: COMP_WORDS/COMP_CWORD/COMP_LINE/COMP_POINT set, and
+    // the command, the word being completed and the one before it as arguments.
+    let program = format!(
+        r#"source '{script}'
+spec=$(complete -p cdflow)
+function=$(printf '%s\n' "$spec" | sed -n 's/.* -F \([^ ]*\) .*/\1/p')
+[ -n "$function" ] || {{ echo "no completion function in: $spec" >&2; exit 3; }}
+COMP_WORDS=({words})
+COMP_CWORD={cword}
+COMP_LINE='{line}'
+COMP_POINT=${{#COMP_LINE}}
+COMP_TYPE=9
+"$function" cdflow '{current}' '{previous}'
+printf '%s\n' "${{COMPREPLY[@]}}""#,
+        script = script.display(),
+        words = quoted.join(" "),
+        current = words[cword],
+    );
+    let output = fresh_user(home).arg(program).output().unwrap();
+    assert!(
+        output.status.success(),
+        "completing {line:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+#[test]
+fn the_install_section_works_as_written_for_a_new_user() {
+    let home = tempfile::tempdir().unwrap();
+    let lines = install_lines();
+    assert!(lines.len() >= 3, "{lines:?}");
+    // In one shell, as pasted: what one line exports the next ones see.
+    let man = have("man");
+    let mut script = lines.join("\n");
+    if man {
+        script.push_str("\nman -w cdflow-release");
+    } else {
+        eprintln!("not checking that man finds the pages: `man` is not installed (.ci/run installs man-db)");
+    }
+    let output = fresh_user(home.path()).arg(&script).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{script}\n{stdout}\n{stderr}");
+    let completion = home
+        .path()
+        .join(".local/share/bash-completion/completions/cdflow");
+    assert!(completion.is_file(), "{stdout}\n{stderr}");
+    let page = home.path().join(".local/share/man/man1/cdflow-release.1");
+    assert!(page.is_file(), "{stdout}\n{stderr}");
+    if man {
+        // `man cdflow-release` finds the page where the README put it.
+        assert_eq!(
+            stdout.lines().last(),
+            Some(page.display().to_string().as_str()),
+            "{stderr}"
+        );
+    }
+    let offered = completed(home.path(), &completion, "cdflow ro");
+    assert_eq!(offered, ["rollback"]);
+}
