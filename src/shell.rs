@@ -24,11 +24,15 @@ pub fn man_page() -> Result<Vec<u8>> {
 /// One manual page per visible command (`cdflow.1`, `cdflow-release.1`, ...), written into
 /// `dir`; returns the files written.
 pub fn write_man_pages(exec: &Exec, dir: &Path) -> Result<Vec<String>> {
-    let cli = Cli::command();
+    let mut cli = Cli::command();
+    // Built, each command carries what it is run with: the global options (-C, --json, -q,
+    // -v) propagated to it, `cdflow rollback` as the name its synopsis shows, and
+    // `cdflow-rollback` as its page's name.
+    cli.build();
     let mut pages = vec![("cdflow.1".to_string(), render(cli.clone())?)];
     for command in cli.get_subcommands().filter(|c| !c.is_hide_set()) {
         let name = format!("cdflow-{}", command.get_name());
-        let page = render(command.clone().name(name.clone()))?;
+        let page = render(command.clone().display_name(name.clone()))?;
         pages.push((format!("{name}.1"), page));
     }
     let mut written = Vec::new();

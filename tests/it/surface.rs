@@ -131,3 +131,96 @@ fn the_install_section_works_as_written_for_a_new_user() {
     let offered = completed(home.path(), &completion, "cdflow ro");
     assert_eq!(offered, ["rollback"]);
 }
+
+#[test]
+fn bash_completes_commands_and_their_options() {
+    if !have("bash") {
+        eprintln!("skipped: bash is not installed, and this test drives bash's completion");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let script = home.path().join("cdflow.bash");
+    let output = fresh_user(home.path())
+        .arg(format!("cdflow completions bash > '{}'", script.display()))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(completed(home.path(), &script, "cdflow ro"), ["rollback"]);
+    let options = completed(home.path(), &script, "cdflow rollback --");
+    for option in ["--env", "--version", "--app"] {
+        assert!(
+            options.iter().any(|o| o == option),
+            "{option} in {options:?}"
+        );
+    }
+    assert!(
+        !options.iter().any(|o| o == "--tier"),
+        "release's options offered for rollback: {options:?}"
+    );
+}
+
+#[test]
+fn every_command_has_a_manual_page_that_man_renders() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("man1");
+    let output = fresh_user(home.path())
+        .arg(format!("cdflow man --dir '{}'", dir.display()))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let help = fresh_user(home.path())
+        .arg("cdflow --help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    // The commands `cdflow --help` lists, with the line that describes each.
+    let commands: Vec<(String, String)> = help
+        .split("Commands:\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|line| line.starts_with("  "))
+        .filter_map(|line| {
+            let (name, about) = line.trim().split_once(' ')?;
+            (name != "help").then(|| (name.to_string(), about.trim().to_string()))
+        })
+        .collect();
+    assert!(commands.len() > 10, "{help}");
+    if !have("man") {
+        eprintln!("not rendering the pages: `man` is not installed (.ci/run installs man-db)");
+    }
+    for (command, about) in &commands {
+        let page = dir.join(format!("cdflow-{command}.1"));
+        assert!(page.is_file(), "no page for {command}");
+        if !have("man") {
+            continue;
+        }
+        let output = fresh_user(home.path())
+            .arg(format!("MANWIDTH=80 man -l '{}'", page.display()))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{command}: {output:?}");
+        // Joined, as man fills and hyphenates paragraphs.
+        let text: String = String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let first_words: String = about
+            .split_whitespace()
+            .take(4)
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            text.contains(&first_words),
+            "{command}: no {first_words:?} in {text}"
+        );
+        assert!(
+            text.contains(&format!("SYNOPSIS cdflow {command}")),
+            "{command}: {text}"
+        );
+        // The global options are the command's too.
+        for global in ["-C <DIR>", "--json", "-q, --quiet", "-v, --verbose"] {
+            assert!(text.contains(global), "{command}: no {global} in {text}");
+        }
+    }
+}
