@@ -109,16 +109,25 @@ pub enum Stage {
         part: Option<String>,
     },
     /// Stage the app and make it serve an environment.
-    Push { name: Option<String>, to: String },
+    ///
+    /// The environment a stage acts on is `env` in every kind, as `--env` is on the command
+    /// line; the older keys (`to`, `against`) stay as aliases, since they read naturally.
+    Push {
+        name: Option<String>,
+        #[serde(rename = "env", alias = "to")]
+        to: String,
+    },
     /// The e2e command with APP_URL set to the environment's route.
     E2e {
         name: Option<String>,
+        #[serde(rename = "env", alias = "against")]
         against: String,
     },
-    /// The artifact that passed e2e on `from`, deployed to `to`.
+    /// The artifact that passed e2e on `from`, deployed to `env` (or `to`).
     Promote {
         name: Option<String>,
         from: String,
+        #[serde(rename = "env", alias = "to")]
         to: String,
     },
     /// Any command, with environment variables.
@@ -132,6 +141,7 @@ pub enum Stage {
     /// (see `bench.rs`).
     Bench {
         name: Option<String>,
+        #[serde(rename = "env", alias = "against")]
         against: String,
         /// How long the load runs, such as `10s`.
         #[serde(default, deserialize_with = "duration")]
@@ -247,14 +257,14 @@ impl Stage {
         })
     }
 
-    /// The environments the stage names, with the key that names each.
-    pub fn environments(&self) -> Vec<(&'static str, &str)> {
+    /// The environments the stage names, with the keys that can name each.
+    pub fn environments(&self) -> Vec<(&'static [&'static str], &str)> {
         match self {
-            Stage::Push { to, .. } => vec![("to", to)],
+            Stage::Push { to, .. } => vec![(&["env", "to"], to)],
             Stage::E2e { against, .. } | Stage::Bench { against, .. } => {
-                vec![("against", against)]
+                vec![(&["env", "against"], against)]
             }
-            Stage::Promote { from, to, .. } => vec![("from", from), ("to", to)],
+            Stage::Promote { from, to, .. } => vec![(&["from"], from), (&["env", "to"], to)],
             _ => Vec::new(),
         }
     }
@@ -297,10 +307,14 @@ impl Pipeline {
             let message = err.to_string();
             let hint = if message.contains(SECOND_OF_A_NAME) {
                 ""
+            } else if message.contains("duplicate field `env`") {
+                "\n`env` and its other names (`to` for push and promote, `against` for e2e and \
+                 bench) name one thing, the stage's environment: keep one of them"
             } else {
-                "\nthe stage kinds are clone, test, bump, push (to), e2e (against), promote \
-                 (from, to), run (command, env) and bench (against, duration, connections, path, \
-                 thresholds: max_regression, max_errors)"
+                "\nthe stage kinds are clone, test, bump, push (env), e2e (env), promote (from, \
+                 env), run (command, env: its variables) and bench (env, duration, connections, \
+                 path, thresholds: max_regression, max_errors); `to` (push, promote) and \
+                 `against` (e2e, bench) are other names of `env`"
             };
             user_error(format!("pipeline `{name}` ({source}{at}): {message}{hint}"))
         })?;
@@ -336,16 +350,19 @@ impl Pipeline {
         self.resumable
     }
 
-    /// `FILE:LINE` of the first line holding `key: value`, for errors about a stage.
-    pub fn location_of(&self, key: &str, value: &str) -> String {
+    /// `FILE:LINE` of the first line holding `key: value` (with any of `keys`), for errors
+    /// about a stage.
+    pub fn location_of(&self, keys: &[&str], value: &str) -> String {
         let line = self
             .text
             .lines()
             .position(|line| {
                 let line = line.trim_start().trim_start_matches("- ").trim();
-                line.strip_prefix(key)
-                    .and_then(|rest| rest.trim_start().strip_prefix(':'))
-                    .is_some_and(|rest| rest.trim().trim_matches(['"', '\'']) == value)
+                keys.iter().any(|key| {
+                    line.strip_prefix(key)
+                        .and_then(|rest| rest.trim_start().strip_prefix(':'))
+                        .is_some_and(|rest| rest.trim().trim_matches(['"', '\'']) == value)
+                })
             })
             .map(|n| n + 1);
         let file = match &self.source {
@@ -498,6 +515,76 @@ mod tests {
     }
 
     #[test]
+    fn env_names_the_environment_of_every_stage_kind_and_the_older_keys_still_do() {
+        let parse = |text: &str| Pipeline::parse("mine", Source::File("p.yml".into()), text);
+        let new = parse(
+            "description: x\nstages:\n  - kind: push\n    env: staging\n  - kind: e2e\n    \
+             env: staging\n  - kind: bench\n    env: staging\n  - kind: promote\n    \
+             from: staging\n    env: production\n",
+        )
+        .unwrap();
+        let old = parse(
+            "description: x\nstages:\n  - kind: push\n    to: staging\n  - kind: e2e\n    \
+             against: staging\n  - kind: bench\n    against: staging\n  - kind: promote\n    \
+             from: staging\n    to: production\n",
+        )
+        .unwrap();
+        assert_eq!(new.stages, old.stages);
+        let names: Vec<String> = new.stages.iter().map(Stage::name).collect();
+        assert_eq!(
+            names,
+            [
+                "push staging",
+                "e2e staging",
+                "bench staging",
+                "promote staging -> production"
+            ]
+        );
+        // An unknown environment is found on its line whichever key names it.
+        let err = new
+            .check_environments(&["staging"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("p.yml:11:"), "{err}");
+        let err = old
+            .check_environments(&["production"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("p.yml:4:"), "{err}");
+        assert!(err.contains("p.yml:6:"), "{err}");
+    }
+
+    #[test]
+    fn two_keys_for_one_environment_are_refused_with_the_line() {
+        for (kind, old) in [
+            ("push", "to"),
+            ("e2e", "against"),
+            ("bench", "against"),
+            ("promote", "to"),
+        ] {
+            let from = if kind == "promote" {
+                "    from: staging\n"
+            } else {
+                ""
+            };
+            let err = Pipeline::parse(
+                "mine",
+                Source::File("p.yml".into()),
+                &format!(
+                    "description: x\nstages:\n  - kind: test\n  - kind: {kind}\n{from}    \
+                     env: staging\n    {old}: production\n"
+                ),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("p.yml:4"), "{kind}: {err}");
+            assert!(err.contains("duplicate field `env`"), "{kind}: {err}");
+            assert!(err.contains(&format!("`{old}` for")), "{kind}: {err}");
+            assert!(err.contains("keep one of them"), "{kind}: {err}");
+        }
+    }
+
+    #[test]
     fn two_stages_of_one_name_are_refused_at_the_second() {
         let err = Pipeline::parse(
             "mine",
@@ -548,7 +635,10 @@ mod tests {
         assert_eq!(given.path, "/slow?ms=5");
         assert_eq!(given.thresholds.max_regression, 40);
         assert_eq!(given.thresholds.max_errors, 2);
-        assert_eq!(pipeline.stages[1].environments(), [("against", "staging")]);
+        assert_eq!(
+            pipeline.stages[1].environments(),
+            [(&["env", "against"][..], "staging")]
+        );
 
         let refused = |stage: &str, expected: &str| {
             let text = format!("description: x\nstages:\n  - kind: test\n  - kind: bench\n{stage}");
@@ -575,7 +665,7 @@ mod tests {
             "    against: staging\n    thresholds: {max_regresion: 5}\n",
             "unknown field `max_regresion`",
         );
-        refused("    duration: 5s\n", "missing field `against`");
+        refused("    duration: 5s\n", "missing field `env`");
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! annotation, and as a label too where the version fits one (label values take no `+` and
 //! at most 63 characters), for `label_selector`. It goes on the droplet because a revision made
 //! by `cf rollback` reuses the droplet but copies no metadata. So the foundation itself says
-//! which version each revision runs, which `status` and `rollback --to` read before cdflow's
+//! which version each revision runs, which `status` and `rollback --version` read before cdflow's
 //! own records (a CI runner's state folder may be new).
 
 mod binary;
@@ -335,7 +335,7 @@ impl Cf {
         if let Err(err) = self.curl(exec, env, &["-X", "PATCH", &path, "-d", &body]) {
             exec.ui().warn(&format!(
                 "warning: the droplet {droplet} in `{}` could not be marked with version \
-                 {version} ({err:#}); `rollback --to {version}` will rely on cdflow's records",
+                 {version} ({err:#}); `rollback --version {version}` will rely on cdflow's records",
                 env.name
             ));
         }
