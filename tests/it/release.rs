@@ -400,6 +400,49 @@ fn a_subfolder_finds_the_app_and_its_state_folder() {
         .cdflow(&["-C", "deep/er", "history"])
         .success()
         .stdout_has(&format!("no runs recorded in {}", state.display()));
+
+    // The issue's own example: `status` from a subfolder reads the app's state folder, not
+    // one of its own. (CfApp's runs point CDFLOW_STATE_DIR elsewhere; these do not.)
+    let in_app = |dir: &str, args: &[&str]| {
+        let mut command = app.command(args, None);
+        command
+            .env_remove("CDFLOW_STATE_DIR")
+            .current_dir(app.project.path(dir));
+        run_of(command.output().unwrap())
+    };
+    in_app(".", &["push", "--env", "staging"]).success();
+    let cf_homes = format!("CF_HOME={}/cf/", app.project.path(".cdflow").display());
+    let home = format!("{cf_homes}staging ");
+    let status = in_app("deep/er", &["status", "--json"]);
+    status.success();
+    let events = status.events();
+    let staging = events
+        .iter()
+        .find(|e| e["event"] == "environment" && e["env"] == "staging")
+        .unwrap_or_else(|| panic!("no staging row: {status}"));
+    assert_eq!(staging["version"], "0.1.0", "{status}");
+    let commands: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["command"].as_str())
+        .collect();
+    assert!(!commands.is_empty(), "{status}");
+    for command in &commands {
+        assert!(
+            command.starts_with(&cf_homes),
+            "{command} not with {cf_homes}"
+        );
+    }
+    // A dry run from the subfolder plans the push of the app's own manifest, with its state.
+    in_app("deep/er", &["push", "--env", "staging", "--dry-run"])
+        .success()
+        .stdout_has(&format!(
+            "$ {home}cf push filter -f {} ",
+            app.project.path("manifest.yml").display()
+        ))
+        .stdout_has("dry run: nothing was changed");
+    for folder in ["deep/er/.cdflow", "deep/.cdflow"] {
+        assert!(!app.project.path(folder).exists(), "{folder} made");
+    }
 }
 
 /// One word per idea: `--env` names the environment of push, e2e and promote, whose older
