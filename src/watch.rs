@@ -317,6 +317,9 @@ impl Watcher<'_> {
         let exec = self.exec()?;
         let started = Instant::now();
         let started_at = crate::ui::timestamp();
+        // What serves is part of the check: a `cf` call that hangs must not block the watch
+        // any more than a check that hangs.
+        exec.set_timeout(self.settings.timeout);
         let serving = self.platform.serving(&exec, &self.app.name, &self.target);
         let (deployment, result) = match serving {
             Err(err) if is_interrupted(&err) => return Ok(None),

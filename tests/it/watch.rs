@@ -498,6 +498,41 @@ fn a_hung_check_is_stopped_and_recorded_as_failed() {
     assert!(output.ends_with("(`timeout` in [watch])"), "{output}");
 }
 
+/// Finding what serves is part of the check: on cf, a `cf` call that hangs there is stopped by
+/// the same limit, and the check fails saying so.
+#[test]
+fn a_hung_lookup_of_what_serves_is_stopped_too() {
+    let app = CfApp::new();
+    let config = app.project.read("cdflow.toml");
+    app.project.write(
+        "cdflow.toml",
+        &format!("{config}\n[watch]\ncommand = \"true\"\ntimeout = 1\n"),
+    );
+    let mark = app.project.dir.parent().unwrap().join("cf-sleep.pid");
+    let started = Instant::now();
+    let run = run_of(
+        app.command(&["watch", "--env", "staging", "--once"], None)
+            .env("CF_STANDIN_SLEEP", "staging app filter --guid")
+            .env("CF_STANDIN_SLEEP_MARK", &mark)
+            .output()
+            .unwrap(),
+    );
+    let took = started.elapsed();
+    let sleeper = std::fs::read_to_string(&mark).expect("the stand-in was asked what serves");
+    let alive = pid_alive(sleeper.trim());
+    if alive {
+        // SAFETY: kill(2) touches no memory.
+        unsafe { libc::kill(sleeper.trim().parse().unwrap(), libc::SIGKILL) };
+    }
+    run.failure(1)
+        .stdout_has(": FAILED in ")
+        .stdout_has("(1 in a row): cdflow could not tell what serves `staging`")
+        .stdout_has("cf app filter --guid` was stopped after 1s, its time limit");
+    assert!(!alive, "the hung cf call still runs: {run}");
+    // The stand-in's call sleeps for a minute: the limit, not the call, ended the check.
+    assert!(took < Duration::from_secs(50), "{took:?}: {run}");
+}
+
 /// The setting is read strictly, like the others.
 #[test]
 fn a_timeout_of_zero_is_refused_at_its_line() {
