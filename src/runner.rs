@@ -539,11 +539,28 @@ fn summary(exec: &Exec, record: &RunRecord) {
         });
         return;
     }
-    let version = record.version.as_deref().unwrap_or("(unchanged)");
-    ui.note(&format!(
-        "`{}` succeeded: version {version}",
-        record.pipeline
-    ));
+    // The run's version is the one it bumped to; a run without a bump (`cdflow push`, the
+    // `staging` pipeline) still deployed a version, which is the one to tell.
+    let mut versions: Vec<&str> = Vec::new();
+    match &record.version {
+        Some(version) => versions.push(version),
+        None => {
+            for deployment in &record.deployments {
+                if !versions.contains(&deployment.version.as_str()) {
+                    versions.push(&deployment.version);
+                }
+            }
+        }
+    }
+    if versions.is_empty() {
+        ui.note(&format!("`{}` succeeded", record.pipeline));
+    } else {
+        ui.note(&format!(
+            "`{}` succeeded: version {}",
+            record.pipeline,
+            versions.join(", ")
+        ));
+    }
     for deployment in &record.deployments {
         ui.note(&format!(
             "  {:<12} {}  ({} {})",

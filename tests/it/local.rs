@@ -478,12 +478,15 @@ fn rollback_switches_back_to_the_staged_artifact_without_a_build() {
     assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
     assert_eq!(local.artifacts(), 2, "nothing was staged");
 
-    local
-        .cdflow(&["rollback", "--env", "staging"])
+    // 1.0.1 served before 1.0.0 came back: the error says so, and how to serve it again.
+    let again = local.cdflow(&["rollback", "--env", "staging"]);
+    again
         .failure(2)
-        .stderr_has("served only 1.0.0");
+        .stderr_has("1.0.0 is the first deployment left to undo there")
+        .stderr_has("it has also served 1.0.1: `--version 1.0.1` serves that again");
+    assert!(!again.stderr.contains("served only"), "{again}");
     local
-        .cdflow(&["rollback", "--env", "staging", "--to", "1.0.1"])
+        .cdflow(&["rollback", "--env", "staging", "--version", "1.0.1"])
         .success();
     assert_eq!(get(local.staging, "/").unwrap().1, "1.0.1\n");
 

@@ -254,10 +254,29 @@ impl EnvFile {
         let target = match version {
             None => {
                 if self.stack.len() < 2 {
+                    // The stack unwinds like an undo; the history may still hold other versions
+                    // (the one just rolled back from, say), which only a named rollback reaches.
+                    let mut others: Vec<&str> = Vec::new();
+                    for record in self.history.iter().rev() {
+                        let version = record.spec.version.as_str();
+                        if version != current.spec.version && !others.contains(&version) {
+                            others.push(version);
+                        }
+                    }
+                    if others.is_empty() {
+                        return Err(user_error(format!(
+                            "it has served only {} since its history began, so there is \
+                             nothing earlier to roll back to",
+                            current.spec.version
+                        )));
+                    }
                     return Err(user_error(format!(
-                        "it has served only {} since its history began, so there is nothing \
-                         earlier to roll back to",
-                        current.spec.version
+                        "{} is the first deployment left to undo there (a rollback undoes the \
+                         last one), so there is nothing earlier to roll back to; it has also \
+                         served {}: `--version {}` serves that again",
+                        current.spec.version,
+                        others.join(", "),
+                        others[0]
                     )));
                 }
                 next.stack.pop();
@@ -355,8 +374,20 @@ mod tests {
         assert_eq!(target.spec.version, "1");
         assert_eq!(stack(&file), ["1"]);
         let err = file.rolled_back(None, "t").unwrap_err().to_string();
-        assert!(err.contains("served only 1"), "{err}");
+        // 3 and 2 served before: the way back to them is by name.
+        assert!(!err.contains("served only"), "{err}");
+        assert!(
+            err.contains("1 is the first deployment left to undo"),
+            "{err}"
+        );
+        assert!(err.contains("also served 2, 3: `--version 2`"), "{err}");
         assert_eq!(file.history.len(), 5);
+        let err = pushed(&["1"])
+            .rolled_back(None, "t")
+            .unwrap_err()
+            .to_string();
+        // One deployment only: that one is all there is.
+        assert!(err.contains("served only 1"), "{err}");
     }
 
     #[test]

@@ -122,7 +122,9 @@ impl Local {
         let started = Instant::now();
         self.cdflow(&["push", "--to", "staging"])
             .success()
-            .stdout_has(&format!("route http://127.0.0.1:{} switched", self.staging));
+            .stdout_has(&format!("route http://127.0.0.1:{} switched", self.staging))
+            // The summary tells the version that now serves, though the push bumped none.
+            .stdout_has(&format!("succeeded: version {version}\n"));
         started.elapsed()
     }
 
