@@ -345,23 +345,23 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
 
 /// Whether a command acts (runs stages, deploys, commits, starts or stops things) rather than
 /// answers a question: what it prints is progress, which `-q` silences, where a read command's
-/// answer stays.
+/// answer stays. A dry run acts on nothing: its plan is the answer it was asked for.
 fn acts(command: &Command) -> bool {
     match command {
-        Command::Release(_)
-        | Command::Test(_)
-        | Command::Push(_)
-        | Command::E2e(_)
-        | Command::Promote(_)
-        | Command::Init(_)
-        | Command::Rollback(_)
-        | Command::Watch(_)
+        Command::Release(args) => !args.run.dry_run,
+        Command::Test(args) => !args.run.dry_run,
+        Command::Push(args) => !args.run.dry_run,
+        Command::E2e(args) => !args.run.dry_run,
+        Command::Promote(args) => !args.run.dry_run,
+        Command::Init(args) => !args.list,
+        Command::Watch(args) => !args.dry_run,
+        Command::Bump(args) => !args.show && !args.dry_run,
+        Command::Rollback(_)
         | Command::Down(_)
         | Command::Up(_)
         | Command::Forget(_)
         | Command::ServeEnv(_)
         | Command::Reap => true,
-        Command::Bump(args) => !args.show,
         // `man --dir` writes files, but the files are what was asked for: its lines name them.
         Command::History
         | Command::Manifest(_)
