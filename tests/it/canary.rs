@@ -310,8 +310,10 @@ fn a_promote_runs_a_canary_and_a_dry_run_shows_its_probes() {
         "--dry-run",
     ]);
     plan.success()
-        .stdout_has("as a canary of")
-        .stdout_has("give it 10% of the requests")
+        .stdout_has(&format!(
+            "as a canary of http://127.0.0.1:{}, give it 10% of the requests",
+            local.production
+        ))
         .stdout_has("curl --silent --max-time 10 --rate 10/s");
     assert_eq!(get(local.production, "/").unwrap().1, "1.0.0\n");
 

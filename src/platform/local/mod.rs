@@ -623,7 +623,9 @@ fn dry_run(
                 .map(|weight| format!("{weight}%"))
                 .collect();
             exec.ui().note(&format!(
-                "would start {} instance(s) of {} {version} as a canary of                  http://127.0.0.1:{port}, give it {} of the requests, and at each step measure                  {} s of its requests against the stable version's, with these probes:",
+                "would start {} instance(s) of {} {version} as a canary of \
+                 http://127.0.0.1:{port}, give it {} of the requests, and at each step measure \
+                 {} s of its requests against the stable version's, with these probes:",
                 application.instances(),
                 application.name,
                 steps.join(", then "),
