@@ -97,6 +97,9 @@ pub enum Event {
         deployments: Vec<Deployment>,
         stages: Vec<StageTime>,
     },
+    /// What serves an environment changed: a push, a promote or a rollback (by hand, or by
+    /// `cdflow watch`) switched it. Not in a dry run, which changes nothing.
+    Deployment(Deployed),
     /// `cdflow history`: one run.
     HistoryRow {
         id: String,
@@ -409,6 +412,32 @@ pub struct Deployment {
     pub url: String,
     /// What was deployed: `sha256:...` of a local artifact, or a cf droplet.
     pub artifact: String,
+}
+
+/// An environment's new deployment, and what made it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Deployed {
+    pub env: String,
+    /// `local` or `cf`.
+    pub platform: String,
+    pub version: String,
+    /// Where the environment answers.
+    pub url: String,
+    /// What now runs: `sha256:...` of a local artifact, or a cf droplet.
+    pub artifact: String,
+    /// What switched it.
+    pub by: DeployedBy,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployedBy {
+    /// A new version, staged from a checkout (`cdflow push`, a pipeline's push stage).
+    Push,
+    /// Another environment's verified artifact (`cdflow promote`, a pipeline's promote stage).
+    Promote,
+    /// An earlier release (`cdflow rollback`, or `cdflow watch` after failed checks).
+    Rollback,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]

@@ -266,6 +266,7 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             {
                 ui.warn(&format!("{err:#}"));
             }
+            deployment.announce(ui, events::DeployedBy::Rollback);
             ui.note(&format!(
                 "{} now serves {} ({}) at {}",
                 deployment.env, deployment.version, deployment.artifact, deployment.url

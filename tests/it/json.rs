@@ -107,3 +107,70 @@ fn a_failure_is_an_error_event() {
         "{run}"
     );
 }
+
+/// Every change of what serves an environment is a `deployment` event, with what made it:
+/// a release's push and promote, and a rollback; a dry run changes nothing and has none.
+#[test]
+fn each_push_promote_and_rollback_is_a_deployment_event() {
+    let app = CfApp::new();
+    let origin = app.origin.to_str().unwrap().to_string();
+    let dry = app.cdflow(&["--json", "release", "--repo", &origin, "--dry-run"], None);
+    dry.success();
+    assert!(!kinds(&events(&dry)).contains(&"deployment"), "{dry}");
+
+    let deployments = |run: &Run| -> Vec<serde_json::Value> {
+        events(run)
+            .into_iter()
+            .filter(|e| e["event"] == "deployment")
+            .collect()
+    };
+    app.cdflow(&["--json", "release", "--repo", &origin], None)
+        .success();
+    let release = app.cdflow(&["--json", "release", "--repo", &origin], None);
+    release.success();
+    let deployed = deployments(&release);
+    let shown: Vec<(&str, &str, &str, &str)> = deployed
+        .iter()
+        .map(|e| {
+            (
+                e["env"].as_str().unwrap(),
+                e["by"].as_str().unwrap(),
+                e["version"].as_str().unwrap(),
+                e["platform"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("staging", "push", "0.1.2", "cf"),
+            ("production", "promote", "0.1.2", "cf")
+        ],
+        "{release}"
+    );
+    // The same as the summary lists, and in the run.
+    let summary = events(&release).pop().unwrap();
+    assert_eq!(summary["event"], "summary", "{release}");
+    for (event, listed) in deployed
+        .iter()
+        .zip(summary["deployments"].as_array().unwrap())
+    {
+        for field in ["env", "platform", "version", "url", "artifact"] {
+            assert_eq!(event[field], listed[field], "{field}: {release}");
+        }
+        assert_eq!(event["run"], summary["run"], "{release}");
+    }
+
+    let rollback = app.cdflow(&["--json", "rollback", "--env", "production"], None);
+    rollback.success();
+    let rolled = deployments(&rollback);
+    assert_eq!(rolled.len(), 1, "{rollback}");
+    assert_eq!(rolled[0]["by"], "rollback");
+    assert_eq!(rolled[0]["env"], "production");
+    assert_eq!(rolled[0]["version"], "0.1.1");
+    assert_eq!(rolled[0]["artifact"], "droplet-copy-1", "{rollback}");
+    assert!(
+        rolled[0]["url"].as_str().unwrap().starts_with("http"),
+        "{rollback}"
+    );
+}

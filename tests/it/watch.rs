@@ -202,6 +202,20 @@ fn a_failing_production_is_alerted_within_an_interval_and_rolled_back() {
             .contains("rolled `production` back from 1.0.1 to 1.0.0"),
         "{rollback}"
     );
+    // What serves production changed: a `deployment` event says so, typed.
+    let deployed = watch
+        .seen
+        .iter()
+        .find(|v| v["event"] == "deployment")
+        .unwrap_or_else(|| panic!("no `deployment` event; saw {:#?}", watch.seen));
+    assert_eq!(deployed["by"], "rollback", "{deployed}");
+    assert_eq!(deployed["env"], "production", "{deployed}");
+    assert_eq!(deployed["platform"], "local", "{deployed}");
+    assert_eq!(deployed["version"], "1.0.0", "{deployed}");
+    assert_eq!(
+        deployed["url"],
+        format!("http://127.0.0.1:{}", local.production)
+    );
     let second = watch
         .seen
         .iter()
