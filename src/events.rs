@@ -97,8 +97,8 @@ pub enum Event {
         deployments: Vec<Deployment>,
         stages: Vec<StageTime>,
     },
-    /// What serves an environment changed: a push, a promote or a rollback (by hand, or by
-    /// `cdflow watch`) switched it. Not in a dry run, which changes nothing.
+    /// What serves an environment changed: a push, a promote, a rollback (by hand, or by
+    /// `cdflow watch`) or `cdflow up` switched it. Not in a dry run, which changes nothing.
     Deployment(Deployed),
     /// `cdflow history`: one run.
     HistoryRow {
@@ -156,6 +156,23 @@ pub enum Event {
     /// A canary's verification at one pause of its deployment (docs/canary.md): what the
     /// probes measured of the stable version before and of the route with the canary in it.
     Canary(CanaryCheck),
+    /// `cdflow init --list`: one template.
+    Template {
+        name: String,
+        description: String,
+        /// Whether `cdflow init` uses it when `--template` is not given.
+        default: bool,
+        /// What `--with OPTION` can add, in order.
+        options: Vec<TemplateOption>,
+    },
+    /// `cdflow manifest`: the manifest as an environment gets it, placeholders filled.
+    Manifest {
+        env: String,
+        /// The manifest file it was read from.
+        path: String,
+        /// Its text (YAML), secrets masked.
+        text: String,
+    },
     /// `cdflow bump --show`: the current version and what each part would make of it.
     BumpPlan {
         current: String,
@@ -438,6 +455,16 @@ pub enum DeployedBy {
     Promote,
     /// An earlier release (`cdflow rollback`, or `cdflow watch` after failed checks).
     Rollback,
+    /// The last deployed version, brought back on the local platform (`cdflow up`).
+    Up,
+}
+
+/// An option of a `cdflow init` template.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct TemplateOption {
+    pub name: String,
+    /// What it adds.
+    pub description: String,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]

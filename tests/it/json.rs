@@ -174,3 +174,93 @@ fn each_push_promote_and_rollback_is_a_deployment_event() {
         "{rollback}"
     );
 }
+
+/// `init --list` and `manifest` answer with typed events, not prose.
+#[test]
+fn init_list_and_manifest_answer_with_typed_events() {
+    let list = Project::empty().cdflow(&["--json", "init", "--list"]);
+    list.success();
+    let templates = events(&list);
+    assert!(templates.iter().all(|e| e["event"] == "template"), "{list}");
+    let falcon = templates
+        .iter()
+        .find(|e| e["name"] == "python-falcon")
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(falcon["default"], false);
+    assert!(falcon["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["name"] == "redis" && o["description"].as_str().unwrap().contains("Redis")));
+    let defaults: Vec<&serde_json::Value> =
+        templates.iter().filter(|e| e["default"] == true).collect();
+    assert_eq!(defaults.len(), 1, "{list}");
+    assert_eq!(defaults[0]["name"], "rust-service");
+
+    let app = CfApp::new();
+    let run = app.cdflow(&["--json", "manifest", "--env", "staging"], None);
+    run.success();
+    let events = events(&run);
+    assert_eq!(events.len(), 1, "{run}");
+    assert_eq!(events[0]["event"], "manifest");
+    assert_eq!(events[0]["env"], "staging");
+    assert!(events[0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("manifest.yml"));
+    let text = events[0]["text"].as_str().unwrap();
+    assert!(text.contains("applications:"), "{run}");
+    assert!(!text.contains("(("), "placeholders are filled: {run}");
+}
+
+/// The commands whose answer is text of its own refuse `--json`, with an `error` event, rather
+/// than print something that is not an event.
+#[test]
+fn completions_man_and_logs_refuse_json() {
+    let project = Project::empty();
+    for args in [
+        &["--json", "completions", "bash"][..],
+        &["man", "--json"],
+        &["--json", "logs", "--env", "staging", "--app", "nothing"],
+    ] {
+        let run = project.cdflow(args);
+        run.failure(2);
+        let events = events(&run);
+        assert_eq!(events.len(), 1, "{run}");
+        assert_eq!(events[0]["event"], "error", "{run}");
+        let message = events[0]["message"].as_str().unwrap();
+        assert!(message.contains("run it without --json"), "{run}");
+    }
+    // Without --json they still answer.
+    project
+        .cdflow(&["completions", "bash"])
+        .success()
+        .stdout_has("complete");
+}
+
+/// `cdflow up` brings back what a `down` stopped: a `deployment` event says what serves again.
+#[test]
+fn up_is_a_deployment_event() {
+    let local = crate::harness::Local::python(1);
+    local.push("1.0.0");
+    local.cdflow(&["down"]).success();
+    let up = local.cdflow(&["--json", "up"]);
+    up.success();
+    let deployed: Vec<serde_json::Value> = events(&up)
+        .into_iter()
+        .filter(|e| e["event"] == "deployment")
+        .collect();
+    assert_eq!(deployed.len(), 1, "{up}");
+    assert_eq!(deployed[0]["by"], "up");
+    assert_eq!(deployed[0]["env"], "staging");
+    assert_eq!(deployed[0]["platform"], "local");
+    assert_eq!(deployed[0]["version"], "1.0.0");
+    assert_eq!(
+        deployed[0]["url"],
+        format!("http://127.0.0.1:{}", local.staging)
+    );
+    assert!(deployed[0]["artifact"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+}

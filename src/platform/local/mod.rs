@@ -975,11 +975,17 @@ pub fn up(state: &State, ui: &Ui, app: Option<&str>) -> Result<()> {
             Ok(())
         })();
         match result {
-            Ok(()) => ui.note(&format!(
-                "{name}: serves {} at {}",
-                current.spec.version,
-                current.spec.url()
-            )),
+            Ok(()) => {
+                current
+                    .spec
+                    .deployment()
+                    .announce(ui, crate::events::DeployedBy::Up);
+                ui.note(&format!(
+                    "{name}: serves {} at {}",
+                    current.spec.version,
+                    current.spec.url()
+                ))
+            }
             Err(err) => {
                 ui.note(&format!("{name}: could not be brought back: {err:#}"));
                 failures.push(name);
