@@ -25,6 +25,7 @@ pub struct Envelope {
     #[schemars(range(min = 1, max = 1))]
     pub schema: u32,
     /// When the event happened: RFC 3339, UTC, to the second.
+    #[schemars(extend("format" = "date-time"))]
     pub time: String,
     /// The id of the run the event belongs to (`cdflow history` lists them), for events of a
     /// command that records a run; absent otherwise.

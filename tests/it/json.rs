@@ -24,13 +24,18 @@ fn kinds(events: &[serde_json::Value]) -> Vec<&str> {
 fn the_schema_check_catches_a_field_it_does_not_name_and_a_number_as_text() {
     let good = r#"{"schema":1,"time":"2026-11-27T15:00:00Z","event":"note","message":"hi"}"#;
     check_events(good);
+    let time = r#""time":"2026-11-27T15:00:00Z""#;
     for bad in [
-        r#"{"schema":1,"time":"2026-11-27T15:00:00Z","event":"note","message":"hi","extra":1}"#,
-        r#"{"schema":1,"time":"t","event":"stage_started","stage":"test","index":"1","total":2}"#,
-        r#"{"schema":2,"time":"t","event":"note","message":"hi"}"#,
-        r#"{"schema":1,"time":"t","event":"no_such_event"}"#,
+        format!(r#"{{"schema":1,{time},"event":"note","message":"hi","extra":1}}"#),
+        format!(
+            r#"{{"schema":1,{time},"event":"stage_started","stage":"test","index":"1","total":2}}"#
+        ),
+        format!(r#"{{"schema":2,{time},"event":"note","message":"hi"}}"#),
+        format!(r#"{{"schema":1,{time},"event":"no_such_event"}}"#),
+        // `time` is a date-time, which the check holds it to.
+        r#"{"schema":1,"time":"yesterday","event":"note","message":"hi"}"#.to_string(),
     ] {
-        let caught = std::panic::catch_unwind(|| check_events(bad));
+        let caught = std::panic::catch_unwind(|| check_events(&bad));
         assert!(caught.is_err(), "not caught: {bad}");
     }
 }
