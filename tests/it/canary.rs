@@ -59,14 +59,34 @@ fn canary_app() -> Local {
 }
 
 /// Commits `version` of the app, `extra` lines under its manifest's env, with staging a canary
-/// environment of these `steps` and a `window` of seconds.
+/// environment of these `steps` and a `window` of seconds. Its minimum of the canary's requests
+/// is 10, which a short window of a loaded machine holds.
 fn release(local: &Local, version: &str, extra: &str, steps: &str, window: u32) {
+    release_with_min(
+        local,
+        version,
+        extra,
+        steps,
+        window,
+        "canary_min_requests = 10\n",
+    );
+}
+
+/// [`release`], with `min` the line of the minimum (empty: the default).
+fn release_with_min(
+    local: &Local,
+    version: &str,
+    extra: &str,
+    steps: &str,
+    window: u32,
+    min: &str,
+) {
     local.release(version, 20, extra);
     let toml = local.project.read("cdflow.toml").replace(
         &format!("[env.staging]\nport = {}\n", local.staging),
         &format!(
             "[env.staging]\nport = {}\nstrategy = \"canary\"\ncanary_steps = {steps}\n\
-             canary_window = {window}\n",
+             canary_window = {window}\n{min}",
             local.staging
         ),
     );
@@ -277,7 +297,8 @@ fn a_promote_runs_a_canary_and_a_dry_run_shows_its_probes() {
         let toml = local.project.read("cdflow.toml").replace(
             &format!("[env.production]\nport = {}\n", local.production),
             &format!(
-                "[env.production]\nport = {}\nstrategy = \"canary\"\ncanary_window = 1\n",
+                "[env.production]\nport = {}\nstrategy = \"canary\"\ncanary_window = 1\n\
+                 canary_min_requests = 1\n",
                 local.production
             ),
         );
@@ -413,4 +434,48 @@ fn a_canary_of_an_app_without_a_route_is_refused_before_anything_runs() {
         .failure(2)
         .stderr_has("[env.staging] strategy = \"canary\": `pyapp` has no route (no-route)");
     assert!(local.status_of("staging").is_none(), "nothing was deployed");
+}
+
+/// A canary that answered fewer requests in its window than the minimum is not passed on them:
+/// here one probe in ten of a one-second window, against the default 50. It is cancelled with
+/// the numbers and the fix.
+#[test]
+fn a_canary_with_too_few_requests_in_its_window_is_cancelled_with_the_fix() {
+    let local = canary_app();
+    release_with_min(&local, "1.0.0", "", "[10]", 1, "");
+    local.cdflow(&["push", "--to", "staging"]).success();
+    release_with_min(&local, "2.0.0", "", "[10]", 1, "");
+    let run = local.cdflow(&["push", "--to", "staging"]);
+    run.failure(2)
+        .stderr_has("the canary cannot be judged: the 1 s window counted ")
+        .stderr_has("fewer than the 50 needed (canary_min_requests)")
+        .stderr_has("lower canary_min_requests")
+        .stderr_has("was cancelled: 1.0.0 serves the whole route again");
+    let status = local.status_of("staging").unwrap();
+    assert_eq!(status["version"], "1.0.0");
+    assert_eq!(instance_versions(&local), ["1.0.0", "1.0.0"]);
+}
+
+/// A route that counts nothing (its server started with CDFLOW_ROUTE_METRICS=off) cannot judge
+/// a canary: it is refused before anything starts, and the stable version serves on.
+#[test]
+fn a_canary_where_the_route_counts_nothing_is_refused_before_anything_starts() {
+    let local = canary_app();
+    release(&local, "1.0.0", "", "[10]", 1);
+    let run_of = |local: &Local| {
+        let mut command = local.command(&["push", "--to", "staging"]);
+        command.env("CDFLOW_ROUTE_METRICS", "off");
+        crate::harness::run_of(command.output().unwrap())
+    };
+    run_of(&local).success();
+    let first = local.status_of("staging").unwrap()["instances"][0]["pid"].clone();
+    release(&local, "2.0.0", "", "[10]", 1);
+    run_of(&local)
+        .failure(2)
+        .stderr_has("the route of `staging` counts no requests")
+        .stderr_has("CDFLOW_ROUTE_METRICS=off");
+    let status = local.status_of("staging").unwrap();
+    assert_eq!(status["version"], "1.0.0");
+    assert_eq!(status["instances"][0]["pid"], first, "nothing was started");
+    assert_eq!(instance_versions(&local), ["1.0.0", "1.0.0"]);
 }

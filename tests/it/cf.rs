@@ -1355,7 +1355,7 @@ fn serve_route(log: &Path) -> (String, std::sync::Arc<std::sync::atomic::AtomicU
 }
 
 /// The canary settings the tests give an environment: three steps, a one-second window.
-const CANARY: &str = "strategy = \"canary\"\ncanary_steps = [10, 50, 100]\ncanary_window = 1\ncanary_max_error_rate = 5.0\n";
+const CANARY: &str = "strategy = \"canary\"\ncanary_steps = [10, 50, 100]\ncanary_window = 1\ncanary_max_error_rate = 5.0\ncanary_min_requests = 10\n";
 
 /// The cf app with both environments' routes served on loopback, `canary` settings for
 /// staging and production, and an e2e command that writes `verify: e2e` into the cf log, so
@@ -1755,4 +1755,22 @@ fn a_cloud_controller_without_canary_deployments_is_refused_before_the_push() {
         "{calls:?}"
     );
     assert!(!calls.iter().any(|c| c.contains(" push ")), "{calls:?}");
+}
+
+/// A pause whose window held fewer probes than canary_min_requests is not passed on them: the
+/// canary is cancelled with the count and the fix.
+#[test]
+fn a_canary_with_too_few_probes_in_its_window_is_cancelled_with_the_fix() {
+    let few = CANARY.replace("canary_min_requests = 10", "canary_min_requests = 20");
+    let (app, _) = canary_app(&few, "");
+    let origin = app.origin.to_str().unwrap().to_string();
+    let run = canary_run(&app, &["release", "--repo", &origin], None);
+    run.failure(2)
+        .stderr_has("the canary cannot be judged: the 1 s window counted 10 probes of it, fewer than the 20 needed (canary_min_requests); give it canary_window = 2 or more")
+        .stderr_has("the canary deployment in `staging` was cancelled");
+    let calls = app.calls();
+    assert!(
+        !calls.iter().any(|c| c.contains("continue-deployment")),
+        "{calls:?}"
+    );
 }

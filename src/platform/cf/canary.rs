@@ -323,7 +323,7 @@ impl Cf {
         if let Some(sample) = sample {
             let verdict = canary::judge(plan, stable, &sample, "probes");
             canary::report(exec, env.name, pause, (stable, &sample), &verdict, "probes");
-            verdict.map_err(|why| format!("the canary broke its thresholds: {why}"))?;
+            verdict?;
         }
         canary::e2e(exec, release, url)
     }

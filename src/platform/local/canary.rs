@@ -57,6 +57,7 @@ pub(super) fn run(
     let note = |text: &str| exec.ui().note(&format!("{env}: {text}"));
     let steps = steps(plan);
     control::ensure_server(state.root(), paths)?;
+    refuse_without_counts(paths)?;
     let mut session = Session::open(paths)?;
     let request = Request::Deploy {
         spec: Box::new(spec),
@@ -138,6 +139,29 @@ pub(super) fn run(
     Ok(deployment)
 }
 
+/// Refuses a canary, before anything starts, in an environment whose route serves a version
+/// but counts nothing: its server was started with the route's metrics off
+/// ([`super::proxy::METRICS_SWITCH`]), or by an older cdflow. The canary would be judged on
+/// empty numbers.
+fn refuse_without_counts(paths: &EnvPaths) -> Result<()> {
+    let Some(status) = control::status(paths) else {
+        return Ok(());
+    };
+    let routed = status.serving.as_ref().is_some_and(|spec| !spec.no_route);
+    if routed && status.metrics_port.is_none() {
+        let env = &paths.env;
+        return Err(crate::error::user_error(format!(
+            "[env.{env}] strategy = \"canary\": the route of `{env}` counts no requests (its \
+             server was started with {}=off, or by an older cdflow), so its canary could not \
+             be judged: restart the server with its counts (`cdflow down --env {env}`, then \
+             `cdflow up` without {}=off), or set `strategy = \"rolling\"`",
+            super::proxy::METRICS_SWITCH,
+            super::proxy::METRICS_SWITCH
+        )));
+    }
+    Ok(())
+}
+
 /// The stable version and the canary's.
 struct Versions<'a> {
     stable: &'a str,
@@ -193,7 +217,7 @@ fn verify(
         &verdict,
         UNIT,
     );
-    verdict.map_err(|why| format!("the canary broke its thresholds: {why}"))?;
+    verdict?;
     canary::e2e(exec, release, url)
 }
 
