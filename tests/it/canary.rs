@@ -147,7 +147,7 @@ fn a_canary_answering_five_percent_errors_is_cancelled_with_its_error_rate() {
     let run = local.cdflow(&["push", "--to", "staging"]);
     std::thread::sleep(Duration::from_millis(300));
     let (tally, _) = load.finish();
-    run.failure(2)
+    run.failure(1)
         .stdout_has("canary pause 1")
         .stderr_has("the canary broke its thresholds: error rate ")
         .stderr_has("against the stable version's 0.0%")
@@ -446,7 +446,7 @@ fn a_canary_with_too_few_requests_in_its_window_is_cancelled_with_the_fix() {
     local.cdflow(&["push", "--to", "staging"]).success();
     release_with_min(&local, "2.0.0", "", "[10]", 1, "");
     let run = local.cdflow(&["push", "--to", "staging"]);
-    run.failure(2)
+    run.failure(1)
         .stderr_has("the canary cannot be judged: the 1 s window counted ")
         .stderr_has("fewer than the 50 needed (canary_min_requests)")
         .stderr_has("lower canary_min_requests")

@@ -1460,7 +1460,7 @@ fn a_canary_that_breaks_its_thresholds_is_cancelled_and_the_run_fails_with_the_n
     let (app, _) = canary_app(CANARY, "");
     let origin = app.origin.to_str().unwrap().to_string();
     let run = canary_run(&app, &["release", "--repo", &origin], Some("50"));
-    run.failure(2)
+    run.failure(1)
         .stderr_has("the canary broke its thresholds: error rate 50.0% (5 of 10 probes) against the stable version's 0.0%")
         .stderr_has("more than the 5.0 allowed (canary_max_error_rate)")
         .stderr_has("the canary deployment in `staging` was cancelled: the stable version serves again");
@@ -1506,7 +1506,7 @@ fn a_promote_whose_canary_fails_is_cancelled_without_a_rollback() {
     let (app, _) = canary_app("", CANARY);
     let origin = app.origin.to_str().unwrap().to_string();
     let run = canary_run(&app, &["--json", "release", "--repo", &origin], Some("50"));
-    run.failure(2);
+    run.failure(1);
     // The typed event of the pause (checked against the schema by the harness), then the error.
     let events = run.events();
     let canary = events
@@ -1765,7 +1765,7 @@ fn a_canary_with_too_few_probes_in_its_window_is_cancelled_with_the_fix() {
     let (app, _) = canary_app(&few, "");
     let origin = app.origin.to_str().unwrap().to_string();
     let run = canary_run(&app, &["release", "--repo", &origin], None);
-    run.failure(2)
+    run.failure(1)
         .stderr_has("the canary cannot be judged: the 1 s window counted 10 probes of it, fewer than the 20 needed (canary_min_requests); give it canary_window = 2 or more")
         .stderr_has("the canary deployment in `staging` was cancelled");
     let calls = app.calls();

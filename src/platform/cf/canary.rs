@@ -354,11 +354,13 @@ impl Cf {
                 self.check_running(exec, env, release.app, &guid)
             });
         match cancelled {
-            Ok(_) => crate::error::user_error(format!(
+            // A stage failed (exit code 1), not bad input: in a release the bump is pushed
+            // by now.
+            Ok(_) => anyhow::anyhow!(
                 "{why}\nthe canary deployment in `{}` was cancelled: the stable version serves \
                  again",
                 env.name
-            )),
+            ),
             Err(err) => err.context(format!(
                 "{why}\ncancelling the canary in `{}` failed too: run `cf cancel-deployment {}` \
                  there",

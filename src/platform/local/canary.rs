@@ -239,10 +239,12 @@ fn cancel(
         })
     });
     match cancelled {
-        Ok(_) => crate::error::user_error(format!(
+        // A stage failed (exit code 1), not bad input: in a release the bump is pushed by now.
+        Ok(_) => anyhow::anyhow!(
             "{why}\nthe canary of {} in `{env}` was cancelled: {} serves the whole route again",
-            versions.canary, versions.stable
-        )),
+            versions.canary,
+            versions.stable
+        ),
         Err(err) => err.context(format!(
             "{why}\ncancelling the canary in `{env}` failed too: its server cancels it when \
              this cdflow exits (see `cdflow status`)"
