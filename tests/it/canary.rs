@@ -479,3 +479,31 @@ fn a_canary_where_the_route_counts_nothing_is_refused_before_anything_starts() {
     assert_eq!(status["instances"][0]["pid"], first, "nothing was started");
     assert_eq!(instance_versions(&local), ["1.0.0", "1.0.0"]);
 }
+
+/// A dry run says what the real run will do: with nothing serving, or the same version again,
+/// a plain switch, and why; beside a stable version, a canary against it, with its probes.
+#[test]
+fn a_dry_run_says_whether_a_canary_would_run() {
+    let local = canary_app();
+    release(&local, "1.0.0", "", "[10]", 1);
+    let plan = local.cdflow(&["push", "--to", "staging", "--dry-run"]);
+    plan.success().stdout_has(&format!(
+        "and switch http://127.0.0.1:{} to them, with no canary: nothing serves `staging` now",
+        local.staging
+    ));
+    assert!(!plan.stdout.contains("as a canary"), "{plan}");
+    assert!(!plan.stdout.contains("curl --silent"), "{plan}");
+    local.cdflow(&["push", "--to", "staging"]).success();
+    let plan = local.cdflow(&["push", "--to", "staging", "--dry-run"]);
+    plan.success()
+        .stdout_has("with no canary: the stable version is the same version");
+    assert!(!plan.stdout.contains("as a canary"), "{plan}");
+    release(&local, "2.0.0", "", "[10]", 1);
+    local
+        .cdflow(&["push", "--to", "staging", "--dry-run"])
+        .success()
+        .stdout_has("pyapp 2.0.0 as a canary of")
+        .stdout_has("against 1.0.0's, with these probes")
+        .stdout_has("curl --silent --max-time 10 --rate 10/s");
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+}

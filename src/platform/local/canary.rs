@@ -139,6 +139,44 @@ pub(super) fn run(
     Ok(deployment)
 }
 
+/// Why the same version again gets no canary, in the server's words.
+const SAME_VERSION: &str =
+    "the stable version is the same version, which the route's counts cannot tell apart";
+
+/// What a deploy to a canary environment would meet, for a dry run.
+pub(super) enum Outlook {
+    /// A canary beside `stable`, the version serving now.
+    Canary { stable: String },
+    /// A plain switch, for this reason.
+    NoCanary(String),
+}
+
+/// Whether a deploy of `version` on `port` would run as a canary, from what the environment's
+/// server serves now, by the server's own rules (`deploy_locked` in [`super::server`]); refused
+/// as the real run would be when the route counts nothing. A server that does not run serves
+/// nothing: the deploy starts it afresh.
+pub(super) fn outlook(paths: &EnvPaths, version: &str, port: u16) -> Result<Outlook> {
+    let status = control::status(paths);
+    let serving = status.as_ref().and_then(|status| status.serving.as_ref());
+    let why = match serving {
+        None => format!(
+            "nothing serves `{}` now, so there is no stable version to compare",
+            paths.env
+        ),
+        Some(stable) if stable.version == version => SAME_VERSION.to_string(),
+        Some(_) if status.as_ref().and_then(|s| s.route_port) != Some(port) => {
+            "the route moves to another port".to_string()
+        }
+        Some(stable) => {
+            refuse_without_counts(paths)?;
+            return Ok(Outlook::Canary {
+                stable: stable.version.clone(),
+            });
+        }
+    };
+    Ok(Outlook::NoCanary(why))
+}
+
 /// Refuses a canary, before anything starts, in an environment whose route serves a version
 /// but counts nothing: its server was started with the route's metrics off
 /// ([`super::proxy::METRICS_SWITCH`]), or by an older cdflow. The canary would be judged on
