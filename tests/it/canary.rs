@@ -9,13 +9,15 @@ use std::time::Duration;
 use crate::harness::{get, wait_for, Load, Local, Tally};
 
 /// The canary tests' app: `GET /` answers its version, `/health` is up; with FAIL_EVERY=N,
-/// every Nth request of each instance (health checks aside) answers 500 `injected VERSION`.
+/// every Nth request of each instance (health checks aside) answers 500 `injected VERSION`; with
+/// SLEEP_MS=N, each such request waits N ms before its answer.
 const APP_PY: &str = r#"
-import os, signal, threading
+import os, signal, threading, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 
 VERSION = os.environ.get("VERSION", "?")
 FAIL_EVERY = int(os.environ.get("FAIL_EVERY", "0"))
+SLEEP = int(os.environ.get("SLEEP_MS", "0")) / 1000
 COUNT = [0]
 LOCK = threading.Lock()
 
@@ -36,6 +38,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/health":
             return self.answer(200, "up\n")
+        if SLEEP:
+            time.sleep(SLEEP)
         if FAIL_EVERY:
             with LOCK:
                 COUNT[0] += 1
@@ -506,4 +510,43 @@ fn a_dry_run_says_whether_a_canary_would_run() {
         .stdout_has("against 1.0.0's, with these probes")
         .stdout_has("curl --silent --max-time 10 --rate 10/s");
     assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+}
+
+/// A canary that answers slower than the stable version by more than canary_max_p99_ms is
+/// cancelled with its p99 and the stable version's.
+#[test]
+fn a_canary_answering_slower_is_cancelled_with_its_p99() {
+    let local = canary_app();
+    let settings = "canary_min_requests = 10\ncanary_max_p99_ms = 100\n";
+    release_with_min(&local, "1.0.0", "", "[50]", 2, settings);
+    local.cdflow(&["push", "--to", "staging"]).success();
+    release_with_min(
+        &local,
+        "2.0.0",
+        "    SLEEP_MS: \"300\"\n",
+        "[50]",
+        2,
+        settings,
+    );
+    let run = local.cdflow(&["push", "--to", "staging"]);
+    run.failure(1)
+        .stderr_has("the canary broke its thresholds: p99 latency ")
+        .stderr_has("more than the 100 allowed (canary_max_p99_ms)")
+        .stderr_has("was cancelled: 1.0.0 serves the whole route again");
+    assert!(!run.stderr.contains("error rate"), "{run}");
+    let number = |after: &str| -> f64 {
+        run.stderr
+            .split(after)
+            .nth(1)
+            .and_then(|rest| rest.split(" ms").next())
+            .and_then(|number| number.parse().ok())
+            .unwrap_or_else(|| panic!("no number after {after:?} in\n{run}"))
+    };
+    // The canary's p99 is read from the route's histogram: within its bucket of the 300 ms.
+    let canary = number("p99 latency ");
+    let stable = number("against the stable version's ");
+    assert!((250.0..=500.0).contains(&canary), "{canary} ms in\n{run}");
+    assert!(stable < 100.0, "{stable} ms in\n{run}");
+    assert_eq!(local.status_of("staging").unwrap()["version"], "1.0.0");
+    assert_eq!(instance_versions(&local), ["1.0.0", "1.0.0"]);
 }
