@@ -1355,12 +1355,12 @@ fn serve_route(log: &Path) -> (String, std::sync::Arc<std::sync::atomic::AtomicU
 }
 
 /// The canary settings the tests give an environment: three steps, a one-second window.
-const CANARY: &str = "strategy = \"canary\"\ncanary_steps = [10, 50, 100]\ncanary_window = 1\ncanary_max_error_rate = 5.0\ncanary_min_requests = 10\n";
+pub(crate) const CANARY: &str = "strategy = \"canary\"\ncanary_steps = [10, 50, 100]\ncanary_window = 1\ncanary_max_error_rate = 5.0\ncanary_min_requests = 10\n";
 
 /// The cf app with both environments' routes served on loopback, `canary` settings for
 /// staging and production, and an e2e command that writes `verify: e2e` into the cf log, so
 /// that the verification shows in order among the cf calls.
-fn canary_app(
+pub(crate) fn canary_app(
     staging: &str,
     production: &str,
 ) -> (CfApp, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
@@ -1397,7 +1397,7 @@ fn canary_pauses(env: &str) -> Vec<String> {
     calls
 }
 
-fn canary_run(app: &CfApp, args: &[&str], errors: Option<&str>) -> Run {
+pub(crate) fn canary_run(app: &CfApp, args: &[&str], errors: Option<&str>) -> Run {
     let mut command = app.command(args, None);
     command.env("CF_STANDIN_VERSION", "8.10.0+7cd5bb3.2024-12-16");
     match errors {
