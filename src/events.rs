@@ -198,9 +198,10 @@ pub struct CanaryCheck {
     /// On cf, the probes of the route with the canary taking its share; on the local
     /// platform, the requests the canary itself answered.
     pub canary: Probes,
-    /// Whether the numbers stayed within the thresholds (the e2e tier runs after).
+    /// Whether the window held enough of the canary's requests and their numbers stayed within
+    /// the thresholds (the e2e tier runs after).
     pub passed: bool,
-    /// The numbers that broke the thresholds, when they did.
+    /// Why not, when not: the numbers that broke the thresholds, or too few requests to judge.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
