@@ -31,6 +31,9 @@ pub struct Plan {
     pub max_error_rate: f64,
     /// How many milliseconds the p99 latency may rise above the stable version's.
     pub max_p99_ms: u64,
+    /// How many requests (probes on cf) of the canary a window needs to be judged at all: a
+    /// window with fewer does not pass, whatever its numbers.
+    pub min_requests: u64,
 }
 
 impl Default for Plan {
@@ -40,6 +43,10 @@ impl Default for Plan {
             window_secs: 60,
             max_error_rate: 1.0,
             max_p99_ms: 500,
+            // Enough that one unlucky error is not a failure by chance at the default threshold
+            // (1 of 50 is 2%), and what the defaults give: 60 s of probes at 10 a second is
+            // 600, of which 60 at the local platform's first step of 10%.
+            min_requests: 50,
         }
     }
 }
@@ -125,14 +132,29 @@ pub fn probe(exec: &Exec, url: &str, window_secs: u64) -> Result<Option<Sample>>
 }
 
 /// Whether the canary's numbers stay within the plan's thresholds of the stable version's;
-/// the error names the numbers that broke them. `unit` names what was counted (`probes`,
-/// `requests`).
+/// the error says why not, with the numbers. `unit` names what was counted (`probes`,
+/// `requests`). A window with fewer of the canary's than the plan's minimum does not pass: a
+/// handful of requests proves nothing, and none at all would read as 0% errors.
 pub fn judge(
     plan: &Plan,
     stable: &Sample,
     canary: &Sample,
     unit: &str,
 ) -> std::result::Result<(), String> {
+    if (canary.requests as u64) < plan.min_requests {
+        // The window that would hold the minimum at the rate this one saw.
+        let enough =
+            (plan.window_secs * plan.min_requests).div_ceil((canary.requests as u64).max(1));
+        let longer = match canary.requests {
+            0 => "a longer canary_window".to_string(),
+            _ => format!("canary_window = {enough} or more"),
+        };
+        return Err(format!(
+            "the canary cannot be judged: the {} s window counted {} {unit} of it, fewer than \
+             the {} needed (canary_min_requests); give it {longer}, or lower canary_min_requests",
+            plan.window_secs, canary.requests, plan.min_requests
+        ));
+    }
     let mut broken = Vec::new();
     let rise = canary.error_rate() - stable.error_rate();
     if rise > plan.max_error_rate {
@@ -156,7 +178,10 @@ pub fn judge(
     }
     match broken.is_empty() {
         true => Ok(()),
-        false => Err(broken.join("; ")),
+        false => Err(format!(
+            "the canary broke its thresholds: {}",
+            broken.join("; ")
+        )),
     }
 }
 
@@ -270,5 +295,40 @@ mod tests {
         assert!(why.contains("stable version's 0.0%"), "{why}");
         assert!(why.contains("p99 latency 900 ms"), "{why}");
         assert!(why.contains("the 500 allowed"), "{why}");
+    }
+
+    #[test]
+    fn a_window_with_too_few_of_the_canarys_requests_does_not_pass() {
+        let plan = Plan {
+            window_secs: 2,
+            ..Plan::default()
+        };
+        let stable = Sample {
+            requests: 100,
+            errors: 0,
+            p99_ms: 20.0,
+        };
+        // No request at all is not 0% errors.
+        let why = judge(&plan, &stable, &Sample::default(), "requests").unwrap_err();
+        assert!(why.contains("counted 0 requests of it"), "{why}");
+        assert!(why.contains("a longer canary_window"), "{why}");
+        // Three clean requests prove nothing either: 2 s gave 3, so 34 s would give 50.
+        let few = Sample {
+            requests: 3,
+            errors: 0,
+            p99_ms: 20.0,
+        };
+        let why = judge(&plan, &stable, &few, "probes").unwrap_err();
+        assert!(
+            why.contains("the 2 s window counted 3 probes of it, fewer than the 50 needed"),
+            "{why}"
+        );
+        assert!(why.contains("canary_window = 34 or more"), "{why}");
+        assert!(why.contains("lower canary_min_requests"), "{why}");
+        let enough = Sample {
+            requests: 50,
+            ..few
+        };
+        assert_eq!(judge(&plan, &stable, &enough, "probes"), Ok(()));
     }
 }

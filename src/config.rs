@@ -200,6 +200,8 @@ pub struct EnvSection {
     pub canary_max_error_rate: Option<Spanned<f64>>,
     /// canary: how many milliseconds the p99 latency may rise above the stable version's.
     pub canary_max_p99_ms: Option<Spanned<i64>>,
+    /// canary: how many of the canary's requests (probes on cf) a window needs to be judged.
+    pub canary_min_requests: Option<Spanned<i64>>,
 }
 
 /// How a push or a promote replaces what serves.
@@ -238,6 +240,10 @@ impl EnvSection {
                 .canary_max_p99_ms
                 .as_ref()
                 .map_or(defaults.max_p99_ms, |p| *p.get_ref() as u64),
+            min_requests: self
+                .canary_min_requests
+                .as_ref()
+                .map_or(defaults.min_requests, |n| *n.get_ref() as u64),
         })
     }
 }
@@ -481,6 +487,10 @@ fn check_canaries(text: &str, config: &Config) -> std::result::Result<(), String
                 "canary_max_p99_ms",
                 env.canary_max_p99_ms.as_ref().map(Spanned::span),
             ),
+            (
+                "canary_min_requests",
+                env.canary_min_requests.as_ref().map(Spanned::span),
+            ),
         ];
         if env.strategy != Strategy::Canary {
             if let Some((key, Some(span))) = set.iter().find(|(_, span)| span.is_some()) {
@@ -532,6 +542,16 @@ fn check_canaries(text: &str, config: &Config) -> std::result::Result<(), String
                      the milliseconds the p99 latency may rise, 0 or more (such as 250)",
                     line(p99.span().start),
                     p99.get_ref()
+                ));
+            }
+        }
+        if let Some(min) = &env.canary_min_requests {
+            if *min.get_ref() < 1 {
+                return Err(format!(
+                    "line {}: canary_min_requests = {} in [env.{name}] would judge a canary on \
+                     no requests: give 1 or more (such as 50)",
+                    line(min.span().start),
+                    min.get_ref()
                 ));
             }
         }
@@ -762,7 +782,7 @@ space = "production"
         let config = parse(
             "[env.production]\nplatform = \"cf\"\nstrategy = \"canary\"\n\
              canary_steps = [10, 50, 100]\ncanary_window = 30\ncanary_max_error_rate = 0.5\n\
-             canary_max_p99_ms = 250\n",
+             canary_max_p99_ms = 250\ncanary_min_requests = 200\n",
         )
         .unwrap();
         let plan = config.env["production"].canary().unwrap();
@@ -770,6 +790,7 @@ space = "production"
         assert_eq!(plan.window_secs, 30);
         assert_eq!(plan.max_error_rate, 0.5);
         assert_eq!(plan.max_p99_ms, 250);
+        assert_eq!(plan.min_requests, 200);
         let defaults = parse("[env.p]\nstrategy = \"canary\"\n").unwrap();
         assert_eq!(
             defaults.env["p"].canary().unwrap(),
@@ -812,6 +833,16 @@ space = "production"
                 "[env.p]\nstrategy = \"canary\"\ncanary_max_p99_ms = -1\n",
                 "line 3",
                 "0 or more",
+            ),
+            (
+                "[env.p]\nstrategy = \"canary\"\ncanary_min_requests = 0\n",
+                "line 3",
+                "give 1 or more",
+            ),
+            (
+                "[env.p]\ncanary_min_requests = 10\n",
+                "line 2",
+                "add `strategy = \"canary\"`",
             ),
             (
                 "[env.p]\nstrategy = \"canary\"\ncanary_step = [10]\n",

@@ -247,7 +247,9 @@ fn recorded(state: &State, app: &str, env: &str) -> Result<Subject> {
         .collect();
         if !missing.is_empty() {
             return Err(user_error(format!(
-                "{} records no {} for `{env}` of `{app}`, which cf needs: run this in `{app}`'s                  checkout, where cdflow.toml gives them; its next push, promote or rollback                  (`cdflow rollback --env {env}` there) records them",
+                "{} records no {} for `{env}` of `{app}`, which cf needs: run this in `{app}`'s \
+                 checkout, where cdflow.toml gives them; its next push, promote or rollback \
+                 (`cdflow rollback --env {env}` there) records them",
                 file.display(),
                 match missing.split_last() {
                     Some((last, [])) => last.to_string(),
@@ -435,9 +437,14 @@ mod tests {
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(&file, r#"{"platform": "cf", "api": "https://api.example"}"#).unwrap();
         let err = message(Subject::find(dir.path(), &state, Some("orders"), "staging"));
-        assert!(
-            err.contains("records no org and space for `staging`"),
-            "{err}"
+        assert_eq!(
+            err,
+            format!(
+                "{} records no org and space for `staging` of `orders`, which cf needs: run this \
+                 in `orders`'s checkout, where cdflow.toml gives them; its next push, promote or \
+                 rollback (`cdflow rollback --env staging` there) records them",
+                file.display()
+            )
         );
     }
 

@@ -25,6 +25,7 @@ pub struct Envelope {
     #[schemars(range(min = 1, max = 1))]
     pub schema: u32,
     /// When the event happened: RFC 3339, UTC, to the second.
+    #[schemars(extend("format" = "date-time"))]
     pub time: String,
     /// The id of the run the event belongs to (`cdflow history` lists them), for events of a
     /// command that records a run; absent otherwise.
@@ -97,6 +98,9 @@ pub enum Event {
         deployments: Vec<Deployment>,
         stages: Vec<StageTime>,
     },
+    /// What serves an environment changed: a push, a promote, a rollback (by hand, or by
+    /// `cdflow watch`) or `cdflow up` switched it. Not in a dry run, which changes nothing.
+    Deployment(Deployed),
     /// `cdflow history`: one run.
     HistoryRow {
         id: String,
@@ -153,6 +157,23 @@ pub enum Event {
     /// A canary's verification at one pause of its deployment (docs/canary.md): what the
     /// probes measured of the stable version before and of the route with the canary in it.
     Canary(CanaryCheck),
+    /// `cdflow init --list`: one template.
+    Template {
+        name: String,
+        description: String,
+        /// Whether `cdflow init` uses it when `--template` is not given.
+        default: bool,
+        /// What `--with OPTION` can add, in order.
+        options: Vec<TemplateOption>,
+    },
+    /// `cdflow manifest`: the manifest as an environment gets it, placeholders filled.
+    Manifest {
+        env: String,
+        /// The manifest file it was read from.
+        path: String,
+        /// Its text (YAML), secrets masked.
+        text: String,
+    },
     /// `cdflow bump --show`: the current version and what each part would make of it.
     BumpPlan {
         current: String,
@@ -177,9 +198,10 @@ pub struct CanaryCheck {
     /// On cf, the probes of the route with the canary taking its share; on the local
     /// platform, the requests the canary itself answered.
     pub canary: Probes,
-    /// Whether the numbers stayed within the thresholds (the e2e tier runs after).
+    /// Whether the window held enough of the canary's requests and their numbers stayed within
+    /// the thresholds (the e2e tier runs after).
     pub passed: bool,
-    /// The numbers that broke the thresholds, when they did.
+    /// Why not, when not: the numbers that broke the thresholds, or too few requests to judge.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -409,6 +431,42 @@ pub struct Deployment {
     pub url: String,
     /// What was deployed: `sha256:...` of a local artifact, or a cf droplet.
     pub artifact: String,
+}
+
+/// An environment's new deployment, and what made it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Deployed {
+    pub env: String,
+    /// `local` or `cf`.
+    pub platform: String,
+    pub version: String,
+    /// Where the environment answers.
+    pub url: String,
+    /// What now runs: `sha256:...` of a local artifact, or a cf droplet.
+    pub artifact: String,
+    /// What switched it.
+    pub by: DeployedBy,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployedBy {
+    /// A new version, staged from a checkout (`cdflow push`, a pipeline's push stage).
+    Push,
+    /// Another environment's verified artifact (`cdflow promote`, a pipeline's promote stage).
+    Promote,
+    /// An earlier release (`cdflow rollback`, or `cdflow watch` after failed checks).
+    Rollback,
+    /// The last deployed version, brought back on the local platform (`cdflow up`).
+    Up,
+}
+
+/// An option of a `cdflow init` template.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct TemplateOption {
+    pub name: String,
+    /// What it adds.
+    pub description: String,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]

@@ -110,6 +110,9 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
         }
     }
     ui.set_acting(acts(&cli.command));
+    if ui.is_json() {
+        refuse_json(&cli.command)?;
+    }
     let here = std::env::current_dir()?;
     let dir = Path::new("");
     let state = State::locate(&here);
@@ -202,7 +205,15 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             ui.add_secrets(&app.secret_names());
             let env = app.target(&args.env)?;
             let manifest = app.manifest_for(&env)?;
-            ui.note(manifest.text.trim_end());
+            if ui.is_json() {
+                ui.emit(events::Event::Manifest {
+                    env: args.env,
+                    path: manifest.path.display().to_string(),
+                    text: manifest.text,
+                });
+            } else {
+                ui.note(manifest.text.trim_end());
+            }
             Ok(())
         }
         Command::Init(args) => {
@@ -266,6 +277,7 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
             {
                 ui.warn(&format!("{err:#}"));
             }
+            deployment.announce(ui, events::DeployedBy::Rollback);
             ui.note(&format!(
                 "{} now serves {} ({}) at {}",
                 deployment.env, deployment.version, deployment.artifact, deployment.url
@@ -345,23 +357,23 @@ fn run(cli: Cli, ui: &Ui) -> Result<()> {
 
 /// Whether a command acts (runs stages, deploys, commits, starts or stops things) rather than
 /// answers a question: what it prints is progress, which `-q` silences, where a read command's
-/// answer stays.
+/// answer stays. A dry run acts on nothing: its plan is the answer it was asked for.
 fn acts(command: &Command) -> bool {
     match command {
-        Command::Release(_)
-        | Command::Test(_)
-        | Command::Push(_)
-        | Command::E2e(_)
-        | Command::Promote(_)
-        | Command::Init(_)
-        | Command::Rollback(_)
-        | Command::Watch(_)
+        Command::Release(args) => !args.run.dry_run,
+        Command::Test(args) => !args.run.dry_run,
+        Command::Push(args) => !args.run.dry_run,
+        Command::E2e(args) => !args.run.dry_run,
+        Command::Promote(args) => !args.run.dry_run,
+        Command::Init(args) => !args.list,
+        Command::Watch(args) => !args.dry_run,
+        Command::Bump(args) => !args.show && !args.dry_run,
+        Command::Rollback(_)
         | Command::Down(_)
         | Command::Up(_)
         | Command::Forget(_)
         | Command::ServeEnv(_)
         | Command::Reap => true,
-        Command::Bump(args) => !args.show,
         // `man --dir` writes files, but the files are what was asked for: its lines name them.
         Command::History
         | Command::Manifest(_)
@@ -371,6 +383,24 @@ fn acts(command: &Command) -> bool {
         | Command::Completions(_)
         | Command::Man(_) => false,
     }
+}
+
+/// `--json` promises stdout holds only events; the commands whose answer is text in its own
+/// right (a script for a shell, a manual page, the platform's log lines) refuse it rather than
+/// break that promise.
+fn refuse_json(command: &Command) -> Result<()> {
+    let (name, why) = match command {
+        Command::Completions(_) => ("completions", "prints a script for a shell to read"),
+        Command::Man(_) => ("man", "writes manual pages"),
+        Command::Logs(_) => (
+            "logs",
+            "prints the platform's own log lines, as `cf logs` does, which have no typed form",
+        ),
+        _ => return Ok(()),
+    };
+    Err(error::user_error(format!(
+        "`cdflow {name}` {why}, not JSON events: run it without --json"
+    )))
 }
 
 /// Whether a command reads an app's cdflow.toml (and state folder), and so looks for it in the

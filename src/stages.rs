@@ -13,6 +13,7 @@ use crate::bench;
 use crate::bump;
 use crate::env_record;
 use crate::error::user_error;
+use crate::events;
 use crate::exec::Exec;
 use crate::facts::Facts;
 use crate::git;
@@ -602,6 +603,9 @@ fn push(ctx: &mut Context, to: &str) -> Result<()> {
     releases::deployed(ctx.exec, ctx.state, &app.name, &deployment, &template)?;
     let secrets = app.secret_names();
     env_record::record(ctx.exec, ctx.state, &app.name, &target, &secrets, "push")?;
+    if !ctx.exec.is_dry_run() {
+        deployment.announce(ctx.exec.ui(), events::DeployedBy::Push);
+    }
     ctx.exec.ui().note(&format!(
         "{to} serves {} at {}",
         deployment.version, deployment.url
@@ -773,6 +777,9 @@ fn promote(ctx: &mut Context, from: &str, to: &str) -> Result<()> {
     releases::deployed(ctx.exec, ctx.state, &app.name, &deployment, &template)?;
     let secrets = app.secret_names();
     env_record::record(ctx.exec, ctx.state, &app.name, &target, &secrets, "promote")?;
+    if !ctx.exec.is_dry_run() {
+        deployment.announce(ctx.exec.ui(), events::DeployedBy::Promote);
+    }
     ctx.exec.ui().note(&format!(
         "{to} serves {} at {}",
         deployment.version, deployment.url

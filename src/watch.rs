@@ -517,6 +517,7 @@ impl Watcher<'_> {
                     self.ui.warn(&format!("{err:#}"));
                 }
                 self.metrics.rollbacks.inc();
+                deployment.announce(self.ui, crate::events::DeployedBy::Rollback);
                 self.say(
                     Said::Rollback,
                     &format!(

@@ -35,6 +35,23 @@ pub fn run(exec: &Exec, args: &InitArgs) -> Result<()> {
 /// `cdflow init --list`: each template with its line.
 fn list(exec: &Exec) -> Result<()> {
     for template in template::all()? {
+        if exec.ui().is_json() {
+            exec.ui().emit(crate::events::Event::Template {
+                name: template.name.to_string(),
+                description: template.meta.description.clone(),
+                default: template.name == template::DEFAULT,
+                options: template
+                    .meta
+                    .options
+                    .iter()
+                    .map(|(name, what)| crate::events::TemplateOption {
+                        name: name.clone(),
+                        description: what.clone(),
+                    })
+                    .collect(),
+            });
+            continue;
+        }
         let default = if template.name == template::DEFAULT {
             "  (default)"
         } else {

@@ -65,6 +65,25 @@ pub struct Deployment {
     pub artifact: String,
 }
 
+impl Deployment {
+    /// Tells `--json` readers that the environment now serves this, by a `deployment` event
+    /// (text output says so in a note of its own). For a real change only: a dry run's
+    /// deployment is what would serve.
+    pub fn announce(&self, ui: &crate::ui::Ui, by: crate::events::DeployedBy) {
+        if !ui.is_json() {
+            return;
+        }
+        ui.emit(crate::events::Event::Deployment(crate::events::Deployed {
+            env: self.env.clone(),
+            platform: self.platform.clone(),
+            version: self.version.clone(),
+            url: self.url.clone(),
+            artifact: self.artifact.clone(),
+            by,
+        }));
+    }
+}
+
 pub trait Platform {
     /// Everything that would make a later push, promote or rollback to `env` refuse, each with
     /// its fix: checked before the first irreversible step of a run, and in a dry run too.

@@ -9,13 +9,15 @@ use std::time::Duration;
 use crate::harness::{get, wait_for, Load, Local, Tally};
 
 /// The canary tests' app: `GET /` answers its version, `/health` is up; with FAIL_EVERY=N,
-/// every Nth request of each instance (health checks aside) answers 500 `injected VERSION`.
+/// every Nth request of each instance (health checks aside) answers 500 `injected VERSION`; with
+/// SLEEP_MS=N, each such request waits N ms before its answer.
 const APP_PY: &str = r#"
-import os, signal, threading
+import os, signal, threading, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 
 VERSION = os.environ.get("VERSION", "?")
 FAIL_EVERY = int(os.environ.get("FAIL_EVERY", "0"))
+SLEEP = int(os.environ.get("SLEEP_MS", "0")) / 1000
 COUNT = [0]
 LOCK = threading.Lock()
 
@@ -36,6 +38,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/health":
             return self.answer(200, "up\n")
+        if SLEEP:
+            time.sleep(SLEEP)
         if FAIL_EVERY:
             with LOCK:
                 COUNT[0] += 1
@@ -59,14 +63,34 @@ fn canary_app() -> Local {
 }
 
 /// Commits `version` of the app, `extra` lines under its manifest's env, with staging a canary
-/// environment of these `steps` and a `window` of seconds.
+/// environment of these `steps` and a `window` of seconds. Its minimum of the canary's requests
+/// is 10, which a short window of a loaded machine holds.
 fn release(local: &Local, version: &str, extra: &str, steps: &str, window: u32) {
+    release_with_min(
+        local,
+        version,
+        extra,
+        steps,
+        window,
+        "canary_min_requests = 10\n",
+    );
+}
+
+/// [`release`], with `min` the line of the minimum (empty: the default).
+fn release_with_min(
+    local: &Local,
+    version: &str,
+    extra: &str,
+    steps: &str,
+    window: u32,
+    min: &str,
+) {
     local.release(version, 20, extra);
     let toml = local.project.read("cdflow.toml").replace(
         &format!("[env.staging]\nport = {}\n", local.staging),
         &format!(
             "[env.staging]\nport = {}\nstrategy = \"canary\"\ncanary_steps = {steps}\n\
-             canary_window = {window}\n",
+             canary_window = {window}\n{min}",
             local.staging
         ),
     );
@@ -127,7 +151,7 @@ fn a_canary_answering_five_percent_errors_is_cancelled_with_its_error_rate() {
     let run = local.cdflow(&["push", "--to", "staging"]);
     std::thread::sleep(Duration::from_millis(300));
     let (tally, _) = load.finish();
-    run.failure(2)
+    run.failure(1)
         .stdout_has("canary pause 1")
         .stderr_has("the canary broke its thresholds: error rate ")
         .stderr_has("against the stable version's 0.0%")
@@ -277,7 +301,8 @@ fn a_promote_runs_a_canary_and_a_dry_run_shows_its_probes() {
         let toml = local.project.read("cdflow.toml").replace(
             &format!("[env.production]\nport = {}\n", local.production),
             &format!(
-                "[env.production]\nport = {}\nstrategy = \"canary\"\ncanary_window = 1\n",
+                "[env.production]\nport = {}\nstrategy = \"canary\"\ncanary_window = 1\n\
+                 canary_min_requests = 1\n",
                 local.production
             ),
         );
@@ -310,8 +335,10 @@ fn a_promote_runs_a_canary_and_a_dry_run_shows_its_probes() {
         "--dry-run",
     ]);
     plan.success()
-        .stdout_has("as a canary of")
-        .stdout_has("give it 10% of the requests")
+        .stdout_has(&format!(
+            "as a canary of http://127.0.0.1:{}, give it 10% of the requests",
+            local.production
+        ))
         .stdout_has("curl --silent --max-time 10 --rate 10/s");
     assert_eq!(get(local.production, "/").unwrap().1, "1.0.0\n");
 
@@ -413,4 +440,115 @@ fn a_canary_of_an_app_without_a_route_is_refused_before_anything_runs() {
         .failure(2)
         .stderr_has("[env.staging] strategy = \"canary\": `pyapp` has no route (no-route)");
     assert!(local.status_of("staging").is_none(), "nothing was deployed");
+}
+
+/// A canary that answered fewer requests in its window than the minimum is not passed on them:
+/// here one probe in ten of a one-second window, against the default 50. It is cancelled with
+/// the numbers and the fix.
+#[test]
+fn a_canary_with_too_few_requests_in_its_window_is_cancelled_with_the_fix() {
+    let local = canary_app();
+    release_with_min(&local, "1.0.0", "", "[10]", 1, "");
+    local.cdflow(&["push", "--to", "staging"]).success();
+    release_with_min(&local, "2.0.0", "", "[10]", 1, "");
+    let run = local.cdflow(&["push", "--to", "staging"]);
+    run.failure(1)
+        .stderr_has("the canary cannot be judged: the 1 s window counted ")
+        .stderr_has("fewer than the 50 needed (canary_min_requests)")
+        .stderr_has("lower canary_min_requests")
+        .stderr_has("was cancelled: 1.0.0 serves the whole route again");
+    let status = local.status_of("staging").unwrap();
+    assert_eq!(status["version"], "1.0.0");
+    assert_eq!(instance_versions(&local), ["1.0.0", "1.0.0"]);
+}
+
+/// A route that counts nothing (its server started with CDFLOW_ROUTE_METRICS=off) cannot judge
+/// a canary: it is refused before anything starts, and the stable version serves on.
+#[test]
+fn a_canary_where_the_route_counts_nothing_is_refused_before_anything_starts() {
+    let local = canary_app();
+    release(&local, "1.0.0", "", "[10]", 1);
+    let run_of = |local: &Local| {
+        let mut command = local.command(&["push", "--to", "staging"]);
+        command.env("CDFLOW_ROUTE_METRICS", "off");
+        crate::harness::run_of(command.output().unwrap())
+    };
+    run_of(&local).success();
+    let first = local.status_of("staging").unwrap()["instances"][0]["pid"].clone();
+    release(&local, "2.0.0", "", "[10]", 1);
+    run_of(&local)
+        .failure(2)
+        .stderr_has("the route of `staging` counts no requests")
+        .stderr_has("CDFLOW_ROUTE_METRICS=off");
+    let status = local.status_of("staging").unwrap();
+    assert_eq!(status["version"], "1.0.0");
+    assert_eq!(status["instances"][0]["pid"], first, "nothing was started");
+    assert_eq!(instance_versions(&local), ["1.0.0", "1.0.0"]);
+}
+
+/// A dry run says what the real run will do: with nothing serving, or the same version again,
+/// a plain switch, and why; beside a stable version, a canary against it, with its probes.
+#[test]
+fn a_dry_run_says_whether_a_canary_would_run() {
+    let local = canary_app();
+    release(&local, "1.0.0", "", "[10]", 1);
+    let plan = local.cdflow(&["push", "--to", "staging", "--dry-run"]);
+    plan.success().stdout_has(&format!(
+        "and switch http://127.0.0.1:{} to them, with no canary: nothing serves `staging` now",
+        local.staging
+    ));
+    assert!(!plan.stdout.contains("as a canary"), "{plan}");
+    assert!(!plan.stdout.contains("curl --silent"), "{plan}");
+    local.cdflow(&["push", "--to", "staging"]).success();
+    let plan = local.cdflow(&["push", "--to", "staging", "--dry-run"]);
+    plan.success()
+        .stdout_has("with no canary: the stable version is the same version");
+    assert!(!plan.stdout.contains("as a canary"), "{plan}");
+    release(&local, "2.0.0", "", "[10]", 1);
+    local
+        .cdflow(&["push", "--to", "staging", "--dry-run"])
+        .success()
+        .stdout_has("pyapp 2.0.0 as a canary of")
+        .stdout_has("against 1.0.0's, with these probes")
+        .stdout_has("curl --silent --max-time 10 --rate 10/s");
+    assert_eq!(get(local.staging, "/").unwrap(), (200, "1.0.0\n".into()));
+}
+
+/// A canary that answers slower than the stable version by more than canary_max_p99_ms is
+/// cancelled with its p99 and the stable version's.
+#[test]
+fn a_canary_answering_slower_is_cancelled_with_its_p99() {
+    let local = canary_app();
+    let settings = "canary_min_requests = 10\ncanary_max_p99_ms = 100\n";
+    release_with_min(&local, "1.0.0", "", "[50]", 2, settings);
+    local.cdflow(&["push", "--to", "staging"]).success();
+    release_with_min(
+        &local,
+        "2.0.0",
+        "    SLEEP_MS: \"300\"\n",
+        "[50]",
+        2,
+        settings,
+    );
+    let run = local.cdflow(&["push", "--to", "staging"]);
+    run.failure(1)
+        .stderr_has("the canary broke its thresholds: p99 latency ")
+        .stderr_has("more than the 100 allowed (canary_max_p99_ms)")
+        .stderr_has("was cancelled: 1.0.0 serves the whole route again");
+    assert!(!run.stderr.contains("error rate"), "{run}");
+    let number = |after: &str| -> f64 {
+        run.stderr
+            .split(after)
+            .nth(1)
+            .and_then(|rest| rest.split(" ms").next())
+            .and_then(|number| number.parse().ok())
+            .unwrap_or_else(|| panic!("no number after {after:?} in\n{run}"))
+    };
+    // The canary's p99 is read from the route's histogram: within its bucket of the 300 ms.
+    let canary = number("p99 latency ");
+    let stable = number("against the stable version's ");
+    assert!((250.0..=500.0).contains(&canary), "{canary} ms in\n{run}");
+    assert!(stable < 100.0, "{stable} ms in\n{run}");
+    assert_eq!(local.status_of("staging").unwrap()["version"], "1.0.0");
+    assert_eq!(instance_versions(&local), ["1.0.0", "1.0.0"]);
 }

@@ -1355,12 +1355,12 @@ fn serve_route(log: &Path) -> (String, std::sync::Arc<std::sync::atomic::AtomicU
 }
 
 /// The canary settings the tests give an environment: three steps, a one-second window.
-const CANARY: &str = "strategy = \"canary\"\ncanary_steps = [10, 50, 100]\ncanary_window = 1\ncanary_max_error_rate = 5.0\n";
+pub(crate) const CANARY: &str = "strategy = \"canary\"\ncanary_steps = [10, 50, 100]\ncanary_window = 1\ncanary_max_error_rate = 5.0\ncanary_min_requests = 10\n";
 
 /// The cf app with both environments' routes served on loopback, `canary` settings for
 /// staging and production, and an e2e command that writes `verify: e2e` into the cf log, so
 /// that the verification shows in order among the cf calls.
-fn canary_app(
+pub(crate) fn canary_app(
     staging: &str,
     production: &str,
 ) -> (CfApp, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
@@ -1397,7 +1397,7 @@ fn canary_pauses(env: &str) -> Vec<String> {
     calls
 }
 
-fn canary_run(app: &CfApp, args: &[&str], errors: Option<&str>) -> Run {
+pub(crate) fn canary_run(app: &CfApp, args: &[&str], errors: Option<&str>) -> Run {
     let mut command = app.command(args, None);
     command.env("CF_STANDIN_VERSION", "8.10.0+7cd5bb3.2024-12-16");
     match errors {
@@ -1460,7 +1460,7 @@ fn a_canary_that_breaks_its_thresholds_is_cancelled_and_the_run_fails_with_the_n
     let (app, _) = canary_app(CANARY, "");
     let origin = app.origin.to_str().unwrap().to_string();
     let run = canary_run(&app, &["release", "--repo", &origin], Some("50"));
-    run.failure(2)
+    run.failure(1)
         .stderr_has("the canary broke its thresholds: error rate 50.0% (5 of 10 probes) against the stable version's 0.0%")
         .stderr_has("more than the 5.0 allowed (canary_max_error_rate)")
         .stderr_has("the canary deployment in `staging` was cancelled: the stable version serves again");
@@ -1506,7 +1506,7 @@ fn a_promote_whose_canary_fails_is_cancelled_without_a_rollback() {
     let (app, _) = canary_app("", CANARY);
     let origin = app.origin.to_str().unwrap().to_string();
     let run = canary_run(&app, &["--json", "release", "--repo", &origin], Some("50"));
-    run.failure(2);
+    run.failure(1);
     // The typed event of the pause (checked against the schema by the harness), then the error.
     let events = run.events();
     let canary = events
@@ -1755,4 +1755,22 @@ fn a_cloud_controller_without_canary_deployments_is_refused_before_the_push() {
         "{calls:?}"
     );
     assert!(!calls.iter().any(|c| c.contains(" push ")), "{calls:?}");
+}
+
+/// A pause whose window held fewer probes than canary_min_requests is not passed on them: the
+/// canary is cancelled with the count and the fix.
+#[test]
+fn a_canary_with_too_few_probes_in_its_window_is_cancelled_with_the_fix() {
+    let few = CANARY.replace("canary_min_requests = 10", "canary_min_requests = 20");
+    let (app, _) = canary_app(&few, "");
+    let origin = app.origin.to_str().unwrap().to_string();
+    let run = canary_run(&app, &["release", "--repo", &origin], None);
+    run.failure(1)
+        .stderr_has("the canary cannot be judged: the 1 s window counted 10 probes of it, fewer than the 20 needed (canary_min_requests); give it canary_window = 2 or more")
+        .stderr_has("the canary deployment in `staging` was cancelled");
+    let calls = app.calls();
+    assert!(
+        !calls.iter().any(|c| c.contains("continue-deployment")),
+        "{calls:?}"
+    );
 }

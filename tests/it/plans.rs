@@ -181,3 +181,63 @@ fn hide_urls(text: &str) -> String {
         })
         .collect()
 }
+
+/// The release pipeline's plan with both environments canaries, against the cf stand-in (a cf
+/// CLI that has canaries): the stable version's probes, the push with its steps, a pause's
+/// probes and e2e tier, the continue.
+#[test]
+fn dry_run_plan_of_a_canary_release_against_the_cf_stand_in() {
+    let (app, _) = crate::cf::canary_app(crate::cf::CANARY, crate::cf::CANARY);
+    let project = app.project.dir.to_str().unwrap().to_string();
+    let origin = app.origin.to_str().unwrap().to_string();
+    let state = app.state.to_str().unwrap().to_string();
+    let replacements = [
+        (state.as_str(), "[STATE]"),
+        (origin.as_str(), "[ORIGIN]"),
+        (project.as_str(), "[PROJECT]"),
+    ];
+    let run = crate::cf::canary_run(
+        &app,
+        &["release", "--pipeline", "release", "--dry-run"],
+        None,
+    );
+    let text = hide_urls(&plan(&run, &replacements));
+    assert_data_eq!(text, snapbox::file!["plans/release-canary-cf.txt"]);
+}
+
+/// The release pipeline's plan with staging a canary of the local platform that serves the
+/// current version: the canary against it, its steps and probes.
+#[test]
+fn dry_run_plan_of_a_canary_release_against_the_local_platform() {
+    let local = Local::python(2);
+    let config = local.project.read("cdflow.toml").replace(
+        &format!("[env.staging]\nport = {}\n", local.staging),
+        &format!(
+            "[env.staging]\nport = {}\nstrategy = \"canary\"\ncanary_steps = [10, 50]\n\
+             canary_window = 5\n",
+            local.staging
+        ),
+    );
+    assert!(config.contains("canary_window = 5"), "{config}");
+    local.project.write(
+        "cdflow.toml",
+        &format!("{config}\n[test]\nunit = \"true\"\n\n[e2e]\ncommand = \"true\"\n"),
+    );
+    local
+        .project
+        .git_cmd(&["commit", "-qam", "a canary staging"]);
+    local.cdflow(&["push", "--to", "staging"]).success();
+    let project = local.project.dir.to_str().unwrap().to_string();
+    let state = local.state.path().to_str().unwrap().to_string();
+    let staging = local.staging.to_string();
+    let production = local.production.to_string();
+    let replacements = [
+        (state.as_str(), "[STATE]"),
+        (project.as_str(), "[PROJECT]"),
+        (staging.as_str(), "[STAGING-PORT]"),
+        (production.as_str(), "[PRODUCTION-PORT]"),
+    ];
+    let run = local.cdflow(&["release", "--pipeline", "release", "--dry-run"]);
+    let text = plan(&run, &replacements);
+    assert_data_eq!(text, snapbox::file!["plans/release-canary-local.txt"]);
+}

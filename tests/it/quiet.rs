@@ -91,3 +91,40 @@ fn a_quiet_watch_tells_only_its_failures() {
         .stdout_has("watching `staging`")
         .stdout_has("passed");
 }
+
+/// A dry run's plan and `init --list` are answers, not progress: `-q` keeps them.
+#[test]
+fn quiet_keeps_the_plan_of_a_dry_run_and_the_template_list() {
+    let list = Project::empty().cdflow(&["-q", "init", "--list"]);
+    list.success()
+        .stdout_has("rust-service")
+        .stdout_has("python-falcon")
+        .stdout_has("--with redis");
+
+    let local = crate::harness::Local::python(1);
+    let config = local.project.read("cdflow.toml");
+    local.project.write(
+        "cdflow.toml",
+        &format!("{config}\n[test]\nunit = \"true\"\n\n[e2e]\ncommand = \"true\"\n"),
+    );
+    local.project.git_cmd(&["commit", "-qam", "tiers"]);
+    local
+        .cdflow(&["-q", "push", "--env", "staging", "--dry-run"])
+        .success()
+        .stdout_has("would start 1 instance(s) of pyapp 1.0.0");
+    local
+        .cdflow(&["-q", "bump", "patch", "--dry-run"])
+        .success()
+        .stdout_has("+current = \"1.0.1\"")
+        .stdout_has("$ git tag -a v1.0.1");
+    local
+        .cdflow(&["-q", "release", "--dry-run"])
+        .success()
+        .stdout_has("stage 1/")
+        .stdout_has("$ git clone")
+        .stdout_has("would start 1 instance(s) of pyapp 1.0.1");
+    // The real thing is still quiet.
+    let bump = local.cdflow(&["-q", "bump", "patch"]);
+    bump.success();
+    assert_eq!(bump.stdout, "", "{bump}");
+}

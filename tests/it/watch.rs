@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cf::CfApp;
-use crate::harness::{free_port, get, pid_alive, run_of, Guard, Local, Project};
+use crate::harness::{free_port, get, pid_alive, run_of, schema_error, Guard, Local, Project};
 
 /// The app: `GET /` answers its version, or 500 while the file named by `BROKEN_WHEN` exists
 /// (the fault is injected from outside, into the version that has the variable); `/health`
@@ -50,11 +50,12 @@ fn add_watch_settings(local: &Local, settings: &str) {
         .write("cdflow.toml", &format!("{toml}\n[watch]\n{settings}"));
 }
 
-/// A `cdflow watch` running in the background, its JSON lines read as they come; killed if the
-/// test ends without stopping it.
+/// A `cdflow watch` running in the background, its JSON lines read as they come and each
+/// checked against the published schema; killed if the test ends without stopping it.
 struct Watch {
     child: Guard,
-    lines: mpsc::Receiver<Value>,
+    /// Each line's event, or why it is not a valid one.
+    lines: mpsc::Receiver<Result<Value, String>>,
     seen: Vec<Value>,
 }
 
@@ -70,9 +71,16 @@ impl Watch {
         let (sender, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|_| panic!("not a JSON line: {line}"));
-                if sender.send(value).is_err() {
+                // Told to the test's thread, which fails with it: a panic here would only
+                // end the reading.
+                let event = match serde_json::from_str::<Value>(&line) {
+                    Err(_) => Err(format!("not a JSON line: {line}")),
+                    Ok(value) => match schema_error(&value) {
+                        Some(error) => Err(format!("{error}\n{line}")),
+                        None => Ok(value),
+                    },
+                };
+                if sender.send(event).is_err() {
                     break;
                 }
             }
@@ -93,7 +101,8 @@ impl Watch {
             let value = self
                 .lines
                 .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no `{event}` event; saw {:#?}", self.seen));
+                .unwrap_or_else(|_| panic!("no `{event}` event; saw {:#?}", self.seen))
+                .unwrap_or_else(|error| panic!("{error}"));
             self.seen.push(value.clone());
             if value["event"] == event {
                 return value;
@@ -201,6 +210,20 @@ fn a_failing_production_is_alerted_within_an_interval_and_rolled_back() {
             .unwrap()
             .contains("rolled `production` back from 1.0.1 to 1.0.0"),
         "{rollback}"
+    );
+    // What serves production changed: a `deployment` event says so, typed.
+    let deployed = watch
+        .seen
+        .iter()
+        .find(|v| v["event"] == "deployment")
+        .unwrap_or_else(|| panic!("no `deployment` event; saw {:#?}", watch.seen));
+    assert_eq!(deployed["by"], "rollback", "{deployed}");
+    assert_eq!(deployed["env"], "production", "{deployed}");
+    assert_eq!(deployed["platform"], "local", "{deployed}");
+    assert_eq!(deployed["version"], "1.0.0", "{deployed}");
+    assert_eq!(
+        deployed["url"],
+        format!("http://127.0.0.1:{}", local.production)
     );
     let second = watch
         .seen

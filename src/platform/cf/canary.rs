@@ -323,7 +323,7 @@ impl Cf {
         if let Some(sample) = sample {
             let verdict = canary::judge(plan, stable, &sample, "probes");
             canary::report(exec, env.name, pause, (stable, &sample), &verdict, "probes");
-            verdict.map_err(|why| format!("the canary broke its thresholds: {why}"))?;
+            verdict?;
         }
         canary::e2e(exec, release, url)
     }
@@ -354,11 +354,13 @@ impl Cf {
                 self.check_running(exec, env, release.app, &guid)
             });
         match cancelled {
-            Ok(_) => crate::error::user_error(format!(
+            // A stage failed (exit code 1), not bad input: in a release the bump is pushed
+            // by now.
+            Ok(_) => anyhow::anyhow!(
                 "{why}\nthe canary deployment in `{}` was cancelled: the stable version serves \
                  again",
                 env.name
-            )),
+            ),
             Err(err) => err.context(format!(
                 "{why}\ncancelling the canary in `{}` failed too: run `cf cancel-deployment {}` \
                  there",

@@ -57,6 +57,7 @@ pub(super) fn run(
     let note = |text: &str| exec.ui().note(&format!("{env}: {text}"));
     let steps = steps(plan);
     control::ensure_server(state.root(), paths)?;
+    refuse_without_counts(paths)?;
     let mut session = Session::open(paths)?;
     let request = Request::Deploy {
         spec: Box::new(spec),
@@ -138,6 +139,67 @@ pub(super) fn run(
     Ok(deployment)
 }
 
+/// Why the same version again gets no canary, in the server's words.
+const SAME_VERSION: &str =
+    "the stable version is the same version, which the route's counts cannot tell apart";
+
+/// What a deploy to a canary environment would meet, for a dry run.
+pub(super) enum Outlook {
+    /// A canary beside `stable`, the version serving now.
+    Canary { stable: String },
+    /// A plain switch, for this reason.
+    NoCanary(String),
+}
+
+/// Whether a deploy of `version` on `port` would run as a canary, from what the environment's
+/// server serves now, by the server's own rules (`deploy_locked` in [`super::server`]); refused
+/// as the real run would be when the route counts nothing. A server that does not run serves
+/// nothing: the deploy starts it afresh.
+pub(super) fn outlook(paths: &EnvPaths, version: &str, port: u16) -> Result<Outlook> {
+    let status = control::status(paths);
+    let serving = status.as_ref().and_then(|status| status.serving.as_ref());
+    let why = match serving {
+        None => format!(
+            "nothing serves `{}` now, so there is no stable version to compare",
+            paths.env
+        ),
+        Some(stable) if stable.version == version => SAME_VERSION.to_string(),
+        Some(_) if status.as_ref().and_then(|s| s.route_port) != Some(port) => {
+            "the route moves to another port".to_string()
+        }
+        Some(stable) => {
+            refuse_without_counts(paths)?;
+            return Ok(Outlook::Canary {
+                stable: stable.version.clone(),
+            });
+        }
+    };
+    Ok(Outlook::NoCanary(why))
+}
+
+/// Refuses a canary, before anything starts, in an environment whose route serves a version
+/// but counts nothing: its server was started with the route's metrics off
+/// ([`super::proxy::METRICS_SWITCH`]), or by an older cdflow. The canary would be judged on
+/// empty numbers.
+fn refuse_without_counts(paths: &EnvPaths) -> Result<()> {
+    let Some(status) = control::status(paths) else {
+        return Ok(());
+    };
+    let routed = status.serving.as_ref().is_some_and(|spec| !spec.no_route);
+    if routed && status.metrics_port.is_none() {
+        let env = &paths.env;
+        return Err(crate::error::user_error(format!(
+            "[env.{env}] strategy = \"canary\": the route of `{env}` counts no requests (its \
+             server was started with {}=off, or by an older cdflow), so its canary could not \
+             be judged: restart the server with its counts (`cdflow down --env {env}`, then \
+             `cdflow up` without {}=off), or set `strategy = \"rolling\"`",
+            super::proxy::METRICS_SWITCH,
+            super::proxy::METRICS_SWITCH
+        )));
+    }
+    Ok(())
+}
+
 /// The stable version and the canary's.
 struct Versions<'a> {
     stable: &'a str,
@@ -193,7 +255,7 @@ fn verify(
         &verdict,
         UNIT,
     );
-    verdict.map_err(|why| format!("the canary broke its thresholds: {why}"))?;
+    verdict?;
     canary::e2e(exec, release, url)
 }
 
@@ -215,10 +277,12 @@ fn cancel(
         })
     });
     match cancelled {
-        Ok(_) => crate::error::user_error(format!(
+        // A stage failed (exit code 1), not bad input: in a release the bump is pushed by now.
+        Ok(_) => anyhow::anyhow!(
             "{why}\nthe canary of {} in `{env}` was cancelled: {} serves the whole route again",
-            versions.canary, versions.stable
-        )),
+            versions.canary,
+            versions.stable
+        ),
         Err(err) => err.context(format!(
             "{why}\ncancelling the canary in `{env}` failed too: its server cancels it when \
              this cdflow exits (see `cdflow status`)"

@@ -220,7 +220,7 @@ impl Platform for Local {
         review_keys(exec, release)?;
         let port = route_port(env);
         let Some(artifact) = stage::stage(exec, &self.state, release, application)? else {
-            return dry_run(exec, env, release.version, port, application);
+            return dry_run(exec, &self.state, env, release.version, port, application);
         };
         exec.ui().note(&format!(
             "staged {} {} as {} ({})",
@@ -273,7 +273,7 @@ impl Platform for Local {
                 "would check the artifact {} byte for byte",
                 verified.artifact
             ));
-            return dry_run(exec, to, &verified.version, port, application);
+            return dry_run(exec, &self.state, to, &verified.version, port, application);
         };
         let placement = Placement {
             env: to.name,
@@ -603,34 +603,46 @@ fn run(
     Ok(deployment)
 }
 
+/// Says what a deploy of `version` to `env` would do, changing nothing: for a canary
+/// environment, whether a canary would run, from what its server serves now, as the real run
+/// will find it.
 fn dry_run(
     exec: &Exec,
+    state: &State,
     env: &Target,
     version: &str,
     port: u16,
     application: &Application,
 ) -> Result<Deployment> {
+    let switch = format!(
+        "would start {} instance(s) of {} {version} and switch http://127.0.0.1:{port} to them",
+        application.instances(),
+        application.name
+    );
+    let paths = EnvPaths::new(state, &application.name, env.name);
     match env.config.canary() {
-        None => exec.ui().note(&format!(
-            "would start {} instance(s) of {} {version} and switch http://127.0.0.1:{port} to \
-             them",
-            application.instances(),
-            application.name
-        )),
-        Some(plan) => {
-            let steps: Vec<String> = canary::steps(&plan)
-                .iter()
-                .map(|weight| format!("{weight}%"))
-                .collect();
-            exec.ui().note(&format!(
-                "would start {} instance(s) of {} {version} as a canary of                  http://127.0.0.1:{port}, give it {} of the requests, and at each step measure                  {} s of its requests against the stable version's, with these probes:",
-                application.instances(),
-                application.name,
-                steps.join(", then "),
-                plan.window_secs
-            ));
-            crate::canary::probe(exec, &format!("http://127.0.0.1:{port}"), plan.window_secs)?;
-        }
+        None => exec.ui().note(&switch),
+        Some(plan) => match canary::outlook(&paths, version, port)? {
+            canary::Outlook::NoCanary(why) => {
+                exec.ui().note(&format!("{switch}, with no canary: {why}"))
+            }
+            canary::Outlook::Canary { stable } => {
+                let steps: Vec<String> = canary::steps(&plan)
+                    .iter()
+                    .map(|weight| format!("{weight}%"))
+                    .collect();
+                exec.ui().note(&format!(
+                    "would start {} instance(s) of {} {version} as a canary of \
+                     http://127.0.0.1:{port}, give it {} of the requests, and at each step \
+                     measure {} s of its requests against {stable}'s, with these probes:",
+                    application.instances(),
+                    application.name,
+                    steps.join(", then "),
+                    plan.window_secs
+                ));
+                crate::canary::probe(exec, &format!("http://127.0.0.1:{port}"), plan.window_secs)?;
+            }
+        },
     }
     Ok(Deployment {
         env: env.name.to_string(),
@@ -973,11 +985,17 @@ pub fn up(state: &State, ui: &Ui, app: Option<&str>) -> Result<()> {
             Ok(())
         })();
         match result {
-            Ok(()) => ui.note(&format!(
-                "{name}: serves {} at {}",
-                current.spec.version,
-                current.spec.url()
-            )),
+            Ok(()) => {
+                current
+                    .spec
+                    .deployment()
+                    .announce(ui, crate::events::DeployedBy::Up);
+                ui.note(&format!(
+                    "{name}: serves {} at {}",
+                    current.spec.version,
+                    current.spec.url()
+                ))
+            }
             Err(err) => {
                 ui.note(&format!("{name}: could not be brought back: {err:#}"));
                 failures.push(name);

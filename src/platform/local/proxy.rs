@@ -158,7 +158,8 @@ pub struct Proxy {
     /// A canary's slots (empty when none runs), and the percentage of requests they get.
     canary: ArcSwap<Vec<Arc<Slot>>>,
     weight: AtomicU32,
-    /// Counts the requests split between the canary and the route.
+    /// Counts the requests split between the canary and the route: one a request, whatever its
+    /// attempts (see [`draw`]).
     split: AtomicUsize,
     client: Client<HttpConnector, UpstreamBody>,
     /// Woken when the route switches or an instance's health changes.
@@ -392,10 +393,12 @@ impl Proxy {
 
         let started = Instant::now();
         let mut tried: Tried = [0; ATTEMPTS];
+        // The side of a canary's split this request was given, drawn once for all its attempts.
+        let mut side = None;
         let mut sent_and_failed = 0;
         let mut last_error = String::new();
         for attempt in 0..ATTEMPTS {
-            let Some((slot, backend, guard)) = self.pick(&tried, started).await else {
+            let Some((slot, backend, guard)) = self.pick(&tried, &mut side, started).await else {
                 break;
             };
             tried[attempt] = key(&slot);
@@ -539,10 +542,10 @@ impl Proxy {
 
     /// A healthy slot of the current route (or of the canary, for its share) not yet tried,
     /// counted as in flight; waits for one while there is none, up to [`WAIT_FOR_INSTANCE`]
-    /// since `since`.
-    async fn pick(&self, tried: &Tried, since: Instant) -> Option<Picked> {
+    /// since `since`. `side` is the request's side of a canary's split (see [`draw`]).
+    async fn pick(&self, tried: &Tried, side: &mut Option<bool>, since: Instant) -> Option<Picked> {
         loop {
-            if let Some(picked) = self.try_pick(tried) {
+            if let Some(picked) = self.try_pick(tried, side) {
                 return Some(picked);
             }
             // Registered before looking again, so that a change in between is not missed;
@@ -550,7 +553,7 @@ impl Proxy {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if let Some(picked) = self.try_pick(tried) {
+            if let Some(picked) = self.try_pick(tried, side) {
                 return Some(picked);
             }
             let left = WAIT_FOR_INSTANCE.checked_sub(since.elapsed())?;
@@ -562,7 +565,7 @@ impl Proxy {
     /// Round robin over the healthy slots not yet tried whose process is not marked down, on
     /// the side the split gives (the canary's or the route's), then on the other; when there
     /// is none, any such slot already tried (a retry on the same instance beats a 502).
-    fn try_pick(&self, tried: &Tried) -> Option<Picked> {
+    fn try_pick(&self, tried: &Tried, side: &mut Option<bool>) -> Option<Picked> {
         let route = self.route.load();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         // A first attempt has tried nothing: one pass, with no look at what was tried.
@@ -578,8 +581,7 @@ impl Proxy {
                 .find_map(|want| self.scan(&route, start, tried, *want));
         }
         let canary = self.canary.load();
-        let n = self.split.fetch_add(1, Ordering::Relaxed);
-        let sides: [&[Arc<Slot>]; 2] = if to_canary(n, weight) {
+        let sides: [&[Arc<Slot>]; 2] = if draw(&self.split, side, weight) {
             [&canary, &route]
         } else {
             [&route, &canary]
@@ -622,6 +624,14 @@ impl Proxy {
         }
         None
     }
+}
+
+/// Whether a request goes to the canary: drawn from the split's counter at its first pick with
+/// a canary in the route, and kept in `side` for its other picks (the waits for a healthy
+/// instance, the retries), so that the counter counts requests, and the canary gets exactly its
+/// weight of every 100.
+fn draw(split: &AtomicUsize, side: &mut Option<bool>, weight: u32) -> bool {
+    *side.get_or_insert_with(|| to_canary(split.fetch_add(1, Ordering::Relaxed), weight))
 }
 
 /// Whether the `n`th request split goes to the canary: `weight` of every 100 (from a multiple
@@ -785,5 +795,22 @@ mod tests {
             "{:?}",
             gaps(30)
         );
+        // Per request, not per pick: requests picked again (retried, or waiting for a healthy
+        // instance) keep their side and take no other's turn.
+        for weight in [1, 10, 25, 50] {
+            let split = AtomicUsize::new(0);
+            let to_canary: usize = (0..100)
+                .map(|request| {
+                    let mut side = None;
+                    let first = draw(&split, &mut side, weight);
+                    for _ in 0..request % 4 {
+                        assert_eq!(draw(&split, &mut side, weight), first);
+                    }
+                    first as usize
+                })
+                .sum();
+            assert_eq!(to_canary, weight as usize, "weight {weight}");
+            assert_eq!(split.load(Ordering::Relaxed), 100, "weight {weight}");
+        }
     }
 }
