@@ -18,6 +18,7 @@
 mod artifacts;
 mod canary;
 mod control;
+mod forks;
 mod identity;
 mod keys;
 mod layout;

@@ -119,7 +119,9 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         } else if kind.is_dir() {
             copy_tree(&source, &target)?;
         } else {
-            reflink_copy::reflink_or_copy(&source, &target)?;
+            // Under the fork lock: a copy open for writing must not leak into a process that
+            // starts meanwhile, or an exec of the copy fails (super::forks).
+            super::forks::writing(|| reflink_copy::reflink_or_copy(&source, &target))?;
             let executable = entry.metadata()?.permissions().mode() & 0o111 != 0;
             let mode = if executable { 0o755 } else { 0o644 };
             std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;

@@ -707,7 +707,7 @@ fn start_redis(folder: &Path, port: u16, password: &str, log: &std::fs::File) ->
         .context("redis-server is not installed (Debian: apt-get install redis-server)")?;
     let mut command = service_command(program, log)?;
     command.arg(&config_path).current_dir(&data);
-    command.spawn().context("could not start redis-server")
+    super::forks::spawning(|| command.spawn()).context("could not start redis-server")
 }
 
 /// A string in redis.conf's double quotes.
@@ -834,8 +834,7 @@ fn start_postgres(
     };
     command.args(["-c", &format!("unix_socket_directories={sockets}")]);
     command.current_dir(folder);
-    command
-        .spawn()
+    super::forks::spawning(|| command.spawn())
         .with_context(|| format!("could not start {}", bin.join("postgres").display()))
 }
 
@@ -857,7 +856,8 @@ fn create_cluster(
         std::os::unix::fs::chown(&fresh, Some(uid), Some(gid))
             .with_context(|| format!("could not give {} to uid {uid}", fresh.display()))?;
     }
-    let status = postgres_command(&bin.join("initdb"), log)?
+    let mut initdb = postgres_command(&bin.join("initdb"), log)?;
+    initdb
         .arg("-D")
         .arg(&fresh)
         .args([
@@ -866,8 +866,9 @@ fn create_cluster(
             "--encoding=UTF8",
             "--no-instructions",
         ])
-        .current_dir(folder)
-        .status()
+        .current_dir(folder);
+    let status = super::forks::spawning(|| initdb.spawn())
+        .and_then(|mut child| child.wait())
         .with_context(|| format!("could not run {}", bin.join("initdb").display()))?;
     if !status.success() {
         anyhow::bail!("initdb failed ({status})");
@@ -890,7 +891,8 @@ fn create_cluster(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = single.spawn().context("could not run postgres --single")?;
+    let mut child =
+        super::forks::spawning(|| single.spawn()).context("could not run postgres --single")?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(script.as_bytes())?;
     }

@@ -537,7 +537,7 @@ fn spawn(spec: &RunSpec, index: u32, port: u16, sandbox: &Sandbox) -> std::io::R
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    command.spawn()
+    super::forks::spawning(|| command.spawn())
 }
 
 /// A simple command replaces the shell (`exec`), so that the pid shown is the app's own.
