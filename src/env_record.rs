@@ -168,7 +168,8 @@ impl Subject {
 fn recorded(state: &State, app: &str, env: &str) -> Result<Subject> {
     let root = state.root();
     for (what, name) in [("app", app), ("environment", env)] {
-        if !safe_name(name) {
+        // Names become parts of paths: `--app ../x` must name no folder outside.
+        if !crate::platform::local::safe_name(name) {
             return Err(user_error(format!(
                 "`{name}` is not an {what} name: use letters, digits, `-`, `_` and `.`"
             )));
@@ -327,15 +328,6 @@ fn entries(dir: &Path, folders: bool) -> Vec<String> {
         .filter(|entry| entry.path().is_dir() == folders)
         .filter_map(|entry| entry.file_name().into_string().ok())
         .collect()
-}
-
-/// Names that become parts of paths: `--app ../x` must name no folder outside.
-fn safe_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 #[cfg(test)]

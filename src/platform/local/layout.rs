@@ -37,7 +37,7 @@ pub fn artifacts_dir(local: &Path) -> PathBuf {
 }
 
 /// Names that become folder names are kept to a safe alphabet.
-fn safe_name(name: &str) -> bool {
+pub(crate) fn safe_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
         && name

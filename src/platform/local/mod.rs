@@ -38,6 +38,9 @@ mod stage;
 mod supervisor;
 mod time;
 
+/// The alphabet of names that become folders in the state folder, for the records beside it.
+pub(crate) use layout::safe_name;
+
 use std::path::Path;
 
 use anyhow::{Context, Result};
