@@ -349,6 +349,7 @@ impl Exec {
         // A process group of its own: a terminal's Ctrl-C reaches cdflow alone, and cdflow can
         // stop the command with all of its children. The group dies with cdflow (`reaper`).
         crate::reaper::dies_with_cdflow(&mut command);
+        crate::reaper::registers_itself(&mut command);
         command
             .process_group(0)
             .stdin(if input.is_some() {
@@ -364,7 +365,6 @@ impl Exec {
         if let Some(input) = input {
             feed(&mut child, input.to_vec());
         }
-        crate::reaper::watch(child.id());
         let started = std::time::Instant::now();
         let result = self.wait_for(&mut child, line, live, started);
         crate::reaper::forget(child.id());
