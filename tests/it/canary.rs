@@ -278,13 +278,7 @@ fn a_cdflow_killed_mid_canary_leaves_the_stable_version_serving() {
         &tally.failures[..tally.failures.len().min(10)]
     );
     assert!(tally.versions.contains_key("2.0.0"), "{:?}", tally.versions);
-    let log = std::fs::read_to_string(
-        local
-            .state
-            .path()
-            .join("local/apps/pyapp/envs/staging/app.log"),
-    )
-    .unwrap();
+    let log = local.app_log("staging");
     assert!(
         log.contains("cancelled (the cdflow running it went away)"),
         "{log}"

@@ -106,13 +106,7 @@ fn a_version_that_fails_its_health_check_never_gets_traffic() {
         .success()
         .stdout_has("staging: pyapp 1.0.0");
     // The failed instances are gone.
-    let log = std::fs::read_to_string(
-        local
-            .state
-            .path()
-            .join("local/apps/pyapp/envs/staging/app.log"),
-    )
-    .unwrap();
+    let log = local.app_log("staging");
     let failed_pids: Vec<u32> = log
         .lines()
         .filter(|l| l.contains("of pyapp 1.0.1 (pid"))
@@ -635,13 +629,7 @@ fn deploys_to_one_environment_queue_and_a_killed_deployer_blocks_nobody() {
     first.success();
     second.success().stderr_has("waiting for");
     assert_eq!(get(local.staging, "/").unwrap().1, "1.0.2\n");
-    let log = std::fs::read_to_string(
-        local
-            .state
-            .path()
-            .join("local/apps/pyapp/envs/staging/app.log"),
-    )
-    .unwrap();
+    let log = local.app_log("staging");
     let api: Vec<&str> = log
         .lines()
         .filter_map(|l| l.split("[API] ").nth(1))
@@ -1502,7 +1490,7 @@ fn the_same_app_name_from_another_repository_is_refused_before_the_version_is_pu
 fn environments_of_the_old_layout_are_moved_and_their_servers_stopped_by_down() {
     let local = Local::python(1);
     local.push("1.0.0");
-    let new = local.state.path().join("local/apps/pyapp/envs/staging");
+    let new = local.env_dir("staging");
     let old = local.state.path().join("local/envs/staging");
     std::fs::create_dir_all(old.parent().unwrap()).unwrap();
 
@@ -1592,19 +1580,12 @@ fn writer_answers(port: u16, n: usize) -> Vec<serde_json::Value> {
 
 /// The instance folders of an environment now.
 fn instance_dirs(local: &Local, env: &str) -> Vec<String> {
-    let mut dirs: Vec<String> = std::fs::read_dir(
-        local
-            .state
-            .path()
-            .join("local/apps/pyapp/envs")
-            .join(env)
-            .join("instances"),
-    )
-    .into_iter()
-    .flatten()
-    .flatten()
-    .map(|e| e.file_name().into_string().unwrap())
-    .collect();
+    let mut dirs: Vec<String> = std::fs::read_dir(local.env_dir(env).join("instances"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
     dirs.sort();
     dirs
 }
@@ -1631,10 +1612,7 @@ fn instances_write_in_folders_of_their_own_and_the_artifact_stays_as_staged() {
     assert_eq!(mode("artifact.json"), 0o444);
 
     let answers = writer_answers(local.staging, 20);
-    let instances_root = local
-        .state
-        .path()
-        .join("local/apps/pyapp/envs/staging/instances");
+    let instances_root = local.env_dir("staging").join("instances");
     let mut seen: BTreeMap<String, &serde_json::Value> = BTreeMap::new();
     for answer in &answers {
         let index = answer["index"].as_str().unwrap().to_string();
@@ -1825,10 +1803,7 @@ fn series(text: &str, name: &str, labels: &str) -> u64 {
 /// The answer to `{"op":"stats"}` on the control socket of the test app's staging.
 fn stats(local: &Local) -> serde_json::Value {
     use std::os::unix::net::UnixStream;
-    let socket = local
-        .state
-        .path()
-        .join("local/apps/pyapp/envs/staging/control.sock");
+    let socket = local.env_dir("staging").join("control.sock");
     let mut stream = UnixStream::connect(socket).unwrap();
     stream.write_all(b"{\"op\":\"stats\"}\n").unwrap();
     let mut line = String::new();

@@ -141,21 +141,12 @@ fn dry_run_plans_against_the_cf_stand_in() {
 fn dry_run_plans_against_the_local_platform() {
     let local = Local::python(2);
     let config = local.project.read("cdflow.toml");
-    local.project.write(
-        "cdflow.toml",
-        &format!("{config}\n[test]\nunit = \"true\"\n\n[e2e]\ncommand = \"true\"\n"),
-    );
-    local.project.git_cmd(&["commit", "-qam", "tiers"]);
-    let project = local.project.dir.to_str().unwrap().to_string();
-    let state = local.state.path().to_str().unwrap().to_string();
-    let staging = local.staging.to_string();
-    let production = local.production.to_string();
-    let replacements = [
-        (state.as_str(), "[STATE]"),
-        (project.as_str(), "[PROJECT]"),
-        (staging.as_str(), "[STAGING-PORT]"),
-        (production.as_str(), "[PRODUCTION-PORT]"),
-    ];
+    with_tiers(&local, &config, "tiers");
+    let replacements = local_replacements(&local);
+    let replacements: Vec<(&str, &str)> = replacements
+        .iter()
+        .map(|(from, to)| (from.as_str(), *to))
+        .collect();
     for pipeline in ["check", "staging", "release", "promote"] {
         let run = local.cdflow(&["release", "--pipeline", pipeline, "--dry-run"]);
         let text = plan(&run, &replacements);
@@ -166,6 +157,25 @@ fn dry_run_plans_against_the_local_platform() {
             _ => assert_data_eq!(text, snapbox::file!["plans/promote-local.txt"]),
         }
     }
+}
+
+/// Commits `config` with test and e2e tiers that always pass, so that every stage has a plan.
+fn with_tiers(local: &Local, config: &str, message: &str) {
+    local.project.write(
+        "cdflow.toml",
+        &format!("{config}\n[test]\nunit = \"true\"\n\n[e2e]\ncommand = \"true\"\n"),
+    );
+    local.project.git_cmd(&["commit", "-qam", message]);
+}
+
+/// What a local plan names that changes from run to run, and what it shows instead.
+fn local_replacements(local: &Local) -> [(String, &'static str); 4] {
+    [
+        (local.state.path().to_str().unwrap().to_string(), "[STATE]"),
+        (local.project.dir.to_str().unwrap().to_string(), "[PROJECT]"),
+        (local.staging.to_string(), "[STAGING-PORT]"),
+        (local.production.to_string(), "[PRODUCTION-PORT]"),
+    ]
 }
 
 /// The cf stand-in's staging app answers on a port of its own: its URL is hidden.
@@ -219,24 +229,13 @@ fn dry_run_plan_of_a_canary_release_against_the_local_platform() {
         ),
     );
     assert!(config.contains("canary_window = 5"), "{config}");
-    local.project.write(
-        "cdflow.toml",
-        &format!("{config}\n[test]\nunit = \"true\"\n\n[e2e]\ncommand = \"true\"\n"),
-    );
-    local
-        .project
-        .git_cmd(&["commit", "-qam", "a canary staging"]);
+    with_tiers(&local, &config, "a canary staging");
     local.cdflow(&["push", "--to", "staging"]).success();
-    let project = local.project.dir.to_str().unwrap().to_string();
-    let state = local.state.path().to_str().unwrap().to_string();
-    let staging = local.staging.to_string();
-    let production = local.production.to_string();
-    let replacements = [
-        (state.as_str(), "[STATE]"),
-        (project.as_str(), "[PROJECT]"),
-        (staging.as_str(), "[STAGING-PORT]"),
-        (production.as_str(), "[PRODUCTION-PORT]"),
-    ];
+    let replacements = local_replacements(&local);
+    let replacements: Vec<(&str, &str)> = replacements
+        .iter()
+        .map(|(from, to)| (from.as_str(), *to))
+        .collect();
     let run = local.cdflow(&["release", "--pipeline", "release", "--dry-run"]);
     let text = plan(&run, &replacements);
     assert_data_eq!(text, snapbox::file!["plans/release-canary-local.txt"]);

@@ -200,6 +200,16 @@ impl Local {
         }
     }
 
+    /// The local platform's folder of the test app's environment `env` in the state folder.
+    pub fn env_dir(&self, env: &str) -> PathBuf {
+        self.state.path().join("local/apps/pyapp/envs").join(env)
+    }
+
+    /// The environment's whole log, as the platform wrote it (the API's lines included).
+    pub fn app_log(&self, env: &str) -> String {
+        std::fs::read_to_string(self.env_dir(env).join("app.log")).unwrap()
+    }
+
     /// Waits up to `timeout` until `cdflow logs` of staging shows `text`; returns the log.
     #[track_caller]
     pub fn wait_for_log(&self, text: &str, timeout: Duration) -> String {
