@@ -9,11 +9,35 @@ use super::files_under;
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::Mutex;
+    // Drawn below the kernel's ephemeral range, as the local platform draws its instances'
+    // ports (src/platform/local/ports.rs): a port from that range, free now but bound by cdflow
+    // only later, can meanwhile become the local port of some outgoing connection (CI saw a
+    // promote refused for it). Never the same port twice in one test process.
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    const LOWEST: u16 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let random = RandomState::new();
+    for attempt in 0..256u64 {
+        let span = u64::from(ephemeral_low.saturating_sub(LOWEST).max(1));
+        let port = LOWEST + (random.hash_one(attempt) % span) as u16;
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port()
+        .port();
+    given.push(port);
+    port
 }
 
 /// Waits up to a minute for `done`, polling; panics naming `what` if it never comes.
